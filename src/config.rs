@@ -1,0 +1,485 @@
+//! The configuration file: raw serde structs (with source spans) → a validated [`Config`].
+//!
+//! Every problem a user can make is reported as `PATH:LINE:COL: key: message`, one line each, and
+//! all semantic problems of a file are reported together.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::source::SourceSpec;
+
+/// Where `farmcam run` and `farmcam check` look when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/farmcam/farmcam.toml";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub cameras: Vec<Arc<CameraConfig>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Addresses of the main listener (all cameras, API, events, page).
+    pub listen: Vec<SocketAddr>,
+    /// Open connections across all listeners; beyond this a client gets 503 and is closed.
+    pub max_connections: usize,
+    /// A viewer whose socket accepts nothing for this long is disconnected.
+    pub write_timeout: Duration,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+}
+
+/// Width and height in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    pub id: String,
+    pub name: String,
+    pub source: SourceSpec,
+    pub size: Option<Size>,
+    pub fps: Option<u32>,
+    pub idle_grace: Duration,
+    pub snapshot_timeout: Duration,
+    pub stall_timeout: Duration,
+    /// Optional dedicated port serving only this camera (mjpg-streamer style URLs).
+    pub listen: Option<SocketAddr>,
+}
+
+impl CameraConfig {
+    /// A camera with default timings, for tests and built-in configurations.
+    pub fn new(id: &str, source: SourceSpec) -> Self {
+        CameraConfig {
+            id: id.to_string(),
+            name: id.to_string(),
+            source,
+            size: None,
+            fps: None,
+            idle_grace: DEFAULT_IDLE_GRACE,
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            listen: None,
+        }
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a configuration was not accepted. `Display` gives one line per problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source} (pass another file with --config)")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .problems.join("\n"))]
+    Invalid { problems: Vec<String> },
+}
+
+impl ConfigError {
+    /// The individual problem lines.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { problems } => problems.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file structure
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    camera: Vec<RawCamera>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<OneOrMany>>,
+    max_connections: Option<Spanned<i64>>,
+    write_timeout: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    idle_grace: Option<Spanned<String>>,
+    snapshot_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCamera {
+    id: Spanned<String>,
+    name: Option<String>,
+    source: Spanned<String>,
+    size: Option<Spanned<String>>,
+    fps: Option<Spanned<i64>>,
+    idle_grace: Option<Spanned<String>>,
+    snapshot_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and validation
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validate configuration text; `path` only names the file in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        path: path.to_path_buf(),
+        problems: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let msg = e.message().trim().replace('\n', " ");
+            v.problem(e.span(), "", &msg);
+            return Err(ConfigError::Invalid {
+                problems: v.problems,
+            });
+        }
+    };
+    let config = v.validate(raw);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            problems: v.problems,
+        })
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, span: Option<Range<usize>>, key: &str, message: &str) {
+        let (line, col) = span.map(|s| line_col(self.text, s.start)).unwrap_or((1, 1));
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}: ")
+        };
+        self.problems.push(format!(
+            "{}:{line}:{col}: {key}{message}",
+            self.path.display()
+        ));
+    }
+
+    fn duration(&mut self, raw: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        let Some(s) = raw else { return default };
+        match parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(msg) => {
+                self.problem(Some(s.span()), key, &msg);
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, s: &str, span: Range<usize>, key: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    Some(span),
+                    key,
+                    &format!("{s:?} is not an address:port (write e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8081\" or \"[::]:8080\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Config {
+        // [http]
+        let mut listen = Vec::new();
+        match &raw.http.listen {
+            None => listen.push(DEFAULT_LISTEN.parse().expect("default address")),
+            Some(l) => {
+                let span = l.span();
+                let list = match l.get_ref() {
+                    OneOrMany::One(s) => vec![s.clone()],
+                    OneOrMany::Many(v) => v.clone(),
+                };
+                if list.is_empty() {
+                    self.problem(Some(span.clone()), "http.listen", "needs at least one address, e.g. \"127.0.0.1:8080\"");
+                }
+                for s in &list {
+                    if let Some(a) = self.addr(s, span.clone(), "http.listen") {
+                        listen.push(a);
+                    }
+                }
+            }
+        }
+        let max_connections = match &raw.http.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.problem(Some(n.span()), "http.max_connections", "must be between 1 and 100000");
+                DEFAULT_MAX_CONNECTIONS
+            }
+        };
+        let write_timeout = self.duration(&raw.http.write_timeout, "http.write_timeout", DEFAULT_WRITE_TIMEOUT);
+        let header_read_timeout = self.duration(
+            &raw.http.header_read_timeout,
+            "http.header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        );
+
+        // [defaults]
+        let idle_grace = self.duration(&raw.defaults.idle_grace, "defaults.idle_grace", DEFAULT_IDLE_GRACE);
+        let snapshot_timeout = self.duration(
+            &raw.defaults.snapshot_timeout,
+            "defaults.snapshot_timeout",
+            DEFAULT_SNAPSHOT_TIMEOUT,
+        );
+        let stall_timeout = self.duration(&raw.defaults.stall_timeout, "defaults.stall_timeout", DEFAULT_STALL_TIMEOUT);
+
+        // [[camera]]
+        let mut ids = HashSet::new();
+        let mut ports: Vec<SocketAddr> = listen.clone();
+        let mut cameras = Vec::new();
+        for (i, c) in raw.camera.iter().enumerate() {
+            let id = c.id.get_ref().clone();
+            let at = |k: &str| format!("camera[{i}].{k}");
+            if !valid_id(&id) {
+                self.problem(
+                    Some(c.id.span()),
+                    &at("id"),
+                    &format!("{id:?} is not a valid id: use lowercase letters, digits, '-' and '_', starting with a letter or digit (e.g. \"printer-1\")"),
+                );
+            } else if !ids.insert(id.clone()) {
+                self.problem(Some(c.id.span()), &at("id"), &format!("{id:?} is used by another camera; ids must be unique"));
+            }
+            let source = match SourceSpec::parse(c.source.get_ref()) {
+                Ok(s) => s,
+                Err(msg) => {
+                    self.problem(Some(c.source.span()), &at("source"), &msg);
+                    SourceSpec::TestPattern
+                }
+            };
+            let size = c.size.as_ref().and_then(|s| match parse_size(s.get_ref()) {
+                Ok(size) => Some(size),
+                Err(msg) => {
+                    self.problem(Some(s.span()), &at("size"), &msg);
+                    None
+                }
+            });
+            let fps = match &c.fps {
+                None => None,
+                Some(f) if (1..=240).contains(f.get_ref()) => Some(*f.get_ref() as u32),
+                Some(f) => {
+                    self.problem(Some(f.span()), &at("fps"), "must be between 1 and 240 frames per second");
+                    None
+                }
+            };
+            let cam_listen = c.listen.as_ref().and_then(|l| {
+                let a = self.addr(l.get_ref(), l.span(), &at("listen"))?;
+                if ports.iter().any(|p| p.port() == a.port() && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())) {
+                    self.problem(Some(l.span()), &at("listen"), &format!("{a} is already used by another listener; give this camera its own port"));
+                }
+                ports.push(a);
+                Some(a)
+            });
+            cameras.push(Arc::new(CameraConfig {
+                name: c.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| id.clone()),
+                id,
+                source,
+                size,
+                fps,
+                idle_grace: self.duration(&c.idle_grace, &at("idle_grace"), idle_grace),
+                snapshot_timeout: self.duration(&c.snapshot_timeout, &at("snapshot_timeout"), snapshot_timeout),
+                stall_timeout: self.duration(&c.stall_timeout, &at("stall_timeout"), stall_timeout),
+                listen: cam_listen,
+            }));
+        }
+        Config {
+            http: HttpConfig {
+                listen,
+                max_connections,
+                write_timeout,
+                header_read_timeout,
+            },
+            cameras,
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
+pub fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Human durations: "250ms", "5s", "2m", "1h 30m". Zero is allowed (e.g. no idle grace).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"250ms\", \"5s\" or \"2m\""))
+}
+
+/// "1280x720".
+pub fn parse_size(s: &str) -> Result<Size, String> {
+    let bad = || format!("{s:?} is not a size; write WIDTHxHEIGHT, e.g. \"1280x720\" (16..7680 x 16..4320)");
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    let width: u32 = w.trim().parse().map_err(|_| bad())?;
+    let height: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(16..=7680).contains(&width) || !(16..=4320).contains(&height) {
+        return Err(bad());
+    }
+    Ok(Size { width, height })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Path::new("f.toml")) {
+            Ok(_) => vec![],
+            Err(e) => e.lines(),
+        }
+    }
+
+    #[test]
+    fn minimal_camera_gets_defaults() {
+        let c = parse("[[camera]]\nid = \"a\"\nsource = \"test:\"\n", Path::new("f.toml")).unwrap();
+        assert_eq!(c.http.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.http.max_connections, 512);
+        assert_eq!(c.cameras[0].name, "a");
+        assert_eq!(c.cameras[0].idle_grace, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn listen_accepts_one_or_many_and_camera_overrides_defaults() {
+        let c = parse(
+            "[http]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n[defaults]\nidle_grace = \"2m\"\n\
+             [[camera]]\nid = \"a\"\nsource = \"test:\"\nidle_grace = \"250ms\"\nsize = \"640x480\"\nfps = 5\n\
+             [[camera]]\nid = \"b\"\nsource = \"test:\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.len(), 2);
+        assert_eq!(c.cameras[0].idle_grace, Duration::from_millis(250));
+        assert_eq!(c.cameras[0].size, Some(Size { width: 640, height: 480 }));
+        assert_eq!(c.cameras[0].fps, Some(5));
+        assert_eq!(c.cameras[1].idle_grace, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_position() {
+        let e = errors("[[camera]]\nid = \"a\"\nsource = \"test:\"\nfsp = 3\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("f.toml:4:1: "), "{e:?}");
+        assert!(e[0].contains("fsp"), "{e:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_once_with_its_key() {
+        let e = errors(
+            "[http]\nlisten = \"localhost\"\n[[camera]]\nid = \"Bad Id\"\nsource = \"nope://x\"\nsize = \"big\"\n\
+             idle_grace = \"soon\"\nfps = 0\n[[camera]]\nid = \"ok\"\nsource = \"test:\"\n[[camera]]\nid = \"ok\"\nsource = \"test:\"\n",
+        );
+        let keys = [
+            ("f.toml:2:10: http.listen", "not an address"),
+            ("f.toml:4:6: camera[0].id", "not a valid id"),
+            ("f.toml:5:10: camera[0].source", "nope://"),
+            ("f.toml:6:8: camera[0].size", "WIDTHxHEIGHT"),
+            ("f.toml:8:7: camera[0].fps", "between 1 and 240"),
+            ("f.toml:7:14: camera[0].idle_grace", "not a duration"),
+            ("f.toml:13:6: camera[2].id", "unique"),
+        ];
+        assert_eq!(e.len(), keys.len(), "{e:#?}");
+        for (prefix, words) in keys {
+            assert!(e.iter().any(|l| l.starts_with(prefix) && l.contains(words)), "missing {prefix}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn camera_port_clash_is_rejected() {
+        let e = errors("[http]\nlisten = \"0.0.0.0:8080\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\nlisten = \"127.0.0.1:8080\"\n");
+        assert!(e.len() == 1 && e[0].contains("camera[0].listen") && e[0].contains("already used"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = errors("[[camera]]\nid = \"a\"\n");
+        assert!(e.len() == 1 && e[0].contains("source"), "{e:?}");
+    }
+
+    #[test]
+    fn ids_and_durations() {
+        assert!(valid_id("printer-1") && valid_id("0_a") && !valid_id("-a") && !valid_id("A") && !valid_id(""));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+    }
+}

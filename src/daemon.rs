@@ -1,0 +1,51 @@
+//! `farmcam run`: wire configuration, cameras and listeners together; stop cleanly on a signal.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::http::{self, Server};
+use crate::registry::Registry;
+
+/// Upstreams get this long to close at shutdown; HTTP connections the rest of the 3 s budget.
+const PUMPS_GRACE: Duration = Duration::from_millis(1500);
+const HTTP_GRACE: Duration = Duration::from_millis(1000);
+
+/// Run until SIGTERM or SIGINT. Errors (e.g. an address in use) are one line for the user.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = CancellationToken::new();
+    let registry = Arc::new(Registry::new(&config.cameras, shutdown.clone()));
+    let listeners = http::bind(&config, &registry).await?;
+    for l in &listeners {
+        info!("listening on http://{} ({})", l.local_addr(), l.describe());
+    }
+    let server = Server::start(listeners, &config, registry.clone(), shutdown.clone());
+    info!(
+        "farmcam {} ready: {} camera(s): {}",
+        env!("CARGO_PKG_VERSION"),
+        config.cameras.len(),
+        config.cameras.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+    );
+
+    let sig = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let started = Instant::now();
+    info!("{sig}: shutting down");
+    shutdown.cancel();
+    if !registry.shutdown(PUMPS_GRACE).await {
+        warn!("some upstreams did not close within {PUMPS_GRACE:?}");
+    }
+    if !server.wait(HTTP_GRACE).await {
+        warn!("some connections did not finish within {HTTP_GRACE:?}");
+    }
+    info!("stopped in {} ms", started.elapsed().as_millis());
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `stream` (multipart MJPEG) and `snapshot` (one JPEG) for a camera.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame as BodyFrame;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use tokio::time::Instant;
+use tracing::info;
+
+use super::{api, param, Body, Ctx};
+use crate::frame::Frame;
+use crate::pump::{ConsumerKind, Subscription};
+use crate::registry::{Camera, SnapshotError};
+
+pub const BOUNDARY: &str = "farmcamframe";
+
+/// Headers that keep browsers and proxies from caching live images.
+fn no_cache(resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"));
+    h.insert("pragma", HeaderValue::from_static("no-cache"));
+    h.insert("expires", HeaderValue::from_static("0"));
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+}
+
+/// The multipart header of one part.
+fn part_header(f: &Frame) -> Bytes {
+    Bytes::from(format!(
+        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\nX-Sequence: {}\r\n\r\n",
+        f.jpeg.len(),
+        f.timestamp_string(),
+        f.seq
+    ))
+}
+
+/// One viewer's stream: its subscription, its rate cap, and what is left of the current part.
+struct Viewer {
+    sub: Subscription,
+    min_interval: Option<Duration>,
+    next_due: Option<Instant>,
+    pending: Vec<Bytes>,
+    camera: String,
+    peer: SocketAddr,
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let left = self.sub.detach();
+        info!(camera = %self.camera, peer = %self.peer, skipped = self.sub.skipped(), "viewer left ({left} consumers remain)");
+    }
+}
+
+impl Viewer {
+    /// The next chunk to write: a part header, then its JPEG, then the CRLF closing the part.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(b) = self.pending.pop() {
+            return Some(b);
+        }
+        loop {
+            let f = self.sub.next().await?;
+            if let Some(interval) = self.min_interval {
+                let now = Instant::now();
+                // A little slack so that jitter does not halve the rate.
+                if self.next_due.is_some_and(|due| now + Duration::from_millis(3) < due) {
+                    continue;
+                }
+                let base = self.next_due.filter(|d| now.saturating_duration_since(*d) < interval).unwrap_or(now);
+                self.next_due = Some(base + interval);
+            }
+            self.sub.delivered();
+            self.pending = vec![Bytes::from_static(b"\r\n"), f.jpeg.clone()];
+            return Some(part_header(&f));
+        }
+    }
+}
+
+pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], _ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+    let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {
+        None => None,
+        Some(Ok(fps)) if fps > 0.0 && fps <= 1000.0 => Some(Duration::from_secs_f64(1.0 / fps)),
+        Some(_) => return api::error(StatusCode::BAD_REQUEST, "fps must be a number of frames per second above 0, e.g. ?fps=5"),
+    };
+    let sub = cam.subscribe(ConsumerKind::Viewer);
+    info!(camera = %cam.id(), %peer, "viewer joined");
+    let viewer = Viewer {
+        sub,
+        min_interval,
+        next_due: None,
+        pending: Vec::new(),
+        camera: cam.id().to_string(),
+        peer,
+    };
+    let chunks = stream::unfold(viewer, |mut v| async move {
+        let chunk = v.next_chunk().await?;
+        Some((Ok(BodyFrame::data(chunk)), v))
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&format!("multipart/x-mixed-replace;boundary={BOUNDARY}")).expect("valid header"),
+    );
+    no_cache(&mut resp);
+    resp
+}
+
+fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(jpeg).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    no_cache(&mut resp);
+    resp
+}
+
+pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
+    let max_age = match param(q, "max_age").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(ms)) => Some(Duration::from_millis(ms)),
+        Some(Err(_)) => return api::error(StatusCode::BAD_REQUEST, "max_age is in milliseconds, e.g. ?max_age=2000"),
+    };
+    match cam.snapshot(max_age).await {
+        Ok(f) => {
+            let mut resp = jpeg_response(StatusCode::OK, f.jpeg.clone());
+            let h = resp.headers_mut();
+            h.insert("x-timestamp", HeaderValue::from_str(&f.timestamp_string()).expect("digits"));
+            h.insert("x-sequence", HeaderValue::from(f.seq));
+            resp
+        }
+        Err(SnapshotError::Timeout { placeholder }) => {
+            let mut resp = jpeg_response(StatusCode::SERVICE_UNAVAILABLE, placeholder);
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(5u32));
+            resp
+        }
+        Err(SnapshotError::Offline { placeholder, retry_in }) => {
+            let mut resp = jpeg_response(StatusCode::SERVICE_UNAVAILABLE, placeholder);
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_in.as_secs_f64().ceil().max(1.0) as u64));
+            resp
+        }
+        Err(SnapshotError::ShuttingDown) => api::error(StatusCode::SERVICE_UNAVAILABLE, "farmcam is shutting down"),
+    }
+}

@@ -1,0 +1,260 @@
+//! The HTTP server: listeners, the connection cap, per-connection timeouts, routing.
+//!
+//! Connections are served with hyper's HTTP/1 builder directly (not `axum::serve`) so that every
+//! wait is bounded: request headers must arrive within `header_read_timeout`, a viewer whose
+//! socket accepts nothing for `write_timeout` is dropped, at most `max_connections` are open, and
+//! shutdown ends every stream.
+
+mod api;
+mod events;
+mod mjpeg;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep, timeout};
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::registry::{Camera, Registry};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Request head and write buffer limit per connection (also bounds what one viewer can pin).
+const MAX_BUF: usize = 64 * 1024;
+/// How long a closing connection may take to finish its response after shutdown began.
+const DRAIN: Duration = Duration::from_millis(1500);
+const REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 44\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{\"error\":\"too many connections, retry later\"}";
+
+/// What a listener serves.
+#[derive(Clone)]
+pub enum Scope {
+    /// Everything: the page, the API, events and all cameras under `/cameras/{id}/`.
+    Main,
+    /// One camera's dedicated port, with mjpg-streamer / µStreamer style paths.
+    Camera(Arc<Camera>),
+}
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    pub listener: TcpListener,
+    pub scope: Scope,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound socket has an address")
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.scope {
+            Scope::Main => "all cameras, API and page".into(),
+            Scope::Camera(c) => format!("camera {}", c.id()),
+        }
+    }
+}
+
+/// Bind the main listeners and each camera's dedicated one. The error names the address and fix.
+pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    let mut targets: Vec<(SocketAddr, Scope, String)> = config
+        .http
+        .listen
+        .iter()
+        .map(|a| (*a, Scope::Main, "http.listen".to_string()))
+        .collect();
+    for cam in registry.cameras() {
+        if let Some(a) = cam.config().listen {
+            targets.push((a, Scope::Camera(cam.clone()), format!("listen of camera {}", cam.id())));
+        }
+    }
+    for (addr, scope, key) in targets {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}; is another farmcam running? choose another address in the config"))?;
+        out.push(Listener { listener, scope });
+    }
+    Ok(out)
+}
+
+/// Shared by every connection.
+pub struct Ctx {
+    pub registry: Arc<Registry>,
+    pub write_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub shutdown: CancellationToken,
+    limit: Arc<Semaphore>,
+    rejecting: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+/// The running server: accept loops and connections, all owned by one tracker.
+pub struct Server {
+    ctx: Arc<Ctx>,
+}
+
+impl Server {
+    pub fn start(listeners: Vec<Listener>, config: &Config, registry: Arc<Registry>, shutdown: CancellationToken) -> Server {
+        let ctx = Arc::new(Ctx {
+            registry,
+            write_timeout: config.http.write_timeout,
+            header_read_timeout: config.http.header_read_timeout,
+            shutdown,
+            limit: Arc::new(Semaphore::new(config.http.max_connections)),
+            rejecting: Arc::new(Semaphore::new(64)),
+            tracker: TaskTracker::new(),
+        });
+        for l in listeners {
+            ctx.tracker.spawn(accept_loop(l, ctx.clone()));
+        }
+        Server { ctx }
+    }
+
+    /// Wait (bounded) for the accept loops and connections to finish after shutdown was signalled.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        self.ctx.tracker.close();
+        timeout(limit, self.ctx.tracker.wait()).await.is_ok()
+    }
+}
+
+async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
+    let Listener { listener, scope } = l;
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = sock.set_nodelay(true);
+        match ctx.limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                ctx.tracker.spawn(serve_connection(sock, peer, scope.clone(), ctx.clone(), permit));
+            }
+            Err(_) => {
+                debug!(%peer, "connection limit reached: 503");
+                if let Ok(p) = ctx.rejecting.clone().try_acquire_owned() {
+                    ctx.tracker.spawn(reject(sock, p));
+                }
+            }
+        }
+    }
+}
+
+/// Answer 503 and close politely (reading what the client sent, so it sees the answer, not a reset).
+async fn reject(mut sock: TcpStream, _permit: OwnedSemaphorePermit) {
+    let _ = timeout(Duration::from_secs(1), async {
+        sock.write_all(REJECT).await?;
+        sock.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while sock.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+async fn serve_connection(sock: TcpStream, peer: SocketAddr, scope: Scope, ctx: Arc<Ctx>, _permit: OwnedSemaphorePermit) {
+    let mut io = TimeoutStream::new(sock);
+    io.set_write_timeout(Some(ctx.write_timeout));
+    let io = TokioIo::new(Box::pin(io));
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| {
+        let (ctx, scope) = (svc_ctx.clone(), scope.clone());
+        async move { Ok::<_, Infallible>(route(req, &scope, &ctx, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.header_read_timeout)
+        .max_buf_size(MAX_BUF)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// The query string as key/value pairs (no percent-decoding: farmcam's parameters are plain).
+fn query(req: &Request<Incoming>) -> Vec<(&str, &str)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+fn param<'a>(q: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+    if req.method() != Method::GET {
+        return api::method_not_allowed();
+    }
+    let q = query(&req);
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match scope {
+        Scope::Main => match segments.as_slice() {
+            [] => api::index(&ctx.registry),
+            ["api", "cameras"] => api::cameras(&ctx.registry, &req),
+            ["api", "events"] => events::sse(ctx, &req, &q),
+            ["cameras", id, rest @ ..] => match ctx.registry.get(id) {
+                None => api::error(StatusCode::NOT_FOUND, &format!("no camera {id:?}; GET /api/cameras lists them")),
+                Some(cam) => camera_route(cam, rest, &q, ctx, peer).await,
+            },
+            _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
+        },
+        Scope::Camera(cam) => match segments.as_slice() {
+            [] if param(&q, "action").is_none() => api::camera_page(cam),
+            rest => camera_route(cam, rest, &q, ctx, peer).await,
+        },
+    }
+}
+
+/// `stream`, `snapshot`, or `?action=stream|snapshot` on the camera's root.
+async fn camera_route(cam: &Arc<Camera>, rest: &[&str], q: &[(&str, &str)], ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+    let what = match rest {
+        [] => param(q, "action").unwrap_or(""),
+        [w] => w,
+        _ => "",
+    };
+    match what {
+        "stream" => mjpeg::stream(cam, q, ctx, peer),
+        "snapshot" => mjpeg::snapshot(cam, q).await,
+        _ => api::error(
+            StatusCode::NOT_FOUND,
+            &format!("camera {:?} serves stream and snapshot (or ?action=stream / ?action=snapshot)", cam.id()),
+        ),
+    }
+}
+

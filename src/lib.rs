@@ -1,0 +1,16 @@
+//! farmcam: a camera gateway for 3D-printer farms.
+//!
+//! Data flows one way: [`source`] → [`pump`] (one per camera, owned by the [`registry`]) → sinks
+//! ([`http`]). The pump is the only owner of "is the camera open?".
+
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod frame;
+pub mod http;
+pub mod jpeg;
+pub mod pump;
+pub mod redact;
+pub mod registry;
+pub mod render;
+pub mod source;

@@ -1,0 +1,118 @@
+//! The `farmcam` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use farmcam::config::{self, Config};
+use tracing_subscriber::EnvFilter;
+
+/// sysexits EX_CONFIG: the configuration is wrong; systemd should not restart us.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "farmcam",
+    version,
+    about = "Camera gateway for 3D-printer farms: one shared capture pump per camera, MJPEG over HTTP",
+    long_about = "Camera gateway for 3D-printer farms.\n\n\
+        Every camera is opened at most once, only while someone watches, and shared by all viewers \
+        and snapshot requests; it is closed `idle_grace` after the last one leaves.\n\n\
+        URLs (main listener):\n  \
+          /                            page listing the cameras\n  \
+          /cameras/ID/stream           MJPEG stream (?fps=N caps this viewer)\n  \
+          /cameras/ID/snapshot         one JPEG (?max_age=MS accepts a cached frame)\n  \
+          /cameras/ID/?action=stream   mjpg-streamer style (also ?action=snapshot)\n  \
+          /api/cameras                 JSON status of every camera\n  \
+          /api/events                  Server-Sent Events of camera state changes\n\
+        A camera with `listen` also answers /?action=stream, /?action=snapshot, /stream, /snapshot \
+        on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\n\
+        Exit codes: 0 stopped by SIGTERM/SIGINT or config OK; 78 configuration invalid; 1 other \
+        errors (e.g. address in use).\n\
+        Logging: RUST_LOG=debug (or e.g. RUST_LOG=farmcam=debug) for more detail, to stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file (TOML). The shipped demo is config/farmcam.toml.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print the cameras it would serve (exit 0, or 78 with one
+    /// line per problem: PATH:LINE:COL: key: message).
+    Check {
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        for line in e.lines() {
+            eprintln!("{line}");
+        }
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Err(code) => code,
+            Ok(c) => {
+                println!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
+                let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
+                for cam in &c.cameras {
+                    let size = cam.size.map(|s| s.to_string()).unwrap_or_else(|| "source size".into());
+                    let fps = cam.fps.map(|f| format!("{f} fps")).unwrap_or_else(|| "source rate".into());
+                    println!(
+                        "  {:<16} {:<24} {:<20} {size}, {fps}, idle_grace {}  http://{main}/cameras/{}/stream{}",
+                        cam.id,
+                        cam.name,
+                        cam.source.redacted(),
+                        humantime::format_duration(cam.idle_grace),
+                        cam.id,
+                        cam.listen.map(|a| format!("  http://{a}/?action=stream")).unwrap_or_default()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        Command::Run { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("farmcam: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = rt.block_on(farmcam::daemon::run(c));
+            // Nothing may keep the process alive past shutdown (e.g. a blocked capture thread).
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

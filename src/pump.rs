@@ -1,0 +1,561 @@
+//! One camera's capture pump: the only owner of "is this camera open?".
+//!
+//! A pump is created by the registry for the first consumer of an idle camera. It opens ONE
+//! upstream and fans every frame out to all consumers through a bounded broadcast ring (a slow
+//! consumer skips ahead, it never delays the others or grows memory). It keeps reopening with
+//! backoff while consumers remain, sending a placeholder image while the upstream is down, and
+//! closes the upstream `idle_grace` after the last consumer left. A stopped pump never accepts a
+//! consumer again; the registry then starts a fresh one, which waits for this one's upstream to be
+//! fully closed before opening its own.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{CameraConfig, Size};
+use crate::events::{CameraState, EventBus, EventKind};
+use crate::frame::{Captured, Frame};
+use crate::source::{Source, SourceError, Upstream};
+
+/// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
+pub const RING: usize = 8;
+/// How long a fresh pump waits for the previous upstream of its camera to close.
+pub const PREVIOUS_CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// Bound on an upstream's close.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Placeholder rate while the upstream is down.
+pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An upstream that delivered this long resets the backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Who is consuming frames: viewers are shown separately in status and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerKind {
+    Viewer,
+    Snapshot,
+    Other,
+}
+
+/// What lives as long as the camera, across pumps: counters, the last good frame, the placeholder.
+pub struct CameraShared {
+    pub config: Arc<CameraConfig>,
+    pub events: Arc<EventBus>,
+    pub upstream_opens: AtomicU64,
+    pub frames_captured: AtomicU64,
+    pub frames_delivered: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    /// Frames per second measured over the last second, times 1000.
+    pub fps_milli: AtomicU64,
+    pub last_good: Mutex<Option<Frame>>,
+    placeholder: OnceLock<Bytes>,
+}
+
+impl CameraShared {
+    pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>) -> Self {
+        CameraShared {
+            config,
+            events,
+            upstream_opens: AtomicU64::new(0),
+            frames_captured: AtomicU64::new(0),
+            frames_delivered: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+            fps_milli: AtomicU64::new(0),
+            last_good: Mutex::new(None),
+            placeholder: OnceLock::new(),
+        }
+    }
+
+    /// The "<name> — offline" JPEG, rendered once.
+    pub fn placeholder(&self) -> Bytes {
+        self.placeholder
+            .get_or_init(|| {
+                let size = self.config.size.unwrap_or(Size { width: 1280, height: 720 });
+                crate::render::placeholder(&self.config.name, size)
+            })
+            .clone()
+    }
+
+    pub fn placeholder_size(&self) -> Size {
+        self.config.size.unwrap_or(Size { width: 1280, height: 720 })
+    }
+}
+
+pub struct Pump {
+    shared: Arc<CameraShared>,
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Frame>,
+    state: watch::Sender<CameraState>,
+    /// Consumer count changed (wakes the idle watcher).
+    changed: Notify,
+    /// Forced end (shutdown, camera removed): consumers' `next()` returns `None`.
+    kill: CancellationToken,
+    /// Stop the upstream (idle, or killed). Child of `kill`.
+    stop: CancellationToken,
+    /// Cancelled once this pump's upstream, and every earlier one of the camera, is closed.
+    closed: CancellationToken,
+}
+
+struct Inner {
+    consumers: usize,
+    viewers: usize,
+    latest: Option<Frame>,
+    next_seq: u64,
+    stopped: bool,
+    retry_at: Option<Instant>,
+}
+
+impl Pump {
+    /// Start a pump (its supervisor and idle watcher run on `tracker`). It opens its upstream only
+    /// after `previous` (the camera's previous pump's `closed`) fired, or after a bounded wait.
+    pub fn start(
+        shared: Arc<CameraShared>,
+        source: Arc<dyn Source>,
+        parent: &CancellationToken,
+        previous: Option<CancellationToken>,
+        tracker: &TaskTracker,
+    ) -> Arc<Pump> {
+        let kill = parent.child_token();
+        let pump = Arc::new(Pump {
+            stop: kill.child_token(),
+            kill,
+            closed: CancellationToken::new(),
+            inner: Mutex::new(Inner {
+                consumers: 0,
+                viewers: 0,
+                latest: None,
+                next_seq: 1,
+                stopped: false,
+                retry_at: None,
+            }),
+            tx: broadcast::channel(RING).0,
+            state: watch::Sender::new(CameraState::Starting),
+            changed: Notify::new(),
+            shared,
+        });
+        info!(camera = %pump.id(), "pump started");
+        pump.event(EventKind::Started, CameraState::Starting, 0);
+        tracker.spawn(pump.clone().supervise(source, previous));
+        tracker.spawn(pump.clone().idle_watch());
+        pump
+    }
+
+    fn id(&self) -> &str {
+        &self.shared.config.id
+    }
+
+    fn event(&self, kind: EventKind, state: CameraState, viewers: usize) {
+        self.shared.events.publish(self.id(), kind, state, viewers);
+    }
+
+    /// Attach a consumer, unless this pump has stopped (then the registry starts a fresh one).
+    /// The consumer first receives the latest frame, then every later one.
+    pub fn try_attach(self: &Arc<Self>, kind: ConsumerKind) -> Option<Subscription> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.stopped {
+            return None;
+        }
+        inner.consumers += 1;
+        if kind == ConsumerKind::Viewer {
+            inner.viewers += 1;
+            self.event(EventKind::Viewers, *self.state.borrow(), inner.viewers);
+        }
+        let sub = Subscription {
+            pump: self.clone(),
+            rx: self.tx.subscribe(),
+            pending: inner.latest.clone(),
+            kind,
+            attached: true,
+            last_seq: None,
+            skipped: 0,
+        };
+        drop(inner);
+        self.changed.notify_one();
+        Some(sub)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.inner.lock().unwrap().stopped
+    }
+
+    pub fn state(&self) -> CameraState {
+        *self.state.borrow()
+    }
+
+    /// (consumers, viewers)
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.consumers, inner.viewers)
+    }
+
+    /// When the next open attempt is due, while the upstream is down.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.inner.lock().unwrap().retry_at.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Fires when this pump's upstream (and all earlier ones) are closed.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+
+    /// Force the pump to end now (shutdown or camera removed); consumers are woken.
+    pub fn kill(&self) {
+        self.inner.lock().unwrap().stopped = true;
+        self.kill.cancel();
+    }
+
+    fn set_state(&self, state: CameraState, kind: EventKind) {
+        self.state.send_replace(state);
+        let viewers = self.inner.lock().unwrap().viewers;
+        self.event(kind, state, viewers);
+    }
+
+    fn publish(&self, jpeg: Bytes, width: u32, height: u32, captured_at: SystemTime, placeholder: bool) {
+        let mut inner = self.inner.lock().unwrap();
+        let frame = Frame {
+            jpeg,
+            seq: inner.next_seq,
+            captured_at,
+            width,
+            height,
+            placeholder,
+        };
+        inner.next_seq += 1;
+        inner.latest = Some(frame.clone());
+        // Sent under the lock: a consumer attaching concurrently gets this frame either as its
+        // `latest` or from the ring, never both and never neither.
+        let _ = self.tx.send(frame.clone());
+        drop(inner);
+        if !placeholder {
+            self.shared.frames_captured.fetch_add(1, Relaxed);
+            *self.shared.last_good.lock().unwrap() = Some(frame);
+        }
+    }
+
+    fn publish_placeholder(&self) {
+        let size = self.shared.placeholder_size();
+        self.publish(self.shared.placeholder(), size.width, size.height, SystemTime::now(), true);
+    }
+
+    /// Sends the placeholder about once per second, forever (used inside `select!`).
+    async fn placeholders(&self) {
+        loop {
+            self.publish_placeholder();
+            sleep(PLACEHOLDER_EVERY).await;
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, source: Arc<dyn Source>, previous: Option<CancellationToken>) {
+        if let Some(prev) = &previous {
+            // Devices and printers allow one handle: never open before the previous one closed.
+            if timeout(PREVIOUS_CLOSE_WAIT, prev.cancelled()).await.is_err() {
+                warn!(camera = %self.id(), "previous upstream did not close within {PREVIOUS_CLOSE_WAIT:?}; opening anyway");
+            }
+        }
+        let reason = self.run(source).await;
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.stopped = true;
+            inner.retry_at = None;
+        }
+        self.shared.fps_milli.store(0, Relaxed);
+        self.state.send_replace(CameraState::Idle);
+        info!(camera = %self.id(), "pump stopped: {reason}");
+        self.event(EventKind::Stopped, CameraState::Idle, 0);
+        self.closed.cancel();
+    }
+
+    /// Open, pump, reopen with backoff, until stopped. Returns why it stopped.
+    async fn run(&self, source: Arc<dyn Source>) -> &'static str {
+        let mut backoff = Backoff::default();
+        let mut failures = FailureLog::default();
+        loop {
+            if self.stop.is_cancelled() {
+                return self.stop_reason();
+            }
+            let offline = self.state() == CameraState::Offline;
+            self.shared.upstream_opens.fetch_add(1, Relaxed);
+            let started = Instant::now();
+            let opened = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return self.stop_reason(),
+                r = source.open() => r,
+                _ = self.placeholders(), if offline => unreachable!("placeholders never ends"),
+            };
+            let result = match opened {
+                Ok(upstream) => {
+                    debug!(camera = %self.id(), "upstream opened in {:?}", started.elapsed());
+                    let (result, healthy) = self.pump_frames(upstream).await;
+                    if healthy {
+                        backoff.reset();
+                    }
+                    match result {
+                        None => return self.stop_reason(),
+                        Some(err) => err,
+                    }
+                }
+                Err(e) => e,
+            };
+            // The upstream is down: tell consumers at once, then retry with backoff.
+            let delay = backoff.next();
+            failures.log(self.id(), &result, delay);
+            self.shared.fps_milli.store(0, Relaxed);
+            if self.state() != CameraState::Offline {
+                self.set_state(CameraState::Offline, EventKind::Offline);
+            }
+            self.inner.lock().unwrap().retry_at = Some(Instant::now() + delay);
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return self.stop_reason(),
+                _ = sleep(delay) => {}
+                _ = self.placeholders() => unreachable!("placeholders never ends"),
+            }
+            self.inner.lock().unwrap().retry_at = None;
+        }
+    }
+
+    fn stop_reason(&self) -> &'static str {
+        if self.kill.is_cancelled() {
+            "shutting down"
+        } else {
+            "idle"
+        }
+    }
+
+    /// Deliver frames from one upstream until it fails (Some(error)) or the pump stops (None).
+    /// The upstream is always closed (bounded) before returning. Also says whether it was healthy
+    /// long enough to reset the backoff.
+    async fn pump_frames(&self, mut upstream: Box<dyn Upstream>) -> (Option<SourceError>, bool) {
+        let stall = self.shared.config.stall_timeout;
+        let mut first_frame: Option<Instant> = None;
+        let mut window = (Instant::now(), 0u64);
+        let result = loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break None,
+                r = timeout(stall, upstream.next_frame()) => r,
+            };
+            match next {
+                Ok(Ok(Captured { jpeg, width, height, captured_at })) => {
+                    self.publish(jpeg, width, height, captured_at, false);
+                    if first_frame.is_none() {
+                        first_frame = Some(Instant::now());
+                        info!(camera = %self.id(), "live: {width}x{height}");
+                        self.set_state(CameraState::Live, EventKind::Live);
+                    }
+                    window.1 += 1;
+                    let elapsed = window.0.elapsed();
+                    if elapsed >= Duration::from_secs(1) {
+                        let fps = window.1 as f64 / elapsed.as_secs_f64();
+                        self.shared.fps_milli.store((fps * 1000.0) as u64, Relaxed);
+                        window = (Instant::now(), 0);
+                    }
+                }
+                Ok(Err(e)) => break Some(e),
+                Err(_) => break Some(SourceError::Failed(format!("no frame for {}", humantime::format_duration(stall)))),
+            }
+        };
+        if timeout(CLOSE_TIMEOUT, upstream.close()).await.is_err() {
+            warn!(camera = %self.id(), "upstream did not close within {CLOSE_TIMEOUT:?}");
+        }
+        let healthy = first_frame.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER);
+        (result, healthy)
+    }
+
+    /// Stops the pump `idle_grace` after the consumer count dropped to zero; an arrival during the
+    /// grace cancels the teardown.
+    async fn idle_watch(self: Arc<Self>) {
+        let grace = self.shared.config.idle_grace;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let idle = self.inner.lock().unwrap().consumers == 0;
+            tokio::select! {
+                _ = self.kill.cancelled() => return,
+                _ = changed => continue,
+                _ = sleep(grace), if idle => {
+                    let mut inner = self.inner.lock().unwrap();
+                    if inner.consumers == 0 {
+                        inner.stopped = true;
+                        drop(inner);
+                        debug!(camera = %self.id(), "idle for {grace:?}: stopping");
+                        self.stop.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A consumer's handle on a pump. Dropping it detaches.
+pub struct Subscription {
+    pump: Arc<Pump>,
+    rx: broadcast::Receiver<Frame>,
+    pending: Option<Frame>,
+    kind: ConsumerKind,
+    attached: bool,
+    last_seq: Option<u64>,
+    skipped: u64,
+}
+
+impl Subscription {
+    /// The next frame: first the latest one at attach time, then each new one in order. A consumer
+    /// that fell more than [`RING`] frames behind skips to the newest (counted in `skipped`).
+    /// `None` once the pump is killed (shutdown) or after `detach`.
+    pub async fn next(&mut self) -> Option<Frame> {
+        if !self.attached {
+            return None;
+        }
+        if let Some(f) = self.pending.take() {
+            return Some(self.seen(f));
+        }
+        loop {
+            let r = tokio::select! {
+                biased;
+                _ = self.pump.kill.cancelled() => return None,
+                r = self.rx.recv() => r,
+            };
+            match r {
+                Ok(f) => return Some(self.seen(f)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let inner = self.pump.inner.lock().unwrap();
+                    self.rx = self.pump.tx.subscribe();
+                    let latest = inner.latest.clone();
+                    drop(inner);
+                    if let Some(f) = latest {
+                        return Some(self.seen(f));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn seen(&mut self, f: Frame) -> Frame {
+        if let Some(last) = self.last_seq {
+            let gap = f.seq.saturating_sub(last + 1);
+            if gap > 0 {
+                self.skipped += gap;
+                self.pump.shared.frames_skipped.fetch_add(gap, Relaxed);
+            }
+        }
+        self.last_seq = Some(f.seq);
+        f
+    }
+
+    /// Frames this consumer missed because it fell behind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Count a frame as handed to the consumer's client (the stream may drop some for `?fps=`).
+    pub fn delivered(&self) {
+        self.pump.shared.frames_delivered.fetch_add(1, Relaxed);
+    }
+
+    pub fn state(&self) -> CameraState {
+        self.pump.state()
+    }
+
+    /// When the pump retries its upstream, if it is down.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.pump.retry_in()
+    }
+
+    /// Leave the pump; returns the number of consumers that remain. Harmless to call twice.
+    pub fn detach(&mut self) -> usize {
+        let mut inner = self.pump.inner.lock().unwrap();
+        if !self.attached {
+            return inner.consumers;
+        }
+        self.attached = false;
+        inner.consumers -= 1;
+        if self.kind == ConsumerKind::Viewer {
+            inner.viewers -= 1;
+            self.pump.event(EventKind::Viewers, *self.pump.state.borrow(), inner.viewers);
+        }
+        let remaining = inner.consumers;
+        drop(inner);
+        self.pump.changed.notify_one();
+        remaining
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// 1 s doubling to 30 s, each delay jittered by ±20 %.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = BACKOFF_MIN.saturating_mul(1 << self.failures.min(5)).min(BACKOFF_MAX);
+        self.failures += 1;
+        base.mul_f64(0.8 + fastrand::f64() * 0.4).min(BACKOFF_MAX)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Upstream errors, rate-limited: a new message is logged at once, a repeated one once a minute.
+#[derive(Default)]
+struct FailureLog {
+    last: Option<(String, Instant)>,
+    repeats: u64,
+}
+
+impl FailureLog {
+    fn log(&mut self, camera: &str, err: &SourceError, retry: Duration) {
+        let msg = err.to_string();
+        match &self.last {
+            Some((last, at)) if *last == msg && at.elapsed() < Duration::from_secs(60) => {
+                self.repeats += 1;
+                debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})");
+            }
+            _ => {
+                let again = if self.repeats > 0 {
+                    format!(" ({} more times before)", self.repeats)
+                } else {
+                    String::new()
+                };
+                warn!(camera, "upstream: {msg}{again}; retrying in {retry:.1?}");
+                self.last = Some((msg, Instant::now()));
+                self.repeats = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_with_jitter() {
+        let mut b = Backoff::default();
+        let d: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
+        for (i, base) in [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0].iter().enumerate() {
+            assert!(d[i] >= base * 0.8 - 1e-9 && d[i] <= (base * 1.2f64).min(30.0) + 1e-9, "{d:?}");
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(1200));
+    }
+}

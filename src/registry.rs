@@ -1,0 +1,226 @@
+//! Camera id → camera; each camera hands consumers to its live pump, or starts a fresh one.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::CameraConfig;
+use crate::events::{CameraState, EventBus};
+use crate::frame::Frame;
+use crate::pump::{CameraShared, ConsumerKind, Pump, Subscription};
+use crate::source::{self, Source};
+
+/// One configured camera. It lives as long as the configuration; pumps come and go.
+pub struct Camera {
+    shared: Arc<CameraShared>,
+    source: Arc<dyn Source>,
+    /// The current (or last) pump. Replaced, under this lock, when it has stopped.
+    pump: Mutex<Option<Arc<Pump>>>,
+    kill: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Why a snapshot could not be taken; each carries the placeholder JPEG to show instead.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// No good frame within `snapshot_timeout`.
+    Timeout { placeholder: Bytes },
+    /// The upstream is down; the pump retries in `retry_in`.
+    Offline { placeholder: Bytes, retry_in: Duration },
+    /// farmcam is shutting down.
+    ShuttingDown,
+}
+
+/// A camera's status, as `/api/cameras` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraStatus {
+    pub id: String,
+    pub name: String,
+    pub state: CameraState,
+    /// HTTP stream viewers.
+    pub viewers: usize,
+    /// All consumers: viewers, snapshot requests, other publishers.
+    pub consumers: usize,
+    /// The configured (requested) frame rate, if any.
+    pub fps: Option<u32>,
+    pub measured_fps: f64,
+    pub frames_captured: u64,
+    pub frames_delivered: u64,
+    pub frames_skipped: u64,
+    pub upstream_opens: u64,
+    pub last_frame_age_ms: Option<u64>,
+    pub size: Option<String>,
+    pub source: String,
+}
+
+impl Camera {
+    pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>, parent: &CancellationToken, tracker: TaskTracker) -> Self {
+        let source = source::build(&config);
+        Self::with_source(config, source, events, parent, tracker)
+    }
+
+    /// A camera with a given source (tests use scripted sources).
+    pub fn with_source(
+        config: Arc<CameraConfig>,
+        source: Arc<dyn Source>,
+        events: Arc<EventBus>,
+        parent: &CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Camera {
+            shared: Arc::new(CameraShared::new(config, events)),
+            source,
+            pump: Mutex::new(None),
+            kill: parent.child_token(),
+            tracker,
+        }
+    }
+
+    pub fn config(&self) -> &CameraConfig {
+        &self.shared.config
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.config.id
+    }
+
+    /// Attach a consumer to the live pump, or to a fresh one if the last has stopped (or is
+    /// stopping: a consumer never lands on a stopped pump).
+    pub fn subscribe(&self, kind: ConsumerKind) -> Subscription {
+        let mut slot = self.pump.lock().unwrap();
+        if let Some(sub) = slot.as_ref().and_then(|p| p.try_attach(kind)) {
+            return sub;
+        }
+        let previous = slot.as_ref().map(|p| p.closed());
+        let pump = Pump::start(self.shared.clone(), self.source.clone(), &self.kill, previous, &self.tracker);
+        let sub = pump.try_attach(kind).expect("a fresh pump accepts consumers");
+        *slot = Some(pump);
+        sub
+    }
+
+    /// One complete JPEG: a cached frame no older than `max_age` if given, else the live pump's
+    /// latest, else the first good frame of a started pump (waiting at most `snapshot_timeout`).
+    pub async fn snapshot(&self, max_age: Option<Duration>) -> Result<Frame, SnapshotError> {
+        if let Some(max) = max_age {
+            if let Some(f) = self.shared.last_good.lock().unwrap().clone() {
+                if f.age() <= max {
+                    return Ok(f);
+                }
+            }
+        }
+        let mut sub = self.subscribe(ConsumerKind::Snapshot);
+        let wait = self.shared.config.snapshot_timeout;
+        let result = timeout(wait, async {
+            loop {
+                match sub.next().await {
+                    None => return Err(SnapshotError::ShuttingDown),
+                    Some(f) if f.placeholder => {
+                        return Err(SnapshotError::Offline {
+                            placeholder: f.jpeg,
+                            retry_in: sub.retry_in().unwrap_or(Duration::from_secs(1)),
+                        })
+                    }
+                    Some(f) if max_age.is_some_and(|max| f.age() > max) => continue,
+                    Some(f) => return Ok(f),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(SnapshotError::Timeout {
+                placeholder: self.shared.placeholder(),
+            })
+        });
+        if result.is_ok() {
+            sub.delivered();
+        }
+        result
+    }
+
+    pub fn status(&self) -> CameraStatus {
+        let s = &self.shared;
+        let pump = self.pump.lock().unwrap().clone();
+        let (state, (consumers, viewers)) = match &pump {
+            Some(p) if !p.is_stopped() => (p.state(), p.counts()),
+            _ => (CameraState::Idle, (0, 0)),
+        };
+        let last = s.last_good.lock().unwrap().clone();
+        let size = last
+            .as_ref()
+            .map(|f| format!("{}x{}", f.width, f.height))
+            .or_else(|| s.config.size.map(|z| z.to_string()));
+        CameraStatus {
+            id: s.config.id.clone(),
+            name: s.config.name.clone(),
+            state,
+            viewers,
+            consumers,
+            fps: s.config.fps,
+            measured_fps: (s.fps_milli.load(Relaxed) as f64 / 1000.0 * 10.0).round() / 10.0,
+            frames_captured: s.frames_captured.load(Relaxed),
+            frames_delivered: s.frames_delivered.load(Relaxed),
+            frames_skipped: s.frames_skipped.load(Relaxed),
+            upstream_opens: s.upstream_opens.load(Relaxed),
+            last_frame_age_ms: last.map(|f| f.age().as_millis() as u64),
+            size,
+            source: s.config.source.redacted(),
+        }
+    }
+
+    /// Stop this camera's pump now: its consumers end, its upstream closes.
+    pub fn kill(&self) {
+        self.kill.cancel();
+        if let Some(p) = self.pump.lock().unwrap().as_ref() {
+            p.kill();
+        }
+    }
+}
+
+/// All configured cameras, in configuration order.
+pub struct Registry {
+    cameras: Vec<Arc<Camera>>,
+    pub events: Arc<EventBus>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Registry {
+    pub fn new(cameras: &[Arc<CameraConfig>], shutdown: CancellationToken) -> Self {
+        let events = Arc::new(EventBus::default());
+        let tracker = TaskTracker::new();
+        let cameras = cameras
+            .iter()
+            .map(|c| Arc::new(Camera::new(c.clone(), events.clone(), &shutdown, tracker.clone())))
+            .collect();
+        Registry {
+            cameras,
+            events,
+            shutdown,
+            tracker,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Camera>> {
+        self.cameras.iter().find(|c| c.id() == id)
+    }
+
+    pub fn cameras(&self) -> &[Arc<Camera>] {
+        &self.cameras
+    }
+
+    /// Stop every pump and wait (at most `limit`) for their upstreams to close.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        self.shutdown.cancel();
+        for c in &self.cameras {
+            c.kill();
+        }
+        self.tracker.close();
+        timeout(limit, self.tracker.wait()).await.is_ok()
+    }
+}
