@@ -188,18 +188,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Err(e) => {
             let msg = e.message().trim().replace('\n', " ");
             v.problem(e.span(), "", &msg);
-            return Err(ConfigError::Invalid {
-                problems: v.problems,
-            });
+            return Err(ConfigError::Invalid { problems: v.problems });
         }
     };
     let config = v.validate(raw);
     if v.problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError::Invalid {
-            problems: v.problems,
-        })
+        Err(ConfigError::Invalid { problems: v.problems })
     }
 }
 
@@ -217,10 +213,8 @@ impl Validator<'_> {
         } else {
             format!("{key}: ")
         };
-        self.problems.push(format!(
-            "{}:{line}:{col}: {key}{message}",
-            self.path.display()
-        ));
+        self.problems
+            .push(format!("{}:{line}:{col}: {key}{message}", self.path.display()));
     }
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
@@ -260,7 +254,11 @@ impl Validator<'_> {
                     OneOrMany::Many(v) => v.clone(),
                 };
                 if list.is_empty() {
-                    self.problem(Some(span.clone()), "http.listen", "needs at least one address, e.g. \"127.0.0.1:8080\"");
+                    self.problem(
+                        Some(span.clone()),
+                        "http.listen",
+                        "needs at least one address, e.g. \"127.0.0.1:8080\"",
+                    );
                 }
                 for s in &list {
                     if let Some(a) = self.addr(s, span.clone(), "http.listen") {
@@ -273,11 +271,19 @@ impl Validator<'_> {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
             Some(n) => {
-                self.problem(Some(n.span()), "http.max_connections", "must be between 1 and 100000");
+                self.problem(
+                    Some(n.span()),
+                    "http.max_connections",
+                    "must be between 1 and 100000",
+                );
                 DEFAULT_MAX_CONNECTIONS
             }
         };
-        let write_timeout = self.duration(&raw.http.write_timeout, "http.write_timeout", DEFAULT_WRITE_TIMEOUT);
+        let write_timeout = self.duration(
+            &raw.http.write_timeout,
+            "http.write_timeout",
+            DEFAULT_WRITE_TIMEOUT,
+        );
         let header_read_timeout = self.duration(
             &raw.http.header_read_timeout,
             "http.header_read_timeout",
@@ -285,13 +291,21 @@ impl Validator<'_> {
         );
 
         // [defaults]
-        let idle_grace = self.duration(&raw.defaults.idle_grace, "defaults.idle_grace", DEFAULT_IDLE_GRACE);
+        let idle_grace = self.duration(
+            &raw.defaults.idle_grace,
+            "defaults.idle_grace",
+            DEFAULT_IDLE_GRACE,
+        );
         let snapshot_timeout = self.duration(
             &raw.defaults.snapshot_timeout,
             "defaults.snapshot_timeout",
             DEFAULT_SNAPSHOT_TIMEOUT,
         );
-        let stall_timeout = self.duration(&raw.defaults.stall_timeout, "defaults.stall_timeout", DEFAULT_STALL_TIMEOUT);
+        let stall_timeout = self.duration(
+            &raw.defaults.stall_timeout,
+            "defaults.stall_timeout",
+            DEFAULT_STALL_TIMEOUT,
+        );
 
         // [[camera]]
         let mut ids = HashSet::new();
@@ -307,7 +321,11 @@ impl Validator<'_> {
                     &format!("{id:?} is not a valid id: use lowercase letters, digits, '-' and '_', starting with a letter or digit (e.g. \"printer-1\")"),
                 );
             } else if !ids.insert(id.clone()) {
-                self.problem(Some(c.id.span()), &at("id"), &format!("{id:?} is used by another camera; ids must be unique"));
+                self.problem(
+                    Some(c.id.span()),
+                    &at("id"),
+                    &format!("{id:?} is used by another camera; ids must be unique"),
+                );
             }
             let source = match SourceSpec::parse(c.source.get_ref()) {
                 Ok(s) => s,
@@ -327,26 +345,45 @@ impl Validator<'_> {
                 None => None,
                 Some(f) if (1..=240).contains(f.get_ref()) => Some(*f.get_ref() as u32),
                 Some(f) => {
-                    self.problem(Some(f.span()), &at("fps"), "must be between 1 and 240 frames per second");
+                    self.problem(
+                        Some(f.span()),
+                        &at("fps"),
+                        "must be between 1 and 240 frames per second",
+                    );
                     None
                 }
             };
             let cam_listen = c.listen.as_ref().and_then(|l| {
                 let a = self.addr(l.get_ref(), l.span(), &at("listen"))?;
-                if ports.iter().any(|p| p.port() == a.port() && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())) {
-                    self.problem(Some(l.span()), &at("listen"), &format!("{a} is already used by another listener; give this camera its own port"));
+                if ports.iter().any(|p| {
+                    p.port() == a.port()
+                        && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())
+                }) {
+                    self.problem(
+                        Some(l.span()),
+                        &at("listen"),
+                        &format!("{a} is already used by another listener; give this camera its own port"),
+                    );
                 }
                 ports.push(a);
                 Some(a)
             });
             cameras.push(Arc::new(CameraConfig {
-                name: c.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| id.clone()),
+                name: c
+                    .name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| id.clone()),
                 id,
                 source,
                 size,
                 fps,
                 idle_grace: self.duration(&c.idle_grace, &at("idle_grace"), idle_grace),
-                snapshot_timeout: self.duration(&c.snapshot_timeout, &at("snapshot_timeout"), snapshot_timeout),
+                snapshot_timeout: self.duration(
+                    &c.snapshot_timeout,
+                    &at("snapshot_timeout"),
+                    snapshot_timeout,
+                ),
                 stall_timeout: self.duration(&c.stall_timeout, &at("stall_timeout"), stall_timeout),
                 listen: cam_listen,
             }));
@@ -411,7 +448,11 @@ mod tests {
 
     #[test]
     fn minimal_camera_gets_defaults() {
-        let c = parse("[[camera]]\nid = \"a\"\nsource = \"test:\"\n", Path::new("f.toml")).unwrap();
+        let c = parse(
+            "[[camera]]\nid = \"a\"\nsource = \"test:\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
         assert_eq!(c.http.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(c.http.max_connections, 512);
         assert_eq!(c.cameras[0].name, "a");
@@ -429,7 +470,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.http.listen.len(), 2);
         assert_eq!(c.cameras[0].idle_grace, Duration::from_millis(250));
-        assert_eq!(c.cameras[0].size, Some(Size { width: 640, height: 480 }));
+        assert_eq!(
+            c.cameras[0].size,
+            Some(Size {
+                width: 640,
+                height: 480
+            })
+        );
         assert_eq!(c.cameras[0].fps, Some(5));
         assert_eq!(c.cameras[1].idle_grace, Duration::from_secs(120));
     }
@@ -459,14 +506,20 @@ mod tests {
         ];
         assert_eq!(e.len(), keys.len(), "{e:#?}");
         for (prefix, words) in keys {
-            assert!(e.iter().any(|l| l.starts_with(prefix) && l.contains(words)), "missing {prefix}: {e:#?}");
+            assert!(
+                e.iter().any(|l| l.starts_with(prefix) && l.contains(words)),
+                "missing {prefix}: {e:#?}"
+            );
         }
     }
 
     #[test]
     fn camera_port_clash_is_rejected() {
         let e = errors("[http]\nlisten = \"0.0.0.0:8080\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\nlisten = \"127.0.0.1:8080\"\n");
-        assert!(e.len() == 1 && e[0].contains("camera[0].listen") && e[0].contains("already used"), "{e:?}");
+        assert!(
+            e.len() == 1 && e[0].contains("camera[0].listen") && e[0].contains("already used"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -477,7 +530,9 @@ mod tests {
 
     #[test]
     fn ids_and_durations() {
-        assert!(valid_id("printer-1") && valid_id("0_a") && !valid_id("-a") && !valid_id("A") && !valid_id(""));
+        assert!(
+            valid_id("printer-1") && valid_id("0_a") && !valid_id("-a") && !valid_id("A") && !valid_id("")
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5").is_err());

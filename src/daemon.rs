@@ -30,7 +30,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "farmcam {} ready: {} camera(s): {}",
         env!("CARGO_PKG_VERSION"),
         config.cameras.len(),
-        config.cameras.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+        config
+            .cameras
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let sig = tokio::select! {

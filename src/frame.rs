@@ -28,7 +28,9 @@ impl Frame {
 
     /// How old the frame is now (zero if the clock went backwards).
     pub fn age(&self) -> Duration {
-        SystemTime::now().duration_since(self.captured_at).unwrap_or_default()
+        SystemTime::now()
+            .duration_since(self.captured_at)
+            .unwrap_or_default()
     }
 }
 

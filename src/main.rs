@@ -71,8 +71,14 @@ fn main() -> ExitCode {
                 println!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
                 let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
                 for cam in &c.cameras {
-                    let size = cam.size.map(|s| s.to_string()).unwrap_or_else(|| "source size".into());
-                    let fps = cam.fps.map(|f| format!("{f} fps")).unwrap_or_else(|| "source rate".into());
+                    let size = cam
+                        .size
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "source size".into());
+                    let fps = cam
+                        .fps
+                        .map(|f| format!("{f} fps"))
+                        .unwrap_or_else(|| "source rate".into());
                     println!(
                         "  {:<16} {:<24} {:<20} {size}, {fps}, idle_grace {}  http://{main}/cameras/{}/stream{}",
                         cam.id,

@@ -78,14 +78,20 @@ impl CameraShared {
     pub fn placeholder(&self) -> Bytes {
         self.placeholder
             .get_or_init(|| {
-                let size = self.config.size.unwrap_or(Size { width: 1280, height: 720 });
+                let size = self.config.size.unwrap_or(Size {
+                    width: 1280,
+                    height: 720,
+                });
                 crate::render::placeholder(&self.config.name, size)
             })
             .clone()
     }
 
     pub fn placeholder_size(&self) -> Size {
-        self.config.size.unwrap_or(Size { width: 1280, height: 720 })
+        self.config.size.unwrap_or(Size {
+            width: 1280,
+            height: 720,
+        })
     }
 }
 
@@ -198,7 +204,11 @@ impl Pump {
 
     /// When the next open attempt is due, while the upstream is down.
     pub fn retry_in(&self) -> Option<Duration> {
-        self.inner.lock().unwrap().retry_at.map(|t| t.saturating_duration_since(Instant::now()))
+        self.inner
+            .lock()
+            .unwrap()
+            .retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Fires when this pump's upstream (and all earlier ones) are closed.
@@ -242,7 +252,13 @@ impl Pump {
 
     fn publish_placeholder(&self) {
         let size = self.shared.placeholder_size();
-        self.publish(self.shared.placeholder(), size.width, size.height, SystemTime::now(), true);
+        self.publish(
+            self.shared.placeholder(),
+            size.width,
+            size.height,
+            SystemTime::now(),
+            true,
+        );
     }
 
     /// Sends the placeholder about once per second, forever (used inside `select!`).
@@ -344,7 +360,12 @@ impl Pump {
                 r = timeout(stall, upstream.next_frame()) => r,
             };
             match next {
-                Ok(Ok(Captured { jpeg, width, height, captured_at })) => {
+                Ok(Ok(Captured {
+                    jpeg,
+                    width,
+                    height,
+                    captured_at,
+                })) => {
                     self.publish(jpeg, width, height, captured_at, false);
                     if first_frame.is_none() {
                         first_frame = Some(Instant::now());
@@ -360,7 +381,12 @@ impl Pump {
                     }
                 }
                 Ok(Err(e)) => break Some(e),
-                Err(_) => break Some(SourceError::Failed(format!("no frame for {}", humantime::format_duration(stall)))),
+                Err(_) => {
+                    break Some(SourceError::Failed(format!(
+                        "no frame for {}",
+                        humantime::format_duration(stall)
+                    )))
+                }
             }
         };
         if timeout(CLOSE_TIMEOUT, upstream.close()).await.is_err() {
@@ -482,7 +508,8 @@ impl Subscription {
         inner.consumers -= 1;
         if self.kind == ConsumerKind::Viewer {
             inner.viewers -= 1;
-            self.pump.event(EventKind::Viewers, *self.pump.state.borrow(), inner.viewers);
+            self.pump
+                .event(EventKind::Viewers, *self.pump.state.borrow(), inner.viewers);
         }
         let remaining = inner.consumers;
         drop(inner);
@@ -505,7 +532,9 @@ struct Backoff {
 
 impl Backoff {
     fn next(&mut self) -> Duration {
-        let base = BACKOFF_MIN.saturating_mul(1 << self.failures.min(5)).min(BACKOFF_MAX);
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << self.failures.min(5))
+            .min(BACKOFF_MAX);
         self.failures += 1;
         base.mul_f64(0.8 + fastrand::f64() * 0.4).min(BACKOFF_MAX)
     }
@@ -553,7 +582,10 @@ mod tests {
         let mut b = Backoff::default();
         let d: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
         for (i, base) in [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0].iter().enumerate() {
-            assert!(d[i] >= base * 0.8 - 1e-9 && d[i] <= (base * 1.2f64).min(30.0) + 1e-9, "{d:?}");
+            assert!(
+                d[i] >= base * 0.8 - 1e-9 && d[i] <= (base * 1.2f64).min(30.0) + 1e-9,
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next() <= Duration::from_millis(1200));

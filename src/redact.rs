@@ -18,7 +18,10 @@ pub fn url(s: &str) -> String {
 mod tests {
     #[test]
     fn credentials_are_removed() {
-        assert_eq!(super::url("rtsps://bblp:12345678@10.0.0.2:322/streaming/live/1"), "rtsps://***@10.0.0.2:322/streaming/live/1");
+        assert_eq!(
+            super::url("rtsps://bblp:12345678@10.0.0.2:322/streaming/live/1"),
+            "rtsps://***@10.0.0.2:322/streaming/live/1"
+        );
         assert_eq!(super::url("rtsp://cam/x@y"), "rtsp://cam/x@y");
         assert_eq!(super::url("test:"), "test:");
         assert_eq!(super::url("http://u:p@w@h/"), "http://***@h/");

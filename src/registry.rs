@@ -60,7 +60,12 @@ pub struct CameraStatus {
 }
 
 impl Camera {
-    pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>, parent: &CancellationToken, tracker: TaskTracker) -> Self {
+    pub fn new(
+        config: Arc<CameraConfig>,
+        events: Arc<EventBus>,
+        parent: &CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
         let source = source::build(&config);
         Self::with_source(config, source, events, parent, tracker)
     }
@@ -98,7 +103,13 @@ impl Camera {
             return sub;
         }
         let previous = slot.as_ref().map(|p| p.closed());
-        let pump = Pump::start(self.shared.clone(), self.source.clone(), &self.kill, previous, &self.tracker);
+        let pump = Pump::start(
+            self.shared.clone(),
+            self.source.clone(),
+            &self.kill,
+            previous,
+            &self.tracker,
+        );
         let sub = pump.try_attach(kind).expect("a fresh pump accepts consumers");
         *slot = Some(pump);
         sub

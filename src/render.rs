@@ -116,8 +116,18 @@ pub fn placeholder(name: &str, size: Size) -> Bytes {
     let (w, h) = (size.width, size.height);
     let mut c = Canvas::new(w, h, [32, 32, 36]);
     let big = (h / 12 / 8).max(1);
-    c.text_centered((h / 2) as i64 - (big * 8) as i64 - 4, big, &format!("{name} \u{2014} offline"), [230, 230, 230]);
-    c.text_centered((h / 2) as i64 + 8, (big / 2).max(1), "farmcam: waiting for the camera, retrying", [150, 150, 150]);
+    c.text_centered(
+        (h / 2) as i64 - (big * 8) as i64 - 4,
+        big,
+        &format!("{name} \u{2014} offline"),
+        [230, 230, 230],
+    );
+    c.text_centered(
+        (h / 2) as i64 + 8,
+        (big / 2).max(1),
+        "farmcam: waiting for the camera, retrying",
+        [150, 150, 150],
+    );
     Bytes::from(c.encode(false))
 }
 
@@ -127,7 +137,13 @@ mod tests {
 
     #[test]
     fn placeholder_is_a_decodable_jpeg_of_the_requested_size() {
-        let jpeg = placeholder("Printer 1", Size { width: 640, height: 360 });
+        let jpeg = placeholder(
+            "Printer 1",
+            Size {
+                width: 640,
+                height: 360,
+            },
+        );
         let mut d = jpeg_decoder::Decoder::new(&jpeg[..]);
         let pixels = d.decode().unwrap();
         let info = d.info().unwrap();
@@ -142,6 +158,6 @@ mod tests {
         let mut c = Canvas::new(20, 10, [0, 0, 0]);
         c.text(-4, -4, 2, "W\u{2014}é\u{1F600}", [255, 255, 255]);
         assert_eq!(c.rgb.len(), 20 * 10 * 3);
-        assert!(c.rgb.iter().any(|&b| b == 255));
+        assert!(c.rgb.contains(&255));
     }
 }

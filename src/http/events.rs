@@ -27,25 +27,36 @@ fn format_event(e: &Event) -> Bytes {
 /// The SSE byte stream: a `retry:` hint and the missed events, then live events and a comment
 /// heartbeat every [`HEARTBEAT`]. Ends on shutdown, or when this client fell too far behind (it
 /// reconnects with `Last-Event-ID` and gets the backlog).
-pub fn sse_stream(bus: &EventBus, last_id: Option<u64>, shutdown: CancellationToken) -> impl Stream<Item = Bytes> + Send + 'static {
+pub fn sse_stream(
+    bus: &EventBus,
+    last_id: Option<u64>,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Bytes> + Send + 'static {
     let (backlog, rx) = bus.subscribe(last_id);
-    let mut first = format!("retry: {RETRY_MS}\n: farmcam events; next id {}\n\n", bus.next_id()).into_bytes();
+    let mut first = format!(
+        "retry: {RETRY_MS}\n: farmcam events; next id {}\n\n",
+        bus.next_id()
+    )
+    .into_bytes();
     for e in &backlog {
         first.extend_from_slice(&format_event(e));
     }
     let mut heartbeat = interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let live = stream::unfold((rx, heartbeat, shutdown), |(mut rx, mut hb, shutdown)| async move {
-        let chunk = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = hb.tick() => Bytes::from_static(b": heartbeat\n\n"),
-            r = rx.recv() => match r {
-                Ok(e) => format_event(&e),
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
-            },
-        };
-        Some((chunk, (rx, hb, shutdown)))
-    });
+    let live = stream::unfold(
+        (rx, heartbeat, shutdown),
+        |(mut rx, mut hb, shutdown)| async move {
+            let chunk = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = hb.tick() => Bytes::from_static(b": heartbeat\n\n"),
+                r = rx.recv() => match r {
+                    Ok(e) => format_event(&e),
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+                },
+            };
+            Some((chunk, (rx, hb, shutdown)))
+        },
+    );
     futures_util::StreamExt::chain(stream::iter([Bytes::from(first)]), live)
 }
 
@@ -84,12 +95,17 @@ mod tests {
         tokio::pin!(s);
         let first = String::from_utf8(s.next().await.unwrap().to_vec()).unwrap();
         assert!(first.starts_with("retry: 2000\n"), "{first}");
-        assert!(first.contains("id: 2\ndata: {") && !first.contains("id: 1\n"), "{first}");
+        assert!(
+            first.contains("id: 2\ndata: {") && !first.contains("id: 1\n"),
+            "{first}"
+        );
         let t0 = Instant::now();
         assert_eq!(&s.next().await.unwrap()[..], b": heartbeat\n\n");
         assert_eq!(t0.elapsed(), HEARTBEAT);
         bus.publish("a", EventKind::Stopped, CameraState::Idle, 0);
-        assert!(String::from_utf8(s.next().await.unwrap().to_vec()).unwrap().starts_with("id: 3\n"));
+        assert!(String::from_utf8(s.next().await.unwrap().to_vec())
+            .unwrap()
+            .starts_with("id: 3\n"));
         stop.cancel();
         assert!(s.next().await.is_none());
     }

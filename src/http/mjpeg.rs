@@ -23,7 +23,10 @@ pub const BOUNDARY: &str = "farmcamframe";
 /// Headers that keep browsers and proxies from caching live images.
 fn no_cache(resp: &mut Response<Body>) {
     let h = resp.headers_mut();
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
+    );
     h.insert("pragma", HeaderValue::from_static("no-cache"));
     h.insert("expires", HeaderValue::from_static("0"));
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
@@ -67,10 +70,16 @@ impl Viewer {
             if let Some(interval) = self.min_interval {
                 let now = Instant::now();
                 // A little slack so that jitter does not halve the rate.
-                if self.next_due.is_some_and(|due| now + Duration::from_millis(3) < due) {
+                if self
+                    .next_due
+                    .is_some_and(|due| now + Duration::from_millis(3) < due)
+                {
                     continue;
                 }
-                let base = self.next_due.filter(|d| now.saturating_duration_since(*d) < interval).unwrap_or(now);
+                let base = self
+                    .next_due
+                    .filter(|d| now.saturating_duration_since(*d) < interval)
+                    .unwrap_or(now);
                 self.next_due = Some(base + interval);
             }
             self.sub.delivered();
@@ -84,7 +93,12 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], _ctx: &Ctx, peer: SocketAdd
     let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {
         None => None,
         Some(Ok(fps)) if fps > 0.0 && fps <= 1000.0 => Some(Duration::from_secs_f64(1.0 / fps)),
-        Some(_) => return api::error(StatusCode::BAD_REQUEST, "fps must be a number of frames per second above 0, e.g. ?fps=5"),
+        Some(_) => {
+            return api::error(
+                StatusCode::BAD_REQUEST,
+                "fps must be a number of frames per second above 0, e.g. ?fps=5",
+            )
+        }
     };
     let sub = cam.subscribe(ConsumerKind::Viewer);
     info!(camera = %cam.id(), %peer, "viewer joined");
@@ -103,7 +117,8 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], _ctx: &Ctx, peer: SocketAdd
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
     resp.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_str(&format!("multipart/x-mixed-replace;boundary={BOUNDARY}")).expect("valid header"),
+        HeaderValue::from_str(&format!("multipart/x-mixed-replace;boundary={BOUNDARY}"))
+            .expect("valid header"),
     );
     no_cache(&mut resp);
     resp
@@ -112,7 +127,8 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], _ctx: &Ctx, peer: SocketAdd
 fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(jpeg).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
     no_cache(&mut resp);
     resp
 }
@@ -121,13 +137,21 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
     let max_age = match param(q, "max_age").map(|v| v.parse::<u64>()) {
         None => None,
         Some(Ok(ms)) => Some(Duration::from_millis(ms)),
-        Some(Err(_)) => return api::error(StatusCode::BAD_REQUEST, "max_age is in milliseconds, e.g. ?max_age=2000"),
+        Some(Err(_)) => {
+            return api::error(
+                StatusCode::BAD_REQUEST,
+                "max_age is in milliseconds, e.g. ?max_age=2000",
+            )
+        }
     };
     match cam.snapshot(max_age).await {
         Ok(f) => {
             let mut resp = jpeg_response(StatusCode::OK, f.jpeg.clone());
             let h = resp.headers_mut();
-            h.insert("x-timestamp", HeaderValue::from_str(&f.timestamp_string()).expect("digits"));
+            h.insert(
+                "x-timestamp",
+                HeaderValue::from_str(&f.timestamp_string()).expect("digits"),
+            );
             h.insert("x-sequence", HeaderValue::from(f.seq));
             resp
         }
@@ -136,11 +160,19 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(5u32));
             resp
         }
-        Err(SnapshotError::Offline { placeholder, retry_in }) => {
+        Err(SnapshotError::Offline {
+            placeholder,
+            retry_in,
+        }) => {
             let mut resp = jpeg_response(StatusCode::SERVICE_UNAVAILABLE, placeholder);
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_in.as_secs_f64().ceil().max(1.0) as u64));
+            resp.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(retry_in.as_secs_f64().ceil().max(1.0) as u64),
+            );
             resp
         }
-        Err(SnapshotError::ShuttingDown) => api::error(StatusCode::SERVICE_UNAVAILABLE, "farmcam is shutting down"),
+        Err(SnapshotError::ShuttingDown) => {
+            api::error(StatusCode::SERVICE_UNAVAILABLE, "farmcam is shutting down")
+        }
     }
 }

@@ -80,7 +80,11 @@ pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Vec<Li
         .collect();
     for cam in registry.cameras() {
         if let Some(a) = cam.config().listen {
-            targets.push((a, Scope::Camera(cam.clone()), format!("listen of camera {}", cam.id())));
+            targets.push((
+                a,
+                Scope::Camera(cam.clone()),
+                format!("listen of camera {}", cam.id()),
+            ));
         }
     }
     for (addr, scope, key) in targets {
@@ -109,7 +113,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(listeners: Vec<Listener>, config: &Config, registry: Arc<Registry>, shutdown: CancellationToken) -> Server {
+    pub fn start(
+        listeners: Vec<Listener>,
+        config: &Config,
+        registry: Arc<Registry>,
+        shutdown: CancellationToken,
+    ) -> Server {
         let ctx = Arc::new(Ctx {
             registry,
             write_timeout: config.http.write_timeout,
@@ -150,7 +159,8 @@ async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
         let _ = sock.set_nodelay(true);
         match ctx.limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                ctx.tracker.spawn(serve_connection(sock, peer, scope.clone(), ctx.clone(), permit));
+                ctx.tracker
+                    .spawn(serve_connection(sock, peer, scope.clone(), ctx.clone(), permit));
             }
             Err(_) => {
                 debug!(%peer, "connection limit reached: 503");
@@ -174,7 +184,13 @@ async fn reject(mut sock: TcpStream, _permit: OwnedSemaphorePermit) {
     .await;
 }
 
-async fn serve_connection(sock: TcpStream, peer: SocketAddr, scope: Scope, ctx: Arc<Ctx>, _permit: OwnedSemaphorePermit) {
+async fn serve_connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    scope: Scope,
+    ctx: Arc<Ctx>,
+    _permit: OwnedSemaphorePermit,
+) {
     let mut io = TimeoutStream::new(sock);
     io.set_write_timeout(Some(ctx.write_timeout));
     let io = TokioIo::new(Box::pin(io));
@@ -229,7 +245,10 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
             ["api", "cameras"] => api::cameras(&ctx.registry, &req),
             ["api", "events"] => events::sse(ctx, &req, &q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {
-                None => api::error(StatusCode::NOT_FOUND, &format!("no camera {id:?}; GET /api/cameras lists them")),
+                None => api::error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no camera {id:?}; GET /api/cameras lists them"),
+                ),
                 Some(cam) => camera_route(cam, rest, &q, ctx, peer).await,
             },
             _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
@@ -242,7 +261,13 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
 }
 
 /// `stream`, `snapshot`, or `?action=stream|snapshot` on the camera's root.
-async fn camera_route(cam: &Arc<Camera>, rest: &[&str], q: &[(&str, &str)], ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+async fn camera_route(
+    cam: &Arc<Camera>,
+    rest: &[&str],
+    q: &[(&str, &str)],
+    ctx: &Ctx,
+    peer: SocketAddr,
+) -> Response<Body> {
     let what = match rest {
         [] => param(q, "action").unwrap_or(""),
         [w] => w,
@@ -253,8 +278,10 @@ async fn camera_route(cam: &Arc<Camera>, rest: &[&str], q: &[(&str, &str)], ctx:
         "snapshot" => mjpeg::snapshot(cam, q).await,
         _ => api::error(
             StatusCode::NOT_FOUND,
-            &format!("camera {:?} serves stream and snapshot (or ?action=stream / ?action=snapshot)", cam.id()),
+            &format!(
+                "camera {:?} serves stream and snapshot (or ?action=stream / ?action=snapshot)",
+                cam.id()
+            ),
         ),
     }
 }
-

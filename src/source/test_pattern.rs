@@ -18,7 +18,10 @@ use crate::frame::Captured;
 use crate::jpeg;
 use crate::render::{fit_scale, Canvas};
 
-pub const DEFAULT_SIZE: Size = Size { width: 1280, height: 720 };
+pub const DEFAULT_SIZE: Size = Size {
+    width: 1280,
+    height: 720,
+};
 pub const DEFAULT_FPS: u32 = 30;
 
 const MCU: u32 = 16;
@@ -58,7 +61,8 @@ impl Source for TestPattern {
             })
             .await?
             .clone();
-        let mut ticker = tokio::time::interval_at(Instant::now(), Duration::from_secs_f64(1.0 / self.fps as f64));
+        let mut ticker =
+            tokio::time::interval_at(Instant::now(), Duration::from_secs_f64(1.0 / self.fps as f64));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         Ok(Box::new(PatternStream {
             prepared,
@@ -116,7 +120,11 @@ impl Prepared {
         let base = background(name, size);
         let mcu_rows = size.height.div_ceil(MCU);
         if mcu_rows < 12 {
-            return Prepared { size, base, mode: Mode::Whole };
+            return Prepared {
+                size,
+                base,
+                mode: Mode::Whole,
+            };
         }
         let full = base.encode(true);
         let scan = jpeg::split_scan(&full).expect("own encoder output has a scan");
@@ -167,10 +175,18 @@ impl Prepared {
                 box_row,
                 phases,
             } => {
-                let mut text = self.base.rows(TEXT_ROWS.start * MCU, TEXT_ROWS.len() as u32 * MCU);
+                let mut text = self
+                    .base
+                    .rows(TEXT_ROWS.start * MCU, TEXT_ROWS.len() as u32 * MCU);
                 let scale = fit_scale(text.width, label.len(), 3);
                 text.fill(0, 0, text.width as i64, text.height as i64, [0, 0, 0]);
-                text.text(8, (text.height as i64 - 8 * scale as i64) / 2, scale, &label, [255, 255, 0]);
+                text.text(
+                    8,
+                    (text.height as i64 - 8 * scale as i64) / 2,
+                    scale,
+                    &label,
+                    [255, 255, 0],
+                );
                 let text_jpeg = text.encode(true);
                 let text_scan = jpeg::split_scan(&text_jpeg).expect("own encoder output has a scan");
                 let phase = &phases[(n % phases.len() as u64) as usize];
@@ -185,7 +201,9 @@ impl Prepared {
                         }
                     })
                     .collect();
-                let mut out = Vec::with_capacity(header.len() + segments.iter().map(|s| s.len() + 2).sum::<usize>() + 2);
+                let mut out = Vec::with_capacity(
+                    header.len() + segments.iter().map(|s| s.len() + 2).sum::<usize>() + 2,
+                );
                 jpeg::join_scan(header, &segments, &mut out);
                 Bytes::from(out)
             }
@@ -238,7 +256,16 @@ mod tests {
 
     #[test]
     fn spliced_frames_decode_and_change() {
-        for size in [Size { width: 1280, height: 720 }, Size { width: 650, height: 490 }] {
+        for size in [
+            Size {
+                width: 1280,
+                height: 720,
+            },
+            Size {
+                width: 650,
+                height: 490,
+            },
+        ] {
             let p = Prepared::new("Demo", size, 30);
             assert!(matches!(p.mode, Mode::Spliced { .. }));
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -253,14 +280,25 @@ mod tests {
             // compare a background row far from both.
             let row = (size.height * 7 / 8) as usize * size.width as usize * 3;
             let base = decode(&p.base.encode(false)).0;
-            let diff: u32 = pa[row..row + 300].iter().zip(&base[row..row + 300]).map(|(x, y)| x.abs_diff(*y) as u32).sum();
+            let diff: u32 = pa[row..row + 300]
+                .iter()
+                .zip(&base[row..row + 300])
+                .map(|(x, y)| x.abs_diff(*y) as u32)
+                .sum();
             assert!(diff < 300 * 4, "background rows survive splicing (diff {diff})");
         }
     }
 
     #[test]
     fn small_sizes_are_encoded_whole() {
-        let p = Prepared::new("x", Size { width: 64, height: 48 }, 5);
+        let p = Prepared::new(
+            "x",
+            Size {
+                width: 64,
+                height: 48,
+            },
+            5,
+        );
         assert!(matches!(p.mode, Mode::Whole));
         let (_, w, h) = decode(&p.frame(3, SystemTime::now()));
         assert_eq!((w, h), (64, 48));
