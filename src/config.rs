@@ -186,8 +186,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let msg = e.message().trim().replace('\n', " ");
-            v.problem(e.span(), "", &msg);
+            let msg = e
+                .message()
+                .trim()
+                .replace('\n', " ")
+                .replace("i64", "a whole number");
+            let key = e.span().and_then(|s| key_at(text, s.start)).unwrap_or_default();
+            v.problem(e.span(), &key, &msg);
             return Err(ConfigError::Invalid { problems: v.problems });
         }
     };
@@ -355,10 +360,12 @@ impl Validator<'_> {
             };
             let cam_listen = c.listen.as_ref().and_then(|l| {
                 let a = self.addr(l.get_ref(), l.span(), &at("listen"))?;
-                if ports.iter().any(|p| {
-                    p.port() == a.port()
-                        && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())
-                }) {
+                if a.port() != 0
+                    && ports.iter().any(|p| {
+                        p.port() == a.port()
+                            && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified())
+                    })
+                {
                     self.problem(
                         Some(l.span()),
                         &at("listen"),
@@ -424,6 +431,43 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
         return Err(bad());
     }
     Ok(Size { width, height })
+}
+
+/// The dotted key whose value starts at `offset` (e.g. `camera[1].fps`), for parse errors that
+/// only carry a position.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = &text[line_start..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let eq = line.find('=')?;
+    if line_start + eq >= offset {
+        return None;
+    }
+    let key = line[..eq].trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return None;
+    }
+    // The enclosing table: the last header before this line; arrays of tables are numbered.
+    let before = &text[..line_start];
+    let header = before.lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match header {
+        None => key.to_string(),
+        Some(h) if h.starts_with("[[") => {
+            let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+            let index = before
+                .lines()
+                .filter(|l| l.trim().starts_with("[[") && l.contains(name))
+                .count()
+                - 1;
+            format!("{name}[{index}].{key}")
+        }
+        Some(h) => format!("{}.{key}", h.trim_matches(|c| c == '[' || c == ']').trim()),
+    })
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -505,6 +505,14 @@ impl Subscription {
             return inner.consumers;
         }
         self.attached = false;
+        // A consumer stuck in a write (it never asked for the frames since) skipped them.
+        if let (Some(last), Some(latest)) = (self.last_seq, &inner.latest) {
+            let gap = latest.seq.saturating_sub(last);
+            if gap > RING as u64 {
+                self.skipped += gap;
+                self.pump.shared.frames_skipped.fetch_add(gap, Relaxed);
+            }
+        }
         inner.consumers -= 1;
         if self.kind == ConsumerKind::Viewer {
             inner.viewers -= 1;

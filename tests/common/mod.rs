@@ -1,0 +1,406 @@
+//! Test helpers: run the real `farmcam` binary on port 0 and talk raw HTTP/1.1 to it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_farmcam");
+
+/// A running farmcam, killed (and reaped) on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub main: SocketAddr,
+    /// Dedicated listeners: camera id → address.
+    pub cameras: HashMap<String, SocketAddr>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Start `farmcam run` on a config (its `listen` should be "127.0.0.1:0") and wait until ready.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("farmcam.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("farmcam starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut main = None;
+        let mut cameras = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("farmcam did not become ready; log: {:#?}", log.lock().unwrap()));
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let (addr, what) = rest.split_once(' ').unwrap();
+                let addr: SocketAddr = addr.parse().unwrap();
+                match what.strip_prefix("(camera ").and_then(|s| s.strip_suffix(')')) {
+                    Some(id) => {
+                        cameras.insert(id.to_string(), addr);
+                    }
+                    None => main = main.or(Some(addr)),
+                }
+            }
+            if line.contains(" ready: ") {
+                break;
+            }
+        }
+        Daemon {
+            child,
+            main: main.expect("main listener logged"),
+            cameras,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Wait for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// GET /api/cameras, as JSON.
+    pub async fn cameras_json(&self) -> serde_json::Value {
+        let r = get(self.main, "/api/cameras").await;
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    pub async fn camera(&self, id: &str) -> serde_json::Value {
+        let all = self.cameras_json().await;
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .expect("camera listed")
+    }
+
+    /// Poll a camera's status until `pred` holds (at most `limit`).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.camera(id).await;
+            if pred(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached within {limit:?}: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with the main listener on port 0, followed by `rest`.
+pub fn config(http_extra: &str, rest: &str) -> String {
+    format!("[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n{rest}")
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+    }
+}
+
+/// A complete GET (Content-Length or chunked body), connection closed afterwards.
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+pub async fn request(addr: SocketAddr, raw: &str) -> Response {
+    let mut s = Stream::open(addr, raw).await;
+    let mut body = Vec::new();
+    while s.fill().await {}
+    body.append(&mut s.body);
+    Response {
+        status: s.status,
+        headers: s.headers.clone(),
+        body,
+    }
+}
+
+/// A response read incrementally: status and headers, then a decoded body that grows as `fill`
+/// reads from the socket in random-sized pieces (so parsers meet every possible split).
+pub struct Stream {
+    pub sock: TcpStream,
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    raw: Vec<u8>,
+    pub body: Vec<u8>,
+    chunked: bool,
+    /// Remaining bytes of the current chunk (chunked) or of the body (Content-Length).
+    left: Option<usize>,
+    pub ended: bool,
+}
+
+impl Stream {
+    pub async fn open(addr: SocketAddr, raw_request: &str) -> Stream {
+        let sock = TcpStream::connect(addr).await.unwrap();
+        Self::on(sock, raw_request).await
+    }
+
+    pub async fn on(mut sock: TcpStream, raw_request: &str) -> Stream {
+        sock.write_all(raw_request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let head_end = loop {
+            if let Some(i) = find(&raw, b"\r\n\r\n") {
+                break i;
+            }
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed before the response head: {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
+        let rest = raw[head_end + 4..].to_vec();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"));
+        let left = if chunked {
+            None
+        } else {
+            headers.get("content-length").map(|v| v.parse().unwrap())
+        };
+        let mut s = Stream {
+            sock,
+            status,
+            headers,
+            raw: rest,
+            body: Vec::new(),
+            chunked,
+            left,
+            ended: false,
+        };
+        s.decode();
+        s
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+    }
+
+    /// Read one more piece from the socket; false once the body or the connection ended.
+    pub async fn fill(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut buf = vec![0u8; fastrand::usize(1..=8192)];
+        let n = self.sock.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            self.ended = true;
+            return false;
+        }
+        self.raw.extend_from_slice(&buf[..n]);
+        self.decode();
+        !self.ended
+    }
+
+    fn decode(&mut self) {
+        if !self.chunked {
+            let take = match self.left {
+                Some(left) => left.min(self.raw.len()),
+                None => self.raw.len(),
+            };
+            self.body.extend(self.raw.drain(..take));
+            if let Some(left) = &mut self.left {
+                *left -= take;
+                if *left == 0 {
+                    self.ended = true;
+                }
+            }
+            return;
+        }
+        loop {
+            match self.left {
+                Some(0) => {
+                    // CRLF after a chunk's data.
+                    if self.raw.len() < 2 {
+                        return;
+                    }
+                    assert_eq!(&self.raw[..2], b"\r\n", "chunk framing");
+                    self.raw.drain(..2);
+                    self.left = None;
+                }
+                Some(n) => {
+                    let take = n.min(self.raw.len());
+                    if take == 0 {
+                        return;
+                    }
+                    self.body.extend(self.raw.drain(..take));
+                    self.left = Some(n - take);
+                }
+                None => {
+                    let Some(eol) = find(&self.raw, b"\r\n") else {
+                        return;
+                    };
+                    let size =
+                        usize::from_str_radix(std::str::from_utf8(&self.raw[..eol]).unwrap().trim(), 16)
+                            .unwrap();
+                    self.raw.drain(..eol + 2);
+                    if size == 0 {
+                        self.ended = true;
+                        return;
+                    }
+                    self.left = Some(size);
+                }
+            }
+        }
+    }
+
+    /// Read until the body holds at least `n` bytes (false if the stream ended first).
+    async fn want(&mut self, n: usize) -> bool {
+        while self.body.len() < n {
+            if !self.fill().await {
+                return self.body.len() >= n;
+            }
+        }
+        true
+    }
+
+    /// The next multipart part (headers lower-cased, the JPEG), or None when the stream ended.
+    pub async fn next_part(&mut self) -> Option<Part> {
+        let boundary = self
+            .header("content-type")
+            .and_then(|ct| ct.split("boundary=").nth(1))
+            .expect("multipart content type")
+            .to_string();
+        let delimiter = format!("--{boundary}\r\n");
+        loop {
+            if let Some(end) = find(&self.body, b"\r\n\r\n") {
+                // Leading CRLF (end of the previous part) is allowed before the delimiter.
+                let start = if self.body.starts_with(b"\r\n") { 2 } else { 0 };
+                let head = String::from_utf8(self.body[start..end].to_vec()).unwrap();
+                assert!(
+                    head.starts_with(&delimiter),
+                    "part starts with the boundary: {head:?}"
+                );
+                let headers: HashMap<String, String> = head[delimiter.len()..]
+                    .split("\r\n")
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect();
+                let len: usize = headers["content-length"].parse().unwrap();
+                if !self.want(end + 4 + len + 2).await {
+                    return None;
+                }
+                let jpeg = self.body[end + 4..end + 4 + len].to_vec();
+                assert_eq!(
+                    &self.body[end + 4 + len..end + 4 + len + 2],
+                    b"\r\n",
+                    "part ends with CRLF"
+                );
+                self.body.drain(..end + 4 + len + 2);
+                return Some(Part { headers, jpeg });
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+}
+
+pub struct Part {
+    pub headers: HashMap<String, String>,
+    pub jpeg: Vec<u8>,
+}
+
+impl Part {
+    pub fn seq(&self) -> u64 {
+        self.headers["x-sequence"].parse().unwrap()
+    }
+    pub fn timestamp(&self) -> f64 {
+        self.headers["x-timestamp"].parse().unwrap()
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decode a JPEG fully; returns (width, height).
+pub fn decode_jpeg(jpeg: &[u8]) -> (u16, u16) {
+    let mut d = jpeg_decoder::Decoder::new(jpeg);
+    d.decode().expect("a valid JPEG");
+    let info = d.info().unwrap();
+    (info.width, info.height)
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}

@@ -1,0 +1,443 @@
+//! The real binary, over real sockets: streams, snapshots, API, events, limits and shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+const CAM: &str = "[[camera]]\nid = \"cam\"\nname = \"Test cam\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 20\nidle_grace = \"1s\"\n";
+
+#[tokio::test]
+async fn stream_delivers_every_frame_in_order_as_valid_jpegs() {
+    let d = Daemon::start(&config("", CAM));
+    let t0 = Instant::now();
+    let mut s = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(s.status, 200);
+    assert!(s
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/x-mixed-replace;boundary="));
+    assert!(s.header("cache-control").unwrap().contains("no-cache"));
+    let first = s.next_part().await.unwrap();
+    println!("time to first frame from a cold camera: {:?}", t0.elapsed());
+    let mut last = first.seq();
+    let mut last_ts = first.timestamp();
+    for _ in 0..40 {
+        let p = s.next_part().await.expect("stream goes on");
+        assert_eq!(p.headers["content-type"], "image/jpeg");
+        assert_eq!(p.seq(), last + 1, "every frame, in order, once");
+        assert!(p.timestamp() > last_ts, "timestamps increase");
+        assert!(
+            (unix_now() - p.timestamp()).abs() < 10.0,
+            "X-Timestamp is the capture wall-clock time"
+        );
+        assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
+        last = p.seq();
+        last_ts = p.timestamp();
+    }
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["state"], "live");
+    assert_eq!(cam["viewers"], 1);
+    assert_eq!(cam["size"], "320x240");
+    assert_eq!(cam["source"], "test:");
+}
+
+#[tokio::test]
+async fn many_viewers_and_snapshots_share_one_upstream_and_leave_cleanly() {
+    let d = Daemon::start(&config("", CAM));
+    let mut viewers = Vec::new();
+    for _ in 0..10 {
+        viewers.push(Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    }
+    let snaps = futures_util::future::join_all((0..5).map(|_| get(d.main, "/cameras/cam/snapshot"))).await;
+    for s in &snaps {
+        assert_eq!(s.status, 200);
+        assert_eq!(decode_jpeg(&s.body), (320, 240));
+    }
+    for v in &mut viewers {
+        for _ in 0..3 {
+            v.next_part().await.unwrap();
+        }
+    }
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["upstream_opens"], 1, "{cam}");
+    assert_eq!(cam["viewers"], 10);
+    drop(viewers);
+    // Closed sockets are noticed, and after the 1 s grace the camera is closed.
+    d.wait_for("cam", Duration::from_secs(5), |c| c["viewers"] == 0)
+        .await;
+    d.wait_for("cam", Duration::from_secs(10), |c| c["state"] == "idle")
+        .await;
+    assert_eq!(d.camera("cam").await["upstream_opens"], 1);
+}
+
+/// Point 11: a viewer whose socket closed is detached within 1 s even while no frames flow
+/// (a 1 fps camera: detection must not wait for the next write).
+#[tokio::test]
+async fn closed_viewer_is_detached_without_waiting_for_a_frame() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"slow\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 1\nidle_grace = \"30s\"\n",
+    ));
+    let mut v = Stream::open(d.main, "GET /cameras/slow/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    v.next_part().await.unwrap();
+    v.next_part().await.unwrap();
+    d.wait_for("slow", Duration::from_secs(2), |c| c["viewers"] == 1)
+        .await;
+    let closed = Instant::now();
+    drop(v);
+    d.wait_for("slow", Duration::from_millis(900), |c| c["viewers"] == 0)
+        .await;
+    println!("viewer detached {:?} after its socket closed", closed.elapsed());
+    assert_eq!(
+        d.camera("slow").await["state"],
+        "live",
+        "the grace period still runs"
+    );
+}
+
+/// A client that never reads does not slow a fast one, and is disconnected after write_timeout.
+#[tokio::test]
+async fn stalled_viewer_is_dropped_and_never_slows_a_fast_one() {
+    let d = Daemon::start(&config(
+        "write_timeout = \"1s\"",
+        "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"640x480\"\nfps = 25\n",
+    ));
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(d.main).await.unwrap();
+    stalled
+        .write_all(b"GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut fast = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    d.wait_for("cam", Duration::from_secs(5), |c| c["viewers"] == 2)
+        .await;
+    let mut last = fast.next_part().await.unwrap().seq();
+    let (mut got, mut gaps) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let p = fast.next_part().await.expect("fast viewer keeps streaming");
+        gaps += p.seq() - last - 1;
+        last = p.seq();
+        got += 1;
+    }
+    println!("fast viewer: {got} frames, {gaps} skipped in 4 s next to a stalled one");
+    assert!(
+        got > 40,
+        "the fast viewer got frames at the source rate, not the stalled one's"
+    );
+    assert!(
+        gaps * 10 <= got,
+        "the fast viewer missed at most a few frames ({gaps} of {got})"
+    );
+    let cam = d
+        .wait_for("cam", Duration::from_secs(10), |c| c["viewers"] == 1)
+        .await;
+    assert!(
+        cam["frames_skipped"].as_u64().unwrap() > 0,
+        "the stalled viewer skipped frames: {cam}"
+    );
+    // The stalled connection is closed by the server.
+    drop(stalled);
+    assert!(fast.next_part().await.is_some());
+}
+
+#[tokio::test]
+async fn snapshot_statuses_and_errors() {
+    let d = Daemon::start(&config(
+        "",
+        &format!("{CAM}[[camera]]\nid = \"down\"\nname = \"Dead printer\"\nsource = \"test:offline\"\nsize = \"320x240\"\n"),
+    ));
+    let r = get(d.main, "/cameras/cam/snapshot").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert!(r.header("x-timestamp").is_some());
+    assert_eq!(decode_jpeg(&r.body), (320, 240));
+    // A cached frame is fine with max_age.
+    let cached = get(d.main, "/cameras/cam/snapshot?max_age=60000").await;
+    assert_eq!(cached.status, 200);
+
+    let r = get(d.main, "/cameras/down/snapshot").await;
+    assert_eq!(r.status, 503);
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=30).contains(&retry));
+    assert_eq!(
+        decode_jpeg(&r.body),
+        (320, 240),
+        "the placeholder image is the body"
+    );
+    let down = d.camera("down").await;
+    assert_eq!(down["state"], "offline");
+
+    let r = get(d.main, "/cameras/nope/snapshot").await;
+    assert_eq!(r.status, 404);
+    let e: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(e["error"].as_str().unwrap().contains("nope"));
+    assert_eq!(get(d.main, "/nowhere").await.status, 404);
+    assert_eq!(
+        get(d.main, "/cameras/cam/snapshot?max_age=soon").await.status,
+        400
+    );
+    let post = request(
+        d.main,
+        "POST /cameras/cam/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
+async fn offline_camera_streams_the_placeholder() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"down\"\nsource = \"test:offline\"\nsize = \"160x120\"\n",
+    ));
+    let mut s = Stream::open(d.main, "GET /cameras/down/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let a = s.next_part().await.unwrap();
+    let b = s.next_part().await.unwrap();
+    assert_eq!(decode_jpeg(&a.jpeg), (160, 120));
+    let gap = b.timestamp() - a.timestamp();
+    assert!(
+        (0.5..3.0).contains(&gap),
+        "about one placeholder per second ({gap:.2}s)"
+    );
+    assert!(d.log_text().contains("test:offline never delivers frames"));
+}
+
+#[tokio::test]
+async fn mjpg_streamer_compatible_paths_and_dedicated_port() {
+    let d = Daemon::start(&config("", &format!("{CAM}listen = \"127.0.0.1:0\"\n")));
+    let port = d.cameras["cam"];
+    for (addr, path) in [
+        (d.main, "/cameras/cam/?action=snapshot"),
+        (port, "/?action=snapshot"),
+        (port, "/snapshot"),
+    ] {
+        let r = get(addr, path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(decode_jpeg(&r.body), (320, 240), "{path}");
+    }
+    for (addr, path) in [
+        (d.main, "/cameras/cam/?action=stream"),
+        (port, "/?action=stream"),
+        (port, "/stream"),
+    ] {
+        let mut s = Stream::open(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert_eq!(s.status, 200, "{path}");
+        assert_eq!(decode_jpeg(&s.next_part().await.unwrap().jpeg), (320, 240));
+    }
+    let page = get(port, "/").await;
+    assert!(String::from_utf8_lossy(&page.body).contains("/?action=stream"));
+    assert_eq!(d.camera("cam").await["upstream_opens"], 1);
+}
+
+#[tokio::test]
+async fn per_viewer_fps_cap() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 20\n",
+    ));
+    let mut capped = Stream::open(
+        d.main,
+        "GET /cameras/cam/stream?fps=4 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let mut full = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut stamps = Vec::new();
+    for _ in 0..8 {
+        stamps.push(capped.next_part().await.unwrap().timestamp());
+    }
+    let mean = (stamps[7] - stamps[1]) / 6.0;
+    assert!(
+        (0.18..0.4).contains(&mean),
+        "capped viewer gets ~4 fps (mean interval {mean:.3}s)"
+    );
+    let a = full.next_part().await.unwrap().seq();
+    let b = full.next_part().await.unwrap().seq();
+    assert_eq!(b, a + 1, "the other viewer still gets every frame");
+    assert_eq!(d.camera("cam").await["upstream_opens"], 1);
+    assert_eq!(get(d.main, "/cameras/cam/stream?fps=zero").await.status, 400);
+}
+
+#[tokio::test]
+async fn events_resume_with_last_event_id() {
+    let d = Daemon::start(&config(
+        "",
+        &format!("{CAM}[[camera]]\nid = \"other\"\nsource = \"test:\"\nsize = \"160x120\"\n"),
+    ));
+    let mut ev = Stream::open(d.main, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(ev.status, 200);
+    assert_eq!(ev.header("content-type"), Some("text/event-stream"));
+    assert_eq!(get(d.main, "/cameras/cam/snapshot").await.status, 200);
+    let seen = read_events(&mut ev, |e| e.iter().any(|(_, j)| j["kind"] == "live")).await;
+    assert!(String::from_utf8_lossy(&ev.body).contains("retry: 2000") || !seen.is_empty());
+    assert_eq!(seen[0].1["kind"], "started");
+    assert_eq!(seen[0].1["camera"], "cam");
+    let last_id = seen.last().unwrap().0;
+    drop(ev);
+
+    // While disconnected: another camera starts, and the first one's pump stops after its grace.
+    assert_eq!(get(d.main, "/cameras/other/snapshot").await.status, 200);
+    d.wait_for("cam", Duration::from_secs(10), |c| c["state"] == "idle")
+        .await;
+
+    let mut ev = Stream::open(
+        d.main,
+        &format!("GET /api/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last_id}\r\n\r\n"),
+    )
+    .await;
+    let missed = read_events(&mut ev, |e| {
+        e.iter()
+            .any(|(_, j)| j["camera"] == "cam" && j["kind"] == "stopped")
+    })
+    .await;
+    let ids: Vec<u64> = missed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids[0],
+        last_id + 1,
+        "resumes right after the last seen event: {ids:?}"
+    );
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap, no repeat: {ids:?}"
+    );
+    assert!(missed
+        .iter()
+        .any(|(_, j)| j["camera"] == "other" && j["kind"] == "live"));
+}
+
+/// Read SSE events (id, JSON) until `done` holds for what was read.
+async fn read_events(s: &mut Stream, done: impl Fn(&[(u64, Value)]) -> bool) -> Vec<(u64, Value)> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        while let Some(end) = find(&s.body, b"\n\n") {
+            let block = String::from_utf8(s.body.drain(..end + 2).collect()).unwrap();
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|v| v.parse().unwrap());
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, serde_json::from_str(data).unwrap()));
+            }
+        }
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "events so far: {events:?}");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(15), s.fill())
+                .await
+                .unwrap(),
+            "event stream ended"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connection_cap_answers_503() {
+    let d = Daemon::start(&config("max_connections = 2", CAM));
+    let mut a = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _b = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    a.next_part().await.unwrap();
+    let r = get(d.main, "/api/cameras").await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(d.main, "/api/cameras").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a slot frees when a viewer leaves");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_header_timeout() {
+    let d = Daemon::start(&config("header_read_timeout = \"1s\"", CAM));
+    let mut sock = TcpStream::connect(d.main).await.unwrap();
+    sock.write_all(b"GET /api/cameras HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap(); // never finished
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut sock, &mut buf),
+    )
+    .await;
+    assert!(r.is_ok(), "the server closed the connection");
+    println!("slow client dropped after {:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_and_exits_zero() {
+    let mut d = Daemon::start(&config("", CAM));
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        let mut v = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        v.next_part().await.unwrap();
+        viewers.push(v);
+    }
+    let mut ev = Stream::open(d.main, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    ev.fill().await;
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10)).expect("exits after SIGTERM");
+    println!("exit after SIGTERM with 3 viewers took {:?}", t.elapsed());
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    for v in &mut viewers {
+        while v.next_part().await.is_some() {}
+        assert!(v.ended, "stream ended");
+    }
+    while ev.fill().await {}
+    assert!(d.log_text().contains("SIGTERM: shutting down"));
+}
+
+#[tokio::test]
+async fn index_page_and_api_list_cameras() {
+    let d = Daemon::start(&config(
+        "",
+        &format!("{CAM}[[camera]]\nid = \"b\"\nname = \"<Bench> & co\"\nsource = \"test:\"\n"),
+    ));
+    let page = get(d.main, "/").await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains("/cameras/cam/stream") && html.contains("/cameras/b/snapshot"));
+    assert!(html.contains("&lt;Bench&gt; &amp; co"), "names are escaped");
+    let all = d.cameras_json().await;
+    let list = all.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let c = &list[0];
+    for key in [
+        "id",
+        "name",
+        "state",
+        "viewers",
+        "fps",
+        "measured_fps",
+        "frames_delivered",
+        "frames_skipped",
+        "last_frame_age_ms",
+        "size",
+        "source",
+        "stream_url",
+        "snapshot_url",
+    ] {
+        assert!(c.get(key).is_some(), "{key} missing in {c}");
+    }
+    assert_eq!(c["state"], "idle");
+    assert_eq!(c["stream_url"], format!("http://{}/cameras/cam/stream", d.main));
+}
