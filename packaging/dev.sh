@@ -1,0 +1,70 @@
+#!/bin/sh
+# farmcam developer entry point. Installs what it needs (idempotently), then acts:
+#
+#   packaging/dev.sh demo   build and run the daemon on config/farmcam.toml (http://127.0.0.1:8080/)
+#   packaging/dev.sh test   run the whole test suite (cargo nextest)
+#   packaging/dev.sh deps   only install build and test dependencies
+#
+# Works on a fresh Debian 12 (as root, or with sudo). Rust comes from rustup when cargo is missing.
+set -eu
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: build tools. (Later: libclang-dev for v4l, test peers such as mosquitto.)
+APT_PACKAGES="build-essential pkg-config ca-certificates curl"
+
+install_apt() {
+    missing=""
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "dev.sh: installing Debian packages:$missing" >&2
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+    fi
+}
+
+install_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "dev.sh: installing Rust with rustup" >&2
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+        . "$HOME/.cargo/env"
+    fi
+}
+
+install_test_tools() {
+    if command -v rustup >/dev/null 2>&1; then
+        cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+        cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+    fi
+    command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+}
+
+case "${1:-}" in
+    demo)
+        install_apt
+        install_rust
+        cargo build --release
+        echo "dev.sh: open http://127.0.0.1:8080/ (Ctrl-C stops)" >&2
+        exec target/release/farmcam run --config config/farmcam.toml
+        ;;
+    test)
+        install_apt
+        install_rust
+        install_test_tools
+        exec cargo nextest run --workspace --no-fail-fast
+        ;;
+    deps)
+        install_apt
+        install_rust
+        install_test_tools
+        ;;
+    *)
+        echo "usage: packaging/dev.sh demo|test|deps" >&2
+        exit 2
+        ;;
+esac
