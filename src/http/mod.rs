@@ -35,8 +35,10 @@ use crate::registry::{Camera, Registry};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// Request head and write buffer limit per connection (also bounds what one viewer can pin).
+/// Read and write buffer limit per connection (also bounds what one viewer can pin).
 const MAX_BUF: usize = 64 * 1024;
+/// Largest request head accepted (answered with 431 beyond).
+const MAX_HEAD: usize = 16 * 1024;
 /// How long a closing connection may take to finish its response after shutdown began.
 const DRAIN: Duration = Duration::from_millis(1500);
 const REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 44\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{\"error\":\"too many connections, retry later\"}";
@@ -203,6 +205,8 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.header_read_timeout)
         .max_buf_size(MAX_BUF)
+        .max_header_size(MAX_HEAD)
+        .max_headers(64)
         .serve_connection(io, svc);
     tokio::pin!(conn);
     let result = tokio::select! {
