@@ -77,13 +77,7 @@ impl CameraShared {
     /// The "<name> — offline" JPEG, rendered once.
     pub fn placeholder(&self) -> Bytes {
         self.placeholder
-            .get_or_init(|| {
-                let size = self.config.size.unwrap_or(Size {
-                    width: 1280,
-                    height: 720,
-                });
-                crate::render::placeholder(&self.config.name, size)
-            })
+            .get_or_init(|| crate::render::placeholder(&self.config.name, self.placeholder_size()))
             .clone()
     }
 

@@ -13,7 +13,7 @@ use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 use tracing::info;
 
-use super::{api, param, Body, Ctx};
+use super::{api, param, Body};
 use crate::frame::Frame;
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::{Camera, SnapshotError};
@@ -89,7 +89,7 @@ impl Viewer {
     }
 }
 
-pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], _ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Response<Body> {
     let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {
         None => None,
         Some(Ok(fps)) if fps > 0.0 && fps <= 1000.0 => Some(Duration::from_secs_f64(1.0 / fps)),

@@ -253,13 +253,13 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
                     StatusCode::NOT_FOUND,
                     &format!("no camera {id:?}; GET /api/cameras lists them"),
                 ),
-                Some(cam) => camera_route(cam, rest, &q, ctx, peer).await,
+                Some(cam) => camera_route(cam, rest, &q, peer).await,
             },
             _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
         },
         Scope::Camera(cam) => match segments.as_slice() {
             [] if param(&q, "action").is_none() => api::camera_page(cam),
-            rest => camera_route(cam, rest, &q, ctx, peer).await,
+            rest => camera_route(cam, rest, &q, peer).await,
         },
     }
 }
@@ -269,7 +269,6 @@ async fn camera_route(
     cam: &Arc<Camera>,
     rest: &[&str],
     q: &[(&str, &str)],
-    ctx: &Ctx,
     peer: SocketAddr,
 ) -> Response<Body> {
     let what = match rest {
@@ -278,7 +277,7 @@ async fn camera_route(
         _ => "",
     };
     match what {
-        "stream" => mjpeg::stream(cam, q, ctx, peer),
+        "stream" => mjpeg::stream(cam, q, peer),
         "snapshot" => mjpeg::snapshot(cam, q).await,
         _ => api::error(
             StatusCode::NOT_FOUND,
