@@ -12,8 +12,13 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: build tools. (Later: libclang-dev for v4l, test peers such as mosquitto.)
+# Debian packages: build tools.
 APT_PACKAGES="build-essential pkg-config ca-certificates curl"
+# Test peers: ffmpeg (rtsp/http sources), GStreamer's RTSP server run by /usr/bin/python3 (RTSP
+# and RTSPS H.264 test cameras), openssl (the test certificate).
+TEST_APT_PACKAGES="ffmpeg openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
+    gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-ugly glib-networking"
 
 install_apt() {
     missing=""
@@ -53,12 +58,14 @@ case "${1:-}" in
         exec target/release/farmcam run --config config/farmcam.toml
         ;;
     test)
+        APT_PACKAGES="$APT_PACKAGES $TEST_APT_PACKAGES"
         install_apt
         install_rust
         install_test_tools
         exec cargo nextest run --workspace --no-fail-fast
         ;;
     deps)
+        APT_PACKAGES="$APT_PACKAGES $TEST_APT_PACKAGES"
         install_apt
         install_rust
         install_test_tools

@@ -62,6 +62,14 @@ pub struct CameraConfig {
     pub stall_timeout: Duration,
     /// Optional dedicated port serving only this camera (mjpg-streamer style URLs).
     pub listen: Option<SocketAddr>,
+    /// JPEG quality 1..=100 where farmcam (or ffmpeg for it) encodes; `None`: the source default.
+    pub quality: Option<u8>,
+    /// Extra ffmpeg input options, placed before `-i` (ffmpeg sources only).
+    pub ffmpeg_args: Vec<String>,
+    /// The ffmpeg program ffmpeg sources run (`[ffmpeg] path`).
+    pub ffmpeg: PathBuf,
+    /// Frames larger than this are dropped (and counted) by sources that cut a byte stream.
+    pub max_frame_size: usize,
 }
 
 impl CameraConfig {
@@ -77,6 +85,10 @@ impl CameraConfig {
             snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             listen: None,
+            quality: None,
+            ffmpeg_args: Vec::new(),
+            ffmpeg: PathBuf::from(DEFAULT_FFMPEG),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         }
     }
 }
@@ -88,6 +100,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Looked up in PATH.
+pub const DEFAULT_FFMPEG: &str = "ffmpeg";
+pub const DEFAULT_MAX_FRAME_SIZE: usize = crate::jpeg::DEFAULT_MAX_FRAME;
 
 /// Why a configuration was not accepted. `Display` gives one line per problem.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +138,22 @@ struct RawConfig {
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
+    ffmpeg: RawFfmpeg,
+    #[serde(default)]
     camera: Vec<RawCamera>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFfmpeg {
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -162,6 +192,9 @@ struct RawCamera {
     snapshot_timeout: Option<Spanned<String>>,
     stall_timeout: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    quality: Option<Spanned<i64>>,
+    ffmpeg_args: Option<Spanned<Vec<String>>>,
+    max_frame_size: Option<Spanned<IntOrString>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +345,20 @@ impl Validator<'_> {
             DEFAULT_STALL_TIMEOUT,
         );
 
+        // [ffmpeg]
+        let ffmpeg = match &raw.ffmpeg.path {
+            None => PathBuf::from(DEFAULT_FFMPEG),
+            Some(p) if p.get_ref().trim().is_empty() => {
+                self.problem(
+                    Some(p.span()),
+                    "ffmpeg.path",
+                    "is empty; remove it to use \"ffmpeg\" from PATH, or give e.g. \"/usr/bin/ffmpeg\"",
+                );
+                PathBuf::from(DEFAULT_FFMPEG)
+            }
+            Some(p) => PathBuf::from(p.get_ref().trim()),
+        };
+
         // [[camera]]
         let mut ids = HashSet::new();
         let mut ports: Vec<SocketAddr> = listen.clone();
@@ -332,7 +379,9 @@ impl Validator<'_> {
                     &format!("{id:?} is used by another camera; ids must be unique"),
                 );
             }
-            let source = match SourceSpec::parse(c.source.get_ref()) {
+            let parsed = SourceSpec::parse(c.source.get_ref());
+            let source_valid = parsed.is_ok();
+            let source = match parsed {
                 Ok(s) => s,
                 Err(msg) => {
                     self.problem(Some(c.source.span()), &at("source"), &msg);
@@ -375,6 +424,44 @@ impl Validator<'_> {
                 ports.push(a);
                 Some(a)
             });
+            let quality = match &c.quality {
+                None => None,
+                Some(q) if (1..=100).contains(q.get_ref()) => Some(*q.get_ref() as u8),
+                Some(q) => {
+                    self.problem(
+                        Some(q.span()),
+                        &at("quality"),
+                        "must be between 1 (smallest) and 100 (best); 90 is a good start",
+                    );
+                    None
+                }
+            };
+            if source_valid && !source.uses_ffmpeg() {
+                if let Some(q) = &c.quality {
+                    self.problem(
+                        Some(q.span()),
+                        &at("quality"),
+                        "only applies to rtsp/http/ffmpeg sources; remove it",
+                    );
+                }
+                if let Some(a) = &c.ffmpeg_args {
+                    self.problem(
+                        Some(a.span()),
+                        &at("ffmpeg_args"),
+                        "only applies to rtsp/http/ffmpeg sources; remove it",
+                    );
+                }
+            }
+            let max_frame_size = match &c.max_frame_size {
+                None => DEFAULT_MAX_FRAME_SIZE,
+                Some(m) => match parse_bytes(m.get_ref()) {
+                    Ok(n) => n,
+                    Err(msg) => {
+                        self.problem(Some(m.span()), &at("max_frame_size"), &msg);
+                        DEFAULT_MAX_FRAME_SIZE
+                    }
+                },
+            };
             cameras.push(Arc::new(CameraConfig {
                 name: c
                     .name
@@ -393,6 +480,14 @@ impl Validator<'_> {
                 ),
                 stall_timeout: self.duration(&c.stall_timeout, &at("stall_timeout"), stall_timeout),
                 listen: cam_listen,
+                quality,
+                ffmpeg_args: c
+                    .ffmpeg_args
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default(),
+                ffmpeg: ffmpeg.clone(),
+                max_frame_size,
             }));
         }
         Config {
@@ -431,6 +526,36 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
         return Err(bad());
     }
     Ok(Size { width, height })
+}
+
+/// A byte count: a whole number, or a string like "512KiB", "8MiB", "8MB".
+fn parse_bytes(v: &IntOrString) -> Result<usize, String> {
+    const RANGE: &str = "between 64KiB and 256MiB";
+    let n: u64 = match v {
+        IntOrString::Int(n) => u64::try_from(*n).unwrap_or(0),
+        IntOrString::Str(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "K" | "KB" | "KiB" | "k" | "kB" => 1024,
+                "M" | "MB" | "MiB" => 1024 * 1024,
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not a size in bytes; write e.g. \"8MiB\" or \"512KiB\""
+                    ))
+                }
+            };
+            num.parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a size in bytes; write e.g. \"8MiB\" or \"512KiB\""))?
+                * mult
+        }
+    };
+    if !(64 * 1024..=256 * 1024 * 1024).contains(&n) {
+        return Err(format!("must be {RANGE} (default 8MiB)"));
+    }
+    Ok(n as usize)
 }
 
 /// The dotted key whose value starts at `offset` (e.g. `camera[1].fps`), for parse errors that

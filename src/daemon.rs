@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::http::{self, Server};
@@ -26,6 +26,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("listening on http://{} ({})", l.local_addr(), l.describe());
     }
     let server = Server::start(listeners, &config, registry.clone(), shutdown.clone());
+    check_ffmpeg(&config).await;
     info!(
         "farmcam {} ready: {} camera(s): {}",
         env!("CARGO_PKG_VERSION"),
@@ -53,4 +54,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped in {} ms", started.elapsed().as_millis());
     Ok(())
+}
+
+/// Probe ffmpeg once at start-up when a camera needs it. Missing ffmpeg is not fatal (the other
+/// cameras work, and these show why they are offline); it is said once, here, in plain words.
+async fn check_ffmpeg(config: &Config) {
+    let users: Vec<&str> = config
+        .cameras
+        .iter()
+        .filter(|c| c.source.uses_ffmpeg())
+        .map(|c| c.id.as_str())
+        .collect();
+    let Some(first) = config.cameras.iter().find(|c| c.source.uses_ffmpeg()) else {
+        return;
+    };
+    match crate::source::ffmpeg::probe(&first.ffmpeg).await {
+        Ok(p) => info!(
+            "{} at {} (RTSP socket timeout option: {})",
+            p.version,
+            first.ffmpeg.display(),
+            p.rtsp_timeout_option.unwrap_or("none")
+        ),
+        Err(e) => error!("{e}; cameras {} cannot start until then", users.join(", ")),
+    }
 }

@@ -62,12 +62,42 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here.
+fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<(), String> {
+    let users: Vec<&str> = c
+        .cameras
+        .iter()
+        .filter(|cam| cam.source.uses_ffmpeg())
+        .map(|cam| cam.id.as_str())
+        .collect();
+    let Some(first) = c.cameras.iter().find(|cam| cam.source.uses_ffmpeg()) else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("farmcam: cannot start the runtime: {e}"))?;
+    rt.block_on(farmcam::source::ffmpeg::probe(&first.ffmpeg))
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{}: ffmpeg.path: {e} (needed by camera {})",
+                path.display(),
+                users.join(", ")
+            )
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
+                if let Err(line) = check_ffmpeg(&config, &c) {
+                    eprintln!("{line}");
+                    return ExitCode::from(EX_CONFIG);
+                }
                 println!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
                 let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
                 for cam in &c.cameras {

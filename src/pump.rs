@@ -30,6 +30,9 @@ pub const RING: usize = 8;
 pub const PREVIOUS_CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Bound on an upstream's close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A fresh upstream may take this long (or `stall_timeout`, if longer) for its first frame:
+/// connecting, a TLS handshake with a slow printer, and waiting for an H.264 key frame.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Placeholder rate while the upstream is down.
 pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -56,6 +59,9 @@ pub struct CameraShared {
     /// Frames per second measured over the last second, times 1000.
     pub fps_milli: AtomicU64,
     pub last_good: Mutex<Option<Frame>>,
+    /// Why the upstream last failed (no secrets: sources redact their messages); cleared when
+    /// frames flow again.
+    pub last_error: Mutex<Option<String>>,
     placeholder: OnceLock<Bytes>,
 }
 
@@ -70,6 +76,7 @@ impl CameraShared {
             frames_skipped: AtomicU64::new(0),
             fps_milli: AtomicU64::new(0),
             last_good: Mutex::new(None),
+            last_error: Mutex::new(None),
             placeholder: OnceLock::new(),
         }
     }
@@ -317,6 +324,7 @@ impl Pump {
             // The upstream is down: tell consumers at once, then retry with backoff.
             let delay = backoff.next();
             failures.log(self.id(), &result, delay);
+            *self.shared.last_error.lock().unwrap() = Some(result.to_string());
             self.shared.fps_milli.store(0, Relaxed);
             if self.state() != CameraState::Offline {
                 self.set_state(CameraState::Offline, EventKind::Offline);
@@ -347,11 +355,15 @@ impl Pump {
         let stall = self.shared.config.stall_timeout;
         let mut first_frame: Option<Instant> = None;
         let mut window = (Instant::now(), 0u64);
+        // Sources such as ffmpeg connect after `open`: while an offline camera waits for its
+        // first frame, viewers keep getting the placeholder.
+        let offline = self.state() == CameraState::Offline;
         let result = loop {
             let next = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break None,
-                r = timeout(stall, upstream.next_frame()) => r,
+                r = timeout(if first_frame.is_some() { stall } else { stall.max(FIRST_FRAME_TIMEOUT) }, upstream.next_frame()) => r,
+                _ = self.placeholders(), if offline && first_frame.is_none() => unreachable!("placeholders never ends"),
             };
             match next {
                 Ok(Ok(Captured {
@@ -364,6 +376,7 @@ impl Pump {
                     if first_frame.is_none() {
                         first_frame = Some(Instant::now());
                         info!(camera = %self.id(), "live: {width}x{height}");
+                        *self.shared.last_error.lock().unwrap() = None;
                         self.set_state(CameraState::Live, EventKind::Live);
                     }
                     window.1 += 1;
@@ -375,10 +388,16 @@ impl Pump {
                     }
                 }
                 Ok(Err(e)) => break Some(e),
-                Err(_) => {
+                Err(_) if first_frame.is_some() => {
                     break Some(SourceError::Failed(format!(
                         "no frame for {}",
                         humantime::format_duration(stall)
+                    )))
+                }
+                Err(_) => {
+                    break Some(SourceError::Failed(format!(
+                        "no first frame within {}",
+                        humantime::format_duration(stall.max(FIRST_FRAME_TIMEOUT))
                     )))
                 }
             }

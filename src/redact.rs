@@ -1,29 +1,119 @@
 //! Keeping secrets out of logs, status and errors.
 
-/// A URL with any `user:password@` part replaced by `***@` (the user is hidden too: for printers
-/// the "user" is often fixed and the access code is the secret, but some put the code there).
+/// Every URL in `s` with its `user:password@` part replaced by `***@` (the user is hidden too: for
+/// printers the "user" is often fixed and the access code is the secret, but some put the code
+/// there). Works on a bare URL and on free text such as a line ffmpeg printed.
 pub fn url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &s[..scheme_end], &rest[at + 1..]),
-        None => s.to_string(),
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(sep) = rest.find("://") {
+        let authority_start = sep + 3;
+        let after = &rest[authority_start..];
+        // The authority ends at a path, query, fragment, or where the URL ends in free text.
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"' | '<' | '>') || c.is_whitespace())
+            .unwrap_or(after.len());
+        out.push_str(&rest[..authority_start]);
+        match after[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                out.push_str(&after[at + 1..end]);
+            }
+            None => out.push_str(&after[..end]),
+        }
+        rest = &after[end..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// The password of a URL's `user:password@` part (and its percent-decoded form), so that text a
+/// tool prints about the URL in other shapes can be scrubbed too. Short values are not returned:
+/// replacing every "1" in a log line would hide nothing and garble everything.
+pub fn secrets_of(url: &str) -> Vec<String> {
+    let Some(sep) = url.find("://") else {
+        return Vec::new();
+    };
+    let after = &url[sep + 3..];
+    let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+    let Some(at) = authority.rfind('@') else {
+        return Vec::new();
+    };
+    let userinfo = &authority[..at];
+    let password = userinfo.split_once(':').map(|(_, p)| p).unwrap_or(userinfo);
+    let mut out = Vec::new();
+    for s in [password.to_string(), percent_decode(password)] {
+        if s.chars().count() >= 4 && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// `s` with every URL redacted and every occurrence of `secrets` replaced by `***`.
+pub fn scrub(s: &str, secrets: &[String]) -> String {
+    let mut out = url(s);
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn credentials_are_removed() {
         assert_eq!(
-            super::url("rtsps://bblp:12345678@10.0.0.2:322/streaming/live/1"),
+            url("rtsps://bblp:12345678@10.0.0.2:322/streaming/live/1"),
             "rtsps://***@10.0.0.2:322/streaming/live/1"
         );
-        assert_eq!(super::url("rtsp://cam/x@y"), "rtsp://cam/x@y");
-        assert_eq!(super::url("test:"), "test:");
-        assert_eq!(super::url("http://u:p@w@h/"), "http://***@h/");
+        assert_eq!(url("rtsp://cam/x@y"), "rtsp://cam/x@y");
+        assert_eq!(url("test:"), "test:");
+        assert_eq!(url("http://u:p@w@h/"), "http://***@h/");
+    }
+
+    #[test]
+    fn urls_inside_text_are_redacted() {
+        assert_eq!(
+            url("Input #0, rtsp, from 'rtsps://bblp:code@10.0.0.2:322/live':"),
+            "Input #0, rtsp, from 'rtsps://***@10.0.0.2:322/live':"
+        );
+        assert_eq!(
+            url("a rtsp://u:p@h b http://x:y@z"),
+            "a rtsp://***@h b http://***@z"
+        );
+        assert_eq!(url("no url here"), "no url here");
+    }
+
+    #[test]
+    fn secrets_are_found_and_scrubbed() {
+        let s = secrets_of("rtsps://bblp:ab%40cd12@10.0.0.2:322/x");
+        assert_eq!(s, vec!["ab%40cd12".to_string(), "ab@cd12".to_string()]);
+        assert_eq!(scrub("auth ab@cd12 failed", &s), "auth *** failed");
+        assert!(secrets_of("rtsp://10.0.0.2/x").is_empty());
+        assert!(secrets_of("rtsp://u:123@h/").is_empty());
     }
 }

@@ -57,6 +57,8 @@ pub struct CameraStatus {
     pub last_frame_age_ms: Option<u64>,
     pub size: Option<String>,
     pub source: String,
+    /// Why the upstream last failed, until frames flow again.
+    pub last_error: Option<String>,
 }
 
 impl Camera {
@@ -181,6 +183,7 @@ impl Camera {
             last_frame_age_ms: last.map(|f| f.age().as_millis() as u64),
             size,
             source: s.config.source.redacted(),
+            last_error: s.last_error.lock().unwrap().clone(),
         }
     }
 

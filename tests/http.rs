@@ -202,6 +202,7 @@ async fn offline_camera_streams_the_placeholder() {
     let a = s.next_part().await.unwrap();
     let b = s.next_part().await.unwrap();
     assert_eq!(decode_jpeg(&a.jpeg), (160, 120));
+    assert_eq!(a.headers.get("x-placeholder").map(String::as_str), Some("1"));
     let gap = b.timestamp() - a.timestamp();
     assert!(
         (0.5..3.0).contains(&gap),

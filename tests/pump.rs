@@ -101,10 +101,14 @@ struct Rig {
 }
 
 fn rig(grace: Duration) -> Rig {
+    rig_with_stall(grace, Duration::from_secs(10))
+}
+
+fn rig_with_stall(grace: Duration, stall: Duration) -> Rig {
     let script = Arc::new(Script::default());
     let mut config = CameraConfig::new("cam", SourceSpec::TestPattern);
     config.idle_grace = grace;
-    config.stall_timeout = Duration::from_secs(10);
+    config.stall_timeout = stall;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let camera = Arc::new(Camera::with_source(
@@ -426,6 +430,45 @@ async fn stalled_upstream_is_reopened() {
     while sub.next().await.unwrap().placeholder {}
     assert_eq!(r.script.closes.load(SeqCst), 1, "the stalled upstream was closed");
     assert_eq!(r.opens(), 2);
+}
+
+/// 9b. A fresh upstream gets FIRST_FRAME_TIMEOUT (not a short stall_timeout) for its first frame
+/// (ffmpeg connecting and waiting for a key frame); while an offline camera's reopened upstream
+/// connects, viewers keep getting the placeholder.
+#[tokio::test(start_paused = true)]
+async fn first_frame_gets_longer_than_the_stall_timeout() {
+    let r = rig_with_stall(Duration::from_secs(5), Duration::from_secs(2));
+    r.script.frozen.store(true, SeqCst);
+    let mut sub = r.camera.subscribe(Viewer);
+    let t = Instant::now();
+    let f = sub.next().await.unwrap();
+    assert!(f.placeholder);
+    let waited = t.elapsed();
+    assert!(
+        waited >= farmcam::pump::FIRST_FRAME_TIMEOUT
+            && waited < farmcam::pump::FIRST_FRAME_TIMEOUT + Duration::from_secs(1),
+        "gave up on the first frame after {waited:?}"
+    );
+    assert_eq!(r.script.closes.load(SeqCst), 1);
+    let err = r.camera.status().last_error.unwrap();
+    assert!(err.contains("no first frame within 15s"), "{err}");
+    // Offline now; the reopened upstream is still connecting: placeholders keep coming ~1/s.
+    let a = sub.next().await.unwrap();
+    let b = sub.next().await.unwrap();
+    assert!(a.placeholder && b.placeholder);
+    assert!(b.captured_at.duration_since(a.captured_at).unwrap() <= Duration::from_millis(1500));
+    r.script.frozen.store(false, SeqCst);
+    while sub.next().await.unwrap().placeholder {}
+    assert!(r.camera.status().last_error.is_none(), "cleared once live");
+    // Once live, the short stall timeout applies.
+    r.script.frozen.store(true, SeqCst);
+    let t = Instant::now();
+    assert!(sub.next().await.unwrap().placeholder);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stalled after {:?}",
+        t.elapsed()
+    );
 }
 
 /// 10. Detaching reports the remaining count; twice is harmless.

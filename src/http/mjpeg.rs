@@ -32,13 +32,14 @@ fn no_cache(resp: &mut Response<Body>) {
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
 }
 
-/// The multipart header of one part.
+/// The multipart header of one part. The offline image is marked `X-Placeholder: 1`.
 fn part_header(f: &Frame) -> Bytes {
     Bytes::from(format!(
-        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\nX-Sequence: {}\r\n\r\n",
+        "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\nX-Sequence: {}\r\n{}\r\n",
         f.jpeg.len(),
         f.timestamp_string(),
-        f.seq
+        f.seq,
+        if f.placeholder { "X-Placeholder: 1\r\n" } else { "" }
     ))
 }
 

@@ -4,6 +4,7 @@
 //! [`Upstream`] (one open camera / connection / child process). The pump guarantees that at most one
 //! upstream per camera exists at any moment and always awaits [`Upstream::close`].
 
+pub mod ffmpeg;
 mod test_pattern;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use crate::config::CameraConfig;
 use crate::frame::Captured;
 
+pub use ffmpeg::FfmpegInput;
 pub use test_pattern::TestPattern;
 
 /// The `source = "..."` of a camera, parsed.
@@ -22,21 +24,27 @@ pub enum SourceSpec {
     TestPattern,
     /// `test:offline` — a camera that never opens (shows the offline placeholder).
     TestOffline,
+    /// `rtsp://`, `rtsps://`, `http(s)://` or `ffmpeg:ARGS`: a stream read by an ffmpeg child.
+    Ffmpeg(FfmpegInput),
 }
 
 impl SourceSpec {
     /// Parse a source string; the error is a one-line message naming the fix.
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
-        match s.trim() {
-            "test:" | "test" => Ok(SourceSpec::TestPattern),
-            "test:offline" => Ok(SourceSpec::TestOffline),
-            other => {
-                let shown = crate::redact::url(other);
-                Err(format!(
-                    "{shown:?} is not a source farmcam knows; use \"test:\" (built-in pattern) or \"test:offline\""
-                ))
-            }
+        let s = s.trim();
+        match s {
+            "test:" | "test" => return Ok(SourceSpec::TestPattern),
+            "test:offline" => return Ok(SourceSpec::TestOffline),
+            _ => {}
         }
+        if let Some(input) = FfmpegInput::parse(s) {
+            return input.map(SourceSpec::Ffmpeg);
+        }
+        Err(format!(
+            "{:?} is not a source farmcam knows; use \"rtsp://HOST/PATH\", \"rtsps://…\", \"http://HOST/…\", \
+             \"ffmpeg:-i INPUT\", \"test:\" (built-in pattern) or \"test:offline\"",
+            crate::redact::url(s)
+        ))
     }
 
     /// The source as it may be shown in logs, status and errors: credentials removed.
@@ -44,7 +52,13 @@ impl SourceSpec {
         match self {
             SourceSpec::TestPattern => "test:".into(),
             SourceSpec::TestOffline => "test:offline".into(),
+            SourceSpec::Ffmpeg(input) => input.redacted(),
         }
+    }
+
+    /// Whether frames come through an ffmpeg child.
+    pub fn uses_ffmpeg(&self) -> bool {
+        matches!(self, SourceSpec::Ffmpeg(_))
     }
 }
 
@@ -78,6 +92,7 @@ pub fn build(camera: &CameraConfig) -> Arc<dyn Source> {
     match &camera.source {
         SourceSpec::TestPattern => Arc::new(TestPattern::new(camera)),
         SourceSpec::TestOffline => Arc::new(Offline),
+        SourceSpec::Ffmpeg(input) => Arc::new(ffmpeg::FfmpegSource::new(camera, input.clone())),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test helpers: run the real `farmcam` binary on port 0 and talk raw HTTP/1.1 to it.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,13 +28,18 @@ pub struct Daemon {
 impl Daemon {
     /// Start `farmcam run` on a config (its `listen` should be "127.0.0.1:0") and wait until ready.
     pub fn start(config: &str) -> Daemon {
+        Self::start_with_log(config, "info")
+    }
+
+    /// Start with another `RUST_LOG` filter (e.g. "debug").
+    pub fn start_with_log(config: &str, rust_log: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,318 @@
+//! Real upstream peers for the ffmpeg source tests: GStreamer's RTSP server (RTSP and RTSPS, in a
+//! child process the test can stop, pause and restart) and a small MJPEG-over-HTTP camera.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const RTSP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");
+
+/// A self-signed certificate and key (PEM), made once per test process with openssl.
+pub fn test_certificate() -> &'static (std::path::PathBuf, std::path::PathBuf) {
+    static CERT: OnceLock<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> = OnceLock::new();
+    let (_, c, k) = CERT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=01P00A000000000",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs (packaging/dev.sh deps installs it)");
+        assert!(ok.success());
+        (dir, cert, key)
+    });
+    // The TempDir lives in the static for the whole test process.
+    let pair: &'static (std::path::PathBuf, std::path::PathBuf) = Box::leak(Box::new((c.clone(), k.clone())));
+    pair
+}
+
+#[derive(Clone, Default)]
+pub struct RtspOptions {
+    pub tls: bool,
+    pub credentials: Option<(String, String)>,
+}
+
+/// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
+pub struct RtspServer {
+    child: Option<Child>,
+    pub port: u16,
+    options: RtspOptions,
+}
+
+impl RtspServer {
+    /// Start on a free port.
+    pub fn start(options: RtspOptions) -> RtspServer {
+        Self::start_on(0, options)
+    }
+
+    /// Start on `port` (e.g. again after `stop`).
+    pub fn start_on(port: u16, options: RtspOptions) -> RtspServer {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(RTSP_SERVER).args(["--port", &port.to_string()]);
+        if options.tls {
+            let (cert, key) = test_certificate();
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some((u, p)) = &options.credentials {
+            cmd.args(["--user", u, "--password", p]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("/usr/bin/python3 runs (packaging/dev.sh deps installs the GStreamer RTSP server)");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if let Some(p) = line.strip_prefix("ready ") {
+                return RtspServer {
+                    child: Some(child),
+                    port: p.trim().parse().unwrap(),
+                    options,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            // Rebinding a port right after the previous server died can fail for a moment.
+            assert!(
+                Instant::now() < deadline,
+                "RTSP server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The camera's URL, with credentials when the server wants them.
+    pub fn url(&self) -> String {
+        let scheme = if self.options.tls { "rtsps" } else { "rtsp" };
+        let auth = match &self.options.credentials {
+            Some((u, p)) => format!("{u}:{p}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}/cam", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kill the server (connections drop at once).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Self::start_on(self.port, self.options.clone());
+        *self = again;
+    }
+
+    /// Freeze / thaw the server: connections stay open but nothing flows (a stalled camera).
+    pub fn pause(&self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+    }
+    pub fn resume(&self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) };
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An mjpg-streamer-like camera: `multipart/x-mixed-replace` JPEGs over HTTP at 10 fps. Counts
+/// connections, so a test can check that farmcam opened exactly one.
+pub struct MjpegServer {
+    pub port: u16,
+    pub accepted: Arc<AtomicUsize>,
+    pub active: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl MjpegServer {
+    pub async fn start(width: u32, height: u32) -> MjpegServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frames: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..10)
+                .map(|i| {
+                    let mut c = farmcam::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
+                    c.text(8, 8, 1, &format!("http camera frame {i}"), [255, 255, 255]);
+                    c.encode(false)
+                })
+                .collect(),
+        );
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let active = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let (acc, act, st) = (accepted.clone(), active.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = tokio::select! {
+                    _ = st.cancelled() => return,
+                    r = listener.accept() => r.unwrap(),
+                };
+                acc.fetch_add(1, SeqCst);
+                let (frames, act, st) = (frames.clone(), act.clone(), st.clone());
+                tokio::spawn(async move {
+                    act.fetch_add(1, SeqCst);
+                    let _ = tokio::select! {
+                        _ = st.cancelled() => Ok(()),
+                        r = serve(&mut sock, &frames) => r,
+                    };
+                    act.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        MjpegServer {
+            port,
+            accepted,
+            active,
+            stop,
+            width,
+            height,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/?action=stream", self.port)
+    }
+}
+
+impl Drop for MjpegServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(sock: &mut tokio::net::TcpStream, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    sock.write_all(
+        b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=boundarydonotcross\r\n\
+          Cache-Control: no-cache\r\n\r\n",
+    )
+    .await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for i in 0.. {
+        tick.tick().await;
+        let f = &frames[i % frames.len()];
+        let part = format!(
+            "--boundarydonotcross\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            f.len()
+        );
+        sock.write_all(part.as_bytes()).await?;
+        sock.write_all(f).await?;
+        sock.write_all(b"\r\n").await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// Direct children of a process.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A process's command line, arguments joined by spaces ("" once it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The process state letter (R, S, Z, …), or None when no such process exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// farmcam's ffmpeg children whose command line contains `needle`.
+pub fn ffmpeg_children(farmcam: u32, needle: &str) -> Vec<u32> {
+    children(farmcam)
+        .into_iter()
+        .filter(|p| {
+            let c = cmdline(*p);
+            c.contains("ffmpeg") && c.contains(needle)
+        })
+        .collect()
+}
+
+/// Poll until `f` returns Some, at most `limit`.
+pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

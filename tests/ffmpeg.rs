@@ -1,0 +1,398 @@
+//! rtsp://, rtsps:// and http:// cameras through ffmpeg, against real peers: GStreamer's RTSP
+//! server (stopped, restarted, frozen by the tests) and an MJPEG-over-HTTP camera. Every failure
+//! an RTSP source can produce, checked from a viewer's point of view and in /proc.
+
+mod common;
+
+use std::time::Duration;
+
+use common::peers::{self, eventually, ffmpeg_children, proc_state, MjpegServer, RtspOptions, RtspServer};
+use common::{config, decode_jpeg, get, Daemon, Part, Stream, BIN};
+
+const LIVE_WAIT: Duration = Duration::from_secs(40);
+
+fn is_live(p: &Part) -> bool {
+    !p.headers.contains_key("x-placeholder")
+}
+
+async fn open_stream(d: &Daemon, id: &str) -> Stream {
+    let s = Stream::open(
+        d.main,
+        &format!("GET /cameras/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    s
+}
+
+/// Read parts until one satisfies `pred`; panics if the stream ends or `limit` passes.
+async fn part_where(s: &mut Stream, limit: Duration, what: &str, pred: impl Fn(&Part) -> bool) -> Part {
+    let r = tokio::time::timeout(limit, async {
+        loop {
+            let p = s.next_part().await.expect("the viewer's stream stays open");
+            if pred(&p) {
+                return p;
+            }
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("no {what} within {limit:?}"))
+}
+
+async fn live_frame(s: &mut Stream) -> Part {
+    part_where(s, LIVE_WAIT, "live frame", is_live).await
+}
+
+async fn placeholder_frame(s: &mut Stream) -> Part {
+    part_where(s, LIVE_WAIT, "placeholder", |p| !is_live(p)).await
+}
+
+/// No such process, not even a zombie: reaped.
+fn gone(pid: u32) -> bool {
+    proc_state(pid).is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
+    let rtsp = RtspServer::start(RtspOptions::default());
+    let rtsps = RtspServer::start(RtspOptions {
+        tls: true,
+        credentials: Some(("bblp".into(), "31415926".into())),
+    });
+    let http = MjpegServer::start(256, 192).await;
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"rtsp\"\nsource = \"{}\"\nidle_grace = \"1s\"\n\
+             [[camera]]\nid = \"x1c\"\nsource = \"{}\"\nidle_grace = \"1s\"\nquality = 70\n\
+             [[camera]]\nid = \"k1\"\nsource = \"{}\"\nidle_grace = \"1s\"\n",
+            rtsp.url(),
+            rtsps.url(),
+            http.url()
+        ),
+    ));
+    let pid = d.child.id();
+    let mut viewers = Vec::new();
+    for id in ["rtsp", "x1c", "k1"] {
+        for _ in 0..3 {
+            viewers.push((id, open_stream(&d, id).await));
+        }
+    }
+    for (id, s) in viewers.iter_mut() {
+        let mut seqs = Vec::new();
+        for _ in 0..4 {
+            let p = live_frame(s).await;
+            let want = if *id == "k1" { (256, 192) } else { (320, 240) };
+            assert_eq!(decode_jpeg(&p.jpeg), want, "{id}");
+            seqs.push(p.seq());
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{id}: {seqs:?}");
+    }
+    // One ffmpeg per camera, however many viewers; the HTTP camera saw one connection.
+    let rtsp_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsp.port));
+    let rtsps_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsps.port));
+    let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
+    assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
+    assert_eq!(peers::children(pid).len(), 3, "no other children");
+    assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // H.264 is re-encoded; MJPEG over HTTP is copied untouched.
+    assert!(peers::cmdline(rtsp_ff[0]).contains("-c:v mjpeg"));
+    assert!(
+        peers::cmdline(rtsps_ff[0]).contains("-q:v 11"),
+        "quality 70 → q 11"
+    );
+    assert!(peers::cmdline(http_ff[0]).contains("-c:v copy"));
+    let k1 = d.camera("k1").await;
+    assert_eq!(
+        (k1["viewers"].as_u64(), k1["state"].as_str()),
+        (Some(3), Some("live"))
+    );
+
+    // The last viewer leaves: after the grace, every ffmpeg is stopped and reaped.
+    drop(viewers);
+    let all: Vec<u32> = [rtsp_ff, rtsps_ff, http_ff].concat();
+    eventually(
+        Duration::from_secs(15),
+        "ffmpeg children stopped and reaped",
+        || all.iter().all(|p| gone(*p)).then_some(()),
+    )
+    .await;
+    assert!(peers::children(pid).is_empty());
+    eventually(Duration::from_secs(5), "HTTP camera connection closed", || {
+        (http.active.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_down_at_start_shows_placeholders_then_goes_live_when_it_comes_up() {
+    let port = peers::free_port();
+    let d = Daemon::start(&config(
+        "",
+        &format!("[[camera]]\nid = \"p1\"\nsource = \"rtsp://127.0.0.1:{port}/cam\"\nsize = \"160x120\"\n"),
+    ));
+    let mut s = open_stream(&d, "p1").await;
+    let a = placeholder_frame(&mut s).await;
+    assert_eq!(decode_jpeg(&a.jpeg), (160, 120));
+    placeholder_frame(&mut s).await;
+    let c = d.camera("p1").await;
+    assert_eq!(c["state"], "offline");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("Connection refused"),
+        "{c}"
+    );
+
+    let _server = RtspServer::start_on(port, RtspOptions::default());
+    let p = live_frame(&mut s).await;
+    assert_eq!(decode_jpeg(&p.jpeg), (160, 120), "size applies (scale)");
+    let c = d.camera("p1").await;
+    assert_eq!(c["state"], "live");
+    assert!(c["last_error"].is_null(), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_stream_keeps_viewers_and_resumes() {
+    let mut server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+    ));
+    let mut s = open_stream(&d, "p1").await;
+    let before = live_frame(&mut s).await.seq();
+    server.stop();
+    placeholder_frame(&mut s).await;
+    server.restart();
+    let after = live_frame(&mut s).await.seq();
+    assert!(after > before);
+    assert_eq!(
+        d.camera("p1").await["viewers"],
+        1,
+        "the same viewer, still attached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_ffmpeg_is_restarted_and_viewers_stay_attached() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+    ));
+    let pid = d.child.id();
+    let mut s = open_stream(&d, "p1").await;
+    live_frame(&mut s).await;
+    let first = ffmpeg_children(pid, "/cam");
+    assert_eq!(first.len(), 1);
+    unsafe { libc::kill(first[0] as i32, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "killed ffmpeg reaped", || {
+        gone(first[0]).then_some(())
+    })
+    .await;
+    // Frames flow again on the same connection, from a new ffmpeg.
+    part_where(&mut s, LIVE_WAIT, "live frame from the new ffmpeg", |p| {
+        is_live(p) && ffmpeg_children(pid, "/cam").iter().any(|c| *c != first[0])
+    })
+    .await;
+    assert_eq!(ffmpeg_children(pid, "/cam").len(), 1);
+    assert!(d.log_text().contains("killed by signal 9"), "{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stream_gets_ffmpeg_killed_and_restarted() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"p1\"\nsource = \"{}\"\nstall_timeout = \"2s\"\n",
+            server.url()
+        ),
+    ));
+    let pid = d.child.id();
+    let mut s = open_stream(&d, "p1").await;
+    live_frame(&mut s).await;
+    let first = ffmpeg_children(pid, "/cam")[0];
+    server.pause();
+    // ffmpeg's own socket timeout is longer (stall + 5 s): farmcam's stall check acts first.
+    eventually(
+        Duration::from_secs(15),
+        "stalled ffmpeg stopped and reaped",
+        || gone(first).then_some(()),
+    )
+    .await;
+    placeholder_frame(&mut s).await;
+    assert!(d.log_text().contains("no frame for 2s"), "{}", d.log_text());
+    server.resume();
+    live_frame(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_dies_with_farmcam_even_when_farmcam_is_sigkilled() {
+    let server = RtspServer::start(RtspOptions::default());
+    let cfg = config(
+        "",
+        &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+    );
+
+    // SIGTERM: a clean stop reaps ffmpeg before farmcam exits.
+    let mut d = Daemon::start(&cfg);
+    let mut s = open_stream(&d, "p1").await;
+    live_frame(&mut s).await;
+    let child = ffmpeg_children(d.child.id(), "/cam")[0];
+    d.signal(libc::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("farmcam exits on SIGTERM");
+    assert!(status.success());
+    assert!(
+        gone(child) || proc_state(child) == Some('Z'),
+        "ffmpeg stopped with farmcam"
+    );
+
+    // SIGKILL: farmcam cannot clean up; the kernel kills ffmpeg (PR_SET_PDEATHSIG).
+    let mut d = Daemon::start(&cfg);
+    let mut s = open_stream(&d, "p1").await;
+    live_frame(&mut s).await;
+    let child = ffmpeg_children(d.child.id(), "/cam")[0];
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5)).expect("farmcam killed");
+    // An orphan is reparented and reaped by init; a zombie left with no reaper is dead too.
+    eventually(Duration::from_secs(5), "orphaned ffmpeg killed", || {
+        matches!(proc_state(child), None | Some('Z')).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_ffmpeg_is_one_clear_error_not_a_crash_loop() {
+    let cfg = config(
+        "",
+        "[ffmpeg]\npath = \"/nonexistent/bin/ffmpeg\"\n\
+         [[camera]]\nid = \"p1\"\nsource = \"rtsp://127.0.0.1:9/cam\"\nsize = \"160x120\"\n\
+         [[camera]]\nid = \"demo\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 5\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("farmcam.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ffmpeg.path")
+            && err.contains("not found")
+            && err.contains("apt install ffmpeg")
+            && err.contains("p1"),
+        "{err}"
+    );
+
+    // `run` keeps serving the other cameras; the ffmpeg camera shows why it is offline.
+    let mut d = Daemon::start(&cfg);
+    let mut s = open_stream(&d, "p1").await;
+    placeholder_frame(&mut s).await;
+    let mut demo = open_stream(&d, "demo").await;
+    live_frame(&mut demo).await;
+    // Let the pump retry a few times (1 s, 2 s backoff).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = d.camera("p1").await;
+    assert!(
+        c["last_error"].as_str().unwrap().contains("ffmpeg not found"),
+        "{c}"
+    );
+    assert!(c["upstream_opens"].as_u64().unwrap() >= 2, "{c}");
+    let log = d.log_text();
+    let mentions = log.lines().filter(|l| l.contains("not found")).count();
+    assert!(
+        (1..=2).contains(&mentions),
+        "said once at start-up and once by the pump:\n{log}"
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(5)).unwrap().success());
+}
+
+/// Credentials in source URLs appear nowhere: logs (at debug, including ffmpeg's own output),
+/// /api/cameras, events, pages, error bodies and `farmcam check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_leak() {
+    const CODE: &str = "Zq7acc355c0de";
+    let server = RtspServer::start(RtspOptions {
+        tls: true,
+        credentials: Some(("bblp".into(), CODE.into())),
+    });
+    let good = server.url();
+    assert!(good.contains(CODE));
+    let wrong_port = good.replace(
+        &format!(":{}/", server.port),
+        &format!(":{}/", peers::free_port()),
+    );
+    let wrong_code = format!("rtsps://bblp:{CODE}x@127.0.0.1:{}/cam", server.port);
+    let cfg = config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"x1c\"\nsource = \"{good}\"\n\
+             [[camera]]\nid = \"h2d\"\nsource = \"{wrong_port}\"\nsnapshot_timeout = \"3s\"\n\
+             [[camera]]\nid = \"p2s\"\nsource = \"{wrong_code}\"\nffmpeg_args = [\"-user_agent\", \"farmcam\"]\n"
+        ),
+    );
+    let d = Daemon::start_with_log(&cfg, "debug");
+    let mut events = Stream::open(d.main, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut s = open_stream(&d, "x1c").await;
+    live_frame(&mut s).await;
+    let mut bad = open_stream(&d, "h2d").await;
+    placeholder_frame(&mut bad).await;
+    let mut bad2 = open_stream(&d, "p2s").await;
+    placeholder_frame(&mut bad2).await;
+    eventually(Duration::from_secs(20), "401 seen", || {
+        d.log_text().contains("401").then_some(())
+    })
+    .await;
+
+    let mut seen = vec![d.log_text()];
+    for path in [
+        "/api/cameras",
+        "/",
+        "/cameras/x1c/",
+        "/cameras/h2d/snapshot",
+        "/cameras/nope/stream",
+    ] {
+        let r = get(d.main, path).await;
+        seen.push(format!(
+            "{path} {:?} {}",
+            r.headers,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async { while events.fill().await {} }).await;
+    seen.push(String::from_utf8_lossy(&events.body).into_owned());
+    assert!(
+        seen[1].contains("rtsps://***@127.0.0.1"),
+        "status shows the redacted URL: {}",
+        seen[1]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("farmcam.toml");
+    for c in [cfg.clone(), cfg.replace("@127.0.0.1:", "@:")] {
+        // A valid file, and one whose URLs have no host (rejected).
+        std::fs::write(&path, c).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        seen.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    assert!(
+        seen.last().unwrap().contains("no host"),
+        "{}",
+        seen.last().unwrap()
+    );
+    for (i, text) in seen.iter().enumerate() {
+        assert!(!text.contains(CODE), "secret leaked in item {i}:\n{text}");
+    }
+}

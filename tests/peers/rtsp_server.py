@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""An RTSP or RTSPS H.264 test camera for farmcam's tests, served by GStreamer's RTSP server.
+
+Run with Debian's /usr/bin/python3 (it sees Debian's gi bindings). Prints "ready PORT" on stdout once
+it serves rtsp[s]://127.0.0.1:PORT/cam. Options:
+  --port N            port to bind (0: any free port)
+  --cert F --key F    serve RTSPS with this certificate (PEM)
+  --user U --password P   require basic authentication
+  --size WxH --fps N  the H.264 stream (default 320x240 at 15 fps)
+"""
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gio, GLib, Gst, GstRtspServer  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--port", type=int, default=0)
+p.add_argument("--cert")
+p.add_argument("--key")
+p.add_argument("--user")
+p.add_argument("--password")
+p.add_argument("--size", default="320x240")
+p.add_argument("--fps", type=int, default=15)
+a = p.parse_args()
+w, h = a.size.split("x")
+
+Gst.init(None)
+server = GstRtspServer.RTSPServer()
+server.set_address("127.0.0.1")
+server.set_service(str(a.port))
+
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_launch(
+    f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
+    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} "
+    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+)
+factory.set_shared(True)
+
+if a.cert or a.user:
+    auth = GstRtspServer.RTSPAuth()
+    if a.cert:
+        auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(a.cert, a.key))
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    if a.user:
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+    else:
+        auth.set_default_token(token)
+    server.set_auth(auth)
+    factory.add_role_from_structure(
+        Gst.Structure.new_from_string(
+            "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+        )
+    )
+
+server.get_mount_points().add_factory("/cam", factory)
+if server.attach(None) == 0:
+    sys.exit(f"rtsp_server.py: cannot bind 127.0.0.1:{a.port}")
+print("ready", server.get_bound_port(), flush=True)
+GLib.MainLoop().run()
