@@ -698,6 +698,44 @@ mod tests {
     }
 
     #[test]
+    fn ffmpeg_camera_keys() {
+        let c = parse(
+            "[ffmpeg]\npath = \"/opt/ffmpeg/bin/ffmpeg\"\n[[camera]]\nid = \"a\"\nsource = \"rtsp://u:p@10.0.0.2/s\"\n\
+             quality = 70\nffmpeg_args = [\"-rtsp_transport\", \"udp\"]\nmax_frame_size = \"512KiB\"\n\
+             [[camera]]\nid = \"b\"\nsource = \"http://k1:8080/?action=stream\"\nmax_frame_size = 1048576\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let (a, b) = (&c.cameras[0], &c.cameras[1]);
+        assert_eq!(a.ffmpeg, PathBuf::from("/opt/ffmpeg/bin/ffmpeg"));
+        assert_eq!((a.quality, a.max_frame_size), (Some(70), 512 * 1024));
+        assert_eq!(a.ffmpeg_args, vec!["-rtsp_transport", "udp"]);
+        assert_eq!(a.source.redacted(), "rtsp://***@10.0.0.2/s");
+        assert_eq!((b.quality, b.max_frame_size), (None, 1 << 20));
+
+        let e = errors(
+            "[ffmpeg]\npath = \"\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\nquality = 50\nffmpeg_args = []\n\
+             [[camera]]\nid = \"b\"\nsource = \"rtsp://x/\"\nquality = 0\nmax_frame_size = \"8 parsecs\"\n\
+             [[camera]]\nid = \"c\"\nsource = \"rtsp://x/\"\nmax_frame_size = 10\n",
+        );
+        for (key, words) in [
+            ("ffmpeg.path", "is empty"),
+            ("camera[0].quality", "only applies to rtsp/http/ffmpeg"),
+            ("camera[0].ffmpeg_args", "only applies to rtsp/http/ffmpeg"),
+            ("camera[1].quality", "between 1"),
+            ("camera[1].max_frame_size", "not a size in bytes"),
+            ("camera[2].max_frame_size", "between 64KiB and 256MiB"),
+        ] {
+            assert!(
+                e.iter()
+                    .any(|l| l.contains(&format!(": {key}: ")) && l.contains(words)),
+                "missing {key}: {e:#?}"
+            );
+        }
+        assert_eq!(e.len(), 6, "{e:#?}");
+    }
+
+    #[test]
     fn ids_and_durations() {
         assert!(
             valid_id("printer-1") && valid_id("0_a") && !valid_id("-a") && !valid_id("A") && !valid_id("")

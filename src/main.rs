@@ -28,6 +28,9 @@ const EX_CONFIG: u8 = 78;
           /api/events                  Server-Sent Events of camera state changes\n\
         A camera with `listen` also answers /?action=stream, /?action=snapshot, /stream, /snapshot \
         on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\n\
+        Sources: rtsp://, rtsps:// (e.g. Bambu X1/H2: rtsps://bblp:CODE@IP:322/streaming/live/1), \
+        http(s):// MJPEG (e.g. Creality K1: http://IP:8080/?action=stream) and ffmpeg:ARGS need \
+        ffmpeg (apt install ffmpeg); test: is a built-in pattern. Credentials never reach logs.\n\n\
         Exit codes: 0 stopped by SIGTERM/SIGINT or config OK; 78 configuration invalid; 1 other \
         errors (e.g. address in use).\n\
         Logging: RUST_LOG=debug (or e.g. RUST_LOG=farmcam=debug) for more detail, to stderr."
@@ -62,8 +65,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-/// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here.
-fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<(), String> {
+/// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here; returns its version.
+fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, String> {
     let users: Vec<&str> = c
         .cameras
         .iter()
@@ -71,14 +74,14 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<(), String> {
         .map(|cam| cam.id.as_str())
         .collect();
     let Some(first) = c.cameras.iter().find(|cam| cam.source.uses_ffmpeg()) else {
-        return Ok(());
+        return Ok(None);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("farmcam: cannot start the runtime: {e}"))?;
     rt.block_on(farmcam::source::ffmpeg::probe(&first.ffmpeg))
-        .map(|_| ())
+        .map(|p| Some(format!("{} ({})", p.version, first.ffmpeg.display())))
         .map_err(|e| {
             format!(
                 "{}: ffmpeg.path: {e} (needed by camera {})",
@@ -94,10 +97,13 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
-                if let Err(line) = check_ffmpeg(&config, &c) {
-                    eprintln!("{line}");
-                    return ExitCode::from(EX_CONFIG);
-                }
+                let ffmpeg = match check_ffmpeg(&config, &c) {
+                    Ok(v) => v,
+                    Err(line) => {
+                        eprintln!("{line}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                };
                 println!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
                 let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
                 for cam in &c.cameras {
@@ -118,6 +124,9 @@ fn main() -> ExitCode {
                         cam.id,
                         cam.listen.map(|a| format!("  http://{a}/?action=stream")).unwrap_or_default()
                     );
+                }
+                if let Some(v) = ffmpeg {
+                    println!("  ffmpeg: {v}");
                 }
                 ExitCode::SUCCESS
             }
