@@ -396,3 +396,40 @@ async fn credentials_never_leak() {
         assert!(!text.contains(CODE), "secret leaked in item {i}:\n{text}");
     }
 }
+
+/// An HTTP camera is presumed MJPEG and copied; one that sends H.264 (here MPEG-TS) is noticed
+/// from ffmpeg's report and re-encoded on the next start, without waiting for a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_camera_sending_h264_is_re_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = dir.path().join("cam.ts");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=10",
+        ])
+        .args([
+            "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts",
+        ])
+        .arg(&ts)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let http = MjpegServer::start_once("video/mp2t", std::fs::read(&ts).unwrap(), 320, 240).await;
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"ipcam\"\nsource = \"http://127.0.0.1:{}/video.ts\"\n",
+            http.port
+        ),
+    ));
+    let mut s = open_stream(&d, "ipcam").await;
+    let p = live_frame(&mut s).await;
+    assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
+    assert!(d.log_text().contains("not MJPEG after all"), "{}", d.log_text());
+}

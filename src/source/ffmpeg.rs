@@ -255,7 +255,9 @@ impl Plan<'_> {
                 push(&["-probesize", "1000000", "-analyzeduration", "1000000"]);
             }
             FfmpegInput::Http(_) => {
-                push(&["-timeout", &us, "-fflags", "nobuffer", "-flags", "low_delay"]);
+                // No "-fflags nobuffer" here: it drops the packets read while probing, which
+                // for a short or slow HTTP stream can be all of them.
+                push(&["-timeout", &us, "-flags", "low_delay"]);
             }
             FfmpegInput::Raw(_) => {}
         }

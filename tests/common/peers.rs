@@ -161,19 +161,40 @@ pub struct MjpegServer {
     pub height: u32,
 }
 
+/// What the HTTP camera sends.
+enum Body {
+    /// Multipart JPEGs at 10 fps, forever.
+    Mjpeg(Vec<Vec<u8>>),
+    /// These bytes once (e.g. an MPEG-TS file), then close.
+    Once(&'static str, Vec<u8>),
+}
+
 impl MjpegServer {
     pub async fn start(width: u32, height: u32) -> MjpegServer {
+        let frames = (0..10)
+            .map(|i| {
+                let mut c = farmcam::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
+                c.text(8, 8, 1, &format!("http camera frame {i}"), [255, 255, 255]);
+                c.encode(false)
+            })
+            .collect();
+        Self::start_with(Body::Mjpeg(frames), width, height).await
+    }
+
+    /// A camera that answers every request with `data` (of `content_type`) and closes.
+    pub async fn start_once(
+        content_type: &'static str,
+        data: Vec<u8>,
+        width: u32,
+        height: u32,
+    ) -> MjpegServer {
+        Self::start_with(Body::Once(content_type, data), width, height).await
+    }
+
+    async fn start_with(body: Body, width: u32, height: u32) -> MjpegServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let frames: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..10)
-                .map(|i| {
-                    let mut c = farmcam::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
-                    c.text(8, 8, 1, &format!("http camera frame {i}"), [255, 255, 255]);
-                    c.encode(false)
-                })
-                .collect(),
-        );
+        let frames = Arc::new(body);
         let accepted = Arc::new(AtomicUsize::new(0));
         let active = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -217,7 +238,7 @@ impl Drop for MjpegServer {
     }
 }
 
-async fn serve(sock: &mut tokio::net::TcpStream, frames: &[Vec<u8>]) -> std::io::Result<()> {
+async fn serve(sock: &mut tokio::net::TcpStream, body: &Body) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -227,6 +248,18 @@ async fn serve(sock: &mut tokio::net::TcpStream, frames: &[Vec<u8>]) -> std::io:
         }
         head.extend_from_slice(&buf[..n]);
     }
+    let frames = match body {
+        Body::Mjpeg(frames) => frames,
+        Body::Once(content_type, data) => {
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            );
+            sock.write_all(head.as_bytes()).await?;
+            sock.write_all(data).await?;
+            return sock.shutdown().await;
+        }
+    };
     sock.write_all(
         b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=boundarydonotcross\r\n\
           Cache-Control: no-cache\r\n\r\n",
