@@ -23,6 +23,19 @@ pub const DEFAULT_PATH: &str = "/etc/farmcam/farmcam.toml";
 pub struct Config {
     pub http: HttpConfig,
     pub cameras: Vec<Arc<CameraConfig>>,
+    /// The ffmpeg program (`[ffmpeg] path`), also copied into each camera.
+    pub ffmpeg: PathBuf,
+}
+
+impl Config {
+    /// Ids of the cameras that need ffmpeg.
+    pub fn ffmpeg_cameras(&self) -> Vec<&str> {
+        self.cameras
+            .iter()
+            .filter(|c| c.source.uses_ffmpeg())
+            .map(|c| c.id.as_str())
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -498,6 +511,7 @@ impl Validator<'_> {
                 header_read_timeout,
             },
             cameras,
+            ffmpeg,
         }
     }
 }

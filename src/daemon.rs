@@ -59,20 +59,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Probe ffmpeg once at start-up when a camera needs it. Missing ffmpeg is not fatal (the other
 /// cameras work, and these show why they are offline); it is said once, here, in plain words.
 async fn check_ffmpeg(config: &Config) {
-    let users: Vec<&str> = config
-        .cameras
-        .iter()
-        .filter(|c| c.source.uses_ffmpeg())
-        .map(|c| c.id.as_str())
-        .collect();
-    let Some(first) = config.cameras.iter().find(|c| c.source.uses_ffmpeg()) else {
+    let users = config.ffmpeg_cameras();
+    if users.is_empty() {
         return;
-    };
-    match crate::source::ffmpeg::probe(&first.ffmpeg).await {
+    }
+    match crate::source::ffmpeg::probe(&config.ffmpeg).await {
         Ok(p) => info!(
             "{} at {} (RTSP socket timeout option: {})",
             p.version,
-            first.ffmpeg.display(),
+            config.ffmpeg.display(),
             p.rtsp_timeout_option.unwrap_or("none")
         ),
         Err(e) => error!("{e}; cameras {} cannot start until then", users.join(", ")),

@@ -67,21 +67,16 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 /// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here; returns its version.
 fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, String> {
-    let users: Vec<&str> = c
-        .cameras
-        .iter()
-        .filter(|cam| cam.source.uses_ffmpeg())
-        .map(|cam| cam.id.as_str())
-        .collect();
-    let Some(first) = c.cameras.iter().find(|cam| cam.source.uses_ffmpeg()) else {
+    let users = c.ffmpeg_cameras();
+    if users.is_empty() {
         return Ok(None);
-    };
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("farmcam: cannot start the runtime: {e}"))?;
-    rt.block_on(farmcam::source::ffmpeg::probe(&first.ffmpeg))
-        .map(|p| Some(format!("{} ({})", p.version, first.ffmpeg.display())))
+    rt.block_on(farmcam::source::ffmpeg::probe(&c.ffmpeg))
+        .map(|p| Some(format!("{} ({})", p.version, c.ffmpeg.display())))
         .map_err(|e| {
             format!(
                 "{}: ffmpeg.path: {e} (needed by camera {})",

@@ -54,6 +54,8 @@ pub struct CameraShared {
     pub events: Arc<EventBus>,
     pub upstream_opens: AtomicU64,
     pub frames_captured: AtomicU64,
+    /// Frames the source dropped as broken: truncated, oversized, not a valid JPEG.
+    pub frames_invalid: AtomicU64,
     pub frames_delivered: AtomicU64,
     pub frames_skipped: AtomicU64,
     /// Frames per second measured over the last second, times 1000.
@@ -72,6 +74,7 @@ impl CameraShared {
             events,
             upstream_opens: AtomicU64::new(0),
             frames_captured: AtomicU64::new(0),
+            frames_invalid: AtomicU64::new(0),
             frames_delivered: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             fps_milli: AtomicU64::new(0),
@@ -365,6 +368,10 @@ impl Pump {
                 r = timeout(if first_frame.is_some() { stall } else { stall.max(FIRST_FRAME_TIMEOUT) }, upstream.next_frame()) => r,
                 _ = self.placeholders(), if offline && first_frame.is_none() => unreachable!("placeholders never ends"),
             };
+            let invalid = upstream.take_invalid();
+            if invalid > 0 {
+                self.shared.frames_invalid.fetch_add(invalid, Relaxed);
+            }
             match next {
                 Ok(Ok(Captured {
                     jpeg,

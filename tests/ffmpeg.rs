@@ -433,3 +433,25 @@ async fn http_camera_sending_h264_is_re_encoded() {
     assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
     assert!(d.log_text().contains("not MJPEG after all"), "{}", d.log_text());
 }
+
+/// Frames cut off by the camera are dropped (viewers only ever get complete JPEGs) and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_frames_are_dropped_and_counted() {
+    let http = MjpegServer::start_broken(160, 120, Some(3)).await;
+    let d = Daemon::start(&config(
+        "",
+        &format!("[[camera]]\nid = \"k1\"\nsource = \"{}\"\n", http.url()),
+    ));
+    let mut s = open_stream(&d, "k1").await;
+    for _ in 0..12 {
+        let p = live_frame(&mut s).await;
+        assert_eq!(decode_jpeg(&p.jpeg), (160, 120), "every delivered frame decodes");
+    }
+    let c = d.camera("k1").await;
+    let (captured, invalid) = (
+        c["frames_captured"].as_u64().unwrap(),
+        c["frames_invalid"].as_u64().unwrap(),
+    );
+    assert!(invalid >= 3, "{c}");
+    assert!(captured >= 12, "{c}");
+}

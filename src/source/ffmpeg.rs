@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::{Source, SourceError, Upstream};
 use crate::config::{CameraConfig, Size};
 use crate::frame::Captured;
-use crate::jpeg::{Split, Splitter};
+use crate::jpeg::{Split, SplitStats, Splitter};
 use crate::redact;
 
 /// JPEG quality when the camera sets none (ffmpeg `-q:v 5`).
@@ -405,7 +405,8 @@ impl Source for FfmpegSource {
             child,
             stdout: Some(stdout),
             splitter: Splitter::new(self.max_frame),
-            reported: Default::default(),
+            logged: SplitStats::default(),
+            reported_invalid: 0,
             pending: VecDeque::new(),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             stderr_task: Some(stderr_task),
@@ -439,8 +440,9 @@ struct FfmpegUpstream {
     child: Child,
     stdout: Option<ChildStdout>,
     splitter: Splitter,
-    /// Splitter counters already logged.
-    reported: crate::jpeg::SplitStats,
+    /// Splitter counters already logged, and already reported to the pump.
+    logged: SplitStats,
+    reported_invalid: u64,
     pending: VecDeque<Split>,
     buf: Box<[u8]>,
     stderr_task: Option<JoinHandle<()>>,
@@ -475,16 +477,17 @@ impl FfmpegUpstream {
         }
     }
 
+    /// Log newly dropped frames (debug: a noisy stream must not flood the journal).
     fn log_drops(&mut self) {
         let now = self.splitter.stats();
         let (t, o) = (
-            now.truncated - self.reported.truncated,
-            now.oversized - self.reported.oversized,
+            now.truncated - self.logged.truncated,
+            now.oversized - self.logged.oversized,
         );
         if t > 0 || o > 0 {
             debug!(camera = %self.camera, truncated = t, oversized = o, "dropped incomplete or oversized frames from ffmpeg");
         }
-        self.reported = now;
+        self.logged = now;
     }
 }
 
@@ -536,6 +539,14 @@ impl Upstream for FfmpegUpstream {
                 }
             }
         }
+    }
+
+    fn take_invalid(&mut self) -> u64 {
+        let s = self.splitter.stats();
+        let total = s.truncated + s.oversized;
+        let new = total - self.reported_invalid;
+        self.reported_invalid = total;
+        new
     }
 
     async fn close(mut self: Box<Self>) {

@@ -83,6 +83,10 @@ pub trait Source: Send + Sync + 'static {
 #[async_trait]
 pub trait Upstream: Send {
     async fn next_frame(&mut self) -> Result<Captured, SourceError>;
+    /// Broken frames dropped since the last call (truncated, oversized, invalid).
+    fn take_invalid(&mut self) -> u64 {
+        0
+    }
     /// Release the camera. Must finish in bounded time; the next upstream waits for it.
     async fn close(self: Box<Self>) {}
 }

@@ -2,6 +2,7 @@
 //! child process the test can stop, pause and restart) and a small MJPEG-over-HTTP camera.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -14,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 const RTSP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");
 
 /// A self-signed certificate and key (PEM), made once per test process with openssl.
-pub fn test_certificate() -> &'static (std::path::PathBuf, std::path::PathBuf) {
-    static CERT: OnceLock<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> = OnceLock::new();
-    let (_, c, k) = CERT.get_or_init(|| {
+pub fn test_certificate() -> (&'static Path, &'static Path) {
+    static CERT: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (_, cert, key) = CERT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let ok = Command::new("openssl")
@@ -42,9 +43,7 @@ pub fn test_certificate() -> &'static (std::path::PathBuf, std::path::PathBuf) {
         assert!(ok.success());
         (dir, cert, key)
     });
-    // The TempDir lives in the static for the whole test process.
-    let pair: &'static (std::path::PathBuf, std::path::PathBuf) = Box::leak(Box::new((c.clone(), k.clone())));
-    pair
+    (cert, key)
 }
 
 #[derive(Clone, Default)]
@@ -163,14 +162,19 @@ pub struct MjpegServer {
 
 /// What the HTTP camera sends.
 enum Body {
-    /// Multipart JPEGs at 10 fps, forever.
-    Mjpeg(Vec<Vec<u8>>),
+    /// Multipart JPEGs at 10 fps, forever; every Nth one cut in half if `broken_every` is set.
+    Mjpeg(Vec<Vec<u8>>, Option<usize>),
     /// These bytes once (e.g. an MPEG-TS file), then close.
     Once(&'static str, Vec<u8>),
 }
 
 impl MjpegServer {
     pub async fn start(width: u32, height: u32) -> MjpegServer {
+        Self::start_broken(width, height, None).await
+    }
+
+    /// Like `start`, but every `broken_every`th frame is sent cut off in the middle.
+    pub async fn start_broken(width: u32, height: u32, broken_every: Option<usize>) -> MjpegServer {
         let frames = (0..10)
             .map(|i| {
                 let mut c = farmcam::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
@@ -178,7 +182,7 @@ impl MjpegServer {
                 c.encode(false)
             })
             .collect();
-        Self::start_with(Body::Mjpeg(frames), width, height).await
+        Self::start_with(Body::Mjpeg(frames, broken_every), width, height).await
     }
 
     /// A camera that answers every request with `data` (of `content_type`) and closes.
@@ -248,8 +252,8 @@ async fn serve(sock: &mut tokio::net::TcpStream, body: &Body) -> std::io::Result
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let frames = match body {
-        Body::Mjpeg(frames) => frames,
+    let (frames, broken_every) = match body {
+        Body::Mjpeg(frames, broken_every) => (frames, *broken_every),
         Body::Once(content_type, data) => {
             let head = format!(
                 "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
@@ -269,6 +273,10 @@ async fn serve(sock: &mut tokio::net::TcpStream, body: &Body) -> std::io::Result
     for i in 0.. {
         tick.tick().await;
         let f = &frames[i % frames.len()];
+        let f = match broken_every {
+            Some(n) if i % n == n - 1 => &f[..f.len() / 2],
+            _ => &f[..],
+        };
         let part = format!(
             "--boundarydonotcross\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             f.len()
