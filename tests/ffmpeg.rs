@@ -172,17 +172,24 @@ async fn server_restart_mid_stream_keeps_viewers_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_ffmpeg_is_restarted_and_viewers_stay_attached() {
+async fn killed_ffmpeg_is_restarted_and_viewers_stay_attached_and_never_sees_notify_socket() {
     let server = RtspServer::start(RtspOptions::default());
-    let d = Daemon::start(&config(
-        "",
-        &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
-    ));
+    // Under systemd, NOTIFY_SOCKET is farmcam's alone: ffmpeg must not inherit it.
+    let d = Daemon::start_with_env(
+        &config(
+            "",
+            &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+        ),
+        &[("NOTIFY_SOCKET", "/nonexistent/notify")],
+    );
     let pid = d.child.id();
     let mut s = open_stream(&d, "p1").await;
     live_frame(&mut s).await;
     let first = ffmpeg_children(pid, "/cam");
     assert_eq!(first.len(), 1);
+    let environ =
+        |p: u32| String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/environ")).unwrap()).into_owned();
+    assert!(environ(pid).contains("NOTIFY_SOCKET=") && !environ(first[0]).contains("NOTIFY_SOCKET="));
     unsafe { libc::kill(first[0] as i32, libc::SIGKILL) };
     eventually(Duration::from_secs(10), "killed ffmpeg reaped", || {
         gone(first[0]).then_some(())

@@ -33,13 +33,19 @@ impl Daemon {
 
     /// Start with another `RUST_LOG` filter (e.g. "debug").
     pub fn start_with_log(config: &str, rust_log: &str) -> Daemon {
+        Self::start_with_env(config, &[("RUST_LOG", rust_log)])
+    }
+
+    /// Start with extra environment variables (`RUST_LOG` defaults to "info").
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
