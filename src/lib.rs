@@ -3,6 +3,7 @@
 //! Data flows one way: [`source`] → [`pump`] (one per camera, owned by the [`registry`]) → sinks
 //! ([`http`]). The pump is the only owner of "is the camera open?".
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod events;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::backoff::{Backoff, Repeats};
 use crate::config::{CameraConfig, Size};
 use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame};
@@ -35,8 +36,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Placeholder rate while the upstream is down.
 pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// An upstream that delivered this long resets the backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -552,70 +551,17 @@ impl Drop for Subscription {
     }
 }
 
-/// 1 s doubling to 30 s, each delay jittered by ±20 %.
-#[derive(Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let base = BACKOFF_MIN
-            .saturating_mul(1 << self.failures.min(5))
-            .min(BACKOFF_MAX);
-        self.failures += 1;
-        base.mul_f64(0.8 + fastrand::f64() * 0.4).min(BACKOFF_MAX)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 /// Upstream errors, rate-limited: a new message is logged at once, a repeated one once a minute.
 #[derive(Default)]
-struct FailureLog {
-    last: Option<(String, Instant)>,
-    repeats: u64,
-}
+struct FailureLog(Repeats);
 
 impl FailureLog {
     fn log(&mut self, camera: &str, err: &SourceError, retry: Duration) {
         let msg = err.to_string();
-        match &self.last {
-            Some((last, at)) if *last == msg && at.elapsed() < Duration::from_secs(60) => {
-                self.repeats += 1;
-                debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})");
-            }
-            _ => {
-                let again = if self.repeats > 0 {
-                    format!(" ({} more times before)", self.repeats)
-                } else {
-                    String::new()
-                };
-                warn!(camera, "upstream: {msg}{again}; retrying in {retry:.1?}");
-                self.last = Some((msg, Instant::now()));
-                self.repeats = 0;
-            }
+        match self.0.check(&msg) {
+            None => debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})"),
+            Some(0) => warn!(camera, "upstream: {msg}; retrying in {retry:.1?}"),
+            Some(n) => warn!(camera, "upstream: {msg} ({n} more times before); retrying in {retry:.1?}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_thirty_seconds_with_jitter() {
-        let mut b = Backoff::default();
-        let d: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
-        for (i, base) in [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0].iter().enumerate() {
-            assert!(
-                d[i] >= base * 0.8 - 1e-9 && d[i] <= (base * 1.2f64).min(30.0) + 1e-9,
-                "{d:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(1200));
     }
 }
