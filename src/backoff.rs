@@ -17,7 +17,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = BACKOFF_MIN
             .saturating_mul(1 << self.failures.min(5))
             .min(BACKOFF_MAX);
@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn backoff_doubles_to_thirty_seconds_with_jitter() {
         let mut b = Backoff::default();
-        let d: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
+        let d: Vec<f64> = (0..8).map(|_| b.next_delay().as_secs_f64()).collect();
         for (i, base) in [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0].iter().enumerate() {
             assert!(
                 d[i] >= base * 0.8 - 1e-9 && d[i] <= (base * 1.2f64).min(30.0) + 1e-9,
@@ -69,7 +69,7 @@ mod tests {
             );
         }
         b.reset();
-        assert!(b.next() <= Duration::from_millis(1200));
+        assert!(b.next_delay() <= Duration::from_millis(1200));
     }
 
     #[tokio::test(start_paused = true)]

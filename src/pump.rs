@@ -324,7 +324,7 @@ impl Pump {
                 Err(e) => e,
             };
             // The upstream is down: tell consumers at once, then retry with backoff.
-            let delay = backoff.next();
+            let delay = backoff.next_delay();
             failures.log(self.id(), &result, delay);
             *self.shared.last_error.lock().unwrap() = Some(result.to_string());
             self.shared.fps_milli.store(0, Relaxed);
