@@ -25,6 +25,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for l in &listeners {
         info!("listening on http://{} ({})", l.local_addr(), l.describe());
     }
+    let mqtt = match &config.mqtt {
+        Some(m) => {
+            let options = crate::mqtt::options(m).map_err(anyhow::Error::msg)?;
+            info!("mqtt: publishing to {} under {}", m.url, m.topic_prefix);
+            Some(crate::mqtt::start(m, options, registry.clone()))
+        }
+        None => None,
+    };
     let server = Server::start(listeners, &config, registry.clone(), shutdown.clone());
     check_ffmpeg(&config).await;
     info!(
@@ -46,7 +54,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     info!("{sig}: shutting down");
     shutdown.cancel();
-    if !registry.shutdown(PUMPS_GRACE).await {
+    let mqtt_stopped = async {
+        if let Some(m) = &mqtt {
+            m.stop().await;
+        }
+    };
+    let (closed, ()) = tokio::join!(registry.shutdown(PUMPS_GRACE), mqtt_stopped);
+    if !closed {
         warn!("some upstreams did not close within {PUMPS_GRACE:?}");
     }
     if !server.wait(HTTP_GRACE).await {

@@ -56,13 +56,21 @@ enum Command {
     },
 }
 
+/// Load and validate, including what can only be checked by opening files (MQTT TLS material).
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|e| {
+    let c = config::load(path).map_err(|e| {
         for line in e.lines() {
             eprintln!("{line}");
         }
         ExitCode::from(EX_CONFIG)
-    })
+    })?;
+    if let Some(m) = &c.mqtt {
+        if let Err(e) = farmcam::mqtt::options(m) {
+            eprintln!("{}: {e}", path.display());
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    }
+    Ok(c)
 }
 
 /// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here; returns its version.
@@ -122,6 +130,15 @@ fn main() -> ExitCode {
                 }
                 if let Some(v) = ffmpeg {
                     println!("  ffmpeg: {v}");
+                }
+                if let Some(m) = &c.mqtt {
+                    println!(
+                        "  mqtt: {} as {}, topics under {}/, Home Assistant discovery {}",
+                        m.url,
+                        m.client_id,
+                        m.topic_prefix,
+                        if m.ha_discovery { "on" } else { "off" }
+                    );
                 }
                 ExitCode::SUCCESS
             }

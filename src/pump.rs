@@ -561,7 +561,10 @@ impl FailureLog {
         match self.0.check(&msg) {
             None => debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})"),
             Some(0) => warn!(camera, "upstream: {msg}; retrying in {retry:.1?}"),
-            Some(n) => warn!(camera, "upstream: {msg} ({n} more times before); retrying in {retry:.1?}"),
+            Some(n) => warn!(
+                camera,
+                "upstream: {msg} ({n} more times before); retrying in {retry:.1?}"
+            ),
         }
     }
 }

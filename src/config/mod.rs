@@ -15,6 +15,9 @@ use toml::Spanned;
 
 use crate::source::SourceSpec;
 
+mod mqtt;
+pub use mqtt::{MqttConfig, Secret};
+
 /// Where `farmcam run` and `farmcam check` look when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/farmcam/farmcam.toml";
 
@@ -25,6 +28,8 @@ pub struct Config {
     pub cameras: Vec<Arc<CameraConfig>>,
     /// The ffmpeg program (`[ffmpeg] path`), also copied into each camera.
     pub ffmpeg: PathBuf,
+    /// `[mqtt]`: None means MQTT is off.
+    pub mqtt: Option<MqttConfig>,
 }
 
 impl Config {
@@ -83,6 +88,8 @@ pub struct CameraConfig {
     pub ffmpeg: PathBuf,
     /// Frames larger than this are dropped (and counted) by sources that cut a byte stream.
     pub max_frame_size: usize,
+    /// How often a snapshot is published over MQTT (None: never; only with `[mqtt]`).
+    pub snapshot_interval: Option<Duration>,
 }
 
 impl CameraConfig {
@@ -102,6 +109,7 @@ impl CameraConfig {
             ffmpeg_args: Vec::new(),
             ffmpeg: PathBuf::from(DEFAULT_FFMPEG),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            snapshot_interval: None,
         }
     }
 }
@@ -152,6 +160,7 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     ffmpeg: RawFfmpeg,
+    mqtt: Option<mqtt::RawMqtt>,
     #[serde(default)]
     camera: Vec<RawCamera>,
 }
@@ -208,6 +217,7 @@ struct RawCamera {
     quality: Option<Spanned<i64>>,
     ffmpeg_args: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<IntOrString>>,
+    snapshot_interval: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +382,9 @@ impl Validator<'_> {
             Some(p) => PathBuf::from(p.get_ref().trim()),
         };
 
+        // [mqtt]
+        let mqtt = raw.mqtt.as_ref().and_then(|m| self.mqtt(m));
+
         // [[camera]]
         let mut ids = HashSet::new();
         let mut ports: Vec<SocketAddr> = listen.clone();
@@ -467,7 +480,11 @@ impl Validator<'_> {
             }
             let max_frame_size = match &c.max_frame_size {
                 None => DEFAULT_MAX_FRAME_SIZE,
-                Some(m) => match parse_bytes(m.get_ref()) {
+                Some(m) => match parse_bytes(
+                    m.get_ref(),
+                    64 * 1024..=256 * 1024 * 1024,
+                    "between 64KiB and 256MiB (default 8MiB)",
+                ) {
                     Ok(n) => n,
                     Err(msg) => {
                         self.problem(Some(m.span()), &at("max_frame_size"), &msg);
@@ -501,6 +518,12 @@ impl Validator<'_> {
                     .unwrap_or_default(),
                 ffmpeg: ffmpeg.clone(),
                 max_frame_size,
+                snapshot_interval: self.snapshot_interval(
+                    &c.snapshot_interval,
+                    &at("snapshot_interval"),
+                    &mqtt,
+                    raw.mqtt.as_ref(),
+                ),
             }));
         }
         Config {
@@ -512,6 +535,7 @@ impl Validator<'_> {
             },
             cameras,
             ffmpeg,
+            mqtt,
         }
     }
 }
@@ -542,9 +566,13 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
     Ok(Size { width, height })
 }
 
-/// A byte count: a whole number, or a string like "512KiB", "8MiB", "8MB".
-fn parse_bytes(v: &IntOrString) -> Result<usize, String> {
-    const RANGE: &str = "between 64KiB and 256MiB";
+/// A byte count: a whole number, or a string like "512KiB", "8MiB", "8MB", within `range`
+/// (whose bounds the message names as `range_text`).
+fn parse_bytes(
+    v: &IntOrString,
+    range: std::ops::RangeInclusive<u64>,
+    range_text: &str,
+) -> Result<usize, String> {
     let n: u64 = match v {
         IntOrString::Int(n) => u64::try_from(*n).unwrap_or(0),
         IntOrString::Str(s) => {
@@ -566,8 +594,8 @@ fn parse_bytes(v: &IntOrString) -> Result<usize, String> {
                 * mult
         }
     };
-    if !(64 * 1024..=256 * 1024 * 1024).contains(&n) {
-        return Err(format!("must be {RANGE} (default 8MiB)"));
+    if !range.contains(&n) {
+        return Err(format!("must be {range_text}"));
     }
     Ok(n as usize)
 }
