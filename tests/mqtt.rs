@@ -104,6 +104,15 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
         .iter()
         .any(|m| m.topic == "homeassistant/camera/doorbell/config" && m.payload.is_empty()));
 
+    // Home Assistant restarted (it publishes "online"): discovery is announced again.
+    sub.publish("homeassistant/status", b"online", false).await;
+    sub.wait_for(
+        WAIT,
+        "discovery after HA restart",
+        is("homeassistant/camera/testnode_p1/config"),
+    )
+    .await;
+
     // A request on p2's topic: one snapshot, promptly.
     sub.publish("farmcam/testnode/p2/snapshot/request", b"snapshot", false)
         .await;
@@ -141,7 +150,11 @@ async fn offline_on_clean_stop_and_last_will_on_sigkill() {
 
     // A clean DISCONNECT: the broker does not fire the last will on top.
     let after = sub.collect(Duration::from_secs(1)).await;
-    assert!(after.is_empty(), "nothing after a clean stop: {after:?}\n{}", d.log_text());
+    assert!(
+        after.is_empty(),
+        "nothing after a clean stop: {after:?}\n{}",
+        d.log_text()
+    );
 
     let mut d = Daemon::start(&cfg);
     assert_eq!(sub.wait_for(WAIT, "online", |_| true).await.text(), "online");
@@ -198,12 +211,13 @@ async fn broker_restart_resumes_and_reannounces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_test_ca() {
+async fn tls_with_a_test_ca_and_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     peers::test_ca(dir.path());
     let d = dir.path().display();
     let broker = Mosquitto::start(&format!(
-        "listener {{extra_port}} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+        "listener {{extra_port}} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate true\n"
     ));
     let mut sub = Sub::connect(broker.port, &["farmcam/#"], None).await;
     let url = format!("mqtts://127.0.0.1:{}", broker.extra_port);
@@ -213,7 +227,10 @@ async fn tls_with_a_test_ca() {
             "{}[[camera]]\nid = \"p1\"\nsource = \"test:\"\nsize = \"160x120\"\n",
             mqtt_section(
                 &url,
-                &format!("ca_file = \"{d}/ca.pem\"\nsnapshot_interval = \"1s\"")
+                &format!(
+                    "ca_file = \"{d}/ca.pem\"\nclient_cert = \"{d}/client.pem\"\n\
+                     client_key = \"{d}/client.key\"\nsnapshot_interval = \"1s\""
+                )
             )
         ),
     ));

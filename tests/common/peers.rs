@@ -454,8 +454,8 @@ pub fn mosquitto_password_file(path: &Path, user: &str, password: &str) {
     assert!(ok.success());
 }
 
-/// A test CA, and a server certificate it signed for 127.0.0.1, written to `dir` as ca.pem,
-/// server.pem and server.key.
+/// A test CA, a server certificate it signed for 127.0.0.1 and a client certificate, written to
+/// `dir` as ca.pem, server.pem, server.key, client.pem and client.key.
 pub fn test_ca(dir: &Path) {
     let run = |args: &[&str]| {
         let ok = Command::new("openssl")
@@ -513,6 +513,12 @@ pub fn test_ca(dir: &Path) {
         "-out",
         "server.pem",
     ]);
+    for args in [
+        "req -newkey rsa:2048 -nodes -subj /CN=farmcam-client -addext extendedKeyUsage=clientAuth -keyout client.key -out client.csr",
+        "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -copy_extensions copyall -out client.pem",
+    ] {
+        run(&args.split(' ').collect::<Vec<_>>());
+    }
 }
 
 #[derive(Clone, Debug)]
