@@ -1,14 +1,19 @@
 //! `farmcam run`: wire configuration, cameras and listeners together; stop cleanly on a signal.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::http::{self, Server};
+use crate::light::Lights;
 use crate::registry::Registry;
 
 /// Upstreams get this long to close at shutdown; HTTP connections the rest of the 3 s budget.
@@ -20,7 +25,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = CancellationToken::new();
-    let registry = Arc::new(Registry::new(&config.cameras, shutdown.clone()));
+    let events = Arc::new(EventBus::default());
+    let light_tasks = TaskTracker::new();
+    let mut light_users: HashMap<String, Vec<String>> = HashMap::new();
+    for c in &config.cameras {
+        if let Some(l) = &c.light {
+            light_users.entry(l.clone()).or_default().push(c.id.clone());
+        }
+    }
+    let lights = Lights::start(
+        &config.lights,
+        &light_users,
+        events.clone(),
+        shutdown.clone(),
+        &light_tasks,
+    );
+    let registry = Arc::new(Registry::new(&config.cameras, events, &lights, shutdown.clone()));
     let listeners = http::bind(&config, &registry).await?;
     for l in &listeners {
         info!("listening on http://{} ({})", l.local_addr(), l.describe());
@@ -59,9 +79,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             m.stop().await;
         }
     };
-    let (closed, ()) = tokio::join!(registry.shutdown(PUMPS_GRACE), mqtt_stopped);
+    // Lights still on are switched off (each port task gives up after a second).
+    light_tasks.close();
+    let (closed, (), lights_off) = tokio::join!(
+        registry.shutdown(PUMPS_GRACE),
+        mqtt_stopped,
+        timeout(PUMPS_GRACE, light_tasks.wait())
+    );
     if !closed {
         warn!("some upstreams did not close within {PUMPS_GRACE:?}");
+    }
+    if lights_off.is_err() {
+        warn!("some light ports did not answer at shutdown");
     }
     if !server.wait(HTTP_GRACE).await {
         warn!("some connections did not finish within {HTTP_GRACE:?}");

@@ -35,6 +35,8 @@ pub enum EventKind {
     Offline,
     Stopped,
     Viewers,
+    /// A camera's light changed state.
+    Light,
 }
 
 /// One event, serialised once and shared by every listener.
@@ -79,6 +81,33 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn publish(&self, camera: &str, kind: EventKind, state: CameraState, viewers: usize) {
+        self.push(|id, time| {
+            serde_json::to_string(&Payload {
+                id,
+                camera,
+                kind,
+                state,
+                viewers,
+                time,
+            })
+        });
+    }
+
+    /// A light used by `camera` is now `state` (`{"kind":"light","light":ID,"light_state":…}`).
+    pub fn publish_light(&self, camera: &str, light: &str, state: crate::light::LightState) {
+        self.push(|id, time| {
+            serde_json::to_string(&serde_json::json!({
+                "id": id,
+                "camera": camera,
+                "kind": EventKind::Light,
+                "light": light,
+                "light_state": state,
+                "time": time,
+            }))
+        });
+    }
+
+    fn push(&self, payload: impl FnOnce(u64, f64) -> serde_json::Result<String>) {
         let mut ring = self.ring.lock().unwrap();
         let id = ring.next_id;
         ring.next_id += 1;
@@ -86,15 +115,7 @@ impl EventBus {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let json = serde_json::to_string(&Payload {
-            id,
-            camera,
-            kind,
-            state,
-            viewers,
-            time,
-        })
-        .expect("event serialises");
+        let json = payload(id, time).expect("event serialises");
         let event = Arc::new(Event { id, json });
         if ring.events.len() == KEEP {
             ring.events.pop_front();

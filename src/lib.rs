@@ -10,6 +10,7 @@ pub mod events;
 pub mod frame;
 pub mod http;
 pub mod jpeg;
+pub mod light;
 pub mod mqtt;
 pub mod pump;
 pub mod redact;

@@ -131,6 +131,26 @@ fn main() -> ExitCode {
                 if let Some(v) = ffmpeg {
                     println!("  ffmpeg: {v}");
                 }
+                for l in &c.lights {
+                    let users: Vec<&str> = c
+                        .cameras
+                        .iter()
+                        .filter(|cam| cam.light.as_deref() == Some(l.id.as_str()))
+                        .map(|cam| cam.id.as_str())
+                        .collect();
+                    println!(
+                        "  light {}: {} at {} baud, off {} after use, for {}",
+                        l.id,
+                        l.port.display(),
+                        l.baud,
+                        humantime::format_duration(l.off_delay),
+                        if users.is_empty() {
+                            "no camera".to_string()
+                        } else {
+                            users.join(", ")
+                        }
+                    );
+                }
                 if let Some(m) = &c.mqtt {
                     println!(
                         "  mqtt: {} as {}, topics under {}/, Home Assistant discovery {}",

@@ -470,6 +470,7 @@ impl Shared {
             "size": s.size,
             "last_snapshot": last,
             "last_error": s.last_error,
+            "light": s.light,
         });
         let _ = self.client.try_publish(
             self.topics.state(camera.id()),

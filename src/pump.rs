@@ -23,6 +23,7 @@ use crate::backoff::{Backoff, Repeats};
 use crate::config::{CameraConfig, Size};
 use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame};
+use crate::light::Light;
 use crate::source::{Source, SourceError, Upstream};
 
 /// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
@@ -63,11 +64,13 @@ pub struct CameraShared {
     /// Why the upstream last failed (no secrets: sources redact their messages); cleared when
     /// frames flow again.
     pub last_error: Mutex<Option<String>>,
+    /// The light switched with this camera's pumps.
+    pub light: Option<Arc<Light>>,
     placeholder: OnceLock<Bytes>,
 }
 
 impl CameraShared {
-    pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>) -> Self {
+    pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>, light: Option<Arc<Light>>) -> Self {
         CameraShared {
             config,
             events,
@@ -79,6 +82,7 @@ impl CameraShared {
             fps_milli: AtomicU64::new(0),
             last_good: Mutex::new(None),
             last_error: Mutex::new(None),
+            light,
             placeholder: OnceLock::new(),
         }
     }
@@ -279,7 +283,15 @@ impl Pump {
                 warn!(camera = %self.id(), "previous upstream did not close within {PREVIOUS_CLOSE_WAIT:?}; opening anyway");
             }
         }
+        // The light goes on before the camera opens, so the first frames are lit; it is released
+        // once the upstream is closed.
+        if let Some(light) = &self.shared.light {
+            light.acquire().await;
+        }
         let reason = self.run(source).await;
+        if let Some(light) = &self.shared.light {
+            light.release();
+        }
         {
             let mut inner = self.inner.lock().unwrap();
             inner.stopped = true;

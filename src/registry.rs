@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus};
 use crate::frame::Frame;
+use crate::light::{Light, LightStatus, Lights};
 use crate::pump::{CameraShared, ConsumerKind, Pump, Subscription};
 use crate::source::{self, Source};
 
@@ -60,17 +61,20 @@ pub struct CameraStatus {
     pub source: String,
     /// Why the upstream last failed, until frames flow again.
     pub last_error: Option<String>,
+    /// The camera's light, if it has one.
+    pub light: Option<LightStatus>,
 }
 
 impl Camera {
     pub fn new(
         config: Arc<CameraConfig>,
         events: Arc<EventBus>,
+        light: Option<Arc<Light>>,
         parent: &CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         let source = source::build(&config);
-        Self::with_source(config, source, events, parent, tracker)
+        Self::with_source(config, source, events, light, parent, tracker)
     }
 
     /// A camera with a given source (tests use scripted sources).
@@ -78,11 +82,12 @@ impl Camera {
         config: Arc<CameraConfig>,
         source: Arc<dyn Source>,
         events: Arc<EventBus>,
+        light: Option<Arc<Light>>,
         parent: &CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         Camera {
-            shared: Arc::new(CameraShared::new(config, events)),
+            shared: Arc::new(CameraShared::new(config, events, light)),
             source,
             pump: Mutex::new(None),
             kill: parent.child_token(),
@@ -141,6 +146,8 @@ impl Camera {
                         })
                     }
                     Some(f) if max_age.is_some_and(|max| f.age() > max) => continue,
+                    // A light just switched on: wait until it settled (exposure, flicker).
+                    Some(f) if self.unlit(&f) => continue,
                     Some(f) => return Ok(f),
                 }
             }
@@ -155,6 +162,12 @@ impl Camera {
             sub.delivered();
         }
         result
+    }
+
+    /// Captured before the camera's light settled.
+    fn unlit(&self, f: &Frame) -> bool {
+        let settled = self.shared.light.as_ref().and_then(|l| l.settled_at());
+        settled.is_some_and(|t| f.captured_at < t)
     }
 
     pub fn status(&self) -> CameraStatus {
@@ -186,6 +199,7 @@ impl Camera {
             size,
             source: s.config.source.redacted(),
             last_error: s.last_error.lock().unwrap().clone(),
+            light: s.light.as_ref().map(|l| l.status()),
         }
     }
 
@@ -207,12 +221,25 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(cameras: &[Arc<CameraConfig>], shutdown: CancellationToken) -> Self {
-        let events = Arc::new(EventBus::default());
+    pub fn new(
+        cameras: &[Arc<CameraConfig>],
+        events: Arc<EventBus>,
+        lights: &Lights,
+        shutdown: CancellationToken,
+    ) -> Self {
         let tracker = TaskTracker::new();
         let cameras = cameras
             .iter()
-            .map(|c| Arc::new(Camera::new(c.clone(), events.clone(), &shutdown, tracker.clone())))
+            .map(|c| {
+                let light = c.light.as_deref().and_then(|id| lights.get(id));
+                Arc::new(Camera::new(
+                    c.clone(),
+                    events.clone(),
+                    light,
+                    &shutdown,
+                    tracker.clone(),
+                ))
+            })
             .collect();
         Registry {
             cameras,

@@ -115,6 +115,7 @@ fn rig_with_stall(grace: Duration, stall: Duration) -> Rig {
         Arc::new(config),
         Arc::new(Scripted(script.clone())),
         Arc::new(EventBus::default()),
+        None,
         &shutdown,
         tracker.clone(),
     ));

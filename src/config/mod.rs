@@ -15,7 +15,9 @@ use toml::Spanned;
 
 use crate::source::SourceSpec;
 
+mod light;
 mod mqtt;
+pub use light::{parse_hex, LightConfig, Protocol};
 pub use mqtt::{MqttConfig, Secret};
 
 /// Where `farmcam run` and `farmcam check` look when `--config` is not given.
@@ -30,6 +32,8 @@ pub struct Config {
     pub ffmpeg: PathBuf,
     /// `[mqtt]`: None means MQTT is off.
     pub mqtt: Option<MqttConfig>,
+    /// `[[light]]` blocks.
+    pub lights: Vec<LightConfig>,
 }
 
 impl Config {
@@ -90,6 +94,8 @@ pub struct CameraConfig {
     pub max_frame_size: usize,
     /// How often a snapshot is published over MQTT (None: never; only with `[mqtt]`).
     pub snapshot_interval: Option<Duration>,
+    /// The `[[light]]` switched with this camera's pump.
+    pub light: Option<String>,
 }
 
 impl CameraConfig {
@@ -110,6 +116,7 @@ impl CameraConfig {
             ffmpeg: PathBuf::from(DEFAULT_FFMPEG),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             snapshot_interval: None,
+            light: None,
         }
     }
 }
@@ -161,6 +168,8 @@ struct RawConfig {
     #[serde(default)]
     ffmpeg: RawFfmpeg,
     mqtt: Option<mqtt::RawMqtt>,
+    #[serde(default)]
+    light: Vec<light::RawLight>,
     #[serde(default)]
     camera: Vec<RawCamera>,
 }
@@ -218,6 +227,7 @@ struct RawCamera {
     ffmpeg_args: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<IntOrString>>,
     snapshot_interval: Option<Spanned<String>>,
+    light: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,6 +395,9 @@ impl Validator<'_> {
         // [mqtt]
         let mqtt = raw.mqtt.as_ref().and_then(|m| self.mqtt(m));
 
+        // [[light]]
+        let lights = self.lights(&raw.light);
+
         // [[camera]]
         let mut ids = HashSet::new();
         let mut ports: Vec<SocketAddr> = listen.clone();
@@ -492,6 +505,18 @@ impl Validator<'_> {
                     }
                 },
             };
+            let light = c.light.as_ref().and_then(|l| {
+                if lights.iter().any(|x| x.id == *l.get_ref()) {
+                    Some(l.get_ref().clone())
+                } else {
+                    self.problem(
+                        Some(l.span()),
+                        &at("light"),
+                        &format!("{:?} is not a [[light]] id in this file", l.get_ref()),
+                    );
+                    None
+                }
+            });
             cameras.push(Arc::new(CameraConfig {
                 name: c
                     .name
@@ -518,6 +543,7 @@ impl Validator<'_> {
                     .unwrap_or_default(),
                 ffmpeg: ffmpeg.clone(),
                 max_frame_size,
+                light,
                 snapshot_interval: self.snapshot_interval(
                     &c.snapshot_interval,
                     &at("snapshot_interval"),
@@ -536,6 +562,7 @@ impl Validator<'_> {
             cameras,
             ffmpeg,
             mqtt,
+            lights,
         }
     }
 }
