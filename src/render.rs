@@ -125,7 +125,7 @@ pub fn placeholder(name: &str, size: Size) -> Bytes {
     c.text_centered(
         (h / 2) as i64 + 8,
         (big / 2).max(1),
-        "farmcam: waiting for the camera, retrying",
+        "waiting for the camera",
         [150, 150, 150],
     );
     Bytes::from(c.encode(false))

@@ -57,6 +57,8 @@ pub struct HttpConfig {
     pub write_timeout: Duration,
     /// A client must send its request headers within this time.
     pub header_read_timeout: Duration,
+    /// How often each tile of the wall (`GET /`) refreshes its snapshot.
+    pub wall_refresh: Duration,
 }
 
 /// Width and height in pixels.
@@ -125,6 +127,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_WALL_REFRESH: Duration = Duration::from_secs(1);
 pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,6 +197,7 @@ struct RawHttp {
     max_connections: Option<Spanned<i64>>,
     write_timeout: Option<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
+    wall_refresh: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +364,12 @@ impl Validator<'_> {
             "http.header_read_timeout",
             DEFAULT_HEADER_READ_TIMEOUT,
         );
+
+        let wall_refresh = self.duration(&raw.http.wall_refresh, "http.wall_refresh", DEFAULT_WALL_REFRESH);
+        if wall_refresh < Duration::from_millis(200) {
+            let span = raw.http.wall_refresh.as_ref().map(|s| s.span());
+            self.problem(span, "http.wall_refresh", "must be at least \"200ms\"");
+        }
 
         // [defaults]
         let idle_grace = self.duration(
@@ -558,6 +568,7 @@ impl Validator<'_> {
                 max_connections,
                 write_timeout,
                 header_read_timeout,
+                wall_refresh,
             },
             cameras,
             ffmpeg,

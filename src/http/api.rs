@@ -22,6 +22,10 @@ fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     resp
 }
 
+pub fn html(status: StatusCode, body: String) -> Response<Body> {
+    full(status, "text/html; charset=utf-8", body)
+}
+
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     full(
         status,
@@ -88,25 +92,8 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#111;color:#ddd;margin:2em}\
-a{color:#8cf}li{margin:.4em 0}code{color:#fc8}";
-
-pub fn index(registry: &Registry) -> Response<Body> {
-    let mut html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>farmcam</title><style>{STYLE}</style></head><body><h1>farmcam</h1><ul>"
-    );
-    for c in registry.cameras() {
-        let id = escape(c.id());
-        html.push_str(&format!(
-            "<li><b>{}</b> <code>{id}</code> — <a href=\"/cameras/{id}/stream\">stream</a> · \
-             <a href=\"/cameras/{id}/snapshot\">snapshot</a></li>",
-            escape(&c.config().name)
-        ));
-    }
-    html.push_str("</ul><p><a href=\"/api/cameras\">/api/cameras</a> · <a href=\"/api/events\">/api/events</a></p></body></html>");
-    full(StatusCode::OK, "text/html; charset=utf-8", html)
-}
+const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;background:#111;color:#ddd;margin:2em}a{color:#8cf}";
 
 /// `/` on a camera's dedicated port.
 pub fn camera_page(cam: &Arc<Camera>) -> Response<Body> {

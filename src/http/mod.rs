@@ -8,6 +8,7 @@
 mod api;
 mod events;
 mod mjpeg;
+mod wall;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -103,6 +104,8 @@ pub struct Ctx {
     pub registry: Arc<Registry>,
     pub write_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// How often a wall tile refreshes its snapshot.
+    pub wall_refresh: Duration,
     pub shutdown: CancellationToken,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
@@ -125,6 +128,7 @@ impl Server {
             registry,
             write_timeout: config.http.write_timeout,
             header_read_timeout: config.http.header_read_timeout,
+            wall_refresh: config.http.wall_refresh,
             shutdown,
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(64)),
@@ -245,7 +249,7 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match scope {
         Scope::Main => match segments.as_slice() {
-            [] => api::index(&ctx.registry),
+            [] => wall::page(ctx.wall_refresh),
             ["api", "cameras"] => api::cameras(&ctx.registry, &req),
             ["api", "events"] => events::sse(ctx, &req, &q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {

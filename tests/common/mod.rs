@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod peers;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,137 @@
+//! The farm wall (`GET /`) in a real headless Chromium, driven through chromedriver: tiles,
+//! images, badges following the event stream, the live view, and cameras idling after the wall
+//! closes. Saves a screenshot to target/test-artifacts/wall.png.
+
+mod common;
+
+use std::time::Duration;
+
+use common::peers::MjpegServer;
+use common::webdriver::Browser;
+use common::{config, Daemon};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const TILES: &str = "return [...document.querySelectorAll('.tile')].map(t => ({
+    id: t.dataset.camera,
+    name: t.querySelector('.name').textContent,
+    badge: t.querySelector('.badge').textContent,
+    width: t.querySelector('img').naturalWidth,
+    loaded: t.dataset.loaded === '1',
+}));";
+
+fn tile<'a>(tiles: &'a Value, id: &str) -> &'a Value {
+    tiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no tile {id}: {tiles}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_in_a_real_browser() {
+    let http = MjpegServer::start(320, 240).await;
+    let mut cams = String::new();
+    for i in 1..=7 {
+        let name = if i == 2 {
+            "<Bench> & co".to_string()
+        } else {
+            format!("Printer {i}")
+        };
+        cams.push_str(&format!(
+            "[[camera]]\nid = \"p{i}\"\nname = \"{name}\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\nidle_grace = \"3s\"\n"
+        ));
+    }
+    cams.push_str(&format!(
+        "[[camera]]\nid = \"k1\"\nname = \"Creality K1\"\nsource = \"{}\"\nidle_grace = \"3s\"\n\
+         [[camera]]\nid = \"dead\"\nname = \"Voron (offline)\"\nsource = \"test:offline\"\nsize = \"320x180\"\n",
+        http.url()
+    ));
+    let d = Daemon::start(&config("", &cams));
+    let base = format!("http://{}", d.main);
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&format!("{base}/")).await;
+
+    // Nine tiles; every live one shows a real image; the offline one says so.
+    let tiles = browser
+        .wait_for(WAIT, "9 tiles, 8 with an image", TILES, |v| {
+            let a = v.as_array().unwrap();
+            a.len() == 9
+                && a.iter()
+                    .filter(|t| t["id"] != "dead")
+                    .all(|t| t["width"].as_u64() > Some(0) && t["badge"] == "live")
+        })
+        .await;
+    assert_eq!(tile(&tiles, "dead")["badge"], "offline");
+    assert_eq!(
+        tile(&tiles, "p2")["name"],
+        "<Bench> & co",
+        "names are shown as text"
+    );
+    assert_eq!(tile(&tiles, "p1")["width"], 320);
+    assert_eq!(tile(&tiles, "k1")["width"], 320);
+    browser
+        .wait_for(
+            WAIT,
+            "event stream connected",
+            "return document.querySelector('#conn').textContent",
+            |v| v == "live updates",
+        )
+        .await;
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("wall.png"), &png).unwrap();
+
+    // The wall keeps its cameras open (refresh 1 s < idle_grace 3 s).
+    for c in d.cameras_json().await.as_array().unwrap() {
+        if c["id"] != "dead" {
+            assert_eq!(c["state"], "live", "{c}");
+        }
+    }
+
+    // The HTTP camera dies: its badge flips through the event stream.
+    drop(http);
+    browser
+        .wait_for(WAIT, "k1 badge offline", TILES, |v| {
+            tile(v, "k1")["badge"] == "offline"
+        })
+        .await;
+
+    // Clicking a tile opens it live (one MJPEG viewer); closing ends that stream.
+    browser.click("article[data-camera=p3]").await;
+    let live = browser
+        .wait_for(
+            WAIT,
+            "live view playing",
+            "const i = document.querySelector('#live-img');
+             return { open: document.querySelector('#live').classList.contains('open'),
+                      src: i.getAttribute('src'), width: i.naturalWidth,
+                      urls: document.querySelector('#live-urls').textContent };",
+            |v| v["open"] == true && v["width"].as_u64() > Some(0),
+        )
+        .await;
+    assert!(
+        live["src"].as_str().unwrap().ends_with("/cameras/p3/stream"),
+        "{live}"
+    );
+    assert!(
+        live["urls"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{base}/cameras/p3/snapshot")),
+        "{live}"
+    );
+    d.wait_for("p3", WAIT, |c| c["viewers"] == 1).await;
+    browser.click("#live-close").await;
+    d.wait_for("p3", WAIT, |c| c["viewers"] == 0).await;
+
+    // Wall closed: nothing refreshes, every camera idles after its grace.
+    browser.quit().await;
+    for i in 1..=7 {
+        d.wait_for(&format!("p{i}"), WAIT, |c| c["state"] == "idle").await;
+    }
+}
