@@ -28,9 +28,10 @@ const EX_CONFIG: u8 = 78;
           /api/events                  Server-Sent Events of camera state changes\n\
         A camera with `listen` also answers /?action=stream, /?action=snapshot, /stream, /snapshot \
         on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\n\
-        Sources: rtsp://, rtsps:// (e.g. Bambu X1/H2: rtsps://bblp:CODE@IP:322/streaming/live/1), \
-        http(s):// MJPEG (e.g. Creality K1: http://IP:8080/?action=stream) and ffmpeg:ARGS need \
-        ffmpeg (apt install ffmpeg); test: is a built-in pattern. Credentials never reach logs.\n\n\
+        Sources: bambu://bblp:CODE@IP (Bambu P1/A1, native); rtsp://, rtsps://, \
+        bambu-rtsps://bblp:CODE@IP (Bambu X1/H2), http(s):// MJPEG (e.g. Creality K1: \
+        http://IP:8080/?action=stream) and ffmpeg:ARGS need ffmpeg (apt install ffmpeg); test: is a \
+        built-in pattern. Credentials and access codes never reach logs.\n\n\
         Exit codes: 0 stopped by SIGTERM/SIGINT or config OK; 78 configuration invalid; 1 other \
         errors (e.g. address in use).\n\
         Logging: RUST_LOG=debug (or e.g. RUST_LOG=farmcam=debug) for more detail, to stderr."

@@ -58,6 +58,7 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     let rtsps = RtspServer::start(RtspOptions {
         tls: true,
         credentials: Some(("bblp".into(), "31415926".into())),
+        ..Default::default()
     });
     let http = MjpegServer::start(256, 192).await;
     let d = Daemon::start(&config(
@@ -329,6 +330,7 @@ async fn credentials_never_leak() {
     let server = RtspServer::start(RtspOptions {
         tls: true,
         credentials: Some(("bblp".into(), CODE.into())),
+        ..Default::default()
     });
     let good = server.url();
     assert!(good.contains(CODE));

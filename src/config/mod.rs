@@ -98,6 +98,8 @@ pub struct CameraConfig {
     pub snapshot_interval: Option<Duration>,
     /// The `[[light]]` switched with this camera's pump.
     pub light: Option<String>,
+    /// `bambu://`: the printer certificate's pinned SHA-256 (None: not verified).
+    pub tls_fingerprint: Option<[u8; 32]>,
 }
 
 impl CameraConfig {
@@ -119,6 +121,7 @@ impl CameraConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             snapshot_interval: None,
             light: None,
+            tls_fingerprint: None,
         }
     }
 }
@@ -232,6 +235,8 @@ struct RawCamera {
     max_frame_size: Option<Spanned<IntOrString>>,
     snapshot_interval: Option<Spanned<String>>,
     light: Option<Spanned<String>>,
+    tls_verify: Option<Spanned<String>>,
+    tls_fingerprint: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +520,43 @@ impl Validator<'_> {
                     }
                 },
             };
+            let is_bambu = matches!(source, SourceSpec::Bambu(_));
+            let tls_fingerprint = c.tls_fingerprint.as_ref().and_then(|f| {
+                if source_valid && !is_bambu {
+                    self.problem(
+                        Some(f.span()),
+                        &at("tls_fingerprint"),
+                        "only applies to bambu:// sources",
+                    );
+                    return None;
+                }
+                crate::source::bambu::parse_fingerprint(f.get_ref())
+                    .map_err(|msg| self.problem(Some(f.span()), &at("tls_fingerprint"), &msg))
+                    .ok()
+            });
+            if let Some(v) = &c.tls_verify {
+                match v.get_ref().as_str() {
+                    _ if source_valid && !is_bambu => {
+                        self.problem(Some(v.span()), &at("tls_verify"), "only applies to bambu:// sources")
+                    }
+                    "none" if c.tls_fingerprint.is_some() => self.problem(
+                        Some(v.span()),
+                        &at("tls_verify"),
+                        "\"none\" contradicts tls_fingerprint; use \"fingerprint\" or remove one",
+                    ),
+                    "fingerprint" if c.tls_fingerprint.is_none() => self.problem(
+                        Some(v.span()),
+                        &at("tls_verify"),
+                        "\"fingerprint\" needs tls_fingerprint = \"<sha256 of the printer certificate>\"",
+                    ),
+                    "none" | "fingerprint" => {}
+                    other => self.problem(
+                        Some(v.span()),
+                        &at("tls_verify"),
+                        &format!("{other:?}: use \"none\" (printers' certificates cannot be verified by name) or \"fingerprint\""),
+                    ),
+                }
+            }
             let light = c.light.as_ref().and_then(|l| {
                 if lights.iter().any(|x| x.id == *l.get_ref()) {
                     Some(l.get_ref().clone())
@@ -554,6 +596,7 @@ impl Validator<'_> {
                 ffmpeg: ffmpeg.clone(),
                 max_frame_size,
                 light,
+                tls_fingerprint,
                 snapshot_interval: self.snapshot_interval(
                     &c.snapshot_interval,
                     &at("snapshot_interval"),

@@ -45,6 +45,9 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum FfmpegInput {
     /// `rtsp://` or `rtsps://`.
     Rtsp(String),
+    /// `bambu-rtsps://bblp:CODE@IP`: a Bambu X1/H2/P2S camera's RTSPS URL (port 322,
+    /// `/streaming/live/1`); like `Rtsp`, with a larger probe for these printers' streams.
+    BambuRtsps(String),
     /// `http://` or `https://` (MJPEG streams from mjpg-streamer, Creality, IP cameras, or any
     /// stream ffmpeg can read).
     Http(String),
@@ -88,7 +91,7 @@ impl FfmpegInput {
     /// As shown in logs and status: credentials removed.
     pub fn redacted(&self) -> String {
         match self {
-            FfmpegInput::Rtsp(u) | FfmpegInput::Http(u) => redact::url(u),
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => redact::url(u),
             FfmpegInput::Raw(args) => {
                 let shown: Vec<String> = args.iter().map(|a| redact::url(a)).collect();
                 format!("ffmpeg:{}", shown.join(" "))
@@ -99,7 +102,7 @@ impl FfmpegInput {
     /// Passwords in the input's URLs, to scrub from anything ffmpeg prints.
     fn secrets(&self) -> Vec<String> {
         match self {
-            FfmpegInput::Rtsp(u) | FfmpegInput::Http(u) => redact::secrets_of(u),
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => redact::secrets_of(u),
             FfmpegInput::Raw(args) => args.iter().flat_map(|a| redact::secrets_of(a)).collect(),
         }
     }
@@ -244,7 +247,7 @@ impl Plan<'_> {
         let us = self.io_timeout.as_micros().to_string();
         let mut push = |words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
         match self.input {
-            FfmpegInput::Rtsp(_) => {
+            FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_) => {
                 push(&["-rtsp_transport", "tcp"]);
                 if let Some(opt) = self.rtsp_timeout_option {
                     push(&[opt, &us]);
@@ -252,7 +255,12 @@ impl Plan<'_> {
                 // Printers (Bambu among them) send frozen or jumping RTP timestamps.
                 push(&["-use_wallclock_as_timestamps", "1"]);
                 push(&["-fflags", "nobuffer", "-flags", "low_delay"]);
-                push(&["-probesize", "1000000", "-analyzeduration", "1000000"]);
+                if matches!(self.input, FfmpegInput::BambuRtsps(_)) {
+                    // Bambu streams start slowly (sparse parameter sets): probe longer.
+                    push(&["-probesize", "5000000", "-analyzeduration", "3000000"]);
+                } else {
+                    push(&["-probesize", "1000000", "-analyzeduration", "1000000"]);
+                }
             }
             FfmpegInput::Http(_) => {
                 // No "-fflags nobuffer" here: it drops the packets read while probing, which
@@ -263,7 +271,9 @@ impl Plan<'_> {
         }
         a.extend(self.extra_input_args.iter().cloned());
         match self.input {
-            FfmpegInput::Rtsp(u) | FfmpegInput::Http(u) => a.extend(["-i".to_string(), u.clone()]),
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => {
+                a.extend(["-i".to_string(), u.clone()])
+            }
             FfmpegInput::Raw(words) => a.extend(words.iter().cloned()),
         }
         a.extend(["-map", "0:v:0", "-an", "-sn", "-dn"].map(String::from));

@@ -4,6 +4,7 @@
 //! [`Upstream`] (one open camera / connection / child process). The pump guarantees that at most one
 //! upstream per camera exists at any moment and always awaits [`Upstream::close`].
 
+pub mod bambu;
 pub mod ffmpeg;
 mod test_pattern;
 
@@ -24,8 +25,11 @@ pub enum SourceSpec {
     TestPattern,
     /// `test:offline` — a camera that never opens (shows the offline placeholder).
     TestOffline,
-    /// `rtsp://`, `rtsps://`, `http(s)://` or `ffmpeg:ARGS`: a stream read by an ffmpeg child.
+    /// `rtsp://`, `rtsps://`, `http(s)://`, `bambu-rtsps://` or `ffmpeg:ARGS`: a stream read by
+    /// an ffmpeg child.
     Ffmpeg(FfmpegInput),
+    /// `bambu://bblp:CODE@IP`: a Bambu P1/A1 camera, natively.
+    Bambu(bambu::BambuSpec),
 }
 
 impl SourceSpec {
@@ -37,12 +41,16 @@ impl SourceSpec {
             "test:offline" => return Ok(SourceSpec::TestOffline),
             _ => {}
         }
+        if let Some(bambu) = bambu::parse(s) {
+            return bambu;
+        }
         if let Some(input) = FfmpegInput::parse(s) {
             return input.map(SourceSpec::Ffmpeg);
         }
         Err(format!(
             "{:?} is not a source farmcam knows; use \"rtsp://HOST/PATH\", \"rtsps://…\", \"http://HOST/…\", \
-             \"ffmpeg:-i INPUT\", \"test:\" (built-in pattern) or \"test:offline\"",
+             \"bambu://bblp:CODE@IP\", \"bambu-rtsps://bblp:CODE@IP\", \"ffmpeg:-i INPUT\", \"test:\" \
+             (built-in pattern) or \"test:offline\"",
             crate::redact::url(s)
         ))
     }
@@ -53,6 +61,7 @@ impl SourceSpec {
             SourceSpec::TestPattern => "test:".into(),
             SourceSpec::TestOffline => "test:offline".into(),
             SourceSpec::Ffmpeg(input) => input.redacted(),
+            SourceSpec::Bambu(b) => b.redacted(),
         }
     }
 
@@ -97,6 +106,7 @@ pub fn build(camera: &CameraConfig) -> Arc<dyn Source> {
         SourceSpec::TestPattern => Arc::new(TestPattern::new(camera)),
         SourceSpec::TestOffline => Arc::new(Offline),
         SourceSpec::Ffmpeg(input) => Arc::new(ffmpeg::FfmpegSource::new(camera, input.clone())),
+        SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(camera, spec.clone())),
     }
 }
 

@@ -50,6 +50,8 @@ pub fn test_certificate() -> (&'static Path, &'static Path) {
 pub struct RtspOptions {
     pub tls: bool,
     pub credentials: Option<(String, String)>,
+    /// Mount path (default `/cam`).
+    pub path: Option<String>,
 }
 
 /// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
@@ -75,6 +77,9 @@ impl RtspServer {
         }
         if let Some((u, p)) = &options.credentials {
             cmd.args(["--user", u, "--password", p]);
+        }
+        if let Some(path) = &options.path {
+            cmd.args(["--path", path]);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -112,7 +117,8 @@ impl RtspServer {
             Some((u, p)) => format!("{u}:{p}@"),
             None => String::new(),
         };
-        format!("{scheme}://{auth}127.0.0.1:{}/cam", self.port)
+        let path = self.options.path.as_deref().unwrap_or("/cam");
+        format!("{scheme}://{auth}127.0.0.1:{}{path}", self.port)
     }
 
     pub fn pid(&self) -> u32 {

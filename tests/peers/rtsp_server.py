@@ -2,7 +2,7 @@
 """An RTSP or RTSPS H.264 test camera for farmcam's tests, served by GStreamer's RTSP server.
 
 Run with Debian's /usr/bin/python3 (it sees Debian's gi bindings). Prints "ready PORT" on stdout once
-it serves rtsp[s]://127.0.0.1:PORT/cam. Options:
+it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
   --port N            port to bind (0: any free port)
   --cert F --key F    serve RTSPS with this certificate (PEM)
   --user U --password P   require basic authentication
@@ -25,6 +25,7 @@ p.add_argument("--user")
 p.add_argument("--password")
 p.add_argument("--size", default="320x240")
 p.add_argument("--fps", type=int, default=15)
+p.add_argument("--path", default="/cam")
 a = p.parse_args()
 w, h = a.size.split("x")
 
@@ -58,7 +59,7 @@ if a.cert or a.user:
         )
     )
 
-server.get_mount_points().add_factory("/cam", factory)
+server.get_mount_points().add_factory(a.path, factory)
 if server.attach(None) == 0:
     sys.exit(f"rtsp_server.py: cannot bind 127.0.0.1:{a.port}")
 print("ready", server.get_bound_port(), flush=True)
