@@ -16,10 +16,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES="build-essential pkg-config ca-certificates curl"
 # Test peers: ffmpeg (rtsp/http sources), GStreamer's RTSP server run by /usr/bin/python3 (RTSP
 # and RTSPS H.264 test cameras), mosquitto (MQTT broker), openssl (test certificates), Chromium
-# with chromedriver (the wall test).
+# with chromedriver (the wall test), systemd (systemd-analyze checks the unit).
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver"
+    gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd"
 
 install_apt() {
     missing=""

@@ -1,6 +1,7 @@
 //! `farmcam run`: wire configuration, cameras and listeners together; stop cleanly on a signal.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,10 @@ const PUMPS_GRACE: Duration = Duration::from_millis(1500);
 const HTTP_GRACE: Duration = Duration::from_millis(1000);
 
 /// Run until SIGTERM or SIGINT. Errors (e.g. an address in use) are one line for the user.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let shutdown = CancellationToken::new();
     let events = Arc::new(EventBus::default());
     let light_tasks = TaskTracker::new();
@@ -49,11 +51,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(m) => {
             let options = crate::mqtt::options(m).map_err(anyhow::Error::msg)?;
             info!("mqtt: publishing to {} under {}", m.url, m.topic_prefix);
-            Some(crate::mqtt::start(m, options, registry.clone()))
+            Some(Arc::new(crate::mqtt::start(m, options, registry.clone())))
         }
         None => None,
     };
-    let server = Server::start(listeners, &config, registry.clone(), shutdown.clone());
+    let server = Server::start(
+        listeners,
+        &config,
+        registry.clone(),
+        mqtt.clone(),
+        shutdown.clone(),
+    );
     check_ffmpeg(&config).await;
     info!(
         "farmcam {} ready: {} camera(s): {}",
@@ -67,13 +75,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .join(", ")
     );
 
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    // Listeners are bound and the configuration applied: tell systemd, then keep it informed.
+    crate::systemd::ready(&crate::systemd::status_line(&registry, mqtt.as_deref()));
+    let systemd = tokio::spawn(crate::systemd::run(
+        registry.clone(),
+        mqtt.clone(),
+        shutdown.clone(),
+    ));
+    let sig = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => check_reload(path),
+        }
     };
     let started = Instant::now();
     info!("{sig}: shutting down");
+    crate::systemd::stopping();
     shutdown.cancel();
+    let _ = systemd.await;
     let mqtt_stopped = async {
         if let Some(m) = &mqtt {
             m.stop().await;
@@ -97,6 +117,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped in {} ms", started.elapsed().as_millis());
     Ok(())
+}
+
+/// SIGHUP: the file is re-read and validated, and the result said plainly. Applying a changed
+/// configuration without a restart is not implemented yet: the running one stays in force.
+fn check_reload(path: &Path) {
+    match crate::config::load(path) {
+        Err(e) => {
+            for line in e.lines() {
+                error!("SIGHUP: configuration rejected, the running one is kept: {line}");
+            }
+        }
+        Ok(_) => warn!(
+            "SIGHUP: {} is valid, but farmcam applies configuration changes only on restart \
+             (systemctl restart farmcam); the running configuration is unchanged",
+            path.display()
+        ),
+    }
 }
 
 /// Probe ffmpeg once at start-up when a camera needs it. Missing ffmpeg is not fatal (the other

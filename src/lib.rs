@@ -17,3 +17,4 @@ pub mod redact;
 pub mod registry;
 pub mod render;
 pub mod source;
+pub mod systemd;

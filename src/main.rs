@@ -34,7 +34,10 @@ const EX_CONFIG: u8 = 78;
         built-in pattern. Credentials and access codes never reach logs.\n\n\
         Exit codes: 0 stopped by SIGTERM/SIGINT or config OK; 78 configuration invalid; 1 other \
         errors (e.g. address in use).\n\
-        Logging: RUST_LOG=debug (or e.g. RUST_LOG=farmcam=debug) for more detail, to stderr."
+        Logging: to the systemd journal under systemd (camera id as CAMERA=), else stderr; \
+        RUST_LOG=debug (or e.g. RUST_LOG=farmcam=debug) for more detail.\n\
+        systemd: Type=notify (READY=1 once listening, STATUS=, WATCHDOG=1 while every camera's \
+        pump is responsive, STOPPING=1)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +51,10 @@ enum Command {
         /// Configuration file (TOML). The shipped demo is config/farmcam.toml.
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Where logs go: auto = the systemd journal when started by systemd (JOURNAL_STREAM set),
+        /// with the camera id as a journal field (CAMERA=), else text on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
     },
     /// Validate the configuration and print the cameras it would serve (exit 0, or 78 with one
     /// line per problem: PATH:LINE:COL: key: message).
@@ -58,6 +65,39 @@ enum Command {
 }
 
 /// Load and validate, including what can only be checked by opening files (MQTT TLS material).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Journald,
+}
+
+/// `RUST_LOG`-style filtering (default "info"), to the journal or stderr.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = match format {
+        LogFormat::Journald => true,
+        LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogFormat::Text => false,
+    };
+    if journal {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry().with(filter()).with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("farmcam: no systemd journal here ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     let c = config::load(path).map_err(|e| {
         for line in e.lines() {
@@ -164,16 +204,12 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, log_format } => {
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+            init_logging(log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -181,7 +217,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let result = rt.block_on(farmcam::daemon::run(c));
+            let result = rt.block_on(farmcam::daemon::run(c, &config));
             // Nothing may keep the process alive past shutdown (e.g. a blocked capture thread).
             rt.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {

@@ -35,6 +35,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A fresh upstream may take this long (or `stall_timeout`, if longer) for its first frame:
 /// connecting, a TLS handshake with a slow printer, and waiting for an H.264 key frame.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a running pump's supervisor shows it is responsive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Placeholder rate while the upstream is down.
 pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
 /// An upstream that delivered this long resets the backoff.
@@ -115,6 +117,7 @@ pub struct Pump {
     stop: CancellationToken,
     /// Cancelled once this pump's upstream, and every earlier one of the camera, is closed.
     closed: CancellationToken,
+    beats: AtomicU64,
 }
 
 struct Inner {
@@ -152,11 +155,12 @@ impl Pump {
             tx: broadcast::channel(RING).0,
             state: watch::Sender::new(CameraState::Starting),
             changed: Notify::new(),
+            beats: AtomicU64::new(0),
             shared,
         });
         info!(camera = %pump.id(), "pump started");
         pump.event(EventKind::Started, CameraState::Starting, 0);
-        tracker.spawn(pump.clone().supervise(source, previous));
+        tracker.spawn(pump.clone().supervise_with_heartbeat(source, previous));
         tracker.spawn(pump.clone().idle_watch());
         pump
     }
@@ -274,6 +278,30 @@ impl Pump {
             self.publish_placeholder();
             sleep(PLACEHOLDER_EVERY).await;
         }
+    }
+
+    /// The supervisor, plus a heartbeat polled by the same task: if the supervisor ever blocks
+    /// its thread, the beats stop, and the systemd watchdog stops being fed.
+    async fn supervise_with_heartbeat(
+        self: Arc<Self>,
+        source: Arc<dyn Source>,
+        previous: Option<CancellationToken>,
+    ) {
+        let beat = async {
+            loop {
+                sleep(HEARTBEAT).await;
+                self.beats.fetch_add(1, Relaxed);
+            }
+        };
+        tokio::select! {
+            _ = self.clone().supervise(source, previous) => {}
+            _ = beat => unreachable!("the heartbeat never ends"),
+        }
+    }
+
+    /// Heartbeats so far (one per [`HEARTBEAT`] while the supervisor task is responsive).
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Relaxed)
     }
 
     async fn supervise(self: Arc<Self>, source: Arc<dyn Source>, previous: Option<CancellationToken>) {

@@ -203,6 +203,12 @@ impl Camera {
         }
     }
 
+    /// The running pump's heartbeat count, if a pump is running.
+    pub fn heartbeat(&self) -> Option<u64> {
+        let pump = self.pump.lock().unwrap().clone()?;
+        (!pump.is_stopped()).then(|| pump.beats())
+    }
+
     /// Stop this camera's pump now: its consumers end, its upstream closes.
     pub fn kill(&self) {
         self.kill.cancel();

@@ -471,3 +471,36 @@ async fn index_page_and_api_list_cameras() {
     assert_eq!(c["state"], "idle");
     assert_eq!(c["stream_url"], format!("http://{}/cameras/cam/stream", d.main));
 }
+
+#[tokio::test]
+async fn metrics_in_prometheus_text_format() {
+    let d = Daemon::start(&config("", CAM));
+    let mut s = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    for _ in 0..3 {
+        s.next_part().await.unwrap();
+    }
+    let r = get(d.main, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(r.body).unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("farmcam_camera_state{camera=\"cam\",state=\"live\"}"), 1.0);
+    assert_eq!(value("farmcam_camera_state{camera=\"cam\",state=\"idle\"}"), 0.0);
+    assert_eq!(value("farmcam_camera_viewers{camera=\"cam\"}"), 1.0);
+    assert!(value("farmcam_frames_delivered_total{camera=\"cam\"}") >= 3.0);
+    assert!(value("farmcam_process_resident_memory_bytes") > 1e6);
+    // Every line is a comment or `name{labels} number`.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, v) = l.rsplit_once(' ').unwrap();
+        assert!(v.parse::<f64>().is_ok() && series.starts_with("farmcam_"), "{l}");
+    }
+}

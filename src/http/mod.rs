@@ -7,6 +7,7 @@
 
 mod api;
 mod events;
+mod metrics;
 mod mjpeg;
 mod wall;
 
@@ -102,6 +103,7 @@ pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Vec<Li
 /// Shared by every connection.
 pub struct Ctx {
     pub registry: Arc<Registry>,
+    pub mqtt: Option<Arc<crate::mqtt::Mqtt>>,
     pub write_timeout: Duration,
     pub header_read_timeout: Duration,
     /// How often a wall tile refreshes its snapshot.
@@ -122,10 +124,12 @@ impl Server {
         listeners: Vec<Listener>,
         config: &Config,
         registry: Arc<Registry>,
+        mqtt: Option<Arc<crate::mqtt::Mqtt>>,
         shutdown: CancellationToken,
     ) -> Server {
         let ctx = Arc::new(Ctx {
             registry,
+            mqtt,
             write_timeout: config.http.write_timeout,
             header_read_timeout: config.http.header_read_timeout,
             wall_refresh: config.http.wall_refresh,
@@ -251,6 +255,7 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
         Scope::Main => match segments.as_slice() {
             [] => wall::page(ctx.wall_refresh),
             ["api", "cameras"] => api::cameras(&ctx.registry, &req),
+            ["metrics"] => metrics::metrics(ctx),
             ["api", "events"] => events::sse(ctx, &req, &q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {
                 None => api::error(

@@ -389,6 +389,8 @@ impl Source for FfmpegSource {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {

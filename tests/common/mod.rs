@@ -92,6 +92,11 @@ impl Daemon {
         }
     }
 
+    /// The configuration file farmcam was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("farmcam.toml")
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

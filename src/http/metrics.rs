@@ -1,0 +1,192 @@
+//! `GET /metrics`: Prometheus text format, per camera and for the process and MQTT.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use super::{api, Body, Ctx};
+use crate::events::CameraState;
+use crate::light::LightState;
+
+/// Prometheus label values: backslash, quote and newline escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(ctx: &Ctx) -> String {
+    let mut out = String::new();
+    let cams: Vec<_> = ctx.registry.cameras().iter().map(|c| c.status()).collect();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP farmcam_{name} {help}\n# TYPE farmcam_{name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "farmcam_{name}{labels} {v}");
+        }
+    };
+    let states = [
+        CameraState::Idle,
+        CameraState::Starting,
+        CameraState::Live,
+        CameraState::Offline,
+    ];
+    family(
+        "camera_state",
+        "gauge",
+        "1 for the camera's current state (idle, starting, live, offline).",
+        cams.iter()
+            .flat_map(|c| {
+                states.iter().map(move |s| {
+                    let name = serde_json::to_value(s)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    (
+                        format!("{{camera=\"{}\",state=\"{name}\"}}", label(&c.id)),
+                        f64::from(u8::from(c.state == *s)),
+                    )
+                })
+            })
+            .collect(),
+    );
+    let per = |f: &dyn Fn(&crate::registry::CameraStatus) -> f64| -> Vec<(String, f64)> {
+        cams.iter()
+            .map(|c| (format!("{{camera=\"{}\"}}", label(&c.id)), f(c)))
+            .collect()
+    };
+    family(
+        "camera_viewers",
+        "gauge",
+        "HTTP stream viewers.",
+        per(&|c| c.viewers as f64),
+    );
+    family(
+        "camera_consumers",
+        "gauge",
+        "All consumers: viewers, snapshots, MQTT.",
+        per(&|c| c.consumers as f64),
+    );
+    family(
+        "camera_fps",
+        "gauge",
+        "Frames per second measured over the last second.",
+        per(&|c| c.measured_fps),
+    );
+    family(
+        "frames_captured_total",
+        "counter",
+        "Frames received from the camera.",
+        per(&|c| c.frames_captured as f64),
+    );
+    family(
+        "frames_delivered_total",
+        "counter",
+        "Frames written to consumers.",
+        per(&|c| c.frames_delivered as f64),
+    );
+    family(
+        "frames_skipped_total",
+        "counter",
+        "Frames slow consumers skipped.",
+        per(&|c| c.frames_skipped as f64),
+    );
+    family(
+        "frames_invalid_total",
+        "counter",
+        "Broken frames dropped (truncated, oversized, not JPEG).",
+        per(&|c| c.frames_invalid as f64),
+    );
+    family(
+        "upstream_opens_total",
+        "counter",
+        "Times the camera was opened (starts and restarts).",
+        per(&|c| c.upstream_opens as f64),
+    );
+    family(
+        "light_on",
+        "gauge",
+        "1 while the camera's light is on; -1 while its port is unavailable.",
+        cams.iter()
+            .filter_map(|c| {
+                let l = c.light.as_ref()?;
+                let v = match l.state {
+                    LightState::On => 1.0,
+                    LightState::Unavailable => -1.0,
+                    _ => 0.0,
+                };
+                Some((
+                    format!("{{camera=\"{}\",light=\"{}\"}}", label(&c.id), label(&l.id)),
+                    v,
+                ))
+            })
+            .collect(),
+    );
+    let (rss, cpu) = process();
+    family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of farmcam.",
+        vec![(String::new(), rss)],
+    );
+    family(
+        "process_cpu_seconds_total",
+        "counter",
+        "CPU time of farmcam (user + system).",
+        vec![(String::new(), cpu)],
+    );
+    if let Some(m) = &ctx.mqtt {
+        family(
+            "mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            vec![(String::new(), f64::from(u8::from(m.connected())))],
+        );
+        family(
+            "mqtt_snapshots_published_total",
+            "counter",
+            "Snapshots published.",
+            vec![(String::new(), m.stats.snapshots_published.load(Relaxed) as f64)],
+        );
+        family(
+            "mqtt_snapshots_skipped_total",
+            "counter",
+            "Snapshots not published (too large, slow broker, no frame).",
+            vec![(String::new(), m.stats.snapshots_skipped.load(Relaxed) as f64)],
+        );
+        family(
+            "mqtt_connects_total",
+            "counter",
+            "Successful broker connections.",
+            vec![(String::new(), m.stats.connects.load(Relaxed) as f64)],
+        );
+    }
+    out
+}
+
+/// (resident bytes, CPU seconds) from /proc/self.
+fn process() -> (f64, f64) {
+    let page = 4096.0;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(0.0, |pages| pages * page);
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks.max(1.0))
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+pub fn metrics(ctx: &Ctx) -> Response<Body> {
+    let mut resp = api::html(StatusCode::OK, render(ctx));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

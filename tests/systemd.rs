@@ -1,0 +1,221 @@
+//! systemd integration: READY only once listening, STATUS kept current, WATCHDOG pings that stop
+//! when a pump supervisor is wedged, STOPPING at shutdown. A real datagram socket stands in for
+//! systemd's NOTIFY_SOCKET.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::{config, Daemon, Stream};
+use farmcam::config::CameraConfig;
+use farmcam::events::EventBus;
+use farmcam::pump::ConsumerKind::Viewer;
+use farmcam::registry::Camera;
+use farmcam::source::{Source, SourceError, SourceSpec, TestPattern, Upstream};
+use farmcam::systemd::Watchdog;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything sent to the socket within `limit`, until `done` holds on what was received.
+fn receive(sock: &UnixDatagram, limit: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !done(&got) {
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut d = Daemon::start_with_env(
+        &config(
+            "",
+            "[[camera]]\nid = \"p1\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 5\n",
+        ),
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "3000000"),
+        ],
+    );
+    let first = receive(&sock, Duration::from_secs(10), |g| !g.is_empty());
+    assert!(first[0].contains("READY=1"), "{first:?}");
+    assert!(
+        first[0].contains("STATUS=1 cameras, 0 live, 0 viewers"),
+        "{first:?}"
+    );
+    // READY came after the listeners were bound: the port answers.
+    assert!(std::net::TcpStream::connect(d.main).is_ok());
+
+    let mut viewer = Stream::open(d.main, "GET /cameras/p1/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    viewer.next_part().await.unwrap();
+    let got = receive(&sock, Duration::from_secs(10), |g| {
+        g.iter()
+            .any(|m| m.contains("STATUS=1 cameras, 1 live, 1 viewers"))
+            && g.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+    });
+    assert!(
+        got.iter()
+            .any(|m| m.contains("STATUS=1 cameras, 1 live, 1 viewers")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{got:?}"
+    );
+
+    d.signal(libc::SIGTERM);
+    let got = receive(&sock, Duration::from_secs(5), |g| {
+        g.iter().any(|m| m.contains("STOPPING=1"))
+    });
+    assert!(got.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
+    assert!(d.wait_exit(Duration::from_secs(5)).unwrap().success());
+}
+
+/// A source whose open blocks its thread (a driver call that never returns, say).
+struct Blocking;
+
+#[async_trait]
+impl Source for Blocking {
+    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+        std::thread::sleep(Duration::from_secs(4));
+        Err(SourceError::Open("blocked".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_wedged_pump_supervisor_stops_the_watchdog() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let events = Arc::new(EventBus::default());
+    let camera = |id: &str, source: Arc<dyn Source>| {
+        Arc::new(Camera::with_source(
+            Arc::new(CameraConfig::new(id, SourceSpec::TestPattern)),
+            source,
+            events.clone(),
+            None,
+            &stop,
+            tracker.clone(),
+        ))
+    };
+    let healthy = camera(
+        "healthy",
+        Arc::new(TestPattern::new(&CameraConfig::new(
+            "healthy",
+            SourceSpec::TestPattern,
+        ))),
+    );
+    let cams = vec![healthy.clone()];
+    let _v = healthy.subscribe(Viewer);
+    let mut dog = Watchdog::default();
+    assert_eq!(dog.wedged(&cams), None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        dog.wedged(&cams),
+        None,
+        "a responsive pump keeps the watchdog fed"
+    );
+
+    let stuck = camera("stuck", Arc::new(Blocking));
+    let cams = vec![healthy.clone(), stuck.clone()];
+    let _w = stuck.subscribe(Viewer);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    dog.wedged(&cams);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dog.wedged(&cams).as_deref(), Some("stuck"));
+    stop.cancel();
+}
+
+/// Started as if by systemd (JOURNAL_STREAM set) on a machine without a journal: logs fall back to
+/// stderr with a note, nothing is lost.
+#[tokio::test]
+async fn without_a_journal_logs_fall_back_to_stderr() {
+    let d = Daemon::start_with_env(
+        &config("", "[[camera]]\nid = \"p1\"\nsource = \"test:\"\n"),
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    let log = d.log_text();
+    assert!(log.contains("no systemd journal here"), "{log}");
+    assert!(log.contains(" ready: 1 camera(s): p1"), "{log}");
+}
+
+/// The shipped unit passes `systemd-analyze verify` silently and is hardened to an exposure of at
+/// most 2.0.
+#[test]
+fn the_unit_file_verifies_and_is_hardened() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/farmcam.service")).unwrap();
+    assert!(
+        unit.contains("Type=notify")
+            && unit.contains("WatchdogSec=")
+            && unit.contains("RestartPreventExitStatus=78")
+    );
+    assert!(!unit.contains("PrivateDevices="), "it would hide /dev/video*");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("farmcam.service");
+    // verify checks that ExecStart exists: point it at the binary under test.
+    std::fs::write(&path, unit.replace("/usr/bin/farmcam", common::BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (packaging/dev.sh deps installs systemd)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for farmcam.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.0, "exposure {level}: {text}");
+}
+
+/// SIGHUP re-reads and validates the file; a bad file is rejected with its problems logged and
+/// farmcam keeps serving (a valid change is reported as needing a restart).
+#[tokio::test]
+async fn sighup_validates_and_never_takes_the_daemon_down() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"p1\"\nsource = \"test:\"\nsize = \"160x120\"\n",
+    ));
+    std::fs::write(
+        d.config_path(),
+        "[[camera]]\nid = \"Bad Id\"\nsource = \"test:\"\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    common::peers::eventually(Duration::from_secs(5), "rejection logged", || {
+        d.log_text()
+            .contains("configuration rejected, the running one is kept")
+            .then_some(())
+    })
+    .await;
+    assert!(d.log_text().contains("camera[0].id"));
+    assert_eq!(common::get(d.main, "/cameras/p1/snapshot").await.status, 200);
+    std::fs::write(d.config_path(), "[[camera]]\nid = \"p2\"\nsource = \"test:\"\n").unwrap();
+    d.signal(libc::SIGHUP);
+    common::peers::eventually(Duration::from_secs(5), "restart advice logged", || {
+        d.log_text()
+            .contains("applies configuration changes only on restart")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(common::get(d.main, "/cameras/p1/snapshot").await.status, 200);
+}
