@@ -22,7 +22,7 @@ const PUMPS_GRACE: Duration = Duration::from_millis(1500);
 const HTTP_GRACE: Duration = Duration::from_millis(1000);
 
 /// Run until SIGTERM or SIGINT. Errors (e.g. an address in use) are one line for the user.
-pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -86,7 +86,7 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => check_reload(path),
+            _ = hup.recv() => config = reload(config, path, &registry, mqtt.as_deref()),
         }
     };
     let started = Instant::now();
@@ -119,20 +119,69 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: the file is re-read and validated, and the result said plainly. Applying a changed
-/// configuration without a restart is not implemented yet: the running one stays in force.
-fn check_reload(path: &Path) {
-    match crate::config::load(path) {
+/// SIGHUP: re-read and validate the file. An invalid file is rejected (problems logged, the
+/// running configuration kept). Otherwise cameras are reconciled: unchanged ones untouched, new
+/// ones added, changed ones restarted, removed ones stopped. Listener, MQTT and light settings
+/// take effect at the next restart (said in the log). Returns the configuration now in force.
+fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate::mqtt::Mqtt>) -> Config {
+    crate::systemd::reloading();
+    let new = match crate::config::load(path) {
+        Ok(new) => new,
         Err(e) => {
             for line in e.lines() {
-                error!("SIGHUP: configuration rejected, the running one is kept: {line}");
+                error!("reload: configuration rejected, the running one is kept: {line}");
             }
+            crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
+            return current;
         }
-        Ok(_) => warn!(
-            "SIGHUP: {} is valid, but farmcam applies configuration changes only on restart \
-             (systemctl restart farmcam); the running configuration is unchanged",
-            path.display()
-        ),
+    };
+    let r = registry.apply(&new.cameras);
+    if let Some(m) = mqtt {
+        m.cameras_changed(&r.started, &r.removed);
+    }
+    info!(
+        "reload: {} camera(s) unchanged, {} added, {} restarted, {} removed{}",
+        r.kept,
+        r.added,
+        r.restarted,
+        r.removed.len(),
+        if r.removed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.removed.join(", "))
+        }
+    );
+    let mut later = Vec::new();
+    if new.http != current.http {
+        later.push("[http]");
+    }
+    if new.mqtt != current.mqtt {
+        later.push("[mqtt]");
+    }
+    if new.lights != current.lights {
+        later.push("[[light]]");
+    }
+    let listen = |c: &Config| {
+        c.cameras
+            .iter()
+            .map(|c| (c.id.clone(), c.listen))
+            .filter(|(_, l)| l.is_some())
+            .collect::<Vec<_>>()
+    };
+    if listen(&new) != listen(&current) {
+        later.push("camera listen ports");
+    }
+    if !later.is_empty() {
+        warn!(
+            "reload: changes to {} take effect when farmcam restarts",
+            later.join(", ")
+        );
+    }
+    crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
+    // What is in force: the new cameras, the old listeners/MQTT/lights.
+    Config {
+        cameras: new.cameras,
+        ..current
     }
 }
 

@@ -165,7 +165,7 @@ impl Light {
 }
 
 /// Every configured light, by id.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Lights {
     lights: HashMap<String, Arc<Light>>,
 }

@@ -53,12 +53,33 @@ pub struct Mqtt {
     connected: watch::Receiver<bool>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    shared: Arc<Shared>,
 }
 
 impl Mqtt {
     /// Whether the broker connection is up right now.
     pub fn connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// After a reload: publish snapshots of the started cameras (new or restarted), remove the
+    /// Home Assistant entities of removed ones, and announce the new set.
+    pub fn cameras_changed(&self, started: &[Arc<Camera>], removed: &[String]) {
+        for camera in started {
+            self.shared
+                .spawn_snapshots(camera.clone(), &self.tracker, &self.stop);
+        }
+        {
+            let mut stale = self.shared.stale.lock().unwrap();
+            for id in removed {
+                self.shared.requests.lock().unwrap().remove(id);
+                if self.shared.config.ha_discovery {
+                    stale.push(self.shared.topics.ha_camera(id));
+                    stale.push(self.shared.topics.ha_button(id));
+                }
+            }
+        }
+        self.shared.announce.notify_one();
     }
 
     /// Say "offline", disconnect cleanly, and stop every MQTT task (bounded).
@@ -176,12 +197,13 @@ pub fn start(config: &MqttConfig, options: MqttOptions, registry: Arc<Registry>)
     }
     tracker.spawn(shared.clone().announcer(stop.clone()));
     tracker.spawn(shared.clone().states(stop.clone()));
-    tracker.spawn(shared.connection(eventloop, connected_tx, stop.clone()));
+    tracker.spawn(shared.clone().connection(eventloop, connected_tx, stop.clone()));
     Mqtt {
         stats,
         connected,
         stop,
         tracker,
+        shared,
     }
 }
 
@@ -249,6 +271,21 @@ struct Shared {
 }
 
 impl Shared {
+    fn spawn_snapshots(
+        self: &Arc<Self>,
+        camera: Arc<Camera>,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) {
+        let request = Arc::new(Notify::new());
+        self.requests
+            .lock()
+            .unwrap()
+            .insert(camera.id().to_string(), request.clone());
+        let interval = camera.config().snapshot_interval;
+        tracker.spawn(self.clone().snapshots(camera, interval, request, stop.clone()));
+    }
+
     fn qos(&self) -> QoS {
         match self.config.qos {
             0 => QoS::AtMostOnce,
@@ -407,7 +444,7 @@ impl Shared {
                 .await;
             for camera in self.registry.cameras() {
                 if self.config.ha_discovery {
-                    let (cam, button) = self.discovery(camera);
+                    let (cam, button) = self.discovery(&camera);
                     let _ = self
                         .client
                         .publish(self.topics.ha_camera(camera.id()), QoS::AtLeastOnce, true, cam)
@@ -417,7 +454,7 @@ impl Shared {
                         .publish(self.topics.ha_button(camera.id()), QoS::AtLeastOnce, true, button)
                         .await;
                 }
-                self.publish_state(camera);
+                self.publish_state(&camera);
             }
         }
     }
@@ -496,7 +533,7 @@ impl Shared {
                 continue;
             };
             if let Some(camera) = v["camera"].as_str().and_then(|id| self.registry.get(id)) {
-                self.publish_state(camera);
+                self.publish_state(&camera);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Camera id → camera; each camera hands consumers to its live pump, or starts a fresh one.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,6 +96,10 @@ impl Camera {
     }
 
     pub fn config(&self) -> &CameraConfig {
+        &self.shared.config
+    }
+
+    fn shared_config(&self) -> &Arc<CameraConfig> {
         &self.shared.config
     }
 
@@ -218,12 +222,26 @@ impl Camera {
     }
 }
 
-/// All configured cameras, in configuration order.
+/// All configured cameras, in configuration order. The set can be replaced by a reload.
 pub struct Registry {
-    cameras: Vec<Arc<Camera>>,
+    cameras: RwLock<Vec<Arc<Camera>>>,
     pub events: Arc<EventBus>,
+    lights: Lights,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// What a reload did to the camera set.
+#[derive(Default)]
+pub struct Reloaded {
+    /// New cameras, and changed ones (restarted: their viewers were closed).
+    pub started: Vec<Arc<Camera>>,
+    pub added: usize,
+    pub restarted: usize,
+    /// Ids of cameras no longer configured (stopped, viewers closed).
+    pub removed: Vec<String>,
+    /// Cameras whose configuration did not change: untouched, their viewers saw nothing.
+    pub kept: usize,
 }
 
 impl Registry {
@@ -233,40 +251,82 @@ impl Registry {
         lights: &Lights,
         shutdown: CancellationToken,
     ) -> Self {
-        let tracker = TaskTracker::new();
-        let cameras = cameras
-            .iter()
-            .map(|c| {
-                let light = c.light.as_deref().and_then(|id| lights.get(id));
-                Arc::new(Camera::new(
-                    c.clone(),
-                    events.clone(),
-                    light,
-                    &shutdown,
-                    tracker.clone(),
-                ))
-            })
-            .collect();
-        Registry {
-            cameras,
+        let registry = Registry {
+            cameras: RwLock::new(Vec::new()),
             events,
+            lights: lights.clone(),
             shutdown,
-            tracker,
+            tracker: TaskTracker::new(),
+        };
+        let built = cameras.iter().map(|c| registry.build(c)).collect();
+        *registry.cameras.write().unwrap() = built;
+        registry
+    }
+
+    fn build(&self, config: &Arc<CameraConfig>) -> Arc<Camera> {
+        let light = config.light.as_deref().and_then(|id| self.lights.get(id));
+        Arc::new(Camera::new(
+            config.clone(),
+            self.events.clone(),
+            light,
+            &self.shutdown,
+            self.tracker.clone(),
+        ))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Camera>> {
+        self.cameras
+            .read()
+            .unwrap()
+            .iter()
+            .find(|c| c.id() == id)
+            .cloned()
+    }
+
+    /// The current cameras (a snapshot of the set).
+    pub fn cameras(&self) -> Vec<Arc<Camera>> {
+        self.cameras.read().unwrap().clone()
+    }
+
+    /// Replace the camera set: unchanged cameras are kept as they are (viewers see no gap), new
+    /// ones added, changed ones restarted and removed ones stopped (their viewers are closed).
+    pub fn apply(&self, configs: &[Arc<CameraConfig>]) -> Reloaded {
+        let mut result = Reloaded::default();
+        let mut cameras = self.cameras.write().unwrap();
+        let mut next = Vec::with_capacity(configs.len());
+        for config in configs {
+            match cameras.iter().find(|c| c.id() == config.id) {
+                Some(old) if **old.shared_config() == **config => {
+                    result.kept += 1;
+                    next.push(old.clone());
+                }
+                found => {
+                    if let Some(old) = found {
+                        old.kill();
+                        result.restarted += 1;
+                    } else {
+                        result.added += 1;
+                    }
+                    let camera = self.build(config);
+                    result.started.push(camera.clone());
+                    next.push(camera);
+                }
+            }
         }
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Arc<Camera>> {
-        self.cameras.iter().find(|c| c.id() == id)
-    }
-
-    pub fn cameras(&self) -> &[Arc<Camera>] {
-        &self.cameras
+        for old in cameras.iter() {
+            if !configs.iter().any(|c| c.id == old.id()) {
+                old.kill();
+                result.removed.push(old.id().to_string());
+            }
+        }
+        *cameras = next;
+        result
     }
 
     /// Stop every pump and wait (at most `limit`) for their upstreams to close.
     pub async fn shutdown(&self, limit: Duration) -> bool {
         self.shutdown.cancel();
-        for c in &self.cameras {
+        for c in self.cameras() {
             c.kill();
         }
         self.tracker.close();

@@ -32,6 +32,13 @@ pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+pub fn reloading() {
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ]);
+}
+
 pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
@@ -86,7 +93,7 @@ pub async fn run(registry: Arc<Registry>, mqtt: Option<Arc<Mqtt>>, stop: Cancell
             }
             _ = dog_tick.tick(), if watchdog.is_some() => {
                 // This task running at all shows the runtime is alive; the pumps show themselves.
-                match check.wedged(registry.cameras()) {
+                match check.wedged(&registry.cameras()) {
                     None => notify(&[NotifyState::Watchdog]),
                     Some(camera) => {
                         if check.reported.insert(camera.clone()) {

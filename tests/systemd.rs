@@ -187,14 +187,34 @@ fn the_unit_file_verifies_and_is_hardened() {
     assert!(level <= 2.0, "exposure {level}: {text}");
 }
 
-/// SIGHUP re-reads and validates the file; a bad file is rejected with its problems logged and
-/// farmcam keeps serving (a valid change is reported as needing a restart).
-#[tokio::test]
-async fn sighup_validates_and_never_takes_the_daemon_down() {
-    let d = Daemon::start(&config(
-        "",
-        "[[camera]]\nid = \"p1\"\nsource = \"test:\"\nsize = \"160x120\"\n",
-    ));
+/// SIGHUP reloads: kept cameras' viewers see no gap, changed and removed cameras' viewers are
+/// closed, new cameras appear; RELOADING=1 then READY=1; an invalid file changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let cam = |id: &str, fps: u32| {
+        format!("[[camera]]\nid = \"{id}\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = {fps}\n")
+    };
+    let d = Daemon::start_with_env(
+        &config("", &(cam("keep", 10) + &cam("change", 10) + &cam("gone", 10))),
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    receive(&sock, Duration::from_secs(10), |g| {
+        g.iter().any(|m| m.contains("READY=1"))
+    });
+    let addr = d.main;
+    let open = |id: &str| {
+        let req = format!("GET /cameras/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n");
+        async move { Stream::open(addr, &req).await }
+    };
+    let (mut keep, mut change, mut gone) = (open("keep").await, open("change").await, open("gone").await);
+    for s in [&mut keep, &mut change, &mut gone] {
+        s.next_part().await.unwrap();
+    }
+
+    // A broken file: rejected, nothing changes.
     std::fs::write(
         d.config_path(),
         "[[camera]]\nid = \"Bad Id\"\nsource = \"test:\"\n",
@@ -208,14 +228,57 @@ async fn sighup_validates_and_never_takes_the_daemon_down() {
     })
     .await;
     assert!(d.log_text().contains("camera[0].id"));
-    assert_eq!(common::get(d.main, "/cameras/p1/snapshot").await.status, 200);
-    std::fs::write(d.config_path(), "[[camera]]\nid = \"p2\"\nsource = \"test:\"\n").unwrap();
+    assert_eq!(d.cameras_json().await.as_array().unwrap().len(), 3);
+
+    // keep: same; change: new rate; gone: removed; new: added.
+    std::fs::write(
+        d.config_path(),
+        config("", &(cam("keep", 10) + &cam("change", 5) + &cam("new", 10))),
+    )
+    .unwrap();
+    let before = keep.next_part().await.unwrap().seq();
     d.signal(libc::SIGHUP);
-    common::peers::eventually(Duration::from_secs(5), "restart advice logged", || {
+    let got = receive(&sock, Duration::from_secs(10), |g| {
+        g.iter().any(|m| m.contains("RELOADING=1")) && g.iter().any(|m| m.contains("READY=1"))
+    });
+    let reloading = got
+        .iter()
+        .position(|m| m.contains("RELOADING=1"))
+        .expect("RELOADING=1");
+    assert!(got[reloading..].iter().any(|m| m.contains("READY=1")), "{got:?}");
+    common::peers::eventually(Duration::from_secs(5), "reload logged", || {
         d.log_text()
-            .contains("applies configuration changes only on restart")
+            .contains("reload: 1 camera(s) unchanged, 1 added, 1 restarted, 1 removed (gone)")
             .then_some(())
     })
     .await;
-    assert_eq!(common::get(d.main, "/cameras/p1/snapshot").await.status, 200);
+    // The kept camera's viewer sees every frame, without a gap, across the reload.
+    let mut last = before;
+    for _ in 0..15 {
+        let seq = keep.next_part().await.expect("kept stream continues").seq();
+        assert_eq!(seq, last + 1, "no gap for an unchanged camera");
+        last = seq;
+    }
+    // Changed and removed cameras' viewers were closed.
+    for s in [&mut change, &mut gone] {
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while s.next_part().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "stream of a changed/removed camera ends");
+    }
+    let ids: Vec<String> = d
+        .cameras_json()
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["keep", "change", "new"]);
+    assert_eq!(d.camera("change").await["fps"], 5);
+    assert_eq!(common::get(d.main, "/cameras/gone/snapshot").await.status, 404);
+    assert_eq!(common::get(d.main, "/cameras/new/snapshot").await.status, 200);
+    let mut again = open("change").await;
+    again.next_part().await.unwrap();
 }

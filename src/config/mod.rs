@@ -47,7 +47,7 @@ impl Config {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpConfig {
     /// Addresses of the main listener (all cameras, API, events, page).
     pub listen: Vec<SocketAddr>,
@@ -74,7 +74,7 @@ impl std::fmt::Display for Size {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CameraConfig {
     pub id: String,
     pub name: String,

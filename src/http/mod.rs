@@ -48,10 +48,11 @@ const REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: applic
 /// What a listener serves.
 #[derive(Clone)]
 pub enum Scope {
-    /// Everything: the page, the API, events and all cameras under `/cameras/{id}/`.
+    /// The main listener: every camera, the API, the wall.
     Main,
-    /// One camera's dedicated port, with mjpg-streamer / µStreamer style paths.
-    Camera(Arc<Camera>),
+    /// A camera's dedicated port, by camera id (looked up per request, so a reloaded camera is
+    /// served by its new pump).
+    Camera(String),
 }
 
 /// A bound listener, ready to serve.
@@ -68,7 +69,7 @@ impl Listener {
     pub fn describe(&self) -> String {
         match &self.scope {
             Scope::Main => "all cameras, API and page".into(),
-            Scope::Camera(c) => format!("camera {}", c.id()),
+            Scope::Camera(id) => format!("camera {id}"),
         }
     }
 }
@@ -86,7 +87,7 @@ pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Vec<Li
         if let Some(a) = cam.config().listen {
             targets.push((
                 a,
-                Scope::Camera(cam.clone()),
+                Scope::Camera(cam.id().to_string()),
                 format!("listen of camera {}", cam.id()),
             ));
         }
@@ -262,13 +263,21 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
                     StatusCode::NOT_FOUND,
                     &format!("no camera {id:?}; GET /api/cameras lists them"),
                 ),
-                Some(cam) => camera_route(cam, rest, &q, peer).await,
+                Some(cam) => camera_route(&cam, rest, &q, peer).await,
             },
             _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
         },
-        Scope::Camera(cam) => match segments.as_slice() {
-            [] if param(&q, "action").is_none() => api::camera_page(cam),
-            rest => camera_route(cam, rest, &q, peer).await,
+        Scope::Camera(id) => match ctx.registry.get(id) {
+            None => api::error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "camera {id:?} was removed from the configuration; restart farmcam to free this port"
+                ),
+            ),
+            Some(cam) => match segments.as_slice() {
+                [] if param(&q, "action").is_none() => api::camera_page(&cam),
+                rest => camera_route(&cam, rest, &q, peer).await,
+            },
         },
     }
 }
