@@ -372,6 +372,15 @@ async fn oversized_snapshot_is_skipped_without_dropping_the_connection() {
             )
         ),
     ));
+    // The big camera's first snapshot is refused (the pattern takes a moment to prepare)...
+    peers::eventually(WAIT, "oversized snapshot refused", || {
+        d.log_text()
+            .contains("larger than mqtt.max_packet_size")
+            .then_some(())
+    })
+    .await;
+    // ...and later ones too (said once a minute), while the small camera keeps publishing over
+    // the same connection.
     for _ in 0..3 {
         let m = sub
             .wait_for(WAIT, "small snapshot", is("farmcam/testnode/small/snapshot"))
