@@ -75,6 +75,12 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             .join(", ")
     );
 
+    if config.cameras.is_empty() {
+        warn!(
+            "no cameras configured: add [[camera]] blocks to {} and run systemctl reload farmcam",
+            path.display()
+        );
+    }
     // Listeners are bound and the configuration applied: tell systemd, then keep it informed.
     crate::systemd::ready(&crate::systemd::status_line(&registry, mqtt.as_deref()));
     let systemd = tokio::spawn(crate::systemd::run(
