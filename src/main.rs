@@ -148,7 +148,15 @@ fn main() -> ExitCode {
                         return ExitCode::from(EX_CONFIG);
                     }
                 };
-                println!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
+                // Written whole and errors ignored: `farmcam check | head` must not panic.
+                let mut out = String::new();
+                macro_rules! out {
+                    ($($t:tt)*) => {{
+                        use std::fmt::Write as _;
+                        let _ = writeln!(out, $($t)*);
+                    }};
+                }
+                out!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
                 let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
                 for cam in &c.cameras {
                     let size = cam
@@ -159,7 +167,7 @@ fn main() -> ExitCode {
                         .fps
                         .map(|f| format!("{f} fps"))
                         .unwrap_or_else(|| "source rate".into());
-                    println!(
+                    out!(
                         "  {:<16} {:<24} {:<20} {size}, {fps}, idle_grace {}  http://{main}/cameras/{}/stream{}",
                         cam.id,
                         cam.name,
@@ -170,7 +178,7 @@ fn main() -> ExitCode {
                     );
                 }
                 if let Some(v) = ffmpeg {
-                    println!("  ffmpeg: {v}");
+                    out!("  ffmpeg: {v}");
                 }
                 for l in &c.lights {
                     let users: Vec<&str> = c
@@ -179,7 +187,7 @@ fn main() -> ExitCode {
                         .filter(|cam| cam.light.as_deref() == Some(l.id.as_str()))
                         .map(|cam| cam.id.as_str())
                         .collect();
-                    println!(
+                    out!(
                         "  light {}: {} at {} baud, off {} after use, for {}",
                         l.id,
                         l.port.display(),
@@ -193,13 +201,17 @@ fn main() -> ExitCode {
                     );
                 }
                 if let Some(m) = &c.mqtt {
-                    println!(
+                    out!(
                         "  mqtt: {} as {}, topics under {}/, Home Assistant discovery {}",
                         m.url,
                         m.client_id,
                         m.topic_prefix,
                         if m.ha_discovery { "on" } else { "off" }
                     );
+                }
+                {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().write_all(out.as_bytes());
                 }
                 ExitCode::SUCCESS
             }

@@ -131,3 +131,29 @@ fn help_and_version() {
     let (_, out, _) = run(&["run", "--help"]);
     assert!(out.contains("/etc/farmcam/farmcam.toml"), "{out}");
 }
+
+/// `farmcam check | head -1`: stdout closed early is not a crash.
+#[test]
+fn check_with_stdout_closed_is_not_a_panic() {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end = unsafe { std::process::Stdio::from_raw_fd(fds[1]) };
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/farmcam.toml"),
+        ])
+        .stdout(write_end)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
