@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod frame;
+pub mod histogram;
 pub mod http;
 pub mod jpeg;
 pub mod light;

@@ -58,6 +58,10 @@ pub struct CameraShared {
     pub frames_captured: AtomicU64,
     /// Frames the source dropped as broken: truncated, oversized, not a valid JPEG.
     pub frames_invalid: AtomicU64,
+    /// Bytes handed to HTTP viewers and snapshot clients.
+    pub bytes_sent: AtomicU64,
+    /// Time to answer snapshot requests that got a frame.
+    pub snapshot_latency: crate::histogram::Histogram,
     pub frames_delivered: AtomicU64,
     pub frames_skipped: AtomicU64,
     /// Frames per second measured over the last second, times 1000.
@@ -79,6 +83,8 @@ impl CameraShared {
             upstream_opens: AtomicU64::new(0),
             frames_captured: AtomicU64::new(0),
             frames_invalid: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            snapshot_latency: Default::default(),
             frames_delivered: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             fps_milli: AtomicU64::new(0),
@@ -158,7 +164,7 @@ impl Pump {
             beats: AtomicU64::new(0),
             shared,
         });
-        info!(camera = %pump.id(), "pump started");
+        info!(camera = %pump.id(), kind = "started", "pump started");
         pump.event(EventKind::Started, CameraState::Starting, 0);
         tracker.spawn(pump.clone().supervise_with_heartbeat(source, previous));
         tracker.spawn(pump.clone().idle_watch());
@@ -327,7 +333,7 @@ impl Pump {
         }
         self.shared.fps_milli.store(0, Relaxed);
         self.state.send_replace(CameraState::Idle);
-        info!(camera = %self.id(), "pump stopped: {reason}");
+        info!(camera = %self.id(), kind = "stopped", "pump stopped: {reason}");
         self.event(EventKind::Stopped, CameraState::Idle, 0);
         self.closed.cancel();
     }
@@ -421,7 +427,7 @@ impl Pump {
                     self.publish(jpeg, width, height, captured_at, false);
                     if first_frame.is_none() {
                         first_frame = Some(Instant::now());
-                        info!(camera = %self.id(), "live: {width}x{height}");
+                        info!(camera = %self.id(), kind = "live", "live: {width}x{height}");
                         *self.shared.last_error.lock().unwrap() = None;
                         self.set_state(CameraState::Live, EventKind::Live);
                     }
@@ -600,9 +606,14 @@ impl FailureLog {
         let msg = err.to_string();
         match self.0.check(&msg) {
             None => debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})"),
-            Some(0) => warn!(camera, "upstream: {msg}; retrying in {retry:.1?}"),
+            Some(0) => warn!(
+                camera,
+                kind = "offline",
+                "upstream: {msg}; retrying in {retry:.1?}"
+            ),
             Some(n) => warn!(
                 camera,
+                kind = "offline",
                 "upstream: {msg} ({n} more times before); retrying in {retry:.1?}"
             ),
         }

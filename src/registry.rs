@@ -99,6 +99,11 @@ impl Camera {
         &self.shared.config
     }
 
+    /// Counters and histograms shared by every pump of this camera.
+    pub fn shared(&self) -> &Arc<CameraShared> {
+        &self.shared
+    }
+
     fn shared_config(&self) -> &Arc<CameraConfig> {
         &self.shared.config
     }

@@ -479,6 +479,7 @@ async fn metrics_in_prometheus_text_format() {
     for _ in 0..3 {
         s.next_part().await.unwrap();
     }
+    assert_eq!(get(d.main, "/cameras/cam/snapshot").await.status, 200);
     let r = get(d.main, "/metrics").await;
     assert_eq!(r.status, 200);
     assert!(r
@@ -498,6 +499,12 @@ async fn metrics_in_prometheus_text_format() {
     assert_eq!(value("farmcam_camera_viewers{camera=\"cam\"}"), 1.0);
     assert!(value("farmcam_frames_delivered_total{camera=\"cam\"}") >= 3.0);
     assert!(value("farmcam_process_resident_memory_bytes") > 1e6);
+    assert_eq!(value("farmcam_snapshot_seconds_count{camera=\"cam\"}"), 1.0);
+    assert_eq!(
+        value("farmcam_snapshot_seconds_bucket{camera=\"cam\",le=\"+Inf\"}"),
+        1.0
+    );
+    assert!(value("farmcam_bytes_sent_total{camera=\"cam\"}") > 3000.0);
     // Every line is a comment or `name{labels} number`.
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, v) = l.rsplit_once(' ').unwrap();

@@ -17,13 +17,14 @@ fn label(s: &str) -> String {
 
 pub fn render(ctx: &Ctx) -> String {
     let mut out = String::new();
-    let cams: Vec<_> = ctx.registry.cameras().iter().map(|c| c.status()).collect();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+    let cameras = ctx.registry.cameras();
+    let cams: Vec<_> = cameras.iter().map(|c| c.status()).collect();
+    fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>) {
         let _ = writeln!(out, "# HELP farmcam_{name} {help}\n# TYPE farmcam_{name} {kind}");
         for (labels, v) in rows {
             let _ = writeln!(out, "farmcam_{name}{labels} {v}");
         }
-    };
+    }
     let states = [
         CameraState::Idle,
         CameraState::Starting,
@@ -31,6 +32,7 @@ pub fn render(ctx: &Ctx) -> String {
         CameraState::Offline,
     ];
     family(
+        &mut out,
         "camera_state",
         "gauge",
         "1 for the camera's current state (idle, starting, live, offline).",
@@ -55,54 +57,63 @@ pub fn render(ctx: &Ctx) -> String {
             .collect()
     };
     family(
+        &mut out,
         "camera_viewers",
         "gauge",
         "HTTP stream viewers.",
         per(&|c| c.viewers as f64),
     );
     family(
+        &mut out,
         "camera_consumers",
         "gauge",
         "All consumers: viewers, snapshots, MQTT.",
         per(&|c| c.consumers as f64),
     );
     family(
+        &mut out,
         "camera_fps",
         "gauge",
         "Frames per second measured over the last second.",
         per(&|c| c.measured_fps),
     );
     family(
+        &mut out,
         "frames_captured_total",
         "counter",
         "Frames received from the camera.",
         per(&|c| c.frames_captured as f64),
     );
     family(
+        &mut out,
         "frames_delivered_total",
         "counter",
         "Frames written to consumers.",
         per(&|c| c.frames_delivered as f64),
     );
     family(
+        &mut out,
         "frames_skipped_total",
         "counter",
         "Frames slow consumers skipped.",
         per(&|c| c.frames_skipped as f64),
     );
     family(
+        &mut out,
         "frames_invalid_total",
         "counter",
         "Broken frames dropped (truncated, oversized, not JPEG).",
         per(&|c| c.frames_invalid as f64),
     );
     family(
+        &mut out,
         "upstream_opens_total",
         "counter",
         "Times the camera was opened (starts and restarts).",
         per(&|c| c.upstream_opens as f64),
     );
     family(
+        &mut out,
         "light_on",
         "gauge",
         "1 while the camera's light is on; -1 while its port is unavailable.",
@@ -121,14 +132,42 @@ pub fn render(ctx: &Ctx) -> String {
             })
             .collect(),
     );
+    family(
+        &mut out,
+        "bytes_sent_total",
+        "counter",
+        "Bytes sent to HTTP viewers and snapshot clients.",
+        cameras
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{camera=\"{}\"}}", label(c.id())),
+                    c.shared().bytes_sent.load(Relaxed) as f64,
+                )
+            })
+            .collect(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP farmcam_snapshot_seconds Time to answer a snapshot request with a frame.\n# TYPE farmcam_snapshot_seconds histogram"
+    );
+    for c in &cameras {
+        c.shared().snapshot_latency.render(
+            &mut out,
+            "farmcam_snapshot_seconds",
+            &format!("camera=\"{}\"", label(c.id())),
+        );
+    }
     let (rss, cpu) = process();
     family(
+        &mut out,
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory of farmcam.",
         vec![(String::new(), rss)],
     );
     family(
+        &mut out,
         "process_cpu_seconds_total",
         "counter",
         "CPU time of farmcam (user + system).",
@@ -136,24 +175,28 @@ pub fn render(ctx: &Ctx) -> String {
     );
     if let Some(m) = &ctx.mqtt {
         family(
+            &mut out,
             "mqtt_connected",
             "gauge",
             "1 while connected to the broker.",
             vec![(String::new(), f64::from(u8::from(m.connected())))],
         );
         family(
+            &mut out,
             "mqtt_snapshots_published_total",
             "counter",
             "Snapshots published.",
             vec![(String::new(), m.stats.snapshots_published.load(Relaxed) as f64)],
         );
         family(
+            &mut out,
             "mqtt_snapshots_skipped_total",
             "counter",
             "Snapshots not published (too large, slow broker, no frame).",
             vec![(String::new(), m.stats.snapshots_skipped.load(Relaxed) as f64)],
         );
         family(
+            &mut out,
             "mqtt_connects_total",
             "counter",
             "Successful broker connections.",

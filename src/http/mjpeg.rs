@@ -1,6 +1,7 @@
 //! `stream` (multipart MJPEG) and `snapshot` (one JPEG) for a camera.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,9 +112,11 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Respon
         camera: cam.id().to_string(),
         peer,
     };
-    let chunks = stream::unfold(viewer, |mut v| async move {
+    let shared = cam.shared().clone();
+    let chunks = stream::unfold((viewer, shared), |(mut v, shared)| async move {
         let chunk = v.next_chunk().await?;
-        Some((Ok(BodyFrame::data(chunk)), v))
+        shared.bytes_sent.fetch_add(chunk.len() as u64, Relaxed);
+        Some((Ok(BodyFrame::data(chunk)), (v, shared)))
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
     resp.headers_mut().insert(
@@ -145,8 +148,12 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
             )
         }
     };
+    let asked = Instant::now();
     match cam.snapshot(max_age).await {
         Ok(f) => {
+            let shared = cam.shared();
+            shared.snapshot_latency.observe(asked.elapsed());
+            shared.bytes_sent.fetch_add(f.jpeg.len() as u64, Relaxed);
             let mut resp = jpeg_response(StatusCode::OK, f.jpeg.clone());
             let h = resp.headers_mut();
             h.insert(
