@@ -4,6 +4,7 @@
 //! ([`http`]). The pump is the only owner of "is the camera open?".
 
 pub mod backoff;
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod events;

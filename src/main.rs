@@ -56,6 +56,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
         log_format: LogFormat,
     },
+    /// Load-test an MJPEG stream (farmcam or any MJPEG server): N viewers, then a report of
+    /// connect/first-frame times, per-viewer fps, frame intervals and latency (from
+    /// X-Timestamp). Progress on stderr; exit 0 if every viewer got frames, 1 otherwise.
+    Bench {
+        /// e.g. http://127.0.0.1:8080/cameras/demo/stream
+        url: String,
+        /// Concurrent viewers reading at full speed.
+        #[arg(long, default_value_t = 10)]
+        viewers: usize,
+        /// How long to run, e.g. "30s".
+        #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+        duration: std::time::Duration,
+        /// Extra viewers that read only 4 KiB every 2 s (a bad Wi-Fi link).
+        #[arg(long, default_value_t = 0)]
+        slow: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and print the cameras it would serve (exit 0, or 78 with one
     /// line per problem: PATH:LINE:COL: key: message).
     Check {
@@ -138,6 +157,44 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, St
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench {
+            url,
+            viewers,
+            duration,
+            slow,
+            json,
+        } => {
+            let target = match farmcam::bench::parse_url(&url) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("farmcam bench: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("farmcam: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let report = rt.block_on(farmcam::bench::run(&url, target, viewers, slow, duration, true));
+            let text = if json {
+                serde_json::to_string_pretty(&report).expect("report serialises") + "\n"
+            } else {
+                report.table()
+            };
+            {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            }
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            if report.fps_min > 0.0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Check { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
