@@ -56,5 +56,45 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, splitter, encode);
+/// A YUYV (4:2:2) camera frame, as cheap USB cameras deliver, to a JPEG: chroma duplicated to
+/// 4:4:4 YCbCr, then encoded 4:2:0 by jpeg-encoder (no RGB round trip).
+fn yuyv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("yuyv_to_jpeg");
+    for (w, h) in [(640usize, 480usize), (1280, 720)] {
+        // Camera-like content: a luma gradient with some texture, gently varying chroma.
+        let frame: Vec<u8> = (0..w * h * 2)
+            .map(|i| {
+                let (x, y) = ((i / 2) % w, (i / 2) / w);
+                if i % 2 == 0 {
+                    ((x + y) / 4 + (x ^ y) % 16) as u8
+                } else {
+                    (112 + (x / 16 + y / 32) % 32) as u8
+                }
+            })
+            .collect();
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{w}x{h}")),
+            &frame,
+            |b, frame| {
+                let mut ycbcr = vec![0u8; w * h * 3];
+                b.iter(|| {
+                    for (px, out) in frame.chunks_exact(4).zip(ycbcr.chunks_exact_mut(6)) {
+                        let (y0, u, y1, v) = (px[0], px[1], px[2], px[3]);
+                        out.copy_from_slice(&[y0, u, v, y1, u, v]);
+                    }
+                    let mut jpeg = Vec::with_capacity(w * h / 4);
+                    let mut e = jpeg_encoder::Encoder::new(&mut jpeg, 80);
+                    e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+                    e.encode(&ycbcr, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr)
+                        .unwrap();
+                    jpeg
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, splitter, encode, yuyv);
 criterion_main!(benches);
