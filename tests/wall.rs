@@ -129,6 +129,31 @@ async fn the_wall_in_a_real_browser() {
     browser.click("#live-close").await;
     d.wait_for("p3", WAIT, |c| c["viewers"] == 0).await;
 
+    // farmcam restarts (same port): the page notices, reconnects its event stream by itself and
+    // keeps showing live images.
+    let port = d.main.port();
+    drop(d);
+    browser
+        .wait_for(
+            WAIT,
+            "connection lost shown",
+            "return document.querySelector('#conn').textContent",
+            |v| v == "reconnecting…",
+        )
+        .await;
+    let d = Daemon::start(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{cams}"));
+    browser
+        .wait_for(
+            WAIT,
+            "event stream back",
+            "return document.querySelector('#conn').textContent",
+            |v| v == "live updates",
+        )
+        .await;
+    browser
+        .wait_for(WAIT, "p1 live again", TILES, |v| tile(v, "p1")["badge"] == "live")
+        .await;
+
     // Wall closed: nothing refreshes, every camera idles after its grace.
     browser.quit().await;
     for i in 1..=7 {
