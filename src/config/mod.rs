@@ -267,6 +267,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .replace('\n', " ")
                 .replace("i64", "a whole number");
             let key = e.span().and_then(|s| key_at(text, s.start)).unwrap_or_default();
+            // Type errors quote the value (`invalid type: integer `12345678``): never for keys
+            // that may hold a password, an access code or a URL with credentials.
+            let msg = if ["password", "source", "url", "ffmpeg_args", "tls_fingerprint"]
+                .iter()
+                .any(|k| key.ends_with(k))
+            {
+                hide_quoted(&msg)
+            } else {
+                msg
+            };
             v.problem(e.span(), &key, &msg);
             return Err(ConfigError::Invalid { problems: v.problems });
         }
@@ -681,6 +691,15 @@ fn parse_bytes(
     Ok(n as usize)
 }
 
+/// `a `secret` b` → `a *** b`.
+fn hide_quoted(msg: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in msg.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "***" } else { part });
+    }
+    out
+}
+
 /// The dotted key whose value starts at `offset` (e.g. `camera[1].fps`), for parse errors that
 /// only carry a position.
 fn key_at(text: &str, offset: usize) -> Option<String> {
@@ -856,6 +875,22 @@ mod tests {
             );
         }
         assert_eq!(e.len(), 6, "{e:#?}");
+    }
+
+    #[test]
+    fn type_errors_never_quote_secrets() {
+        let e = errors("[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = 12345678\n");
+        assert!(
+            e.len() == 1 && e[0].contains("mqtt.password: invalid type: integer ***"),
+            "{e:?}"
+        );
+        let e = errors("[[camera]]\nid = \"a\"\nsource = 31415926\n");
+        assert!(e.len() == 1 && !e[0].contains("31415926"), "{e:?}");
+        let e = errors("[[camera]]\nid = \"a\"\nsource = \"test:\"\nfps = \"ten\"\n");
+        assert!(
+            e[0].contains("\"ten\"") || e[0].contains("`ten`"),
+            "other values still shown: {e:?}"
+        );
     }
 
     #[test]

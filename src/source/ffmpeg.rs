@@ -40,8 +40,9 @@ const LOG_LINES_PER_MINUTE: u32 = 20;
 const TAIL_LINES: usize = 8;
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What ffmpeg reads: a URL it gets options for, or the user's own input arguments.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What ffmpeg reads: a URL it gets options for, or the user's own input arguments. `Debug`
+/// shows it redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub enum FfmpegInput {
     /// `rtsp://` or `rtsps://`.
     Rtsp(String),
@@ -53,6 +54,12 @@ pub enum FfmpegInput {
     Http(String),
     /// `ffmpeg:` followed by input arguments (shell-style quoting), including `-i`.
     Raw(Vec<String>),
+}
+
+impl std::fmt::Debug for FfmpegInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 impl FfmpegInput {
@@ -752,6 +759,7 @@ mod tests {
             .unwrap();
         assert_eq!(rtsp.redacted(), "rtsps://***@10.0.0.2:322/streaming/live/1");
         assert_eq!(rtsp.secrets(), vec!["12345678".to_string()]);
+        assert!(!format!("{rtsp:?}").contains("12345678"), "Debug is redacted too");
         assert!(matches!(
             FfmpegInput::parse("http://k1:8080/?action=stream"),
             Some(Ok(FfmpegInput::Http(_)))
