@@ -321,8 +321,31 @@ async fn wrong_access_code_is_one_clear_error_without_the_code() {
         .count();
     assert_eq!(warnings, 1, "{log}");
     let api = String::from_utf8(get(d.main, "/api/cameras").await.body).unwrap();
+    let metrics = String::from_utf8(get(d.main, "/metrics").await.body).unwrap();
+    let mut events = Stream::open(
+        d.main,
+        "GET /api/events?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async { while events.fill().await {} }).await;
+    let events = String::from_utf8_lossy(&events.body).into_owned();
+    assert!(events.contains("offline"), "{events}");
+    let check = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(d.config_path())
+        .output()
+        .unwrap();
+    let check = String::from_utf8_lossy(&check.stdout).into_owned() + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.contains("bambu://***@127.0.0.1"), "{check}");
     let out = std::process::Command::new(BIN).args(["--help"]).output().unwrap();
-    for text in [log, api, String::from_utf8_lossy(&out.stdout).into_owned()] {
+    for text in [
+        log,
+        api,
+        metrics,
+        events,
+        check,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ] {
         assert!(!text.contains(CODE), "access code leaked: {text}");
     }
 }

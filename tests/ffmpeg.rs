@@ -464,3 +464,19 @@ async fn truncated_frames_are_dropped_and_counted() {
     assert!(invalid >= 3, "{c}");
     assert!(captured >= 12, "{c}");
 }
+
+/// The escape hatch: `ffmpeg:` with the user's own input arguments; `size` and `fps` still apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_ffmpeg_arguments_are_a_source() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"lavfi\"\nsource = \"ffmpeg:-re -f lavfi -i 'testsrc2=size=320x240:rate=10'\"\n\
+         size = \"160x120\"\nfps = 5\n",
+    ));
+    let mut s = open_stream(&d, "lavfi").await;
+    let p = live_frame(&mut s).await;
+    assert_eq!(decode_jpeg(&p.jpeg), (160, 120));
+    let ff = ffmpeg_children(d.child.id(), "testsrc2");
+    assert_eq!(ff.len(), 1);
+    assert!(peers::cmdline(ff[0]).contains("-vf fps=5,scale=160:120"));
+}
