@@ -10,6 +10,9 @@ SECS=${1:-10}
 shift || true
 COUNTS=${*:-0 1 10 50 100}
 BIN=target/release/farmcam
+# The peers: Debian's Motion, and the GStreamer RTSP server the tests use.
+command -v motion >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends motion
+[ -x "$BIN" ] || cargo build --release
 DIR=$(mktemp -d)
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true
