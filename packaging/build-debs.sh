@@ -28,18 +28,21 @@ command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 for arch in $ARCHS; do
     case "$arch" in
         amd64)
+            need_apt libclang-dev
             cargo deb
             ;;
         arm64)
-            need_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+            need_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev
             rustup target add aarch64-unknown-linux-gnu
+            BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu" \
             CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
             CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
                 cargo deb --target aarch64-unknown-linux-gnu
             ;;
         armhf)
-            need_apt gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+            need_apt gcc-arm-linux-gnueabihf libc6-dev-armhf-cross libclang-dev
             rustup target add armv7-unknown-linux-gnueabihf
+            BINDGEN_EXTRA_CLANG_ARGS_armv7_unknown_linux_gnueabihf="--sysroot=/usr/arm-linux-gnueabihf" \
             CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
             CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc \
                 cargo deb --target armv7-unknown-linux-gnueabihf

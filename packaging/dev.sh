@@ -2,7 +2,8 @@
 # farmcam developer entry point. Installs what it needs (idempotently), then acts:
 #
 #   packaging/dev.sh demo   build and run the daemon on config/farmcam.toml (http://127.0.0.1:8080/)
-#   packaging/dev.sh test   run the whole test suite (cargo nextest)
+#   packaging/dev.sh test   run the whole test suite (cargo nextest, then the V4L2 tests in a
+#                           qemu guest: tests/v4l2/run.sh)
 #   packaging/dev.sh deps   only install build and test dependencies
 #
 # Works on a fresh Debian 12 (as root, or with sudo). Rust comes from rustup when cargo is missing.
@@ -12,14 +13,17 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: build tools.
-APT_PACKAGES="build-essential pkg-config ca-certificates curl"
+# Debian packages: build tools (libclang-dev: the v4l crate generates its V4L2 bindings).
+APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev"
 # Test peers: ffmpeg (rtsp/http sources), GStreamer's RTSP server run by /usr/bin/python3 (RTSP
 # and RTSPS H.264 test cameras), mosquitto (MQTT broker), openssl (test certificates), Chromium
-# with chromedriver (the wall test), systemd (systemd-analyze checks the unit).
+# with chromedriver (the wall test), systemd (systemd-analyze checks the unit). The V4L2 tests run
+# in a qemu guest under Debian's kernel (vivid, and v4l2loopback built by dkms against its
+# headers), with busybox as the guest's init and v4l-utils as "another program" using a camera.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd"
+    gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd
+    qemu-system-x86 linux-image-amd64 linux-headers-amd64 v4l2loopback-dkms busybox-static v4l-utils"
 
 install_apt() {
     missing=""
@@ -63,7 +67,10 @@ case "${1:-}" in
         install_apt
         install_rust
         install_test_tools
-        exec cargo nextest run --workspace --no-fail-fast
+        status=0
+        cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
+        tests/v4l2/run.sh || status=$?
+        exit "$status"
         ;;
     deps)
         APT_PACKAGES="$APT_PACKAGES $TEST_APT_PACKAGES"

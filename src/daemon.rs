@@ -77,9 +77,12 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 
     if config.cameras.is_empty() {
         warn!(
-            "no cameras configured: add [[camera]] blocks to {} and run systemctl reload farmcam",
+            "no cameras configured{}: add [[camera]] blocks to {} (`farmcam devices` prints them for USB cameras) and run systemctl reload farmcam",
+            if config.defaults.auto_v4l2 { " and no USB (V4L2) camera found" } else { "" },
             path.display()
         );
+    } else if config.cameras_found > 0 {
+        info!("no [[camera]] in {}: serving the USB (V4L2) cameras found; `systemctl reload farmcam` looks again", path.display());
     }
     // Listeners are bound and the configuration applied: tell systemd, then keep it informed.
     crate::systemd::ready(&crate::systemd::status_line(&registry, mqtt.as_deref()));
@@ -132,7 +135,10 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate::mqtt::Mqtt>) -> Config {
     crate::systemd::reloading();
     let new = match crate::config::load(path) {
-        Ok(new) => new,
+        Ok(mut new) => {
+            crate::source::v4l2::list::add_found_cameras(&mut new, Path::new("/dev"));
+            new
+        }
         Err(e) => {
             for line in e.lines() {
                 error!("reload: configuration rejected, the running one is kept: {line}");

@@ -12,14 +12,27 @@ pub struct Scan<'a> {
     pub segments: Vec<&'a [u8]>,
 }
 
-/// Walk the marker segments of `jpeg` up to the start of scan. Returns the offset just after the
-/// SOS header, and the frame size from SOF, or `None` if the structure is broken.
-fn walk_header(jpeg: &[u8]) -> Option<(usize, Option<(u32, u32)>)> {
+/// What [`walk_header`] learns about a JPEG up to its first scan.
+struct Header {
+    /// Offset of the SOS marker.
+    sos: usize,
+    /// Offset just after the SOS header: the entropy-coded data starts here.
+    scan: usize,
+    /// Width and height from SOF.
+    dims: Option<(u32, u32)>,
+    /// Whether a DHT (Huffman tables) segment comes before the scan.
+    has_dht: bool,
+}
+
+/// Walk the marker segments of `jpeg` up to the start of scan, or `None` if the structure is
+/// broken.
+fn walk_header(jpeg: &[u8]) -> Option<Header> {
     if !jpeg.starts_with(&SOI) {
         return None;
     }
     let mut i = 2;
     let mut dims = None;
+    let mut has_dht = false;
     loop {
         // Skip fill bytes before a marker.
         while jpeg.get(i) == Some(&0xff) && jpeg.get(i + 1) == Some(&0xff) {
@@ -39,21 +52,151 @@ fn walk_header(jpeg: &[u8]) -> Option<(usize, Option<(u32, u32)>)> {
             let w = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]) as u32;
             dims = Some((w, h));
         }
+        has_dht |= marker == 0xc4;
+        let sos = i;
         i += 2 + len;
         if marker == 0xda {
-            return Some((i, dims));
+            return Some(Header {
+                sos,
+                scan: i,
+                dims,
+                has_dht,
+            });
         }
     }
 }
 
 /// Width and height from the SOF segment.
 pub fn dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
-    walk_header(jpeg)?.1
+    walk_header(jpeg)?.dims
 }
+
+/// Why a camera's MJPEG buffer is not a usable frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MjpegError {
+    #[error("no JPEG header (SOI, SOF, SOS)")]
+    Header,
+    #[error("no end of image marker (truncated frame)")]
+    Truncated,
+}
+
+/// A completed MJPEG frame and its width and height.
+pub type Completed<'a> = (std::borrow::Cow<'a, [u8]>, (u32, u32));
+
+/// A camera's MJPEG frame made into a complete JFIF JPEG, as every decoder accepts it:
+///
+/// - cut just after the end marker (V4L2 buffers are padded: v4l2loopback's first buffer and some
+///   UVC cameras hand over the whole buffer with zeros after the image);
+/// - the standard Huffman tables inserted before the scan when the frame has none (the MJPEG
+///   convention many UVC cameras follow; browsers cope, Safari, some decoders and MQTT
+///   consumers do not).
+///
+/// Returns the frame (borrowed when nothing had to be added) and its size.
+pub fn complete_mjpeg(buf: &[u8]) -> Result<Completed<'_>, MjpegError> {
+    let header = walk_header(buf).ok_or(MjpegError::Header)?;
+    let dims = header
+        .dims
+        .filter(|&(w, h)| w > 0 && h > 0)
+        .ok_or(MjpegError::Header)?;
+    let end = end_of_scan(buf, header.scan).ok_or(MjpegError::Truncated)?;
+    if header.has_dht {
+        return Ok((std::borrow::Cow::Borrowed(&buf[..end]), dims));
+    }
+    let mut out = Vec::with_capacity(end + STANDARD_DHT.len());
+    out.extend_from_slice(&buf[..header.sos]);
+    out.extend_from_slice(&STANDARD_DHT);
+    out.extend_from_slice(&buf[header.sos..end]);
+    Ok((std::borrow::Cow::Owned(out), dims))
+}
+
+/// The offset just after the EOI that ends the entropy-coded data starting at `from`. Inside
+/// the scan every 0xFF is followed by 0x00 (stuffing), a restart marker, or fill; the first
+/// `FF D9` is the end.
+fn end_of_scan(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = buf.get(i..)?.iter().position(|&b| b == 0xff) {
+        let at = i + p;
+        match buf.get(at + 1)? {
+            0xd9 => return Some(at + 2),
+            _ => i = at + 1,
+        }
+    }
+    None
+}
+
+/// The Huffman tables of ITU T.81 Annex K.3 (luminance and chrominance, DC and AC) as one DHT
+/// segment: what an MJPEG frame without tables implies (the AVI1 / UVC convention).
+pub const STANDARD_DHT: [u8; 420] = standard_dht();
+
+const fn standard_dht() -> [u8; 420] {
+    const TABLES: [(u8, &[u8; 16], &[u8]); 4] = [
+        (0x00, &DC_LUMA_BITS, &DC_VALUES),
+        (0x10, &AC_LUMA_BITS, &AC_LUMA_VALUES),
+        (0x01, &DC_CHROMA_BITS, &DC_VALUES),
+        (0x11, &AC_CHROMA_BITS, &AC_CHROMA_VALUES),
+    ];
+    let mut out = [0u8; 420];
+    out[0] = 0xff;
+    out[1] = 0xc4;
+    out[2] = (418u16 >> 8) as u8;
+    out[3] = (418u16 & 0xff) as u8;
+    let mut at = 4;
+    let mut t = 0;
+    while t < TABLES.len() {
+        let (class_id, bits, values) = TABLES[t];
+        out[at] = class_id;
+        at += 1;
+        let mut i = 0;
+        while i < 16 {
+            out[at] = bits[i];
+            at += 1;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < values.len() {
+            out[at] = values[i];
+            at += 1;
+            i += 1;
+        }
+        t += 1;
+    }
+    assert!(at == 420);
+    out
+}
+
+const DC_LUMA_BITS: [u8; 16] = [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+const DC_CHROMA_BITS: [u8; 16] = [0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0];
+const DC_VALUES: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const AC_LUMA_BITS: [u8; 16] = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d];
+const AC_LUMA_VALUES: [u8; 162] = [
+    0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22,
+    0x71, 0x14, 0x32, 0x81, 0x91, 0xA1, 0x08, 0x23, 0x42, 0xB1, 0xC1, 0x15, 0x52, 0xD1, 0xF0, 0x24, 0x33,
+    0x62, 0x72, 0x82, 0x09, 0x0A, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A, 0x34,
+    0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x53, 0x54, 0x55,
+    0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A, 0x73, 0x74, 0x75, 0x76,
+    0x77, 0x78, 0x79, 0x7A, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x92, 0x93, 0x94, 0x95, 0x96,
+    0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xB2, 0xB3, 0xB4, 0xB5,
+    0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xCA, 0xD2, 0xD3, 0xD4,
+    0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF1,
+    0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8, 0xF9, 0xFA,
+];
+const AC_CHROMA_BITS: [u8; 16] = [0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77];
+const AC_CHROMA_VALUES: [u8; 162] = [
+    0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13,
+    0x22, 0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xA1, 0xB1, 0xC1, 0x09, 0x23, 0x33, 0x52, 0xF0, 0x15, 0x62,
+    0x72, 0xD1, 0x0A, 0x16, 0x24, 0x34, 0xE1, 0x25, 0xF1, 0x17, 0x18, 0x19, 0x1A, 0x26, 0x27, 0x28, 0x29,
+    0x2A, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x53, 0x54,
+    0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A, 0x73, 0x74, 0x75,
+    0x76, 0x77, 0x78, 0x79, 0x7A, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x92, 0x93, 0x94,
+    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xB2, 0xB3,
+    0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xCA, 0xD2,
+    0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA,
+    0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8, 0xF9, 0xFA,
+];
 
 /// Split a single-scan JPEG at its restart markers.
 pub fn split_scan(jpeg: &[u8]) -> Option<Scan<'_>> {
-    let (start, _) = walk_header(jpeg)?;
+    let start = walk_header(jpeg)?.scan;
     let mut segments = Vec::new();
     let mut seg_start = start;
     let mut i = start;

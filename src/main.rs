@@ -30,8 +30,9 @@ const EX_CONFIG: u8 = 78;
         on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\n\
         Sources: bambu://bblp:CODE@IP (Bambu P1/A1, native); rtsp://, rtsps://, \
         bambu-rtsps://bblp:CODE@IP (Bambu X1/H2), http(s):// MJPEG (e.g. Creality K1: \
-        http://IP:8080/?action=stream) and ffmpeg:ARGS need ffmpeg (apt install ffmpeg); test: is a \
-        built-in pattern. Credentials and access codes never reach logs.\n\n\
+        http://IP:8080/?action=stream) and ffmpeg:ARGS need ffmpeg (apt install ffmpeg); \
+        v4l2:/dev/v4l/by-id/... is a USB camera (`farmcam devices` lists them; MJPEG is passed \
+        through, YUYV encoded); test: is a built-in pattern. Credentials and access codes never reach logs.\n\n\
         Exit codes: 0 stopped by SIGTERM/SIGINT or config OK; 78 configuration invalid; 1 other \
         errors (e.g. address in use).\n\
         Logging: to the systemd journal under systemd (camera id as CAMERA=), else stderr; \
@@ -74,6 +75,14 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List the V4L2 (USB) cameras connected: driver, card, stable /dev/v4l/by-id name, formats,
+    /// sizes, frame rates and controls, with a ready [[camera]] block for each. Exit 0 if at
+    /// least one capture device was found, 1 otherwise.
+    Devices {
+        /// Where the device nodes are.
+        #[arg(long, default_value = "/dev", hide = true)]
+        dev: PathBuf,
     },
     /// Validate the configuration and print the cameras it would serve (exit 0, or 78 with one
     /// line per problem: PATH:LINE:COL: key: message).
@@ -118,7 +127,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    let c = config::load(path).map_err(|e| {
+    let mut c = config::load(path).map_err(|e| {
         for line in e.lines() {
             eprintln!("{line}");
         }
@@ -130,6 +139,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
             return Err(ExitCode::from(EX_CONFIG));
         }
     }
+    farmcam::source::v4l2::list::add_found_cameras(&mut c, std::path::Path::new("/dev"));
     Ok(c)
 }
 
@@ -195,6 +205,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Devices { dev } => {
+            let (text, cameras) = farmcam::source::v4l2::list::report(&dev);
+            {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            }
+            if cameras > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Check { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
@@ -213,7 +235,16 @@ fn main() -> ExitCode {
                         let _ = writeln!(out, $($t)*);
                     }};
                 }
-                out!("{}: OK, {} camera(s)", config.display(), c.cameras.len());
+                out!(
+                    "{}: OK, {} camera(s){}",
+                    config.display(),
+                    c.cameras.len(),
+                    if c.cameras_found > 0 {
+                        " (no [[camera]] in the file: the USB cameras found)"
+                    } else {
+                        ""
+                    }
+                );
                 let main = c.http.listen.first().map(|a| a.to_string()).unwrap_or_default();
                 for cam in &c.cameras {
                     let size = cam

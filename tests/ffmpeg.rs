@@ -7,45 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::peers::{self, eventually, ffmpeg_children, proc_state, MjpegServer, RtspOptions, RtspServer};
-use common::{config, decode_jpeg, get, Daemon, Part, Stream, BIN};
-
-const LIVE_WAIT: Duration = Duration::from_secs(40);
-
-fn is_live(p: &Part) -> bool {
-    !p.headers.contains_key("x-placeholder")
-}
-
-async fn open_stream(d: &Daemon, id: &str) -> Stream {
-    let s = Stream::open(
-        d.main,
-        &format!("GET /cameras/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(s.status, 200);
-    s
-}
-
-/// Read parts until one satisfies `pred`; panics if the stream ends or `limit` passes.
-async fn part_where(s: &mut Stream, limit: Duration, what: &str, pred: impl Fn(&Part) -> bool) -> Part {
-    let r = tokio::time::timeout(limit, async {
-        loop {
-            let p = s.next_part().await.expect("the viewer's stream stays open");
-            if pred(&p) {
-                return p;
-            }
-        }
-    })
-    .await;
-    r.unwrap_or_else(|_| panic!("no {what} within {limit:?}"))
-}
-
-async fn live_frame(s: &mut Stream) -> Part {
-    part_where(s, LIVE_WAIT, "live frame", is_live).await
-}
-
-async fn placeholder_frame(s: &mut Stream) -> Part {
-    part_where(s, LIVE_WAIT, "placeholder", |p| !is_live(p)).await
-}
+use common::{
+    config, decode_jpeg, get, is_live, live_frame, open_stream, part_where, placeholder_frame, Daemon,
+    Stream, BIN, LIVE_WAIT,
+};
 
 /// No such process, not even a zombie: reaped.
 fn gone(pid: u32) -> bool {

@@ -387,10 +387,11 @@ async fn failing_upstream_shows_placeholder_and_backs_off() {
             "backoff gaps {gaps:?}"
         );
     }
-    // About one placeholder per second of downtime.
+    // About one placeholder per second of downtime, plus one at each of the 3 failures (the
+    // backoff is jittered, so the downtime varies from run to run).
     let down = elapsed.as_secs_f64();
     assert!(
-        (placeholders as f64) >= down - 3.0 && (placeholders as f64) <= down + 3.0,
+        (placeholders as f64) >= down - 3.0 && (placeholders as f64) <= down.ceil() + 3.0 + 1.0,
         "{placeholders} in {down:.1}s"
     );
     assert!(!good.placeholder);

@@ -17,8 +17,10 @@ use crate::source::SourceSpec;
 
 mod light;
 mod mqtt;
+mod v4l2;
 pub use light::{parse_hex, LightConfig, Protocol};
 pub use mqtt::{MqttConfig, Secret};
+pub use v4l2::{control_name, ControlValue, PixelFormat, V4l2Options, DEFAULT_WARMUP_FRAMES};
 
 /// Where `farmcam run` and `farmcam check` look when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/farmcam/farmcam.toml";
@@ -34,6 +36,21 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// `[[light]]` blocks.
     pub lights: Vec<LightConfig>,
+    /// `[defaults]`: what cameras found automatically get.
+    pub defaults: Defaults,
+    /// How many of `cameras` were not in the file but found (V4L2 devices, see `auto_v4l2`).
+    pub cameras_found: usize,
+}
+
+/// `[defaults]`, as cameras that are not in the file (found V4L2 cameras) need them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    pub idle_grace: Duration,
+    pub snapshot_timeout: Duration,
+    pub stall_timeout: Duration,
+    /// With no `[[camera]]` in the file, serve every V4L2 capture device found
+    /// (`auto_v4l2`, default true).
+    pub auto_v4l2: bool,
 }
 
 impl Config {
@@ -100,6 +117,8 @@ pub struct CameraConfig {
     pub light: Option<String>,
     /// `bambu://`: the printer certificate's pinned SHA-256 (None: not verified).
     pub tls_fingerprint: Option<[u8; 32]>,
+    /// `v4l2:`: pixel format, controls, warm-up frames.
+    pub v4l2: V4l2Options,
 }
 
 impl CameraConfig {
@@ -122,6 +141,7 @@ impl CameraConfig {
             snapshot_interval: None,
             light: None,
             tls_fingerprint: None,
+            v4l2: V4l2Options::new(),
         }
     }
 }
@@ -216,6 +236,7 @@ struct RawDefaults {
     idle_grace: Option<Spanned<String>>,
     snapshot_timeout: Option<Spanned<String>>,
     stall_timeout: Option<Spanned<String>>,
+    auto_v4l2: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +258,9 @@ struct RawCamera {
     light: Option<Spanned<String>>,
     tls_verify: Option<Spanned<String>>,
     tls_fingerprint: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    controls: Option<Spanned<std::collections::BTreeMap<String, ControlValue>>>,
+    warmup_frames: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,12 +524,13 @@ impl Validator<'_> {
                     None
                 }
             };
+            let is_v4l2 = matches!(source, SourceSpec::V4l2(_));
             if source_valid && !source.uses_ffmpeg() {
-                if let Some(q) = &c.quality {
+                if let (Some(q), false) = (&c.quality, is_v4l2) {
                     self.problem(
                         Some(q.span()),
                         &at("quality"),
-                        "only applies to rtsp/http/ffmpeg sources; remove it",
+                        "only applies to rtsp/http/ffmpeg and v4l2 sources; remove it",
                     );
                 }
                 if let Some(a) = &c.ffmpeg_args {
@@ -579,6 +604,28 @@ impl Validator<'_> {
                     None
                 }
             });
+            let v4l2 = self.v4l2(
+                v4l2::RawV4l2 {
+                    format: &c.format,
+                    controls: &c.controls,
+                    warmup_frames: &c.warmup_frames,
+                },
+                i,
+                source_valid.then_some(is_v4l2),
+            );
+            if let SourceSpec::V4l2(path) = &source {
+                if let Some(other) = cameras.iter().find(|o: &&Arc<CameraConfig>| o.source == source) {
+                    self.problem(
+                        Some(c.source.span()),
+                        &at("source"),
+                        &format!(
+                            "{} is already camera {:?}; a device can be opened by one camera only",
+                            path.display(),
+                            other.id
+                        ),
+                    );
+                }
+            }
             cameras.push(Arc::new(CameraConfig {
                 name: c
                     .name
@@ -607,6 +654,7 @@ impl Validator<'_> {
                 max_frame_size,
                 light,
                 tls_fingerprint,
+                v4l2,
                 snapshot_interval: self.snapshot_interval(
                     &c.snapshot_interval,
                     &at("snapshot_interval"),
@@ -627,6 +675,13 @@ impl Validator<'_> {
             ffmpeg,
             mqtt,
             lights,
+            defaults: Defaults {
+                idle_grace,
+                snapshot_timeout,
+                stall_timeout,
+                auto_v4l2: raw.defaults.auto_v4l2.unwrap_or(true),
+            },
+            cameras_found: 0,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod bambu;
 pub mod ffmpeg;
 mod test_pattern;
+pub mod v4l2;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub enum SourceSpec {
     Ffmpeg(FfmpegInput),
     /// `bambu://bblp:CODE@IP`: a Bambu P1/A1 camera, natively.
     Bambu(bambu::BambuSpec),
+    /// `v4l2:/dev/v4l/by-id/…` or `v4l2:/dev/videoN`: a USB (UVC) or other V4L2 camera.
+    V4l2(std::path::PathBuf),
 }
 
 impl SourceSpec {
@@ -41,6 +44,9 @@ impl SourceSpec {
             "test:offline" => return Ok(SourceSpec::TestOffline),
             _ => {}
         }
+        if let Some(path) = s.strip_prefix("v4l2:") {
+            return v4l2::parse(path).map(SourceSpec::V4l2);
+        }
         if let Some(bambu) = bambu::parse(s) {
             return bambu;
         }
@@ -49,8 +55,8 @@ impl SourceSpec {
         }
         Err(format!(
             "{:?} is not a source farmcam knows; use \"rtsp://HOST/PATH\", \"rtsps://…\", \"http://HOST/…\", \
-             \"bambu://bblp:CODE@IP\", \"bambu-rtsps://bblp:CODE@IP\", \"ffmpeg:-i INPUT\", \"test:\" \
-             (built-in pattern) or \"test:offline\"",
+             \"bambu://bblp:CODE@IP\", \"bambu-rtsps://bblp:CODE@IP\", \"ffmpeg:-i INPUT\", \"v4l2:/dev/v4l/by-id/…\" (USB camera), \
+             \"test:\" (built-in pattern) or \"test:offline\"",
             crate::redact::url(s)
         ))
     }
@@ -62,6 +68,7 @@ impl SourceSpec {
             SourceSpec::TestOffline => "test:offline".into(),
             SourceSpec::Ffmpeg(input) => input.redacted(),
             SourceSpec::Bambu(b) => b.redacted(),
+            SourceSpec::V4l2(path) => format!("v4l2:{}", path.display()),
         }
     }
 
@@ -107,6 +114,7 @@ pub fn build(camera: &CameraConfig) -> Arc<dyn Source> {
         SourceSpec::TestOffline => Arc::new(Offline),
         SourceSpec::Ffmpeg(input) => Arc::new(ffmpeg::FfmpegSource::new(camera, input.clone())),
         SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(camera, spec.clone())),
+        SourceSpec::V4l2(path) => Arc::new(v4l2::V4l2Source::new(camera, path.clone())),
     }
 }
 

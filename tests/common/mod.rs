@@ -16,6 +16,15 @@ use tokio::net::TcpStream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_farmcam");
 
+/// The farmcam binary the daemon tests run: `FARMCAM_BIN` if set (the V4L2 tests in the emulated
+/// guest use the release build), else the one cargo built with the tests.
+pub fn bin() -> String {
+    std::env::var("FARMCAM_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
+/// How long a camera may take to go live or show its placeholder in these tests.
+pub const LIVE_WAIT: Duration = Duration::from_secs(40);
+
 /// A running farmcam, killed (and reaped) on drop.
 pub struct Daemon {
     pub child: Child,
@@ -42,7 +51,7 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -422,4 +431,70 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+/// Whether a streamed part is a real frame (not the offline placeholder).
+pub fn is_live(p: &Part) -> bool {
+    !p.headers.contains_key("x-placeholder")
+}
+
+pub async fn open_stream(d: &Daemon, id: &str) -> Stream {
+    let s = Stream::open(
+        d.main,
+        &format!("GET /cameras/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    s
+}
+
+/// Read parts until one satisfies `pred`; panics if the stream ends or `limit` passes.
+pub async fn part_where(s: &mut Stream, limit: Duration, what: &str, pred: impl Fn(&Part) -> bool) -> Part {
+    let r = tokio::time::timeout(limit, async {
+        loop {
+            let p = s.next_part().await.expect("the viewer's stream stays open");
+            if pred(&p) {
+                return p;
+            }
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("no {what} within {limit:?}"))
+}
+
+pub async fn live_frame(s: &mut Stream) -> Part {
+    part_where(s, LIVE_WAIT, "live frame", is_live).await
+}
+
+pub async fn placeholder_frame(s: &mut Stream) -> Part {
+    part_where(s, LIVE_WAIT, "placeholder", |p| !is_live(p)).await
+}
+
+/// Offsets of the DHT segments before the scan, as (start, length including the marker).
+pub fn dht_segments(jpeg: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xff {
+        let marker = jpeg[i + 1];
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if marker == 0xc4 {
+            out.push((i, len + 2));
+        }
+        if marker == 0xda {
+            break;
+        }
+        i += 2 + len;
+    }
+    out
+}
+
+pub fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(jpeg.len());
+    let mut at = 0;
+    for (start, len) in dht_segments(jpeg) {
+        out.extend_from_slice(&jpeg[at..start]);
+        at = start + len;
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
 }

@@ -1,0 +1,324 @@
+//! `v4l2:/dev/…`: USB (UVC) and other V4L2 cameras.
+//!
+//! Each open upstream is one capture thread holding the device: V4L2 calls block, so they stay off
+//! the async runtime. The thread polls in 250 ms steps, so it notices a stop request quickly, and
+//! it releases the device (stream off, buffers unmapped, file closed) before it reports done.
+//! MJPEG frames are passed through (cut at the end marker, Huffman tables added when missing);
+//! YUYV frames are encoded here, on the capture thread. A process-wide table makes sure one device
+//! is open for one camera at a time, even if two paths (by-id and /dev/videoN) name it.
+
+mod device;
+pub mod list;
+pub mod yuyv;
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{Source, SourceError, Upstream};
+use crate::config::{CameraConfig, Size, V4l2Options};
+use crate::frame::Captured;
+use device::{Encoding, Negotiated, Ring};
+
+pub use device::{DEFAULT_FPS, DEFAULT_SIZE};
+
+/// How long opening and negotiating may take before the pump gives up on this attempt.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The capture thread checks for a stop request this often.
+const POLL: Duration = Duration::from_millis(250);
+/// How long `close` waits for the capture thread to release the device.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The path of a `v4l2:` source; the error names the fix.
+pub fn parse(path: &str) -> Result<PathBuf, String> {
+    let path = path.trim();
+    if !path.starts_with('/') {
+        return Err(format!(
+            "\"v4l2:{path}\": give the device's absolute path, e.g. \"v4l2:/dev/v4l/by-id/usb-…-video-index0\" \
+             (stable across replugs) or \"v4l2:/dev/video0\"; `farmcam devices` lists them"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+pub struct V4l2Source {
+    settings: Arc<Settings>,
+}
+
+struct Settings {
+    camera: String,
+    path: PathBuf,
+    size: Option<Size>,
+    fps: Option<u32>,
+    quality: u8,
+    options: V4l2Options,
+}
+
+impl V4l2Source {
+    pub fn new(camera: &CameraConfig, path: PathBuf) -> Self {
+        V4l2Source {
+            settings: Arc::new(Settings {
+                camera: camera.id.clone(),
+                path,
+                size: camera.size,
+                fps: camera.fps,
+                quality: camera.quality.unwrap_or(yuyv::DEFAULT_QUALITY),
+                options: camera.v4l2.clone(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for V4l2Source {
+    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (frames_tx, frames_rx) = mpsc::channel(2);
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let invalid = Arc::new(AtomicU64::new(0));
+        let capture = Capture {
+            settings: self.settings.clone(),
+            stop: stop.clone(),
+            invalid: invalid.clone(),
+            frames: frames_tx,
+            scratch: Default::default(),
+        };
+        std::thread::Builder::new()
+            .name(format!("v4l2-{}", self.settings.camera))
+            .spawn(move || {
+                // Dropped last, after everything the thread held: "the device is released".
+                let _done = done_tx;
+                capture.run(ready_tx);
+            })
+            .map_err(|e| SourceError::Open(format!("cannot start a capture thread: {e}")))?;
+        let upstream = Box::new(V4l2Upstream {
+            camera: self.settings.camera.clone(),
+            frames: frames_rx,
+            stop,
+            done: done_rx,
+            invalid,
+        });
+        let failure = match tokio::time::timeout(OPEN_TIMEOUT, ready_rx).await {
+            Ok(Ok(Ok(()))) => return Ok(upstream),
+            Ok(Ok(Err(msg))) => msg,
+            Ok(Err(_)) => "the capture thread ended while opening".to_string(),
+            Err(_) => format!(
+                "{} did not answer within {OPEN_TIMEOUT:?}",
+                self.settings.path.display()
+            ),
+        };
+        upstream.close().await;
+        Err(SourceError::Open(failure))
+    }
+}
+
+struct V4l2Upstream {
+    camera: String,
+    frames: mpsc::Receiver<Result<Captured, String>>,
+    stop: Arc<AtomicBool>,
+    done: oneshot::Receiver<()>,
+    invalid: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Upstream for V4l2Upstream {
+    async fn next_frame(&mut self) -> Result<Captured, SourceError> {
+        match self.frames.recv().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(msg)) => Err(SourceError::Failed(msg)),
+            None => Err(SourceError::Ended),
+        }
+    }
+
+    fn take_invalid(&mut self) -> u64 {
+        self.invalid.swap(0, Ordering::Relaxed)
+    }
+
+    async fn close(self: Box<Self>) {
+        let V4l2Upstream {
+            camera,
+            frames,
+            stop,
+            done,
+            ..
+        } = *self;
+        stop.store(true, Ordering::Relaxed);
+        drop(frames);
+        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
+            warn!(%camera, "the capture thread did not stop within {CLOSE_TIMEOUT:?}; the device is released when it does");
+        } else {
+            debug!(%camera, "v4l2 device released");
+        }
+    }
+}
+
+/// The capture thread's state.
+struct Capture {
+    settings: Arc<Settings>,
+    stop: Arc<AtomicBool>,
+    invalid: Arc<AtomicU64>,
+    frames: mpsc::Sender<Result<Captured, String>>,
+    /// The YUYV encoder's working buffer, kept across frames.
+    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+impl Capture {
+    fn run(self, ready: oneshot::Sender<Result<(), String>>) {
+        let mut ready = Some(ready);
+        // The v4l crate unwraps in places (a card name that is not UTF-8, a menu it cannot read):
+        // a panic here is a failed camera, never a dead daemon.
+        let result = catch_unwind(AssertUnwindSafe(|| self.capture(&mut ready)))
+            .unwrap_or_else(|_| Err("internal error in the capture thread (see the log)".to_string()));
+        if let Err(msg) = result {
+            match ready.take() {
+                Some(ready) => {
+                    let _ = ready.send(Err(msg));
+                }
+                None => {
+                    let _ = self.frames.blocking_send(Err(msg));
+                }
+            }
+        }
+    }
+
+    fn capture(&self, ready: &mut Option<oneshot::Sender<Result<(), String>>>) -> Result<(), String> {
+        let s = &*self.settings;
+        let _claim = Claim::take(&s.path, &s.camera)?;
+        let (device, negotiated) =
+            device::open(&s.path, s.options.format, s.size, s.fps, &s.options.controls)?;
+        for w in &negotiated.warnings {
+            warn!(camera = %s.camera, "{w}");
+        }
+        let mut ring = Ring::start(&device).map_err(|e| device::describe(&s.path, "start streaming", &e))?;
+        info!(
+            camera = %s.camera,
+            device = %s.path.display(),
+            format = if negotiated.encoding == Encoding::Mjpeg { "MJPEG (passed through)" } else { "YUYV (encoded)" },
+            size = %format!("{}x{}", negotiated.width, negotiated.height),
+            fps = negotiated.fps.map(|f| format!("{f:.1}")).unwrap_or_else(|| "driver default".into()),
+            "v4l2 capture started"
+        );
+        if let Some(ready) = ready.take() {
+            if ready.send(Ok(())).is_err() {
+                return Ok(()); // The pump gave up waiting.
+            }
+        }
+        let mut warmup = s.options.warmup_frames;
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(filled) = ring
+                .next(POLL)
+                .map_err(|e| device::describe(&s.path, "capture", &e))?
+            else {
+                continue;
+            };
+            let frame = if filled.error {
+                self.invalid.fetch_add(1, Ordering::Relaxed);
+                None
+            } else if warmup > 0 {
+                warmup -= 1;
+                None
+            } else if self.frames.capacity() == 0 {
+                None // The pump is behind: skip this frame rather than queue stale ones.
+            } else {
+                self.convert(ring.data(&filled), &negotiated)
+            };
+            ring.requeue(filled.index)
+                .map_err(|e| device::describe(&s.path, "capture", &e))?;
+            if let Some(frame) = frame {
+                if let Err(mpsc::error::TrySendError::Closed(_)) = self.frames.try_send(Ok(frame)) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One buffer to a JPEG frame, or `None` (counted as invalid) if it is broken.
+    fn convert(&self, data: &[u8], n: &Negotiated) -> Option<Captured> {
+        let captured_at = SystemTime::now();
+        let result = match n.encoding {
+            Encoding::Mjpeg => crate::jpeg::complete_mjpeg(data)
+                .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height))
+                .map_err(|e| e.to_string()),
+            Encoding::Yuyv { stride } => {
+                let frame = yuyv::Yuyv {
+                    data,
+                    width: n.width,
+                    height: n.height,
+                    stride,
+                };
+                if frame.is_complete() {
+                    frame
+                        .encode(self.settings.quality, &mut self.scratch.borrow_mut())
+                        .map(|jpeg| (Bytes::from(jpeg), n.width, n.height))
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err(format!("short YUYV frame ({} bytes)", data.len()))
+                }
+            }
+        };
+        match result {
+            Ok((jpeg, width, height)) => Some(Captured {
+                jpeg,
+                width,
+                height,
+                captured_at,
+            }),
+            Err(e) => {
+                debug!(camera = %self.settings.camera, "dropped a frame: {e}");
+                self.invalid.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// Which camera holds which device (by device number, so two paths to one device are one).
+static CLAIMS: Mutex<Option<HashMap<u64, String>>> = Mutex::new(None);
+
+/// A device held open by a camera; released on drop.
+struct Claim(Option<u64>);
+
+impl Claim {
+    fn take(path: &Path, camera: &str) -> Result<Claim, String> {
+        // A missing path fails at open with the right message; nothing to claim yet.
+        let Ok(rdev) = std::fs::metadata(path).map(|m| m.rdev()) else {
+            return Ok(Claim(None));
+        };
+        let mut claims = CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = claims.get_or_insert_with(HashMap::new);
+        if let Some(owner) = claims.get(&rdev) {
+            return Err(if owner == camera {
+                format!("{} is still being released", path.display())
+            } else {
+                format!(
+                    "{} is the same device as camera {owner:?} uses; a device serves one camera",
+                    path.display()
+                )
+            });
+        }
+        claims.insert(rdev, camera.to_string());
+        Ok(Claim(Some(rdev)))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(rdev) = self.0 {
+            let mut claims = CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = claims.as_mut() {
+                c.remove(&rdev);
+            }
+        }
+    }
+}
