@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths (run by hand: `cargo bench --bench hot_paths`; figures go to
-//! BENCHMARKS.md): the JPEG splitter on an ffmpeg-like stream, and JPEG encoding of camera-sized
-//! frames with jpeg-encoder (the cost of a YUYV camera or the placeholder).
+//! BENCHMARKS.md): the JPEG splitter on an ffmpeg-like stream, JPEG encoding of camera-sized
+//! frames with jpeg-encoder (the placeholder), and a YUYV camera's frames to JPEG, also with
+//! libjpeg-turbo for comparison (`cargo bench --bench hot_paths --features bench-turbojpeg`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use farmcam::jpeg::Splitter;
@@ -56,8 +57,9 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// A YUYV (4:2:2) camera frame, as cheap USB cameras deliver, to a JPEG: chroma duplicated to
-/// 4:4:4 YCbCr, then encoded 4:2:0 by jpeg-encoder (no RGB round trip).
+/// A YUYV (4:2:2) camera frame, as cheap USB cameras deliver it, to a JPEG: farmcam's path
+/// (chroma repeated to 4:4:4 YCbCr, jpeg-encoder 4:2:0), and with `--features bench-turbojpeg`
+/// libjpeg-turbo from planar 4:2:0 (the packed frame split into planes first), quality 85 both.
 fn yuyv(c: &mut Criterion) {
     let mut g = c.benchmark_group("yuyv_to_jpeg");
     for (w, h) in [(640usize, 480usize), (1280, 720)] {
@@ -74,21 +76,49 @@ fn yuyv(c: &mut Criterion) {
             .collect();
         g.throughput(Throughput::Elements(1));
         g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{w}x{h}")),
+            BenchmarkId::new("jpeg-encoder", format!("{w}x{h}")),
             &frame,
             |b, frame| {
-                let mut ycbcr = vec![0u8; w * h * 3];
+                let yuyv = farmcam::source::v4l2::yuyv::Yuyv {
+                    data: frame,
+                    width: w as u32,
+                    height: h as u32,
+                    stride: (w * 2) as u32,
+                };
+                let mut scratch = Vec::new();
+                b.iter(|| yuyv.encode(85, &mut scratch).unwrap())
+            },
+        );
+        #[cfg(feature = "bench-turbojpeg")]
+        g.bench_with_input(
+            BenchmarkId::new("turbojpeg", format!("{w}x{h}")),
+            &frame,
+            |b, frame| {
+                let mut compressor = turbojpeg::Compressor::new().unwrap();
+                compressor.set_quality(85).unwrap();
+                let mut planes = vec![0u8; w * h * 3 / 2];
                 b.iter(|| {
-                    for (px, out) in frame.chunks_exact(4).zip(ycbcr.chunks_exact_mut(6)) {
-                        let (y0, u, y1, v) = (px[0], px[1], px[2], px[3]);
-                        out.copy_from_slice(&[y0, u, v, y1, u, v]);
+                    let (luma, chroma) = planes.split_at_mut(w * h);
+                    let (cb, cr) = chroma.split_at_mut(w * h / 4);
+                    for (y, line) in frame.chunks_exact(w * 2).enumerate() {
+                        for (x, px) in line.chunks_exact(4).enumerate() {
+                            luma[y * w + 2 * x] = px[0];
+                            luma[y * w + 2 * x + 1] = px[2];
+                            if y % 2 == 0 {
+                                cb[(y / 2) * (w / 2) + x] = px[1];
+                                cr[(y / 2) * (w / 2) + x] = px[3];
+                            }
+                        }
                     }
-                    let mut jpeg = Vec::with_capacity(w * h / 4);
-                    let mut e = jpeg_encoder::Encoder::new(&mut jpeg, 80);
-                    e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-                    e.encode(&ycbcr, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr)
-                        .unwrap();
-                    jpeg
+                    compressor
+                        .compress_yuv_to_vec(turbojpeg::YuvImage {
+                            pixels: &planes[..],
+                            width: w,
+                            align: 1,
+                            height: h,
+                            subsamp: turbojpeg::Subsamp::Sub2x2,
+                        })
+                        .unwrap()
                 })
             },
         );

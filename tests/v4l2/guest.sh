@@ -6,7 +6,8 @@
 # This machine's kernel has no modules, so the V4L2 tests run under Debian's own kernel in a qemu
 # guest (software emulation; no KVM needed). The guest sees the host's / read-only over virtio-9p,
 # so the freshly built farmcam and its test binaries run inside unchanged, at the same paths, with
-# writable tmpfs on /tmp, /run and /var/tmp. Before COMMAND runs, the guest loads:
+# writable tmpfs on /tmp, /run and /var/tmp (except one that holds this checkout), and
+# TMPDIR=/dev/shm. Before COMMAND runs, the guest loads:
 #
 #   vivid         /dev/video0   a webcam-like capture device with raw formats (YUYV, NV12, ...)
 #   v4l2loopback  /dev/video10  an empty loopback device (exclusive_caps=1): the tests feed it
@@ -81,7 +82,11 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
-for d in /tmp /run /var/tmp; do mount -t tmpfs tmp "/host$d"; done
+# Writable scratch space. A checkout under /tmp (a CI clone) must stay visible: then /tmp is
+# left as the host's (read-only) and TMPDIR points at /dev/shm.
+for d in /tmp /run /var/tmp; do
+    grep -q "farmcam.keep=$d" /proc/cmdline || mount -t tmpfs tmp "/host$d"
+done
 ip link set lo up
 cmd="$(sed -n 's/.*farmcam.run=\([^ ]*\).*/\1/p' /proc/cmdline)"
 chroot /host /bin/sh "$cmd"
@@ -99,7 +104,7 @@ run="$work/run-$$.sh"
 trap 'rm -f "$run"' EXIT INT TERM
 {
     echo "#!/bin/sh"
-    echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp"
+    echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/dev/shm TMPDIR=/dev/shm"
     env | grep -E '^(RUST_LOG|RUST_BACKTRACE|FARMCAM_[A-Z_]*|NEXTEST_[A-Z_]*)=' | while IFS= read -r kv; do
         printf 'export %s=%s\n' "${kv%%=*}" "$(printf '%s' "${kv#*=}" | sed "s/'/'\\\\''/g; s/^/'/; s/\$/'/")"
     done
@@ -117,13 +122,21 @@ EOF
     fi
 } >"$run"
 
+# Directories the guest must see as they are on the host: this checkout and its target dir.
+keep=""
+for d in /tmp /run /var/tmp; do
+    case "$work/ $(pwd)/" in
+        "$d"/* | *" $d"/*) keep="$keep farmcam.keep=$d" ;;
+    esac
+done
+
 log="$work/console-$$.log"
 status=0
 timeout "${FARMCAM_GUEST_TIMEOUT:-1800}" qemu-system-x86_64 \
     -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "/boot/vmlinuz-$kver" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 loglevel=4 farmcam.run=$run" \
+    -append "console=ttyS0 panic=-1 loglevel=4 farmcam.run=$run$keep" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     </dev/null | tee "$log" || status=$?
 code="$(grep -ao 'FARMCAM_GUEST_EXIT=[0-9]*' "$log" | tail -n 1 | cut -d= -f2)"
