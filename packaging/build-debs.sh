@@ -25,28 +25,29 @@ need_apt() {
 
 command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 
+# A cross build: Rust target, GNU triple (compiler prefix and sysroot), Debian cross packages.
+cross_deb() {
+    target=$1 triple=$2
+    shift 2
+    need_apt "gcc-$triple" "$@" libclang-dev
+    rustup target add "$target"
+    t=$(echo "$target" | tr - _)
+    T=$(echo "$t" | tr '[:lower:]' '[:upper:]')
+    # bindgen (the v4l crate's V4L2 bindings) reads the target's kernel headers from the sysroot.
+    env "BINDGEN_EXTRA_CLANG_ARGS_$t=--sysroot=/usr/$triple" \
+        "CARGO_TARGET_${T}_LINKER=$triple-gcc" \
+        "CC_$t=$triple-gcc" \
+        cargo deb --target "$target"
+}
+
 for arch in $ARCHS; do
     case "$arch" in
         amd64)
             need_apt libclang-dev
             cargo deb
             ;;
-        arm64)
-            need_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev
-            rustup target add aarch64-unknown-linux-gnu
-            BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu" \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-            CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-                cargo deb --target aarch64-unknown-linux-gnu
-            ;;
-        armhf)
-            need_apt gcc-arm-linux-gnueabihf libc6-dev-armhf-cross libclang-dev
-            rustup target add armv7-unknown-linux-gnueabihf
-            BINDGEN_EXTRA_CLANG_ARGS_armv7_unknown_linux_gnueabihf="--sysroot=/usr/arm-linux-gnueabihf" \
-            CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
-            CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc \
-                cargo deb --target armv7-unknown-linux-gnueabihf
-            ;;
+        arm64) cross_deb aarch64-unknown-linux-gnu aarch64-linux-gnu libc6-dev-arm64-cross ;;
+        armhf) cross_deb armv7-unknown-linux-gnueabihf arm-linux-gnueabihf libc6-dev-armhf-cross ;;
         *)
             echo "build-debs.sh: unknown architecture $arch (amd64, arm64, armhf)" >&2
             exit 2

@@ -169,40 +169,24 @@ async fn farmcam_devices_lists_both_cameras_with_a_working_camera_block() {
     let out = wait_loopback_ready().await;
     unplug_by_id();
     println!("{out}");
-    // vivid: raw formats, its sizes and rates, its controls; no by-id (not USB).
-    assert!(
-        out.contains("/dev/video0: vivid (driver vivid, platform:vivid-000)"),
-        "{out}"
-    );
-    assert!(out.contains("  YUYV (YUYV 4:2:2):"), "{out}");
-    assert!(
-        out.contains("    640x480 @ 1, 2, 4, 5, 10, 12.50, 15, 25 fps"),
-        "{out}"
-    );
-    assert!(out.contains("    brightness 0..=255 (default 128)"), "{out}");
-    assert!(
-        out.contains("by-id: none (not a USB camera, or no udev): /dev/video0 may change"),
-        "{out}"
-    );
-    assert!(
-        out.contains("source = \"v4l2:/dev/video0\"\n  format = \"yuyv\""),
-        "{out}"
-    );
-    assert!(out.contains("size = \"1280x720\""), "{out}");
-    // The loopback camera: MJPEG, found under its by-id name, which the block uses.
-    assert!(
-        out.contains("/dev/video10: farmcam loopback (driver v4l2 loopback"),
-        "{out}"
-    );
-    assert!(
-        out.contains("  MJPG (Motion-JPEG):\n    640x480 @ 30 fps"),
-        "{out}"
-    );
-    assert!(out.contains(&format!("by-id: {BY_ID}")), "{out}");
-    assert!(
-        out.contains(&format!("source = \"v4l2:{BY_ID}\"\n  format = \"mjpeg\"")),
-        "{out}"
-    );
+    let expected = [
+        // vivid: raw formats, its sizes and rates, its controls; no by-id (not USB).
+        "/dev/video0: vivid (driver vivid, platform:vivid-000)".to_string(),
+        "  YUYV (YUYV 4:2:2):".into(),
+        "    640x480 @ 1, 2, 4, 5, 10, 12.50, 15, 25 fps".into(),
+        "    brightness 0..=255 (default 128)".into(),
+        "by-id: none (not a USB camera, or no udev): /dev/video0 may change".into(),
+        "source = \"v4l2:/dev/video0\"\n  format = \"yuyv\"".into(),
+        "size = \"1280x720\"".into(),
+        // The loopback camera: MJPEG, found under its by-id name, which the block uses.
+        "/dev/video10: farmcam loopback (driver v4l2 loopback".into(),
+        "  MJPG (Motion-JPEG):\n    640x480 @ 30 fps".into(),
+        format!("by-id: {BY_ID}"),
+        format!("source = \"v4l2:{BY_ID}\"\n  format = \"mjpeg\""),
+    ];
+    for want in &expected {
+        assert!(out.contains(want.as_str()), "missing {want:?} in:\n{out}");
+    }
 
     // The printed blocks are a valid configuration as they stand.
     let blocks: String = out

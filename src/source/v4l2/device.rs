@@ -177,7 +177,7 @@ pub fn open(
     ))
 }
 
-fn choose_format(want: PixelFormat, offered: &[FourCC]) -> Option<FourCC> {
+pub fn choose_format(want: PixelFormat, offered: &[FourCC]) -> Option<FourCC> {
     let has = |f: FourCC| offered.contains(&f).then_some(f);
     match want {
         PixelFormat::Auto => has(mjpg()).or_else(|| has(yuyv())),
@@ -187,15 +187,8 @@ fn choose_format(want: PixelFormat, offered: &[FourCC]) -> Option<FourCC> {
 }
 
 /// 1280x720 if offered; else the largest offered size below it; else the smallest offered.
-fn default_size(sizes: Vec<FrameSize>) -> Size {
-    let mut all: Vec<Size> = sizes
-        .into_iter()
-        .flat_map(|s| s.size.to_discrete())
-        .map(|d| Size {
-            width: d.width,
-            height: d.height,
-        })
-        .collect();
+pub fn preferred_size(offered: impl IntoIterator<Item = Size>) -> Option<Size> {
+    let mut all: Vec<Size> = offered.into_iter().collect();
     all.sort_by_key(|s| s.width * s.height);
     let limit = DEFAULT_SIZE.width * DEFAULT_SIZE.height;
     all.iter()
@@ -203,7 +196,19 @@ fn default_size(sizes: Vec<FrameSize>) -> Size {
         .find(|s| s.width * s.height <= limit)
         .or(all.first())
         .copied()
-        .unwrap_or(DEFAULT_SIZE)
+}
+
+fn default_size(sizes: Vec<FrameSize>) -> Size {
+    preferred_size(
+        sizes
+            .into_iter()
+            .flat_map(|s| s.size.to_discrete())
+            .map(|d| Size {
+                width: d.width,
+                height: d.height,
+            }),
+    )
+    .unwrap_or(DEFAULT_SIZE)
 }
 
 /// Set each control by its `v4l2-ctl` name; what fails becomes a warning (the camera still runs).

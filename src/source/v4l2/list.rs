@@ -12,8 +12,8 @@ use v4l::framesize::FrameSizeEnum;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use super::device::{mjpg, settable, yuyv, DEFAULT_FPS, DEFAULT_SIZE};
-use crate::config::{control_name, CameraConfig, Config};
+use super::device::{choose_format, mjpg, preferred_size, settable, DEFAULT_FPS};
+use crate::config::{control_name, CameraConfig, Config, PixelFormat, Size};
 use crate::source::SourceSpec;
 
 /// One capture device as `farmcam devices` shows it.
@@ -168,27 +168,22 @@ type Pick = (u32, u32, Option<f64>);
 impl Found {
     /// The format, size and rate farmcam would pick (MJPEG first; 1280x720 or the largest below).
     fn pick(&self) -> Option<(&FormatInfo, Option<Pick>)> {
-        let f = self
-            .formats
-            .iter()
-            .find(|f| f.fourcc == mjpg())
-            .or_else(|| self.formats.iter().find(|f| f.fourcc == yuyv()))?;
-        let limit = DEFAULT_SIZE.width * DEFAULT_SIZE.height;
-        let mut sizes: Vec<&(u32, u32, Vec<f64>)> = f.sizes.iter().collect();
-        sizes.sort_by_key(|(w, h, _)| w * h);
-        let size = sizes
-            .iter()
-            .rev()
-            .find(|(w, h, _)| w * h <= limit)
-            .or(sizes.first())
-            .map(|(w, h, rates)| {
-                let best = rates
-                    .iter()
-                    .copied()
-                    .filter(|r| *r <= DEFAULT_FPS as f64 + 0.01)
-                    .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
-                (*w, *h, best)
-            });
+        let offered: Vec<FourCC> = self.formats.iter().map(|f| f.fourcc).collect();
+        let fourcc = choose_format(PixelFormat::Auto, &offered)?;
+        let f = self.formats.iter().find(|f| f.fourcc == fourcc)?;
+        let size = preferred_size(f.sizes.iter().map(|(width, height, _)| Size {
+            width: *width,
+            height: *height,
+        }))
+        .and_then(|s| f.sizes.iter().find(|(w, h, _)| (*w, *h) == (s.width, s.height)))
+        .map(|(w, h, rates)| {
+            let best = rates
+                .iter()
+                .copied()
+                .filter(|r| *r <= DEFAULT_FPS as f64 + 0.01)
+                .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
+            (*w, *h, best)
+        });
         Some((f, size))
     }
 
@@ -287,7 +282,12 @@ pub fn report(dev: &Path) -> (String, usize) {
                 );
             }
         }
-        for f in &d.formats {
+        // In detail only what farmcam reads; the rest in one line.
+        let (usable, other): (Vec<&FormatInfo>, Vec<&FormatInfo>) = d
+            .formats
+            .iter()
+            .partition(|f| choose_format(PixelFormat::Auto, &[f.fourcc]).is_some());
+        for f in usable {
             let _ = writeln!(out, "  {} ({}):", f.fourcc, f.description);
             for (w, h, rates) in &f.sizes {
                 let rates: Vec<String> = rates.iter().map(|r| format_rate(*r)).collect();
@@ -304,6 +304,18 @@ pub fn report(dev: &Path) -> (String, usize) {
             if let Some(range) = &f.range {
                 let _ = writeln!(out, "    any size from {range}");
             }
+        }
+        if !other.is_empty() {
+            let names: Vec<String> = other
+                .iter()
+                .map(|f| f.fourcc.to_string().trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  also {} (farmcam reads MJPG and YUYV only)",
+                names.join(", ")
+            );
         }
         if !d.controls.is_empty() {
             let _ = writeln!(out, "  controls (set with controls = {{ name = value }}):");

@@ -11,7 +11,7 @@ mod device;
 pub mod list;
 pub mod yuyv;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ impl Source for V4l2Source {
             stop: stop.clone(),
             invalid: invalid.clone(),
             frames: frames_tx,
-            scratch: Default::default(),
+            scratch: Vec::new(),
         };
         std::thread::Builder::new()
             .name(format!("v4l2-{}", self.settings.camera))
@@ -169,11 +169,11 @@ struct Capture {
     invalid: Arc<AtomicU64>,
     frames: mpsc::Sender<Result<Captured, String>>,
     /// The YUYV encoder's working buffer, kept across frames.
-    scratch: std::cell::RefCell<Vec<u8>>,
+    scratch: Vec<u8>,
 }
 
 impl Capture {
-    fn run(self, ready: oneshot::Sender<Result<(), String>>) {
+    fn run(mut self, ready: oneshot::Sender<Result<(), String>>) {
         let mut ready = Some(ready);
         // The v4l crate unwraps in places (a card name that is not UTF-8, a menu it cannot read):
         // a panic here is a failed camera, never a dead daemon.
@@ -191,8 +191,9 @@ impl Capture {
         }
     }
 
-    fn capture(&self, ready: &mut Option<oneshot::Sender<Result<(), String>>>) -> Result<(), String> {
-        let s = &*self.settings;
+    fn capture(&mut self, ready: &mut Option<oneshot::Sender<Result<(), String>>>) -> Result<(), String> {
+        let settings = self.settings.clone();
+        let s = &*settings;
         let _claim = Claim::take(&s.path, &s.camera)?;
         let (device, negotiated) =
             device::open(&s.path, s.options.format, s.size, s.fps, &s.options.controls)?;
@@ -244,7 +245,7 @@ impl Capture {
     }
 
     /// One buffer to a JPEG frame, or `None` (counted as invalid) if it is broken.
-    fn convert(&self, data: &[u8], n: &Negotiated) -> Option<Captured> {
+    fn convert(&mut self, data: &[u8], n: &Negotiated) -> Option<Captured> {
         let captured_at = SystemTime::now();
         let result = match n.encoding {
             Encoding::Mjpeg => crate::jpeg::complete_mjpeg(data)
@@ -259,7 +260,7 @@ impl Capture {
                 };
                 if frame.is_complete() {
                     frame
-                        .encode(self.settings.quality, &mut self.scratch.borrow_mut())
+                        .encode(self.settings.quality, &mut self.scratch)
                         .map(|jpeg| (Bytes::from(jpeg), n.width, n.height))
                         .map_err(|e| e.to_string())
                 } else {
@@ -284,7 +285,7 @@ impl Capture {
 }
 
 /// Which camera holds which device (by device number, so two paths to one device are one).
-static CLAIMS: Mutex<Option<HashMap<u64, String>>> = Mutex::new(None);
+static CLAIMS: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
 
 /// A device held open by a camera; released on drop.
 struct Claim(Option<u64>);
@@ -296,7 +297,6 @@ impl Claim {
             return Ok(Claim(None));
         };
         let mut claims = CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
-        let claims = claims.get_or_insert_with(HashMap::new);
         if let Some(owner) = claims.get(&rdev) {
             return Err(if owner == camera {
                 format!("{} is still being released", path.display())
@@ -315,10 +315,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if let Some(rdev) = self.0 {
-            let mut claims = CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = claims.as_mut() {
-                c.remove(&rdev);
-            }
+            CLAIMS.lock().unwrap_or_else(|p| p.into_inner()).remove(&rdev);
         }
     }
 }
