@@ -430,6 +430,39 @@ async fn truncated_frames_are_dropped_and_counted() {
     assert!(captured >= 12, "{c}");
 }
 
+/// JPEG is full range (0..255); H.264 cameras mostly send video range (16..235), some full. A
+/// dark gray comes out the same gray either way: converted when the stream is video range, left
+/// alone when it is full range (the decoder reports which).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_range_and_full_range_cameras_both_give_true_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cameras = String::new();
+    for (id, fmt) in [("video", "yuv420p"), ("full", "yuvj420p")] {
+        let file = dir.path().join(format!("{id}.ts"));
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+            .arg("color=c=0x282828:size=160x120:rate=10")
+            .args(["-t", "2", "-c:v", "libx264", "-pix_fmt", fmt, "-f", "mpegts"])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        cameras += &format!(
+            "[[camera]]\nid = \"{id}\"\nquality = 100\n\
+             source = \"ffmpeg:-re -stream_loop -1 -i {}\"\n",
+            file.display()
+        );
+    }
+    let d = Daemon::start(&config("", &cameras));
+    for id in ["video", "full"] {
+        let mut s = open_stream(&d, id).await;
+        let p = live_frame(&mut s).await;
+        let rgb = jpeg_decoder::Decoder::new(&p.jpeg[..]).decode().unwrap();
+        let mean = rgb.iter().map(|&v| v as f64).sum::<f64>() / rgb.len() as f64;
+        assert!((mean - 40.0).abs() <= 3.0, "{id}: gray 40 came out as {mean:.1}");
+    }
+}
+
 /// The escape hatch: `ffmpeg:` with the user's own input arguments; `size` and `fps` still apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_ffmpeg_arguments_are_a_source() {

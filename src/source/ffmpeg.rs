@@ -143,6 +143,9 @@ pub struct Probe {
     /// The RTSP socket I/O timeout option (microseconds): `-timeout` on ffmpeg 5 and later,
     /// `-stimeout` on 4.x (where `-timeout` means "listen for a connection"), or none.
     pub rtsp_timeout_option: Option<&'static str>,
+    /// Whether the `zscale` filter (libzimg) is built in: the cheap way to convert video-range
+    /// frames to the full range JPEG needs (see [`Plan::args`]).
+    pub zscale: bool,
 }
 
 /// Successful probes, per ffmpeg path, for the life of the process.
@@ -156,6 +159,7 @@ pub async fn probe(program: &Path) -> Result<Probe, String> {
     }
     let version = run_probe(program, &["-hide_banner", "-version"]).await?;
     let rtsp_help = run_probe(program, &["-hide_banner", "-h", "demuxer=rtsp"]).await?;
+    let filters = run_probe(program, &["-hide_banner", "-filters"]).await?;
     let probe = Probe {
         version: version
             .lines()
@@ -167,6 +171,7 @@ pub async fn probe(program: &Path) -> Result<Probe, String> {
             .trim()
             .to_string(),
         rtsp_timeout_option: rtsp_timeout_option(&rtsp_help),
+        zscale: has_filter(&filters, "zscale"),
     };
     PROBES
         .lock()
@@ -206,6 +211,11 @@ async fn run_probe(program: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Whether `ffmpeg -filters` lists `name` (lines look like " .SC zscale   V->V   Apply ...").
+fn has_filter(list: &str, name: &str) -> bool {
+    list.lines().any(|l| l.split_whitespace().nth(1) == Some(name))
+}
+
 /// Pick the RTSP socket-timeout option from `ffmpeg -h demuxer=rtsp`.
 fn rtsp_timeout_option(help: &str) -> Option<&'static str> {
     let option_line = |name: &str| {
@@ -242,6 +252,8 @@ pub struct Plan<'a> {
     /// Socket I/O timeout; the pump's stall timeout acts first, this is ffmpeg's own backstop.
     pub io_timeout: Duration,
     pub rtsp_timeout_option: Option<&'static str>,
+    /// Convert to full range with `zscale` (see [`Probe::zscale`]).
+    pub zscale: bool,
     /// Copy MJPEG input through (`-c:v copy`) instead of decoding and encoding it.
     pub copy: bool,
 }
@@ -291,8 +303,15 @@ impl Plan<'_> {
             if let Some(fps) = self.fps {
                 filters.push(format!("fps={fps}"));
             }
+            // JPEG wants full-range YUV; H.264 cameras mostly send video range (16..235).
+            // Letting `-pix_fmt yuvj420p` convert it runs swscale's generic scaler on every
+            // frame: a third of ffmpeg's instructions for 720p (BENCHMARKS.md). zscale does the
+            // same conversion for a fraction, and passes full-range input through. When scaling
+            // anyway, the scaler converts the range in the same pass.
             if let Some(s) = self.size {
-                filters.push(format!("scale={}:{}", s.width, s.height));
+                filters.push(format!("scale={}:{}:out_range=full", s.width, s.height));
+            } else if self.zscale {
+                filters.push("zscale=r=full".to_string());
             }
             if !filters.is_empty() {
                 a.extend(["-vf".to_string(), filters.join(",")]);
@@ -386,6 +405,7 @@ impl Source for FfmpegSource {
             extra_input_args: &self.extra_input_args,
             io_timeout: self.io_timeout,
             rtsp_timeout_option: probe.rtsp_timeout_option,
+            zscale: probe.zscale,
             copy,
         }
         .args();
@@ -748,6 +768,7 @@ mod tests {
             extra_input_args: &[],
             io_timeout: Duration::from_secs(15),
             rtsp_timeout_option: Some("-timeout"),
+            zscale: false,
             copy: false,
         }
     }
@@ -833,7 +854,26 @@ mod tests {
             ..plan(&input)
         };
         let a = p.args().join(" ");
-        assert!(a.contains("-vf fps=5,scale=640:360 -c:v mjpeg -q:v 2 "), "{a}");
+        assert!(
+            a.contains("-vf fps=5,scale=640:360:out_range=full -c:v mjpeg -q:v 2 -pix_fmt yuvj420p"),
+            "{a}"
+        );
+        // Without scaling, zscale converts the range when the ffmpeg has it.
+        let z = Plan {
+            zscale: true,
+            ..plan(&input)
+        };
+        assert!(z.args().join(" ").contains("-vf zscale=r=full -c:v mjpeg"));
+        assert!(!plan(&input).args().join(" ").contains("-vf"));
+    }
+
+    #[test]
+    fn filters_are_found_in_the_filter_list() {
+        let list = " T.. zoompan           V->V       Apply Zoom & Pan effect.\n \
+                    .SC zscale            V->V       Apply resizing, colorspace and bit depth conversion.";
+        assert!(has_filter(list, "zscale"));
+        assert!(!has_filter(list, "zoom"));
+        assert!(!has_filter("zscale is mentioned in prose", "zscale"));
     }
 
     #[test]
