@@ -1,11 +1,27 @@
 //! Micro-benchmarks of the hot paths (run by hand: `cargo bench --bench hot_paths`; figures go to
-//! BENCHMARKS.md): the JPEG splitter on an ffmpeg-like stream, JPEG encoding of camera-sized
+//! BENCHMARKS.md): one frame fanned out by the pump to 1/10/100 consumers, the JPEG splitter on
+//! an ffmpeg-like stream, JPEG encoding of camera-sized
 //! frames with jpeg-encoder (the placeholder), and a YUYV camera's frames to JPEG, also with
 //! libjpeg-turbo for comparison (`cargo bench --bench hot_paths --features bench-turbojpeg`).
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use farmcam::config::CameraConfig;
+use farmcam::events::EventBus;
+use farmcam::frame::Captured;
 use farmcam::jpeg::Splitter;
+use farmcam::pump::ConsumerKind;
+use farmcam::registry::Camera;
 use farmcam::render::Canvas;
+use farmcam::source::{Source, SourceError, SourceSpec, Upstream};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A camera-like picture: smooth gradients plus some detail.
 fn picture(w: u32, h: u32) -> Canvas {
@@ -20,6 +36,103 @@ fn picture(w: u32, h: u32) -> Canvas {
     }
     c.text(20, 20, 4, "farmcam 12:34:56", [255, 255, 255]);
     c
+}
+
+/// A source fed by the benchmark: each frame sent on the channel is one captured frame.
+struct Fed(Mutex<Option<mpsc::Receiver<Captured>>>);
+
+struct FedUp(mpsc::Receiver<Captured>);
+
+#[async_trait]
+impl Source for Fed {
+    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+        let rx = self.0.lock().unwrap().take();
+        rx.map(|rx| Box::new(FedUp(rx)) as Box<dyn Upstream>)
+            .ok_or_else(|| SourceError::Open("opened twice".into()))
+    }
+}
+
+#[async_trait]
+impl Upstream for FedUp {
+    async fn next_frame(&mut self) -> Result<Captured, SourceError> {
+        self.0.recv().await.ok_or(SourceError::Ended)
+    }
+}
+
+/// One captured frame through the pump to N consumers (each its own task, as HTTP viewers are),
+/// timed until the last consumer has it: the per-frame cost of sharing a camera.
+fn fanout(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let jpeg = Bytes::from(picture(1280, 720).encode(false));
+    let mut g = c.benchmark_group("fanout");
+    for n in [1usize, 10, 100] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let (tx, rx) = mpsc::channel(1);
+                    let shutdown = CancellationToken::new();
+                    let tracker = TaskTracker::new();
+                    let mut config = CameraConfig::new("bench", SourceSpec::TestPattern);
+                    config.idle_grace = Duration::ZERO;
+                    let camera = Camera::with_source(
+                        Arc::new(config),
+                        Arc::new(Fed(Mutex::new(Some(rx)))),
+                        Arc::new(EventBus::default()),
+                        None,
+                        &shutdown,
+                        tracker.clone(),
+                    );
+                    let received = Arc::new(AtomicUsize::new(0));
+                    let all = Arc::new(Notify::new());
+                    let consumers: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut sub = camera.subscribe(ConsumerKind::Viewer);
+                            let (received, all) = (received.clone(), all.clone());
+                            tokio::spawn(async move {
+                                while let Some(f) = sub.next().await {
+                                    if f.placeholder {
+                                        continue;
+                                    }
+                                    std::hint::black_box(f.jpeg.clone());
+                                    if received.fetch_add(1, SeqCst) + 1 == n {
+                                        all.notify_one();
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        received.store(0, SeqCst);
+                        tx.send(Captured {
+                            jpeg: jpeg.clone(),
+                            width: 1280,
+                            height: 720,
+                            captured_at: SystemTime::now(),
+                        })
+                        .await
+                        .unwrap();
+                        all.notified().await;
+                    }
+                    let took = start.elapsed();
+                    camera.kill();
+                    for c in consumers {
+                        c.await.unwrap();
+                    }
+                    shutdown.cancel();
+                    tracker.close();
+                    tracker.wait().await;
+                    took
+                })
+            })
+        });
+    }
+    g.finish();
 }
 
 fn splitter(c: &mut Criterion) {
@@ -126,5 +239,5 @@ fn yuyv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, splitter, encode, yuyv);
+criterion_group!(benches, fanout, splitter, encode, yuyv);
 criterion_main!(benches);
