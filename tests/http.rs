@@ -370,6 +370,38 @@ async fn connection_cap_answers_503() {
     }
 }
 
+/// A service starts with 1024 open files at most (soft limit): farmcam raises its own limit so
+/// `max_connections` viewers really fit, and says so when the hard limit does not allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_file_limit_is_raised_to_fit_max_connections() {
+    let d = Daemon::start_with_nofile(&config("max_connections = 1000", CAM), 256, 4096);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["1128", "4096"],
+        "{line}"
+    );
+    // More viewers than the limit farmcam was started with.
+    let mut viewers = Vec::new();
+    for _ in 0..400 {
+        viewers.push(Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    }
+    for v in viewers.iter_mut() {
+        v.next_part().await.expect("every viewer gets frames");
+    }
+    assert_eq!(d.camera("cam").await["viewers"].as_u64(), Some(400));
+    assert!(!d.log_text().contains("LimitNOFILE"), "{}", d.log_text());
+
+    let low = Daemon::start_with_nofile(&config("max_connections = 1000", CAM), 256, 300);
+    assert!(
+        low.log_text()
+            .contains("http.max_connections = 1000 needs about 1128 open files but the limit is 300"),
+        "{}",
+        low.log_text()
+    );
+}
+
 #[tokio::test]
 async fn silent_clients_are_dropped_after_the_header_timeout() {
     let d = Daemon::start(&config("header_read_timeout = \"1s\"", CAM));

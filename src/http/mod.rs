@@ -128,6 +128,7 @@ impl Server {
         mqtt: Option<Arc<crate::mqtt::Mqtt>>,
         shutdown: CancellationToken,
     ) -> Server {
+        ensure_fd_limit(config.http.max_connections);
         let ctx = Arc::new(Ctx {
             registry,
             mqtt,
@@ -149,6 +150,39 @@ impl Server {
     pub async fn wait(&self, limit: Duration) -> bool {
         self.ctx.tracker.close();
         timeout(limit, self.ctx.tracker.wait()).await.is_ok()
+    }
+}
+
+/// Open files needed besides the connections: listeners, cameras, ffmpeg pipes, MQTT, journald.
+const FD_RESERVE: u64 = 128;
+
+/// Raise the soft open-file limit (1024 by default, also under systemd) towards the hard one so
+/// that `max_connections` viewers fit; warn once when even the hard limit is too low.
+fn ensure_fd_limit(max_connections: usize) {
+    let want = max_connections as u64 + FD_RESERVE;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        lim.rlim_cur = raised.rlim_cur;
+    }
+    if lim.rlim_cur < want {
+        warn!(
+            "http.max_connections = {max_connections} needs about {want} open files but the limit is {}: \
+             lower max_connections or raise LimitNOFILE in the systemd unit",
+            lim.rlim_cur
+        );
+    } else {
+        debug!("open-file limit raised to {}", lim.rlim_cur);
     }
 }
 

@@ -48,10 +48,36 @@ impl Daemon {
 
     /// Start with extra environment variables (`RUST_LOG` defaults to "info").
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(config, env, |_| {})
+    }
+
+    /// Start with the open-file limit (soft, hard) set as a service manager would.
+    pub fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        Self::start_with(config, &[], |cmd| {
+            // SAFETY: only setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn start_with(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        prepare(&mut cmd);
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
