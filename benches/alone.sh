@@ -2,7 +2,8 @@
 # farmcam alone, with test-pattern cameras (no hardware) and `farmcam bench` as the load, on
 # this machine (the load generator shares its cores). Run by hand, not in CI; prints Markdown
 # tables for BENCHMARKS.md:
-#   benches/alone.sh [SECONDS] [RUNS]        (default 10 s, 3 runs; about 10 minutes)
+#   benches/alone.sh [SECONDS] [RUNS] [PARTS...]   (default 10 s, 3 runs, all parts; ~6 minutes)
+# PARTS: idle viewers cameras stalled
 # 1. idle: the demo config, no viewers, no MQTT: pumps running, CPU per 10 s (from schedstat, ns);
 # 2. one 1280x720@30 camera with 1/10/100/200 viewers: CPU, CPU per delivered frame, latency
 #    (capture to receive, from X-Timestamp), fps per viewer, RSS; medians of RUNS runs;
@@ -13,6 +14,9 @@ set -eu
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 RUNS=${2:-3}
+shift 2 || true
+PARTS=${*:-idle viewers cameras stalled}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 BIN=$PWD/target/release/farmcam
 cargo build --release --bin farmcam
 # 1000+ sockets in the load generator (farmcam raises its own limit to fit max_connections).
@@ -36,6 +40,7 @@ ticks() { awk '{print $14+$15}' "/proc/$PID/stat"; }
 rss_mb() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$PID/status"; }
 cpu_pct() { python3 -c "print(f'{($2-$1)/100/($4-$3)*100:.1f}')" "$@"; }
 
+if part idle; then
 echo "## idle"
 "$BIN" run --config config/farmcam.toml 2>/dev/null &
 PID=$!
@@ -51,7 +56,9 @@ echo "| cameras | pumps running | CPU per 10 s | RSS |"
 echo "| --- | --- | --- | --- |"
 echo "| 2 (demo config) | $pumps | $(python3 -c "print(f'{($n1-$n0)/3/1e6:.2f} ms')") | $(rss_mb) MB |"
 stop
+fi
 
+if part viewers; then
 echo "## viewers on one camera"
 start 1
 "$BIN" bench http://127.0.0.1:8090/cameras/cam1/stream --viewers 1 --duration 2s >/dev/null 2>&1
@@ -83,7 +90,9 @@ for n in (1, 10, 100, 200):
           f"{sum(r['invalid'] for r in rows)} / {sum(r['errors'] for r in rows)} |")
 print(f"| ({cpus} cores, medians of {len(rows)} runs) | | | | | | | |")
 EOF
+fi
 
+if part cameras; then
 echo "## 8 cameras, 200 viewers"
 start 8
 for i in $(seq 8); do
@@ -95,15 +104,17 @@ sleep "$SECS"
 c1=$(ticks); t1=$(date +%s.%N)
 rss=$(rss_mb)
 wait $(jobs -p | grep -v "^$PID$") 2>/dev/null || true
-fps=$(cat "$DIR"/m* | python3 -c "
-import json,sys
-rs=[json.loads(l) for l in sys.stdin if l.strip()]
+fps=$(python3 -c "
+import glob,json
+rs=[json.load(open(f)) for f in sorted(glob.glob('$DIR/m*'))]
 print(f\"{min(r['fps_min'] for r in rs):.1f} / {sorted(r['fps_median'] for r in rs)[len(rs)//2]:.1f}\")")
 echo "| cameras | viewers | farmcam CPU | RSS | fps per viewer min / median |"
 echo "| --- | --- | --- | --- | --- |"
 echo "| 8 × 1280x720@30 | 200 | $(cpu_pct "$c0" "$c1" "$t0" "$t1") % | $rss MB | $fps |"
 stop
+fi
 
+if part stalled; then
 echo "## 1000 stalled viewers and 10 fast ones"
 start 1
 "$BIN" bench http://127.0.0.1:8090/cameras/cam1/stream --viewers 10 --slow 1000 --duration 60s --json >"$DIR/slow" 2>/dev/null &
@@ -122,3 +133,4 @@ import json
 r=json.load(open('$DIR/slow'))
 print(f\"fast viewers: fps min {r['fps_min']} / median {r['fps_median']}, latency p99 {r['latency_ms']['p99']} ms, errors {r['errors']}; slow viewers {r.get('slow_viewers')}\")"
 stop
+fi

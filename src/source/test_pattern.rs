@@ -97,14 +97,16 @@ impl Upstream for PatternStream {
 /// Everything that does not change from frame to frame.
 struct Prepared {
     size: Size,
-    base: Canvas,
     mode: Mode,
 }
 
 enum Mode {
-    /// Too small to splice rows: every frame is encoded whole.
-    Whole,
+    /// Too small to splice rows: every frame is encoded whole from the background.
+    Whole { base: Canvas },
+    /// Only the compressed rows are kept (a 720p background would be 2.7 MB of RGB per camera).
     Spliced {
+        /// The background's rows under the frame counter and clock.
+        text_band: Canvas,
         header: Vec<u8>,
         /// Entropy-coded segment of each MCU row of the background.
         rows: Vec<Vec<u8>>,
@@ -122,8 +124,7 @@ impl Prepared {
         if mcu_rows < 12 {
             return Prepared {
                 size,
-                base,
-                mode: Mode::Whole,
+                mode: Mode::Whole { base },
             };
         }
         let full = base.encode(true);
@@ -146,8 +147,8 @@ impl Prepared {
             .collect();
         Prepared {
             size,
-            base,
             mode: Mode::Spliced {
+                text_band: base.rows(TEXT_ROWS.start * MCU, TEXT_ROWS.len() as u32 * MCU),
                 header,
                 rows,
                 box_row,
@@ -159,8 +160,8 @@ impl Prepared {
     fn frame(&self, n: u64, now: SystemTime) -> Bytes {
         let label = format!("#{n:06}  {}", humantime::format_rfc3339_millis(now));
         match &self.mode {
-            Mode::Whole => {
-                let mut c = self.base.clone();
+            Mode::Whole { base } => {
+                let mut c = base.clone();
                 let scale = fit_scale(c.width, label.len(), 3);
                 c.text(8, 4, scale, &label, [255, 255, 0]);
                 let phases = 60;
@@ -170,14 +171,13 @@ impl Prepared {
                 Bytes::from(c.encode(false))
             }
             Mode::Spliced {
+                text_band,
                 header,
                 rows,
                 box_row,
                 phases,
             } => {
-                let mut text = self
-                    .base
-                    .rows(TEXT_ROWS.start * MCU, TEXT_ROWS.len() as u32 * MCU);
+                let mut text = text_band.clone();
                 let scale = fit_scale(text.width, label.len(), 3);
                 text.fill(0, 0, text.width as i64, text.height as i64, [0, 0, 0]);
                 text.text(
@@ -279,7 +279,7 @@ mod tests {
             // The spliced frame equals the same picture encoded whole, up to the box and text:
             // compare a background row far from both.
             let row = (size.height * 7 / 8) as usize * size.width as usize * 3;
-            let base = decode(&p.base.encode(false)).0;
+            let base = decode(&background("Demo", size).encode(false)).0;
             let diff: u32 = pa[row..row + 300]
                 .iter()
                 .zip(&base[row..row + 300])
@@ -299,7 +299,7 @@ mod tests {
             },
             5,
         );
-        assert!(matches!(p.mode, Mode::Whole));
+        assert!(matches!(p.mode, Mode::Whole { .. }));
         let (_, w, h) = decode(&p.frame(3, SystemTime::now()));
         assert_eq!((w, h), (64, 48));
     }
