@@ -95,14 +95,15 @@ d, counts, cpus = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 def med(daemon, case, n, key):
     rows = [json.loads(l) for l in open(f"{d}/{daemon}-{case}-{n}")]
     return statistics.median(r[key] for r in rows)
-print(f"| case | viewers | farmcam CPU | µStreamer CPU | ratio farmcam/µStreamer | farmcam fps min / median | µStreamer fps min / median | farmcam RSS | µStreamer RSS |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print(f"| case | viewers | farmcam CPU | µStreamer CPU | ratio farmcam/µStreamer | ratio per delivered frame | farmcam fps min / median | µStreamer fps min / median | farmcam RSS | µStreamer RSS |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for case, label in [("mjpeg", "MJPEG 1280x720@30 passthrough (v4l2loopback)"), ("yuyv", "YUYV 640x480@25 encode (vivid)")]:
     for n in counts:
         f, u = med("farmcam", case, n, "cpu"), med("ustreamer", case, n, "cpu")
-        print(f"| {label} | {n} | {f:.1f} % | {u:.1f} % | {f/u:.2f} | "
+        ff, uf = med("farmcam", case, n, "fps_median"), med("ustreamer", case, n, "fps_median")
+        print(f"| {label} | {n} | {f:.1f} % | {u:.1f} % | {f/u:.2f} | {(f/ff)/(u/uf):.2f} | "
               f"{med('farmcam', case, n, 'fps_min'):.1f} / {med('farmcam', case, n, 'fps_median'):.1f} | "
               f"{med('ustreamer', case, n, 'fps_min'):.1f} / {med('ustreamer', case, n, 'fps_median'):.1f} | "
               f"{med('farmcam', case, n, 'rss'):.0f} MB | {med('ustreamer', case, n, 'rss'):.0f} MB |")
-print(f"| (guest: qemu TCG, {cpus} vCPUs; medians of the runs) | | | | | | | | |")
+print(f"| (guest: qemu TCG, {cpus} vCPUs; medians of the runs) | | | | | | | | | |")
 EOF
