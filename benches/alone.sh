@@ -36,9 +36,8 @@ start() {
     until curl -sf http://127.0.0.1:8090/api/cameras >/dev/null; do sleep 0.1; done
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
-ticks() { awk '{print $14+$15}' "/proc/$PID/stat"; }
-rss_mb() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$PID/status"; }
-cpu_pct() { python3 -c "print(f'{($2-$1)/100/($4-$3)*100:.1f}')" "$@"; }
+. benches/lib.sh
+rss_mb() { rss_kb "$PID" | awk '{printf "%.1f", $1/1024}'; }
 
 if part idle; then
 echo "## idle"
@@ -64,9 +63,9 @@ start 1
 "$BIN" bench http://127.0.0.1:8090/cameras/cam1/stream --viewers 1 --duration 2s >/dev/null 2>&1
 for n in 1 10 100 200; do
     for _ in $(seq "$RUNS"); do
-        c0=$(ticks); t0=$(date +%s.%N)
+        c0=$(ticks "$PID"); t0=$(date +%s.%N)
         r=$("$BIN" bench http://127.0.0.1:8090/cameras/cam1/stream --viewers "$n" --duration "${SECS}s" --json 2>/dev/null)
-        c1=$(ticks); t1=$(date +%s.%N)
+        c1=$(ticks "$PID"); t1=$(date +%s.%N)
         echo "$r" | python3 -c "
 import json,sys
 r=json.load(sys.stdin); cpu=($c1-$c0)/100/($t1-$t0)
@@ -99,9 +98,9 @@ for i in $(seq 8); do
     "$BIN" bench "http://127.0.0.1:8090/cameras/cam$i/stream" --viewers 25 --duration "$((SECS + 5))s" --json >"$DIR/m$i" 2>/dev/null &
 done
 sleep 5
-c0=$(ticks); t0=$(date +%s.%N)
+c0=$(ticks "$PID"); t0=$(date +%s.%N)
 sleep "$SECS"
-c1=$(ticks); t1=$(date +%s.%N)
+c1=$(ticks "$PID"); t1=$(date +%s.%N)
 rss=$(rss_mb)
 wait $(jobs -p | grep -v "^$PID$") 2>/dev/null || true
 fps=$(python3 -c "

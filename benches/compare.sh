@@ -8,6 +8,7 @@
 #   benches/compare.sh [SECONDS] [RUNS] [VIEWER COUNTS...]      e.g. benches/compare.sh 10 3 0 1 10 50 100
 set -eu
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 SECS=${1:-10}
 RUNS=${2:-3}
 shift 2 || true
@@ -73,23 +74,6 @@ sleep 5
 # farmcam opens the camera for its first viewer: open it once before measuring.
 $BIN bench http://127.0.0.1:8090/cameras/printer/stream --viewers 1 --duration 5s >/dev/null 2>&1 || true
 
-# CPU ticks of a process and its live children (+ reaped children's time).
-ticks() {
-    local pid=$1 t
-    t=$(awk '{print $14+$15+$16+$17}' "/proc/$pid/stat")
-    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
-        t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
-rss_kb() {
-    local pid=$1 r
-    r=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
-    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
-        r=$((r + $(awk '/VmRSS/{print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
-    done
-    echo "$r"
-}
 # Highest RSS of $1 (with children) until $2 exists.
 peak_rss() {
     local max=0 r

@@ -26,8 +26,7 @@ BIN=$PWD/target/release/farmcam
 DIR=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+. benches/lib.sh
 
 # One measured run: start the daemon ($1 farmcam|ustreamer) for case $2 (mjpeg|yuyv), N viewers.
 run() {

@@ -151,15 +151,17 @@ pub struct Probe {
 /// Successful probes, per ffmpeg path, for the life of the process.
 static PROBES: Mutex<Option<HashMap<PathBuf, Probe>>> = Mutex::new(None);
 
-/// Run `ffmpeg -version` and `ffmpeg -h demuxer=rtsp` (once per path; a failure is retried next
+/// Run `ffmpeg -version`, `-h demuxer=rtsp` and `-filters` side by side (once per path; a failure is retried next
 /// time, so installing ffmpeg while farmcam runs is enough). The error is one line naming the fix.
 pub async fn probe(program: &Path) -> Result<Probe, String> {
     if let Some(p) = PROBES.lock().unwrap().as_ref().and_then(|m| m.get(program)) {
         return Ok(p.clone());
     }
-    let version = run_probe(program, &["-hide_banner", "-version"]).await?;
-    let rtsp_help = run_probe(program, &["-hide_banner", "-h", "demuxer=rtsp"]).await?;
-    let filters = run_probe(program, &["-hide_banner", "-filters"]).await?;
+    let (version, rtsp_help, filters) = tokio::try_join!(
+        run_probe(program, &["-hide_banner", "-version"]),
+        run_probe(program, &["-hide_banner", "-h", "demuxer=rtsp"]),
+        run_probe(program, &["-hide_banner", "-filters"]),
+    )?;
     let probe = Probe {
         version: version
             .lines()

@@ -1,0 +1,25 @@
+# Shared by the bench scripts (sourced): CPU and memory of a daemon from /proc.
+
+# CPU clock ticks (1/100 s) of process $1: its own, its reaped children's, and its live
+# children's (farmcam's ffmpeg).
+ticks() {
+    local pid=$1 t c
+    t=$(awk '{print $14+$15+$16+$17}' "/proc/$pid/stat")
+    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
+# Resident memory (kB) of process $1 and its live children.
+rss_kb() {
+    local pid=$1 r c
+    r=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
+    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        r=$((r + $(awk '/VmRSS/{print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
+    done
+    echo "$r"
+}
+
+# CPU share of one core (%) from two tick counts and two `date +%s.%N` times.
+cpu_pct() { python3 -c "print(f'{($2-$1)/100/($4-$3)*100:.1f}')" "$@"; }
