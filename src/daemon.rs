@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::events::EventBus;
 use crate::http::{self, Server};
 use crate::light::Lights;
@@ -20,6 +20,21 @@ use crate::registry::Registry;
 /// Upstreams get this long to close at shutdown; HTTP connections the rest of the 3 s budget.
 const PUMPS_GRACE: Duration = Duration::from_millis(1500);
 const HTTP_GRACE: Duration = Duration::from_millis(1000);
+
+/// Read and check a configuration as `farmcam run`, `farmcam check` and every reload do: the
+/// file itself (see [`crate::config::load`]), then what can only be checked by opening files it
+/// names (MQTT TLS certificates and keys).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = crate::config::load(path)?;
+    if let Some(m) = &config.mqtt {
+        if let Err(e) = crate::mqtt::options(m) {
+            return Err(ConfigError::Invalid {
+                problems: vec![format!("{}: {e}", path.display())],
+            });
+        }
+    }
+    Ok(config)
+}
 
 /// Run until SIGTERM or SIGINT. Errors (e.g. an address in use) are one line for the user.
 pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
@@ -134,11 +149,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 /// take effect at the next restart (said in the log). Returns the configuration now in force.
 fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate::mqtt::Mqtt>) -> Config {
     crate::systemd::reloading();
-    let new = match crate::config::load(path) {
-        Ok(mut new) => {
-            crate::source::v4l2::list::add_found_cameras(&mut new, Path::new("/dev"));
-            new
-        }
+    let new = match load(path) {
+        Ok(new) => new,
         Err(e) => {
             for line in e.lines() {
                 error!("reload: configuration rejected, the running one is kept: {line}");
@@ -204,11 +216,12 @@ async fn check_ffmpeg(config: &Config) {
     if users.is_empty() {
         return;
     }
-    match crate::source::ffmpeg::probe(&config.ffmpeg).await {
+    let program = &config.defaults.ffmpeg;
+    match crate::source::ffmpeg::probe(program).await {
         Ok(p) => info!(
             "{} at {} (RTSP socket timeout option: {})",
             p.version,
-            config.ffmpeg.display(),
+            program.display(),
             p.rtsp_timeout_option.unwrap_or("none")
         ),
         Err(e) => error!("{e}; cameras {} cannot start until then", users.join(", ")),

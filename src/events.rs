@@ -27,6 +27,18 @@ pub enum CameraState {
     Offline,
 }
 
+/// A light's state, as events, `/api/cameras`, metrics and MQTT show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LightState {
+    /// Not switched yet since farmcam started.
+    Unknown,
+    Off,
+    On,
+    /// The port is missing or failing; farmcam retries.
+    Unavailable,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -94,7 +106,7 @@ impl EventBus {
     }
 
     /// A light used by `camera` is now `state` (`{"kind":"light","light":ID,"light_state":…}`).
-    pub fn publish_light(&self, camera: &str, light: &str, state: crate::light::LightState) {
+    pub fn publish_light(&self, camera: &str, light: &str, state: LightState) {
         self.push(|id, time| {
             serde_json::to_string(&serde_json::json!({
                 "id": id,

@@ -23,24 +23,13 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, Repeats};
 use crate::config::{LightConfig, Protocol};
-use crate::events::EventBus;
+use crate::events::{EventBus, LightState};
 
 /// A pump waits at most this long for its light's "on" command to be written before opening
 /// the camera (a failing port must not delay the camera more than that).
 pub const ON_WAIT: Duration = Duration::from_secs(1);
 /// At shutdown, lights that are on get this long to be switched off.
 const SHUTDOWN_OFF: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LightState {
-    /// Not switched yet since farmcam started.
-    Unknown,
-    Off,
-    On,
-    /// The port is missing or failing; farmcam retries.
-    Unavailable,
-}
 
 /// A light as `/api/cameras` and MQTT show it.
 #[derive(Clone, Debug, Serialize)]

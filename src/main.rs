@@ -127,20 +127,12 @@ fn init_logging(format: LogFormat) {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    let mut c = config::load(path).map_err(|e| {
+    farmcam::daemon::load(path).map_err(|e| {
         for line in e.lines() {
             eprintln!("{line}");
         }
         ExitCode::from(EX_CONFIG)
-    })?;
-    if let Some(m) = &c.mqtt {
-        if let Err(e) = farmcam::mqtt::options(m) {
-            eprintln!("{}: {e}", path.display());
-            return Err(ExitCode::from(EX_CONFIG));
-        }
-    }
-    farmcam::source::v4l2::list::add_found_cameras(&mut c, std::path::Path::new("/dev"));
-    Ok(c)
+    })
 }
 
 /// `check` also makes sure the ffmpeg that rtsp/http cameras need runs here; returns its version.
@@ -153,8 +145,9 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, St
         .enable_all()
         .build()
         .map_err(|e| format!("farmcam: cannot start the runtime: {e}"))?;
-    rt.block_on(farmcam::source::ffmpeg::probe(&c.ffmpeg))
-        .map(|p| Some(format!("{} ({})", p.version, c.ffmpeg.display())))
+    let program = &c.defaults.ffmpeg;
+    rt.block_on(farmcam::source::ffmpeg::probe(program))
+        .map(|p| Some(format!("{} ({})", p.version, program.display())))
         .map_err(|e| {
             format!(
                 "{}: ffmpeg.path: {e} (needed by camera {})",

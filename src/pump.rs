@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, Repeats};
-use crate::config::{CameraConfig, Size};
+use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus, EventKind};
-use crate::frame::{Captured, Frame};
+use crate::frame::{Captured, Frame, Size};
 use crate::light::Light;
 use crate::source::{Source, SourceError, Upstream};
 

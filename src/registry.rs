@@ -73,7 +73,7 @@ impl Camera {
         parent: &CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
-        let source = source::build(&config);
+        let source = source::build(&config.common(), &config.source);
         Self::with_source(config, source, events, light, parent, tracker)
     }
 

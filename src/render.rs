@@ -5,7 +5,7 @@ use bytes::Bytes;
 use font8x8::legacy::{BASIC_LEGACY, LATIN_LEGACY};
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
-use crate::config::Size;
+use crate::frame::Size;
 
 pub type Rgb = [u8; 3];
 

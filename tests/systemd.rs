@@ -110,10 +110,9 @@ async fn a_wedged_pump_supervisor_stops_the_watchdog() {
     };
     let healthy = camera(
         "healthy",
-        Arc::new(TestPattern::new(&CameraConfig::new(
-            "healthy",
-            SourceSpec::TestPattern,
-        ))),
+        Arc::new(TestPattern::new(
+            &CameraConfig::new("healthy", SourceSpec::TestPattern).common(),
+        )),
     );
     let cams = vec![healthy.clone()];
     let _v = healthy.subscribe(Viewer);

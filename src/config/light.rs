@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{valid_id, Validator};
+use super::diag::Validator;
+use super::values::valid_id;
 
 pub const DEFAULT_BAUD: u32 = 9600;
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(500);
@@ -83,18 +84,14 @@ impl Validator<'_> {
                     "is empty; give the serial device, e.g. \"/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0\"",
                 );
             }
-            let baud = match &l.baud {
-                None => DEFAULT_BAUD,
-                Some(b) if (50..=4_000_000).contains(b.get_ref()) => *b.get_ref() as u32,
-                Some(b) => {
-                    self.problem(
-                        Some(b.span()),
-                        &at("baud"),
-                        "must be a baud rate such as 9600 or 115200",
-                    );
-                    DEFAULT_BAUD
-                }
-            };
+            let baud = self
+                .int(
+                    &l.baud,
+                    &at("baud"),
+                    50..=4_000_000,
+                    "must be a baud rate such as 9600 or 115200",
+                )
+                .unwrap_or(DEFAULT_BAUD);
             let wrong_key = |v: &mut Validator, s: &Option<Spanned<String>>, key: &str, why: &str| {
                 if let Some(s) = s {
                     v.problem(Some(s.span()), &at(key), why);
@@ -121,15 +118,14 @@ impl Validator<'_> {
                         "only applies to protocol = \"gcode\"",
                     );
                     let channel = match &l.channel {
-                        Some(c) if (1..=8).contains(c.get_ref()) => *c.get_ref() as u8,
-                        Some(c) => {
-                            self.problem(
-                                Some(c.span()),
+                        Some(_) => self
+                            .int(
+                                &l.channel,
                                 &at("channel"),
+                                1..=8,
                                 "must be 1 to 8 (the relay number on the board)",
-                            );
-                            1
-                        }
+                            )
+                            .unwrap_or(1),
                         None => {
                             self.problem(
                                 Some(l.protocol.span()),

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_bytes, parse_duration, IntOrString, Validator};
+use super::diag::Validator;
+use super::values::{parse_duration, IntOrString};
 
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MQTT_MAX_PACKET: usize = 4 * 1024 * 1024;
@@ -43,6 +44,8 @@ pub struct MqttConfig {
     pub ha_prefix: String,
     /// Largest MQTT packet sent or accepted; bigger snapshots are skipped with a warning.
     pub max_packet_size: usize,
+    /// How often each camera publishes a snapshot unless it says otherwise (`None`: "off").
+    pub snapshot_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -60,7 +63,7 @@ pub(super) struct RawMqtt {
     topic_prefix: Option<Spanned<String>>,
     qos: Option<Spanned<i64>>,
     retain: Option<bool>,
-    pub(super) snapshot_interval: Option<Spanned<String>>,
+    snapshot_interval: Option<Spanned<String>>,
     ha_discovery: Option<bool>,
     ha_prefix: Option<Spanned<String>>,
     max_packet_size: Option<Spanned<IntOrString>>,
@@ -191,32 +194,23 @@ impl Validator<'_> {
             }
             None => "homeassistant".to_string(),
         };
-        let qos = match &raw.qos {
-            None => 1,
-            Some(q) if (0..=2).contains(q.get_ref()) => *q.get_ref() as u8,
-            Some(q) => {
-                self.problem(Some(q.span()), "mqtt.qos", "must be 0, 1 or 2");
-                1
-            }
-        };
-        let max_packet_size = match &raw.max_packet_size {
-            None => DEFAULT_MQTT_MAX_PACKET,
-            Some(m) => parse_bytes(
-                m.get_ref(),
-                8 * 1024..=256 * 1024 * 1024,
-                "between 8KiB and 256MiB (default 4MiB)",
-            )
-            .unwrap_or_else(|msg| {
-                self.problem(Some(m.span()), "mqtt.max_packet_size", &msg);
-                DEFAULT_MQTT_MAX_PACKET
+        let qos = self
+            .int(&raw.qos, "mqtt.qos", 0..=2, "must be 0, 1 or 2")
+            .unwrap_or(1);
+        let max_packet_size = self.bytes(
+            &raw.max_packet_size,
+            "mqtt.max_packet_size",
+            8 * 1024..=256 * 1024 * 1024,
+            "between 8KiB and 256MiB (default 4MiB)",
+            DEFAULT_MQTT_MAX_PACKET,
+        );
+        let snapshot_interval = match &raw.snapshot_interval {
+            None => Some(DEFAULT_SNAPSHOT_INTERVAL),
+            Some(i) => parse_interval(i.get_ref()).unwrap_or_else(|msg| {
+                self.problem(Some(i.span()), "mqtt.snapshot_interval", &msg);
+                None
             }),
         };
-        // Checked here so that `snapshot_interval` problems name the key once.
-        if let Some(i) = &raw.snapshot_interval {
-            if let Err(msg) = parse_interval(i.get_ref()) {
-                self.problem(Some(i.span()), "mqtt.snapshot_interval", &msg);
-            }
-        }
         if self.problems.len() > before {
             return None;
         }
@@ -237,31 +231,26 @@ impl Validator<'_> {
             ha_discovery: raw.ha_discovery.unwrap_or(true),
             ha_prefix,
             max_packet_size,
+            snapshot_interval,
         })
     }
 
-    /// A camera's MQTT snapshot interval: its own, else `[mqtt] snapshot_interval`, else 30 s;
-    /// None when MQTT is off or the interval is "off".
+    /// A camera's MQTT snapshot interval: its own, else `[mqtt] snapshot_interval`; None when
+    /// MQTT is off or the interval is "off".
     pub(super) fn snapshot_interval(
         &mut self,
         own: &Option<Spanned<String>>,
         key: &str,
-        mqtt: &Option<MqttConfig>,
-        raw: Option<&RawMqtt>,
+        mqtt: Option<&MqttConfig>,
     ) -> Option<Duration> {
-        if let Some(o) = own {
-            match parse_interval(o.get_ref()) {
-                Ok(v) => return v.filter(|_| mqtt.is_some()),
-                Err(msg) => {
-                    self.problem(Some(o.span()), key, &msg);
-                    return None;
-                }
+        let inherited = mqtt.and_then(|m| m.snapshot_interval);
+        let Some(o) = own else { return inherited };
+        match parse_interval(o.get_ref()) {
+            Ok(v) => v.filter(|_| mqtt.is_some()),
+            Err(msg) => {
+                self.problem(Some(o.span()), key, &msg);
+                inherited
             }
-        }
-        mqtt.as_ref()?;
-        match raw.and_then(|r| r.snapshot_interval.as_ref()) {
-            Some(i) => parse_interval(i.get_ref()).ok().flatten(),
-            None => Some(DEFAULT_SNAPSHOT_INTERVAL),
         }
     }
 }

@@ -2,58 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::Validator;
-
-/// Frames skipped after the device opens, while auto exposure and white balance settle.
-pub const DEFAULT_WARMUP_FRAMES: u32 = 5;
-
-/// The pixel format asked of a V4L2 device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PixelFormat {
-    /// MJPEG when the device offers it (passed through, no encoding), else YUYV (encoded).
-    #[default]
-    Auto,
-    Mjpeg,
-    Yuyv,
-}
-
-/// A control value as written in `controls = { … }`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ControlValue {
-    Int(i64),
-    Bool(bool),
-}
-
-impl std::fmt::Display for ControlValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ControlValue::Int(v) => write!(f, "{v}"),
-            ControlValue::Bool(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct V4l2Options {
-    pub format: PixelFormat,
-    /// Applied in this order at every open, by the names `v4l2-ctl --list-ctrls` and
-    /// `farmcam devices` show (e.g. `brightness`, `white_balance_automatic`).
-    pub controls: Vec<(String, ControlValue)>,
-    pub warmup_frames: u32,
-}
-
-impl V4l2Options {
-    pub fn new() -> Self {
-        V4l2Options {
-            warmup_frames: DEFAULT_WARMUP_FRAMES,
-            ..Default::default()
-        }
-    }
-}
+use super::diag::Validator;
+use crate::source::v4l2::{control_name, ControlValue, PixelFormat, V4l2Options};
 
 /// The raw keys of one `[[camera]]` table.
 pub(super) struct RawV4l2<'a> {
@@ -63,22 +15,9 @@ pub(super) struct RawV4l2<'a> {
 }
 
 impl Validator<'_> {
-    /// Validate the V4L2 keys of camera `i`; `is_v4l2` says whether its source is `v4l2:`.
-    pub(super) fn v4l2(&mut self, raw: RawV4l2<'_>, i: usize, is_v4l2: Option<bool>) -> V4l2Options {
+    /// Validate the V4L2 keys of camera `i` into `out` (whose other fields stay as they are).
+    pub(super) fn v4l2(&mut self, raw: RawV4l2<'_>, i: usize, out: &mut V4l2Options) {
         let at = |k: &str| format!("camera[{i}].{k}");
-        let mut out = V4l2Options::new();
-        if is_v4l2 == Some(false) {
-            for (key, span) in [
-                ("format", raw.format.as_ref().map(|s| s.span())),
-                ("controls", raw.controls.as_ref().map(|s| s.span())),
-                ("warmup_frames", raw.warmup_frames.as_ref().map(|s| s.span())),
-            ] {
-                if let Some(span) = span {
-                    self.problem(Some(span), &at(key), "only applies to v4l2: sources; remove it");
-                }
-            }
-            return out;
-        }
         if let Some(f) = raw.format {
             out.format = match f.get_ref().as_str() {
                 "auto" => PixelFormat::Auto,
@@ -113,35 +52,15 @@ impl Validator<'_> {
             // refused while its automatic mode is on.
             out.controls.sort_by_key(|(name, _)| !name.contains("auto"));
         }
-        if let Some(w) = raw.warmup_frames {
-            match u32::try_from(*w.get_ref()) {
-                Ok(n) if n <= 1000 => out.warmup_frames = n,
-                _ => self.problem(
-                    Some(w.span()),
-                    &at("warmup_frames"),
-                    "must be between 0 and 1000 frames (default 5)",
-                ),
-            }
-        }
-        out
-    }
-}
-
-/// A control's name as `v4l2-ctl` writes it: lowercase, runs of other characters as one `_`
-/// ("White Balance Temperature, Auto" → `white_balance_temperature_auto`).
-pub fn control_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.is_empty() && !out.ends_with('_') {
-            out.push('_');
+        if let Some(n) = self.int(
+            raw.warmup_frames,
+            &at("warmup_frames"),
+            0..=1000,
+            "must be between 0 and 1000 frames (default 5)",
+        ) {
+            out.warmup_frames = n;
         }
     }
-    while out.ends_with('_') {
-        out.pop();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -151,16 +70,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_names_as_v4l2_ctl_writes_them() {
-        assert_eq!(
-            control_name("White Balance Temperature, Auto"),
-            "white_balance_temperature_auto"
-        );
-        assert_eq!(control_name("Brightness"), "brightness");
-        assert_eq!(control_name("  Exposure (Absolute) "), "exposure_absolute");
-    }
-
-    #[test]
     fn v4l2_keys() {
         let c = super::super::parse(
             "[[camera]]\nid = \"a\"\nsource = \"v4l2:/dev/video0\"\nformat = \"yuyv\"\nwarmup_frames = 0\n\
@@ -168,7 +77,9 @@ mod tests {
             Path::new("f.toml"),
         )
         .unwrap();
-        let v = &c.cameras[0].v4l2;
+        let crate::source::SourceSpec::V4l2(v) = &c.cameras[0].source else {
+            panic!("a v4l2 source")
+        };
         assert_eq!(v.format, PixelFormat::Yuyv);
         assert_eq!(v.warmup_frames, 0);
         assert_eq!(

@@ -7,8 +7,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
 use super::{api, Body, Ctx};
-use crate::events::CameraState;
-use crate::light::LightState;
+use crate::events::{CameraState, LightState};
 
 /// Prometheus label values: backslash, quote and newline escaped.
 fn label(s: &str) -> String {

@@ -24,9 +24,8 @@ use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::ffmpeg::FfmpegInput;
-use super::{SourceError, SourceSpec, Upstream};
-use crate::config::CameraConfig;
+use super::ffmpeg::{FfmpegInput, FfmpegOptions};
+use super::{Common, SourceError, SourceSpec, Upstream};
 use crate::frame::Captured;
 use crate::jpeg;
 
@@ -43,6 +42,8 @@ pub struct BambuSpec {
     pub host: String,
     pub port: u16,
     pub access_code: String,
+    /// The printer certificate's pinned SHA-256 (`tls_fingerprint`); `None`: not verified.
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for BambuSpec {
@@ -91,14 +92,15 @@ pub fn parse(s: &str) -> Option<Result<SourceSpec, String>> {
         return Some(Err(format!("{shown:?} has no printer address; {example}")));
     }
     Some(Ok(if rtsps {
-        SourceSpec::Ffmpeg(FfmpegInput::BambuRtsps(format!(
+        SourceSpec::Ffmpeg(FfmpegOptions::new(FfmpegInput::BambuRtsps(format!(
             "rtsps://bblp:{code}@{host}:{port}/streaming/live/1"
-        )))
+        ))))
     } else {
         SourceSpec::Bambu(BambuSpec {
             host: host.to_string(),
             port,
             access_code: code.to_string(),
+            fingerprint: None,
         })
     }))
 }
@@ -109,7 +111,9 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
     let bad = || {
         format!("{s:?} is not a SHA-256 fingerprint (64 hex digits); get it with: openssl s_client -connect <printer ip>:6000 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")
     };
-    if hex.len() != 64 {
+    // Checked per character first: slicing a string with a multi-byte character at an odd
+    // offset would panic.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; 32];
@@ -140,9 +144,9 @@ pub struct BambuSource {
 }
 
 impl BambuSource {
-    pub fn new(camera: &CameraConfig, spec: BambuSpec) -> Self {
+    pub fn new(common: &Common, spec: BambuSpec) -> Self {
         let verifier = Arc::new(Verifier {
-            fingerprint: camera.tls_fingerprint,
+            fingerprint: spec.fingerprint,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
@@ -154,7 +158,7 @@ impl BambuSource {
         BambuSource {
             spec,
             connector: TlsConnector::from(Arc::new(config)),
-            max_frame: camera.max_frame_size.min(MAX_FRAME),
+            max_frame: common.max_frame_size.min(MAX_FRAME),
         }
     }
 }
@@ -370,9 +374,9 @@ mod tests {
         let r = parse("bambu-rtsps://bblp:87654321@10.0.0.9").unwrap().unwrap();
         assert_eq!(
             r,
-            SourceSpec::Ffmpeg(FfmpegInput::BambuRtsps(
+            SourceSpec::Ffmpeg(FfmpegOptions::new(FfmpegInput::BambuRtsps(
                 "rtsps://bblp:87654321@10.0.0.9:322/streaming/live/1".into()
-            ))
+            )))
         );
         assert_eq!(r.redacted(), "rtsps://***@10.0.0.9:322/streaming/live/1");
         for bad in [
@@ -388,6 +392,19 @@ mod tests {
             );
         }
         assert!(parse("rtsp://x").is_none());
+    }
+
+    #[test]
+    fn fingerprints_with_any_characters_are_errors_not_panics() {
+        let good = "ab".repeat(32);
+        assert_eq!(parse_fingerprint(&good).unwrap(), [0xab; 32]);
+        assert!(parse_fingerprint(&"AB:".repeat(32)).is_ok());
+        // 61 'a', one 'é' (two bytes), one 'a': 64 bytes, with 'é' straddling a digit pair.
+        let tricky = format!("{}é{}", "a".repeat(61), "a");
+        assert_eq!(tricky.len(), 64);
+        assert!(parse_fingerprint(&tricky).is_err());
+        assert!(parse_fingerprint(&"é".repeat(32)).is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
     }
 
     #[test]

@@ -21,9 +21,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Source, SourceError, Upstream};
-use crate::config::{CameraConfig, Size};
-use crate::frame::Captured;
+use super::{Common, Source, SourceError, Upstream};
+use crate::frame::{Captured, Size};
 use crate::jpeg::{Split, SplitStats, Splitter};
 use crate::redact;
 
@@ -39,6 +38,33 @@ const LOG_LINES_PER_MINUTE: u32 = 20;
 /// Last lines of stderr kept to explain an exit.
 const TAIL_LINES: usize = 8;
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Where ffmpeg is and what it is told, for one camera.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FfmpegOptions {
+    pub input: FfmpegInput,
+    /// Extra input options, placed before `-i` (`ffmpeg_args`).
+    pub args: Vec<String>,
+    /// The ffmpeg program (`[ffmpeg] path`).
+    pub program: PathBuf,
+    /// JPEG quality 1..=100 where ffmpeg encodes; `None`: [`DEFAULT_QUALITY`].
+    pub quality: Option<u8>,
+}
+
+impl FfmpegOptions {
+    /// `input` with the defaults: no extra arguments, `ffmpeg` from PATH.
+    pub fn new(input: FfmpegInput) -> Self {
+        FfmpegOptions {
+            input,
+            args: Vec::new(),
+            program: PathBuf::from(DEFAULT_PROGRAM),
+            quality: None,
+        }
+    }
+}
+
+/// The ffmpeg program when `[ffmpeg] path` is not set: looked up in PATH.
+pub const DEFAULT_PROGRAM: &str = "ffmpeg";
 
 /// What ffmpeg reads: a URL it gets options for, or the user's own input arguments. `Debug`
 /// shows it redacted.
@@ -360,24 +386,24 @@ pub struct FfmpegSource {
 }
 
 impl FfmpegSource {
-    pub fn new(camera: &CameraConfig, input: FfmpegInput) -> Self {
-        let mut secrets = input.secrets();
-        for a in &camera.ffmpeg_args {
+    pub fn new(common: &Common, options: FfmpegOptions) -> Self {
+        let mut secrets = options.input.secrets();
+        for a in &options.args {
             secrets.extend(redact::secrets_of(a));
         }
         FfmpegSource {
-            camera: camera.id.clone(),
-            program: camera.ffmpeg.clone(),
+            camera: common.id.clone(),
+            program: options.program,
             secrets: Arc::new(secrets),
-            size: camera.size,
-            fps: camera.fps,
-            quality: camera.quality.unwrap_or(DEFAULT_QUALITY),
-            extra_input_args: camera.ffmpeg_args.clone(),
-            io_timeout: camera.stall_timeout + Duration::from_secs(5),
-            max_frame: camera.max_frame_size,
+            size: common.size,
+            fps: common.fps,
+            quality: options.quality.unwrap_or(DEFAULT_QUALITY),
+            extra_input_args: options.args,
+            io_timeout: common.stall_timeout + Duration::from_secs(5),
+            max_frame: common.max_frame_size,
             codec: Arc::new(AtomicU8::new(CODEC_UNKNOWN)),
             log: Arc::new(Mutex::new(LineLimiter::default())),
-            input,
+            input: options.input,
         }
     }
 

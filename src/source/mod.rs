@@ -1,8 +1,10 @@
 //! Sources: where a camera's frames come from. One file per kind; the pump only sees the traits.
 //!
-//! A [`Source`] is built once per camera from its configuration; each [`Source::open`] creates one
-//! [`Upstream`] (one open camera / connection / child process). The pump guarantees that at most one
-//! upstream per camera exists at any moment and always awaits [`Upstream::close`].
+//! A [`Source`] is built once per camera from its [`SourceSpec`] (the kind, with options typed for
+//! that kind) and a small [`Common`] part; sources never see the configuration file's structures.
+//! Each [`Source::open`] creates one [`Upstream`] (one open camera / connection / child process).
+//! The pump guarantees that at most one upstream per camera exists at any moment and always awaits
+//! [`Upstream::close`].
 
 pub mod bambu;
 pub mod ffmpeg;
@@ -10,14 +12,32 @@ mod test_pattern;
 pub mod v4l2;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::CameraConfig;
-use crate::frame::Captured;
+use crate::frame::{Captured, Size};
 
-pub use ffmpeg::FfmpegInput;
+pub use bambu::BambuSpec;
+pub use ffmpeg::{FfmpegInput, FfmpegOptions};
 pub use test_pattern::TestPattern;
+pub use v4l2::V4l2Options;
+
+/// What every source may use of its camera, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Common {
+    pub id: String,
+    /// Shown on the test pattern.
+    pub name: String,
+    /// Asked of the camera (or scaled to); `None`: the camera's own.
+    pub size: Option<Size>,
+    /// Asked of the camera (or limited to); `None`: the camera's own.
+    pub fps: Option<u32>,
+    /// How long the upstream may deliver nothing before it counts as failed.
+    pub stall_timeout: Duration,
+    /// Frames larger than this are dropped (and counted) by sources that cut a byte stream.
+    pub max_frame_size: usize,
+}
 
 /// The `source = "..."` of a camera, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,15 +48,16 @@ pub enum SourceSpec {
     TestOffline,
     /// `rtsp://`, `rtsps://`, `http(s)://`, `bambu-rtsps://` or `ffmpeg:ARGS`: a stream read by
     /// an ffmpeg child.
-    Ffmpeg(FfmpegInput),
-    /// `bambu://bblp:CODE@IP`: a Bambu P1/A1 camera, natively.
-    Bambu(bambu::BambuSpec),
+    Ffmpeg(FfmpegOptions),
+    /// `bambu://bblp:CODE@IP`: a Bambu P1/A1 camera, natively (with its TLS settings).
+    Bambu(BambuSpec),
     /// `v4l2:/dev/v4l/by-id/…` or `v4l2:/dev/videoN`: a USB (UVC) or other V4L2 camera.
-    V4l2(std::path::PathBuf),
+    V4l2(V4l2Options),
 }
 
 impl SourceSpec {
-    /// Parse a source string; the error is a one-line message naming the fix.
+    /// Parse a source string, with the kind's default options; the error is a one-line message
+    /// naming the fix.
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
         let s = s.trim();
         match s {
@@ -45,13 +66,13 @@ impl SourceSpec {
             _ => {}
         }
         if let Some(path) = s.strip_prefix("v4l2:") {
-            return v4l2::parse(path).map(SourceSpec::V4l2);
+            return v4l2::parse(path).map(|p| SourceSpec::V4l2(V4l2Options::new(p)));
         }
         if let Some(bambu) = bambu::parse(s) {
             return bambu;
         }
         if let Some(input) = FfmpegInput::parse(s) {
-            return input.map(SourceSpec::Ffmpeg);
+            return input.map(|i| SourceSpec::Ffmpeg(FfmpegOptions::new(i)));
         }
         Err(format!(
             "{:?} is not a source farmcam knows; use \"rtsp://HOST/PATH\", \"rtsps://…\", \"http://HOST/…\", \
@@ -66,15 +87,25 @@ impl SourceSpec {
         match self {
             SourceSpec::TestPattern => "test:".into(),
             SourceSpec::TestOffline => "test:offline".into(),
-            SourceSpec::Ffmpeg(input) => input.redacted(),
+            SourceSpec::Ffmpeg(o) => o.input.redacted(),
             SourceSpec::Bambu(b) => b.redacted(),
-            SourceSpec::V4l2(path) => format!("v4l2:{}", path.display()),
+            SourceSpec::V4l2(o) => format!("v4l2:{}", o.path.display()),
         }
     }
 
     /// Whether frames come through an ffmpeg child.
     pub fn uses_ffmpeg(&self) -> bool {
         matches!(self, SourceSpec::Ffmpeg(_))
+    }
+
+    /// What the `source` key names, for messages ("only applies to …").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::TestPattern | SourceSpec::TestOffline => "test",
+            SourceSpec::Ffmpeg(_) => "ffmpeg",
+            SourceSpec::Bambu(_) => "bambu",
+            SourceSpec::V4l2(_) => "v4l2",
+        }
     }
 }
 
@@ -107,14 +138,14 @@ pub trait Upstream: Send {
     async fn close(self: Box<Self>) {}
 }
 
-/// The source for a camera's configuration.
-pub fn build(camera: &CameraConfig) -> Arc<dyn Source> {
-    match &camera.source {
-        SourceSpec::TestPattern => Arc::new(TestPattern::new(camera)),
+/// The source for a camera.
+pub fn build(common: &Common, spec: &SourceSpec) -> Arc<dyn Source> {
+    match spec {
+        SourceSpec::TestPattern => Arc::new(TestPattern::new(common)),
         SourceSpec::TestOffline => Arc::new(Offline),
-        SourceSpec::Ffmpeg(input) => Arc::new(ffmpeg::FfmpegSource::new(camera, input.clone())),
-        SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(camera, spec.clone())),
-        SourceSpec::V4l2(path) => Arc::new(v4l2::V4l2Source::new(camera, path.clone())),
+        SourceSpec::Ffmpeg(o) => Arc::new(ffmpeg::FfmpegSource::new(common, o.clone())),
+        SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(common, spec.clone())),
+        SourceSpec::V4l2(o) => Arc::new(v4l2::V4l2Source::new(common, o.clone())),
     }
 }
 

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Source, SourceError, Upstream};
-use crate::config::{CameraConfig, Size};
+use super::{Common, Source, SourceError, Upstream};
 use crate::frame::Captured;
+use crate::frame::Size;
 use crate::jpeg;
 use crate::render::{fit_scale, Canvas};
 
@@ -38,11 +38,11 @@ pub struct TestPattern {
 }
 
 impl TestPattern {
-    pub fn new(camera: &CameraConfig) -> Self {
+    pub fn new(common: &Common) -> Self {
         TestPattern {
-            name: camera.name.clone(),
-            size: camera.size.unwrap_or(DEFAULT_SIZE),
-            fps: camera.fps.unwrap_or(DEFAULT_FPS),
+            name: common.name.clone(),
+            size: common.size.unwrap_or(DEFAULT_SIZE),
+            fps: common.fps.unwrap_or(DEFAULT_FPS),
             prepared: Arc::new(OnceCell::new()),
         }
     }

@@ -20,7 +20,8 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC, FrameSize, Memory};
 
-use crate::config::{control_name, ControlValue, PixelFormat, Size};
+use super::{control_name, ControlValue, PixelFormat};
+use crate::frame::Size;
 
 /// The size asked for when `size` is not configured, if the camera offers it.
 pub const DEFAULT_SIZE: Size = Size {

@@ -13,8 +13,8 @@ use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
 use super::device::{choose_format, mjpg, preferred_size, settable, DEFAULT_FPS};
-use crate::config::{control_name, CameraConfig, Config, PixelFormat, Size};
-use crate::source::SourceSpec;
+use super::{control_name, PixelFormat};
+use crate::frame::Size;
 
 /// One capture device as `farmcam devices` shows it.
 pub struct Found {
@@ -346,15 +346,20 @@ fn format_rate(r: f64) -> String {
     }
 }
 
-/// The rule for a configuration without cameras: with `[defaults] auto_v4l2` (the default), every
-/// V4L2 capture device found under `dev` becomes a camera (format auto, size and rate defaults,
-/// `[defaults]` timings), named after its card and opened by its by-id path when it has one.
-/// Returns how many were added; a configuration with cameras is left alone.
-pub fn add_found_cameras(config: &mut Config, dev: &Path) -> usize {
-    if !config.cameras.is_empty() || !config.defaults.auto_v4l2 {
-        return 0;
-    }
-    let mut ids: Vec<String> = Vec::new();
+/// A capture device farmcam can serve (it offers MJPEG or YUYV), as a camera would name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Servable {
+    /// Unique among the devices found (`-2`, `-3` … added to repeats).
+    pub id: String,
+    /// The card's name.
+    pub name: String,
+    /// Its by-id path when it has one (stable across replugs), else `/dev/videoN`.
+    pub path: PathBuf,
+}
+
+/// Every V4L2 capture device under `dev` that farmcam can serve, in a stable order.
+pub fn servable(dev: &Path) -> Vec<Servable> {
+    let mut out: Vec<Servable> = Vec::new();
     for found in scan(dev).into_iter().flatten() {
         if found.pick().is_none() {
             continue; // Neither MJPEG nor YUYV: nothing farmcam can serve.
@@ -368,17 +373,13 @@ pub fn add_found_cameras(config: &mut Config, dev: &Path) -> usize {
                     format!("{base}-{n}")
                 }
             })
-            .find(|id| !ids.contains(id))
+            .find(|id| !out.iter().any(|s| &s.id == id))
             .unwrap_or(base);
-        let mut camera = CameraConfig::new(&id, SourceSpec::V4l2(found.source_path().to_path_buf()));
-        camera.name = found.card.clone();
-        camera.idle_grace = config.defaults.idle_grace;
-        camera.snapshot_timeout = config.defaults.snapshot_timeout;
-        camera.stall_timeout = config.defaults.stall_timeout;
-        camera.ffmpeg = config.ffmpeg.clone();
-        ids.push(id);
-        config.cameras.push(std::sync::Arc::new(camera));
+        out.push(Servable {
+            id,
+            name: found.card.clone(),
+            path: found.source_path().to_path_buf(),
+        });
     }
-    config.cameras_found = ids.len();
-    ids.len()
+    out
 }

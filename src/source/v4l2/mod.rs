@@ -9,6 +9,7 @@
 
 mod device;
 pub mod list;
+mod options;
 pub mod yuyv;
 
 use std::collections::BTreeMap;
@@ -24,12 +25,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{Source, SourceError, Upstream};
-use crate::config::{CameraConfig, Size, V4l2Options};
-use crate::frame::Captured;
+use super::{Common, Source, SourceError, Upstream};
+use crate::frame::{Captured, Size};
 use device::{Encoding, Negotiated, Ring};
 
 pub use device::{DEFAULT_FPS, DEFAULT_SIZE};
+pub use options::{control_name, ControlValue, PixelFormat, V4l2Options, DEFAULT_WARMUP_FRAMES};
 
 /// How long opening and negotiating may take before the pump gives up on this attempt.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,15 +65,15 @@ struct Settings {
 }
 
 impl V4l2Source {
-    pub fn new(camera: &CameraConfig, path: PathBuf) -> Self {
+    pub fn new(common: &Common, options: V4l2Options) -> Self {
         V4l2Source {
             settings: Arc::new(Settings {
-                camera: camera.id.clone(),
-                path,
-                size: camera.size,
-                fps: camera.fps,
-                quality: camera.quality.unwrap_or(yuyv::DEFAULT_QUALITY),
-                options: camera.v4l2.clone(),
+                camera: common.id.clone(),
+                path: options.path.clone(),
+                size: common.size,
+                fps: common.fps,
+                quality: options.quality.unwrap_or(yuyv::DEFAULT_QUALITY),
+                options,
             }),
         }
     }

@@ -1,0 +1,183 @@
+//! The `[http]`, `[defaults]` and `[ffmpeg]` sections.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diag::Validator;
+use crate::source::ffmpeg::DEFAULT_PROGRAM;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_WALL_REFRESH: Duration = Duration::from_secs(1);
+pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConfig {
+    /// Addresses of the main listener (all cameras, API, events, page).
+    pub listen: Vec<SocketAddr>,
+    /// Open connections across all listeners; beyond this a client gets 503 and is closed.
+    pub max_connections: usize,
+    /// A viewer whose socket accepts nothing for this long is disconnected.
+    pub write_timeout: Duration,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// How often each tile of the wall (`GET /`) refreshes its snapshot.
+    pub wall_refresh: Duration,
+}
+
+/// What every camera gets unless its own block says otherwise: `[defaults]`, the `[ffmpeg]`
+/// program and `[mqtt] snapshot_interval`. Configured and found cameras alike start from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    pub idle_grace: Duration,
+    pub snapshot_timeout: Duration,
+    pub stall_timeout: Duration,
+    /// With no `[[camera]]` in the file, serve every V4L2 capture device found
+    /// (`auto_v4l2`, default true).
+    pub auto_v4l2: bool,
+    /// The ffmpeg program (`[ffmpeg] path`).
+    pub ffmpeg: PathBuf,
+    /// How often cameras publish a snapshot over MQTT (`None`: MQTT off, or "off").
+    pub snapshot_interval: Option<Duration>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            idle_grace: DEFAULT_IDLE_GRACE,
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            auto_v4l2: true,
+            ffmpeg: PathBuf::from(DEFAULT_PROGRAM),
+            snapshot_interval: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    listen: Option<Spanned<OneOrMany>>,
+    max_connections: Option<Spanned<i64>>,
+    write_timeout: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    wall_refresh: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    idle_grace: Option<Spanned<String>>,
+    snapshot_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
+    auto_v4l2: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFfmpeg {
+    path: Option<Spanned<String>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn http(&mut self, raw: &RawHttp) -> HttpConfig {
+        let mut listen = Vec::new();
+        match &raw.listen {
+            None => listen.push(DEFAULT_LISTEN.parse().expect("default address")),
+            Some(l) => {
+                let span = l.span();
+                let list = match l.get_ref() {
+                    OneOrMany::One(s) => vec![s.clone()],
+                    OneOrMany::Many(v) => v.clone(),
+                };
+                if list.is_empty() {
+                    self.problem(
+                        Some(span.clone()),
+                        "http.listen",
+                        "needs at least one address, e.g. \"127.0.0.1:8080\"",
+                    );
+                }
+                for s in &list {
+                    if let Some(a) = self.addr(s, span.clone(), "http.listen") {
+                        listen.push(a);
+                    }
+                }
+            }
+        }
+        let wall_refresh = self.duration(&raw.wall_refresh, "http.wall_refresh", DEFAULT_WALL_REFRESH);
+        if wall_refresh < Duration::from_millis(200) {
+            let span = raw.wall_refresh.as_ref().map(|s| s.span());
+            self.problem(span, "http.wall_refresh", "must be at least \"200ms\"");
+        }
+        HttpConfig {
+            listen,
+            max_connections: self
+                .int(
+                    &raw.max_connections,
+                    "http.max_connections",
+                    1..=100_000,
+                    "must be between 1 and 100000",
+                )
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            write_timeout: self.duration(&raw.write_timeout, "http.write_timeout", DEFAULT_WRITE_TIMEOUT),
+            header_read_timeout: self.duration(
+                &raw.header_read_timeout,
+                "http.header_read_timeout",
+                DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            wall_refresh,
+        }
+    }
+
+    /// `[defaults]` and `[ffmpeg]`; `snapshot_interval` comes from `[mqtt]`.
+    pub(super) fn defaults(
+        &mut self,
+        raw: &RawDefaults,
+        ffmpeg: &RawFfmpeg,
+        snapshot_interval: Option<Duration>,
+    ) -> Defaults {
+        let ffmpeg = match &ffmpeg.path {
+            None => PathBuf::from(DEFAULT_PROGRAM),
+            Some(p) if p.get_ref().trim().is_empty() => {
+                self.problem(
+                    Some(p.span()),
+                    "ffmpeg.path",
+                    "is empty; remove it to use \"ffmpeg\" from PATH, or give e.g. \"/usr/bin/ffmpeg\"",
+                );
+                PathBuf::from(DEFAULT_PROGRAM)
+            }
+            Some(p) => PathBuf::from(p.get_ref().trim()),
+        };
+        Defaults {
+            idle_grace: self.duration(&raw.idle_grace, "defaults.idle_grace", DEFAULT_IDLE_GRACE),
+            snapshot_timeout: self.duration(
+                &raw.snapshot_timeout,
+                "defaults.snapshot_timeout",
+                DEFAULT_SNAPSHOT_TIMEOUT,
+            ),
+            stall_timeout: self.duration(
+                &raw.stall_timeout,
+                "defaults.stall_timeout",
+                DEFAULT_STALL_TIMEOUT,
+            ),
+            auto_v4l2: raw.auto_v4l2.unwrap_or(true),
+            ffmpeg,
+            snapshot_interval,
+        }
+    }
+}
