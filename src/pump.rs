@@ -136,15 +136,18 @@ struct Inner {
 }
 
 impl Pump {
-    /// Start a pump (its supervisor and idle watcher run on `tracker`). It opens its upstream only
-    /// after `previous` (the camera's previous pump's `closed`) fired, or after a bounded wait.
+    /// Start a pump for its first consumer (attached before anything runs, so even a pump that
+    /// stops at once has it; its supervisor and idle watcher run on `tracker`). It opens its
+    /// upstream only after `previous` (the camera's previous upstream's `closed`) fired, or after
+    /// a bounded wait.
     pub fn start(
         shared: Arc<CameraShared>,
         source: Arc<dyn Source>,
         parent: &CancellationToken,
         previous: Option<CancellationToken>,
         tracker: &TaskTracker,
-    ) -> Arc<Pump> {
+        first: ConsumerKind,
+    ) -> (Arc<Pump>, Subscription) {
         let kill = parent.child_token();
         let pump = Arc::new(Pump {
             stop: kill.child_token(),
@@ -166,9 +169,10 @@ impl Pump {
         });
         info!(camera = %pump.id(), kind = "started", "pump started");
         pump.event(EventKind::Started, CameraState::Starting, 0);
+        let sub = pump.attach(&mut pump.inner.lock().unwrap(), first);
         tracker.spawn(pump.clone().supervise_with_heartbeat(source, previous));
         tracker.spawn(pump.clone().idle_watch());
-        pump
+        (pump, sub)
     }
 
     fn id(&self) -> &str {
@@ -186,12 +190,17 @@ impl Pump {
         if inner.stopped {
             return None;
         }
+        Some(self.attach(&mut inner, kind))
+    }
+
+    fn attach(self: &Arc<Self>, inner: &mut Inner, kind: ConsumerKind) -> Subscription {
         inner.consumers += 1;
         if kind == ConsumerKind::Viewer {
             inner.viewers += 1;
             self.event(EventKind::Viewers, *self.state.borrow(), inner.viewers);
         }
-        let sub = Subscription {
+        self.changed.notify_one();
+        Subscription {
             pump: self.clone(),
             rx: self.tx.subscribe(),
             pending: inner.latest.clone(),
@@ -199,10 +208,7 @@ impl Pump {
             attached: true,
             last_seq: None,
             skipped: 0,
-        };
-        drop(inner);
-        self.changed.notify_one();
-        Some(sub)
+        }
     }
 
     pub fn is_stopped(&self) -> bool {

@@ -22,9 +22,16 @@ pub struct Camera {
     shared: Arc<CameraShared>,
     source: Arc<dyn Source>,
     /// The current (or last) pump. Replaced, under this lock, when it has stopped.
-    pump: Mutex<Option<Arc<Pump>>>,
+    pump: Mutex<Slot>,
     kill: CancellationToken,
     tracker: TaskTracker,
+}
+
+struct Slot {
+    pump: Option<Arc<Pump>>,
+    /// Before this camera's first pump: the upstream of the camera it replaced (a reload that
+    /// changed it) must close before this one opens, as between two pumps of one camera.
+    previous: Option<CancellationToken>,
 }
 
 /// Why a snapshot could not be taken; each carries the placeholder JPEG to show instead.
@@ -89,9 +96,28 @@ impl Camera {
         Camera {
             shared: Arc::new(CameraShared::new(config, events, light)),
             source,
-            pump: Mutex::new(None),
+            pump: Mutex::new(Slot {
+                pump: None,
+                previous: None,
+            }),
             kill: parent.child_token(),
             tracker,
+        }
+    }
+
+    /// This camera replaces `old` (same id, changed configuration): its first upstream opens only
+    /// once `old`'s last one has closed, so the camera never sees two connections.
+    fn replaces(&self, old: &Camera) {
+        let closed = old.closed();
+        self.pump.lock().unwrap().previous = closed;
+    }
+
+    /// Fires once this camera's last upstream (and every earlier one) is closed.
+    fn closed(&self) -> Option<CancellationToken> {
+        let slot = self.pump.lock().unwrap();
+        match &slot.pump {
+            Some(p) => Some(p.closed()),
+            None => slot.previous.clone(),
         }
     }
 
@@ -116,19 +142,22 @@ impl Camera {
     /// stopping: a consumer never lands on a stopped pump).
     pub fn subscribe(&self, kind: ConsumerKind) -> Subscription {
         let mut slot = self.pump.lock().unwrap();
-        if let Some(sub) = slot.as_ref().and_then(|p| p.try_attach(kind)) {
+        if let Some(sub) = slot.pump.as_ref().and_then(|p| p.try_attach(kind)) {
             return sub;
         }
-        let previous = slot.as_ref().map(|p| p.closed());
-        let pump = Pump::start(
+        let previous = match &slot.pump {
+            Some(p) => Some(p.closed()),
+            None => slot.previous.clone(),
+        };
+        let (pump, sub) = Pump::start(
             self.shared.clone(),
             self.source.clone(),
             &self.kill,
             previous,
             &self.tracker,
+            kind,
         );
-        let sub = pump.try_attach(kind).expect("a fresh pump accepts consumers");
-        *slot = Some(pump);
+        slot.pump = Some(pump);
         sub
     }
 
@@ -181,7 +210,7 @@ impl Camera {
 
     pub fn status(&self) -> CameraStatus {
         let s = &self.shared;
-        let pump = self.pump.lock().unwrap().clone();
+        let pump = self.pump.lock().unwrap().pump.clone();
         let (state, (consumers, viewers)) = match &pump {
             Some(p) if !p.is_stopped() => (p.state(), p.counts()),
             _ => (CameraState::Idle, (0, 0)),
@@ -214,14 +243,14 @@ impl Camera {
 
     /// The running pump's heartbeat count, if a pump is running.
     pub fn heartbeat(&self) -> Option<u64> {
-        let pump = self.pump.lock().unwrap().clone()?;
+        let pump = self.pump.lock().unwrap().pump.clone()?;
         (!pump.is_stopped()).then(|| pump.beats())
     }
 
     /// Stop this camera's pump now: its consumers end, its upstream closes.
     pub fn kill(&self) {
         self.kill.cancel();
-        if let Some(p) = self.pump.lock().unwrap().as_ref() {
+        if let Some(p) = self.pump.lock().unwrap().pump.as_ref() {
             p.kill();
         }
     }
@@ -306,13 +335,14 @@ impl Registry {
                     next.push(old.clone());
                 }
                 found => {
+                    let camera = self.build(config);
                     if let Some(old) = found {
                         old.kill();
+                        camera.replaces(old);
                         result.restarted += 1;
                     } else {
                         result.added += 1;
                     }
-                    let camera = self.build(config);
                     result.started.push(camera.clone());
                     next.push(camera);
                 }

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 const CODE: &str = "31415926";
 const WAIT: Duration = Duration::from_secs(20);
+/// Like a real printer, the fake takes a moment after the client's close before it closes its
+/// own side and counts the connection as gone.
+const LINGER: Duration = Duration::from_millis(400);
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -162,6 +165,7 @@ impl FakePrinter {
                     tokio::spawn(async move {
                         let mut buf = [0u8; 64];
                         while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
+                        tokio::time::sleep(LINGER).await;
                         if !cnt2.swap(true, SeqCst) {
                             cur2.fetch_sub(1, SeqCst);
                         }
@@ -290,6 +294,27 @@ async fn frames_reach_several_viewers_over_one_printer_connection() {
         (Some(4), Some("320x240"))
     );
     assert_eq!(c["source"], format!("bambu://***@127.0.0.1:{}", printer.port));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_camera_opens_the_printer_only_after_the_old_connection_closed() {
+    let printer = FakePrinter::start(&[Mode::Normal]).await;
+    let d = Daemon::start(&camera(&printer.url(), ""));
+    let mut v = viewer(&d).await;
+    live_frames(&mut v, 2).await;
+    // A changed camera is restarted: its viewers are closed and come back to the new one at once.
+    std::fs::write(d.config_path(), camera(&printer.url(), "stall_timeout = \"11s\"")).unwrap();
+    d.signal(libc::SIGHUP);
+    let ended = tokio::time::timeout(WAIT, async { while v.next_part().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the restarted camera's viewer was not closed");
+    let mut v = viewer(&d).await;
+    live_frames(&mut v, 2).await;
+    assert_eq!(printer.accepted.load(SeqCst), 2);
+    assert_eq!(
+        printer.max_concurrent.load(SeqCst),
+        1,
+        "the new camera connected while the old connection was still open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

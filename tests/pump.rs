@@ -543,3 +543,22 @@ async fn snapshot_timeout_gives_placeholder() {
     }
     assert_eq!(t.elapsed(), Duration::from_secs(10));
 }
+
+/// A killed camera (removed or changed by a reload) can still be asked for frames by a request
+/// or a publisher that held it: each gets a subscription that ends, never a panic, even when the
+/// fresh pump's supervisor runs (and stops) before the consumer would have been attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_camera_gives_ending_subscriptions_and_never_panics() {
+    let r = rig(Duration::from_secs(5));
+    r.camera.kill();
+    for _ in 0..2000 {
+        let mut sub = r.camera.subscribe(Viewer);
+        let next = timeout(Duration::from_secs(10), sub.next()).await;
+        assert!(matches!(next, Ok(None)), "a killed camera's subscription ends");
+    }
+    r.tracker.close();
+    assert!(timeout(Duration::from_secs(10), r.tracker.wait()).await.is_ok());
+    // The slot's lock is not poisoned: status still answers.
+    assert_eq!(r.camera.status().state, CameraState::Idle);
+    assert_eq!(r.opens(), 0, "a killed camera never opens its source");
+}

@@ -281,3 +281,32 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
     let mut again = open("change").await;
     again.next_part().await.unwrap();
 }
+
+/// A reload is checked as `farmcam check` checks: MQTT TLS files that cannot be read reject the
+/// whole file, and the running configuration (cameras included) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_unreadable_mqtt_tls_files_is_rejected() {
+    let (cert, _key) = common::peers::test_certificate();
+    let port = common::peers::free_port();
+    let file = |ca: &str, cameras: &str| {
+        config(
+            "",
+            &format!("[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{ca}\"\n{cameras}"),
+        )
+    };
+    let one = "[[camera]]\nid = \"a\"\nsource = \"test:\"\n";
+    let d = Daemon::start(&file(cert.to_str().unwrap(), one));
+    let two = format!("{one}[[camera]]\nid = \"b\"\nsource = \"test:\"\n");
+    std::fs::write(d.config_path(), file("/nonexistent/ca.pem", &two)).unwrap();
+    d.signal(libc::SIGHUP);
+    common::peers::eventually(Duration::from_secs(20), "rejection logged", || {
+        d.log_text()
+            .lines()
+            .any(|l| {
+                l.contains("configuration rejected, the running one is kept") && l.contains("mqtt.ca_file")
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(d.cameras_json().await.as_array().unwrap().len(), 1);
+}

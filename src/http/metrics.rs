@@ -205,13 +205,20 @@ pub fn render(ctx: &Ctx) -> String {
     out
 }
 
-/// (resident bytes, CPU seconds) from /proc/self.
-fn process() -> (f64, f64) {
-    let page = 4096.0;
-    let rss = std::fs::read_to_string("/proc/self/statm")
+/// Resident memory in bytes: pages from /proc/self/statm times the page size, which is not 4 KiB
+/// everywhere (Raspberry Pi OS on a Pi 5 runs 16 KiB pages).
+fn resident_bytes() -> f64 {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if page > 0 { page as f64 } else { 4096.0 };
+    std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |pages| pages * page);
+        .map_or(0.0, |pages| pages * page)
+}
+
+/// (resident bytes, CPU seconds) from /proc/self.
+fn process() -> (f64, f64) {
+    let rss = resident_bytes();
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = std::fs::read_to_string("/proc/self/stat")
         .ok()
@@ -231,4 +238,25 @@ pub fn metrics(ctx: &Ctx) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    /// What the kernel itself reports, in kB, independent of the page size.
+    fn vm_rss() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 1024.0
+    }
+
+    #[test]
+    fn resident_memory_matches_the_kernels_own_figure() {
+        let _ballast = vec![1u8; 8 << 20];
+        let (before, ours, after) = (vm_rss(), super::resident_bytes(), vm_rss());
+        let (lo, hi) = (before.min(after), before.max(after));
+        assert!(
+            ours >= lo * 0.9 && ours <= hi * 1.1,
+            "statm × page size {ours} vs VmRSS {before}..{after}"
+        );
+    }
 }
