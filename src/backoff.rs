@@ -1,14 +1,10 @@
-//! Retrying politely: exponential backoff with jitter, and saying a repeated error once a minute.
-//! Shared by camera pumps and the MQTT connection.
+//! Retrying politely: exponential backoff with jitter. Shared by camera pumps, the MQTT
+//! connection and light ports.
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A repeated message is logged again after this long.
-pub const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
 /// 1 s doubling to 30 s, each delay jittered by ±20 %.
 #[derive(Default)]
@@ -30,30 +26,6 @@ impl Backoff {
     }
 }
 
-/// Tells whether a message deserves a loud log line: it is new, or was last said a minute ago.
-#[derive(Default)]
-pub struct Repeats {
-    last: Option<(String, Instant)>,
-    quiet: u64,
-}
-
-impl Repeats {
-    /// `Some(n)`: log it now; it was repeated `n` times quietly since last said. `None`: say it
-    /// quietly (debug).
-    pub fn check(&mut self, msg: &str) -> Option<u64> {
-        match &self.last {
-            Some((last, at)) if last == msg && at.elapsed() < REPEAT_EVERY => {
-                self.quiet += 1;
-                None
-            }
-            _ => {
-                self.last = Some((msg.to_string(), Instant::now()));
-                Some(std::mem::take(&mut self.quiet))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,16 +42,5 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(1200));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn repeats_are_said_once_a_minute() {
-        let mut r = Repeats::default();
-        assert_eq!(r.check("refused"), Some(0));
-        assert_eq!(r.check("refused"), None);
-        assert_eq!(r.check("refused"), None);
-        tokio::time::advance(REPEAT_EVERY).await;
-        assert_eq!(r.check("refused"), Some(2));
-        assert_eq!(r.check("timeout"), Some(0), "a different message is said at once");
     }
 }

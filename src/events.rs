@@ -55,6 +55,8 @@ pub enum EventKind {
 #[derive(Debug)]
 pub struct Event {
     pub id: u64,
+    /// The camera it is about.
+    pub camera: String,
     /// The JSON payload (the SSE `data:` line).
     pub json: String,
 }
@@ -93,7 +95,7 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn publish(&self, camera: &str, kind: EventKind, state: CameraState, viewers: usize) {
-        self.push(|id, time| {
+        self.push(camera, |id, time| {
             serde_json::to_string(&Payload {
                 id,
                 camera,
@@ -107,7 +109,7 @@ impl EventBus {
 
     /// A light used by `camera` is now `state` (`{"kind":"light","light":ID,"light_state":…}`).
     pub fn publish_light(&self, camera: &str, light: &str, state: LightState) {
-        self.push(|id, time| {
+        self.push(camera, |id, time| {
             serde_json::to_string(&serde_json::json!({
                 "id": id,
                 "camera": camera,
@@ -119,7 +121,7 @@ impl EventBus {
         });
     }
 
-    fn push(&self, payload: impl FnOnce(u64, f64) -> serde_json::Result<String>) {
+    fn push(&self, camera: &str, payload: impl FnOnce(u64, f64) -> serde_json::Result<String>) {
         let mut ring = self.ring.lock().unwrap();
         let id = ring.next_id;
         ring.next_id += 1;
@@ -128,7 +130,11 @@ impl EventBus {
             .unwrap_or_default()
             .as_secs_f64();
         let json = payload(id, time).expect("event serialises");
-        let event = Arc::new(Event { id, json });
+        let event = Arc::new(Event {
+            id,
+            camera: camera.to_string(),
+            json,
+        });
         if ring.events.len() == KEEP {
             ring.events.pop_front();
         }

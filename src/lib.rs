@@ -13,6 +13,7 @@ pub mod histogram;
 pub mod http;
 pub mod jpeg;
 pub mod light;
+pub mod log_limit;
 pub mod mqtt;
 pub mod pump;
 pub mod redact;

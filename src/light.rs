@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::{Backoff, Repeats};
+use crate::backoff::Backoff;
 use crate::config::{LightConfig, Protocol};
 use crate::events::{EventBus, LightState};
+use crate::log_limit::{held_back, LogLimit};
 
 /// A pump waits at most this long for its light's "on" command to be written before opening
 /// the camera (a failing port must not delay the camera more than that).
@@ -216,14 +217,17 @@ async fn port_task(path: PathBuf, lights: Vec<Arc<Light>>, wake: Arc<Notify>, st
         .join(", ");
     let baud = lights[0].config.baud;
     let mut backoff = Backoff::default();
-    let mut repeats = Repeats::default();
-    let mut warnings = Repeats::default();
+    let mut repeats = LogLimit::new();
+    let mut warnings = LogLimit::new();
     let mut report = |lights: &[Arc<Light>], msg: String, retry: Duration| {
         for l in lights {
             l.set(LightState::Unavailable, Some(msg.clone()));
         }
         match repeats.check(&msg) {
-            Some(_) => warn!("light {ids}: {msg}; retrying in {retry:.1?} (cameras are not affected)"),
+            Some(n) => warn!(
+                "light {ids}: {msg}{}; retrying in {retry:.1?} (cameras are not affected)",
+                held_back(n)
+            ),
             None => debug!("light {ids}: {msg}; retrying in {retry:.1?}"),
         }
     };

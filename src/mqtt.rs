@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::{Backoff, Repeats};
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
+use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry, SnapshotError};
 
 /// Requests (publishes, subscribes) rumqttc may hold while the network is slow; beyond that
@@ -179,21 +180,10 @@ pub fn start(config: &MqttConfig, options: MqttOptions, registry: Arc<Registry>)
         requests: Default::default(),
         last_snapshot: Default::default(),
         stale: Mutex::new(Vec::new()),
-        too_big: Mutex::new(Repeats::default()),
+        too_big: Mutex::new(LogLimit::new()),
     });
     for camera in shared.registry.cameras() {
-        let request = Arc::new(Notify::new());
-        shared
-            .requests
-            .lock()
-            .unwrap()
-            .insert(camera.id().to_string(), request.clone());
-        let interval = camera.config().snapshot_interval;
-        tracker.spawn(
-            shared
-                .clone()
-                .snapshots(camera.clone(), interval, request, stop.clone()),
-        );
+        shared.spawn_snapshots(camera, &tracker, &stop);
     }
     tracker.spawn(shared.clone().announcer(stop.clone()));
     tracker.spawn(shared.clone().states(stop.clone()));
@@ -267,10 +257,11 @@ struct Shared {
     /// Discovery topics announced earlier for cameras no longer configured: cleared by the
     /// announcer with an empty retained message.
     stale: Mutex<Vec<String>>,
-    too_big: Mutex<Repeats>,
+    too_big: Mutex<LogLimit>,
 }
 
 impl Shared {
+    /// One camera's snapshot task (periodic and on request), and its request hook.
     fn spawn_snapshots(
         self: &Arc<Self>,
         camera: Arc<Camera>,
@@ -303,7 +294,7 @@ impl Shared {
         stop: CancellationToken,
     ) {
         let mut backoff = Backoff::default();
-        let mut repeats = Repeats::default();
+        let mut repeats = LogLimit::new();
         // `poll` is never cancelled while connected: dropping it halfway through writing a packet
         // would corrupt the stream. At stop, "offline" and DISCONNECT are queued instead, and the
         // loop ends once the DISCONNECT went out (or after GOODBYE).
@@ -356,8 +347,7 @@ impl Shared {
                     let msg = describe(&e, &self.config);
                     let delay = backoff.next_delay();
                     match repeats.check(&msg) {
-                        Some(0) => warn!("mqtt: {msg}; retrying in {delay:.1?}"),
-                        Some(n) => warn!("mqtt: {msg} ({n} more times before); retrying in {delay:.1?}"),
+                        Some(n) => warn!("mqtt: {msg}{}; retrying in {delay:.1?}", held_back(n)),
                         None => debug!("mqtt: {msg}; retrying in {delay:.1?}"),
                     }
                     *self.stats.last_error.lock().unwrap() = Some(msg);
@@ -529,10 +519,7 @@ impl Shared {
                 // Lagged (or closed): states are re-read whole, so just carry on.
                 continue;
             };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&event.json) else {
-                continue;
-            };
-            if let Some(camera) = v["camera"].as_str().and_then(|id| self.registry.get(id)) {
+            if let Some(camera) = self.registry.get(&event.camera) {
                 self.publish_state(&camera);
             }
         }

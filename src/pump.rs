@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::{Backoff, Repeats};
+use crate::backoff::Backoff;
 use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame, Size};
 use crate::light::Light;
+use crate::log_limit::{held_back, LogLimit};
 use crate::source::{Source, SourceError, Upstream};
 
 /// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
@@ -605,22 +606,18 @@ impl Drop for Subscription {
 
 /// Upstream errors, rate-limited: a new message is logged at once, a repeated one once a minute.
 #[derive(Default)]
-struct FailureLog(Repeats);
+struct FailureLog(LogLimit);
 
 impl FailureLog {
     fn log(&mut self, camera: &str, err: &SourceError, retry: Duration) {
         let msg = err.to_string();
         match self.0.check(&msg) {
             None => debug!(camera, "upstream: {msg} (again; retrying in {retry:.1?})"),
-            Some(0) => warn!(
-                camera,
-                kind = "offline",
-                "upstream: {msg}; retrying in {retry:.1?}"
-            ),
             Some(n) => warn!(
                 camera,
                 kind = "offline",
-                "upstream: {msg} ({n} more times before); retrying in {retry:.1?}"
+                "upstream: {msg}{}; retrying in {retry:.1?}",
+                held_back(n)
             ),
         }
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use super::{Common, Source, SourceError, Upstream};
 use crate::frame::{Captured, Size};
 use crate::jpeg::{Split, SplitStats, Splitter};
+use crate::log_limit::{held_back, LogLimit};
 use crate::redact;
 
 /// JPEG quality when the camera sets none (ffmpeg `-q:v 5`).
@@ -382,7 +383,7 @@ pub struct FfmpegSource {
     io_timeout: Duration,
     max_frame: usize,
     codec: Arc<AtomicU8>,
-    log: Arc<Mutex<LineLimiter>>,
+    log: Arc<Mutex<LogLimit>>,
 }
 
 impl FfmpegSource {
@@ -402,7 +403,7 @@ impl FfmpegSource {
             io_timeout: common.stall_timeout + Duration::from_secs(5),
             max_frame: common.max_frame_size,
             codec: Arc::new(AtomicU8::new(CODEC_UNKNOWN)),
-            log: Arc::new(Mutex::new(LineLimiter::default())),
+            log: Arc::new(Mutex::new(LogLimit::with_cap(LOG_LINES_PER_MINUTE))),
             input: options.input,
         }
     }
@@ -645,7 +646,7 @@ struct StderrReader {
     closing: Arc<AtomicBool>,
     camera: String,
     secrets: Arc<Vec<String>>,
-    log: Arc<Mutex<LineLimiter>>,
+    log: Arc<Mutex<LogLimit>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     codec: Arc<AtomicU8>,
     copying: bool,
@@ -700,14 +701,10 @@ impl StderrReader {
                 debug!(camera = %self.camera, "ffmpeg: {msg}");
                 continue;
             }
-            let verdict = self.log.lock().unwrap().admit(&msg, Instant::now());
+            let verdict = self.log.lock().unwrap().check(&msg);
             match verdict {
-                Admit::Yes { suppressed: 0 } => warn!(camera = %self.camera, "ffmpeg {level}: {msg}"),
-                Admit::Yes { suppressed } => warn!(
-                    camera = %self.camera,
-                    "ffmpeg {level}: {msg} ({suppressed} earlier lines not logged)"
-                ),
-                Admit::No => debug!(camera = %self.camera, "ffmpeg {level}: {msg}"),
+                Some(n) => warn!(camera = %self.camera, "ffmpeg {level}: {msg}{}", held_back(n)),
+                None => debug!(camera = %self.camera, "ffmpeg {level}: {msg}"),
             }
         }
     }
@@ -737,50 +734,6 @@ fn parse_line(raw: &str) -> (&'static str, String) {
 /// Warnings ffmpeg prints on every healthy start.
 fn is_benign(msg: &str) -> bool {
     msg.contains("deprecated pixel format used")
-}
-
-enum Admit {
-    Yes { suppressed: u32 },
-    No,
-}
-
-/// At most [`LOG_LINES_PER_MINUTE`] lines per minute, and the same message at most once a
-/// minute (a camera that is down says the same thing at every retry).
-#[derive(Default)]
-struct LineLimiter {
-    window: Option<Instant>,
-    count: u32,
-    suppressed: u32,
-    recent: HashMap<String, Instant>,
-}
-
-impl LineLimiter {
-    fn admit(&mut self, msg: &str, now: Instant) -> Admit {
-        let minute = Duration::from_secs(60);
-        if self.window.map_or(true, |w| now.duration_since(w) >= minute) {
-            self.window = Some(now);
-            self.count = 0;
-            self.recent.retain(|_, at| now.duration_since(*at) < minute);
-        }
-        if self
-            .recent
-            .get(msg)
-            .is_some_and(|at| now.duration_since(*at) < minute)
-        {
-            return Admit::No;
-        }
-        if self.recent.len() < 256 {
-            self.recent.insert(msg.to_string(), now);
-        }
-        if self.count < LOG_LINES_PER_MINUTE {
-            self.count += 1;
-            let suppressed = std::mem::take(&mut self.suppressed);
-            Admit::Yes { suppressed }
-        } else {
-            self.suppressed += 1;
-            Admit::No
-        }
-    }
 }
 
 #[cfg(test)]
@@ -940,27 +893,4 @@ mod tests {
         assert_eq!(parse_line("plain"), ("info", "plain".to_string()));
     }
 
-    #[test]
-    fn limiter_admits_twenty_a_minute_and_reports_the_rest() {
-        let mut l = LineLimiter::default();
-        let t0 = Instant::now();
-        for i in 0..20 {
-            assert!(matches!(
-                l.admit(&format!("m{i}"), t0),
-                Admit::Yes { suppressed: 0 }
-            ));
-        }
-        assert!(matches!(l.admit("m20", t0), Admit::No));
-        assert!(matches!(l.admit("m21", t0), Admit::No));
-        let t1 = t0 + Duration::from_secs(61);
-        assert!(matches!(l.admit("m22", t1), Admit::Yes { suppressed: 2 }));
-        assert!(
-            matches!(l.admit("m22", t1), Admit::No),
-            "a repeat within a minute is not logged"
-        );
-        assert!(
-            matches!(l.admit("m0", t1), Admit::Yes { suppressed: 0 }),
-            "a minute later it is again"
-        );
-    }
 }
