@@ -46,7 +46,10 @@ impl LogLimit {
     }
 
     pub fn check_at(&mut self, msg: &str, now: Instant) -> Option<u64> {
-        if self.window.map_or(true, |w| now.duration_since(w) >= REPEAT_EVERY) {
+        if self
+            .window
+            .map_or(true, |w| now.duration_since(w) >= REPEAT_EVERY)
+        {
             self.window = Some(now);
             self.loud = 0;
             self.recent.retain(|_, at| now.duration_since(*at) < REPEAT_EVERY);
@@ -104,7 +107,11 @@ mod tests {
         assert_eq!(l.check_at("m21", t0), None);
         let t1 = t0 + Duration::from_secs(61);
         assert_eq!(l.check_at("m22", t1), Some(2));
-        assert_eq!(l.check_at("m22", t1), None, "a repeat within a minute is not said");
+        assert_eq!(
+            l.check_at("m22", t1),
+            None,
+            "a repeat within a minute is not said"
+        );
         assert_eq!(l.check_at("m0", t1), Some(1), "a minute later it is again");
     }
 

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::peers::{self, eventually, test_certificate};
+use common::eventually;
+use common::proc::{cmdline, ffmpeg_children};
+use common::rtsp::{RtspOptions, RtspServer};
+use common::tls::test_certificate;
 use common::{config, decode_jpeg, get, Daemon, Stream, BIN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -330,10 +333,18 @@ async fn wrong_access_code_is_one_clear_error_without_the_code() {
             .then_some(())
     })
     .await;
-    // Backoff: a few attempts, not a flood; HTTP keeps working.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let attempts = printer.accepted.load(SeqCst);
-    assert!((2..=4).contains(&attempts), "{attempts} attempts in ~3 s");
+    // Backoff: attempts come 1 s, then 2 s apart (±20 %), not in a flood; HTTP keeps working.
+    let first = std::time::Instant::now();
+    let seen = printer.accepted.load(SeqCst);
+    eventually(WAIT, "two more attempts", || {
+        (printer.accepted.load(SeqCst) >= seen + 2).then_some(())
+    })
+    .await;
+    assert!(
+        first.elapsed() >= Duration::from_millis(2400),
+        "two retries after {:?}: not backing off",
+        first.elapsed()
+    );
     let c = d.camera("p1s").await;
     assert!(
         c["last_error"].as_str().unwrap().contains("access code rejected"),
@@ -443,7 +454,7 @@ async fn fingerprint_pinning_accepts_the_printer_and_rejects_another_certificate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bambu_rtsps_is_the_x1_url_through_ffmpeg() {
     let code = "27182818";
-    let server = peers::RtspServer::start(peers::RtspOptions {
+    let server = RtspServer::start(RtspOptions {
         tls: true,
         credentials: Some(("bblp".into(), code.into())),
         path: Some("/streaming/live/1".into()),
@@ -459,9 +470,9 @@ async fn bambu_rtsps_is_the_x1_url_through_ffmpeg() {
         c["source"],
         format!("rtsps://***@127.0.0.1:{}/streaming/live/1", server.port)
     );
-    let ff = peers::ffmpeg_children(d.child.id(), "/streaming/live/1");
+    let ff = ffmpeg_children(d.child.id(), "/streaming/live/1");
     assert_eq!(ff.len(), 1);
-    let cmd = peers::cmdline(ff[0]);
+    let cmd = cmdline(ff[0]);
     assert!(
         cmd.contains("-use_wallclock_as_timestamps 1") && cmd.contains("-probesize 5000000"),
         "{cmd}"

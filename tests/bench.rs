@@ -5,7 +5,8 @@ mod common;
 
 use std::process::Command;
 
-use common::peers::{free_port, MjpegServer};
+use common::mjpeg_server::MjpegServer;
+use common::proc::free_port;
 use common::{config, Daemon, BIN};
 
 fn bench(url: &str, viewers: &str, duration: &str) -> (Option<i32>, serde_json::Value) {

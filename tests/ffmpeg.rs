@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::peers::{self, eventually, ffmpeg_children, proc_state, MjpegServer, RtspOptions, RtspServer};
+use common::eventually;
+use common::mjpeg_server::MjpegServer;
+use common::proc::{children, cmdline, ffmpeg_children, free_port, proc_state};
+use common::rtsp::{RtspOptions, RtspServer};
 use common::{
     config, decode_jpeg, get, is_live, live_frame, open_stream, part_where, placeholder_frame, Daemon,
     Stream, BIN, LIVE_WAIT,
@@ -59,15 +62,12 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     let rtsps_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsps.port));
     let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
     assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
-    assert_eq!(peers::children(pid).len(), 3, "no other children");
+    assert_eq!(children(pid).len(), 3, "no other children");
     assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     // H.264 is re-encoded; MJPEG over HTTP is copied untouched.
-    assert!(peers::cmdline(rtsp_ff[0]).contains("-c:v mjpeg"));
-    assert!(
-        peers::cmdline(rtsps_ff[0]).contains("-q:v 11"),
-        "quality 70 → q 11"
-    );
-    assert!(peers::cmdline(http_ff[0]).contains("-c:v copy"));
+    assert!(cmdline(rtsp_ff[0]).contains("-c:v mjpeg"));
+    assert!(cmdline(rtsps_ff[0]).contains("-q:v 11"), "quality 70 → q 11");
+    assert!(cmdline(http_ff[0]).contains("-c:v copy"));
     let k1 = d.camera("k1").await;
     assert_eq!(
         (k1["viewers"].as_u64(), k1["state"].as_str()),
@@ -83,7 +83,7 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
         || all.iter().all(|p| gone(*p)).then_some(()),
     )
     .await;
-    assert!(peers::children(pid).is_empty());
+    assert!(children(pid).is_empty());
     eventually(Duration::from_secs(5), "HTTP camera connection closed", || {
         (http.active.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(())
     })
@@ -92,7 +92,7 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_down_at_start_shows_placeholders_then_goes_live_when_it_comes_up() {
-    let port = peers::free_port();
+    let port = free_port();
     let d = Daemon::start(&config(
         "",
         &format!("[[camera]]\nid = \"p1\"\nsource = \"rtsp://127.0.0.1:{port}/cam\"\nsize = \"160x120\"\n"),
@@ -268,9 +268,10 @@ async fn missing_ffmpeg_is_one_clear_error_not_a_crash_loop() {
     placeholder_frame(&mut s).await;
     let mut demo = open_stream(&d, "demo").await;
     live_frame(&mut demo).await;
-    // Let the pump retry a few times (1 s, 2 s backoff).
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let c = d.camera("p1").await;
+    // The pump retries (1 s, 2 s backoff), and says so only once.
+    let c = d
+        .wait_for("p1", LIVE_WAIT, |c| c["upstream_opens"].as_u64() >= Some(3))
+        .await;
     assert!(
         c["last_error"].as_str().unwrap().contains("ffmpeg not found"),
         "{c}"
@@ -299,10 +300,7 @@ async fn credentials_never_leak() {
     });
     let good = server.url();
     assert!(good.contains(CODE));
-    let wrong_port = good.replace(
-        &format!(":{}/", server.port),
-        &format!(":{}/", peers::free_port()),
-    );
+    let wrong_port = good.replace(&format!(":{}/", server.port), &format!(":{}/", free_port()));
     let wrong_code = format!("rtsps://bblp:{CODE}x@127.0.0.1:{}/cam", server.port);
     let cfg = config(
         "",
@@ -476,5 +474,5 @@ async fn raw_ffmpeg_arguments_are_a_source() {
     assert_eq!(decode_jpeg(&p.jpeg), (160, 120));
     let ff = ffmpeg_children(d.child.id(), "testsrc2");
     assert_eq!(ff.len(), 1);
-    assert!(peers::cmdline(ff[0]).contains("-vf fps=5,scale=160:120"));
+    assert!(cmdline(ff[0]).contains("-vf fps=5,scale=160:120"));
 }

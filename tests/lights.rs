@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::peers::Pty;
+use common::pty::Pty;
 use common::{config, Daemon, Stream};
 use farmcam::config::{CameraConfig, LightConfig, Protocol};
 use farmcam::events::EventBus;
@@ -263,7 +263,7 @@ async fn gcode_waits_for_ok_and_a_silent_printer_never_stops_the_camera() {
         t.elapsed()
     );
     assert_eq!(pty.read_line(WAIT).await, "M355 S1 P255");
-    let status = common::peers::eventually(WAIT, "light counted on after the ok timeout", || {
+    let status = common::eventually(WAIT, "light counted on after the ok timeout", || {
         let s = r.cameras[0].status().light.unwrap();
         (s.state == LightState::On).then_some(s)
     })
@@ -297,7 +297,7 @@ async fn a_port_missing_at_start_or_vanishing_is_retried_and_reconciled() {
     let mut pty = Pty::new();
     std::os::unix::fs::symlink(&pty.path, &link).unwrap();
     assert_eq!(pty.read(4, Duration::from_secs(20)).await.0, lcus(2, true));
-    common::peers::eventually(WAIT, "light on", || {
+    common::eventually(WAIT, "light on", || {
         (r.cameras[0].status().light.unwrap().state == LightState::On).then_some(())
     })
     .await;
@@ -305,7 +305,7 @@ async fn a_port_missing_at_start_or_vanishing_is_retried_and_reconciled() {
     // Unplugged mid-run, then back under the same by-id name (a new tty behind it).
     drop(pty);
     std::fs::remove_file(&link).unwrap();
-    common::peers::eventually(WAIT, "light unavailable", || {
+    common::eventually(WAIT, "light unavailable", || {
         (r.cameras[0].status().light.unwrap().state == LightState::Unavailable).then_some(())
     })
     .await;
@@ -374,8 +374,14 @@ async fn cold_snapshots_wait_for_the_light_to_settle() {
     );
     assert_eq!(pty.read(4, WAIT).await.0, lcus(1, true));
     // Warm: the light has long settled; the latest frame is returned at once.
-    let _viewer = r.cameras[0].subscribe(Viewer);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut viewer = r.cameras[0].subscribe(Viewer);
+    for _ in 0..2 {
+        // The cached frame, then a new one: frames flow, long after the light settled.
+        tokio::time::timeout(WAIT, viewer.next())
+            .await
+            .expect("frames flow")
+            .expect("camera running");
+    }
     let asked = SystemTime::now();
     let f = r.cameras[0].snapshot(None).await.unwrap();
     assert!(f.captured_at <= asked + Duration::from_millis(100));

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::peers::{self, Mosquitto, Msg, Sub};
+use common::eventually;
+use common::mqtt::{mosquitto_password_file, Mosquitto, Msg, Sub};
+use common::tls::test_ca;
 use common::{config, decode_jpeg, get, Daemon, Stream};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -182,7 +184,11 @@ async fn broker_restart_resumes_and_reannounces() {
         .await;
 
     broker.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(WAIT, "the lost broker noticed", || {
+        let log = d.log_text();
+        (log.contains("mqtt: connection to") || log.contains("mqtt: cannot reach")).then_some(())
+    })
+    .await;
     // farmcam keeps serving HTTP while the broker is gone.
     assert_eq!(get(d.main, "/cameras/p1/snapshot").await.status, 200);
     broker.restart();
@@ -213,7 +219,7 @@ async fn broker_restart_resumes_and_reannounces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_test_ca_and_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    peers::test_ca(dir.path());
+    test_ca(dir.path());
     let d = dir.path().display();
     let broker = Mosquitto::start(&format!(
         "listener {{extra_port}} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
@@ -242,7 +248,7 @@ async fn tls_with_a_test_ca_and_a_client_certificate() {
 
     // Without the CA, the broker's certificate is not trusted: a clear error, HTTP still fine.
     let other = tempfile::tempdir().unwrap();
-    peers::test_ca(other.path());
+    test_ca(other.path());
     let daemon = Daemon::start(&config(
         "",
         &format!(
@@ -250,7 +256,7 @@ async fn tls_with_a_test_ca_and_a_client_certificate() {
             mqtt_section(&url, &format!("ca_file = \"{}/ca.pem\"", other.path().display()))
         ),
     ));
-    peers::eventually(WAIT, "TLS error logged", || {
+    eventually(WAIT, "TLS error logged", || {
         daemon.log_text().contains("TLS with").then_some(())
     })
     .await;
@@ -263,7 +269,7 @@ async fn wrong_credentials_are_one_clear_line_and_http_keeps_serving() {
     const WRONG: &str = "Wr0ng-B4ttery";
     let dir = tempfile::tempdir().unwrap();
     let pwfile = dir.path().join("passwords");
-    peers::mosquitto_password_file(&pwfile, "farm", PASSWORD);
+    mosquitto_password_file(&pwfile, "farm", PASSWORD);
     let broker = Mosquitto::start(&format!(
         "password_file {}\nallow_anonymous false\n",
         pwfile.display()
@@ -283,13 +289,17 @@ async fn wrong_credentials_are_one_clear_line_and_http_keeps_serving() {
         ),
         "debug",
     );
-    peers::eventually(WAIT, "refusal logged", || {
+    eventually(WAIT, "refusal logged", || {
         d.log_text().contains("refused the login").then_some(())
     })
     .await;
     let r = get(d.main, "/cameras/p1/snapshot").await;
     assert_eq!(r.status, 200);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Retries go on (1 s, 2 s, … apart): wait for two more refusals, said at debug level.
+    eventually(WAIT, "repeated refusals", || {
+        (d.log_text().matches("refused the login").count() >= 3).then_some(())
+    })
+    .await;
     let log = d.log_text();
     let loud = log
         .lines()
@@ -373,7 +383,7 @@ async fn oversized_snapshot_is_skipped_without_dropping_the_connection() {
         ),
     ));
     // The big camera's first snapshot is refused (the pattern takes a moment to prepare)...
-    peers::eventually(WAIT, "oversized snapshot refused", || {
+    eventually(WAIT, "oversized snapshot refused", || {
         d.log_text()
             .contains("larger than mqtt.max_packet_size")
             .then_some(())

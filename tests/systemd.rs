@@ -82,13 +82,16 @@ async fn ready_status_watchdog_and_stopping() {
     assert!(d.wait_exit(Duration::from_secs(5)).unwrap().success());
 }
 
-/// A source whose open blocks its thread (a driver call that never returns, say).
-struct Blocking;
+/// A source whose open blocks its thread (a driver call that does not return) until released.
+struct Blocking(Arc<std::sync::atomic::AtomicBool>);
 
 #[async_trait]
 impl Source for Blocking {
     async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
-        std::thread::sleep(Duration::from_secs(4));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.0.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Err(SourceError::Open("blocked".into()))
     }
 }
@@ -117,21 +120,34 @@ async fn a_wedged_pump_supervisor_stops_the_watchdog() {
     let cams = vec![healthy.clone()];
     let _v = healthy.subscribe(Viewer);
     let mut dog = Watchdog::default();
-    assert_eq!(dog.wedged(&cams), None);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A full heartbeat between two checks: the watchdog's own calling rule.
+    let beat_passes = |dog: &mut Watchdog, cams: &[Arc<Camera>]| {
+        let verdict = dog.wedged(cams);
+        let seen = healthy.heartbeat().unwrap_or(0);
+        (verdict, seen)
+    };
+    let (_, seen) = beat_passes(&mut dog, &cams);
+    common::eventually(Duration::from_secs(30), "a heartbeat", || {
+        (healthy.heartbeat().unwrap_or(0) >= seen + 2).then_some(())
+    })
+    .await;
     assert_eq!(
         dog.wedged(&cams),
         None,
         "a responsive pump keeps the watchdog fed"
     );
 
-    let stuck = camera("stuck", Arc::new(Blocking));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stuck = camera("stuck", Arc::new(Blocking(release.clone())));
     let cams = vec![healthy.clone(), stuck.clone()];
     let _w = stuck.subscribe(Viewer);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    dog.wedged(&cams);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, seen) = beat_passes(&mut dog, &cams);
+    common::eventually(Duration::from_secs(30), "a heartbeat", || {
+        (healthy.heartbeat().unwrap_or(0) >= seen + 2).then_some(())
+    })
+    .await;
     assert_eq!(dog.wedged(&cams).as_deref(), Some("stuck"));
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
     stop.cancel();
 }
 
@@ -220,7 +236,7 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
     )
     .unwrap();
     d.signal(libc::SIGHUP);
-    common::peers::eventually(Duration::from_secs(5), "rejection logged", || {
+    common::eventually(Duration::from_secs(5), "rejection logged", || {
         d.log_text()
             .contains("configuration rejected, the running one is kept")
             .then_some(())
@@ -245,7 +261,7 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
         .position(|m| m.contains("RELOADING=1"))
         .expect("RELOADING=1");
     assert!(got[reloading..].iter().any(|m| m.contains("READY=1")), "{got:?}");
-    common::peers::eventually(Duration::from_secs(5), "reload logged", || {
+    common::eventually(Duration::from_secs(5), "reload logged", || {
         d.log_text()
             .contains("reload: 1 camera(s) unchanged, 1 added, 1 restarted, 1 removed (gone)")
             .then_some(())
@@ -286,8 +302,8 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
 /// whole file, and the running configuration (cameras included) is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_unreadable_mqtt_tls_files_is_rejected() {
-    let (cert, _key) = common::peers::test_certificate();
-    let port = common::peers::free_port();
+    let (cert, _key) = common::tls::test_certificate();
+    let port = common::proc::free_port();
     let file = |ca: &str, cameras: &str| {
         config(
             "",
@@ -299,7 +315,7 @@ async fn a_reload_with_unreadable_mqtt_tls_files_is_rejected() {
     let two = format!("{one}[[camera]]\nid = \"b\"\nsource = \"test:\"\n");
     std::fs::write(d.config_path(), file("/nonexistent/ca.pem", &two)).unwrap();
     d.signal(libc::SIGHUP);
-    common::peers::eventually(Duration::from_secs(20), "rejection logged", || {
+    common::eventually(Duration::from_secs(20), "rejection logged", || {
         d.log_text()
             .lines()
             .any(|l| {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::eventually;
+use common::eventually;
 use common::{
     bin, config, decode_jpeg, dht_segments, get, live_frame, open_stream, placeholder_frame, strip_dht,
     Daemon, LIVE_WAIT,

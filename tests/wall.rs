@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::peers::MjpegServer;
+use common::mjpeg_server::MjpegServer;
 use common::webdriver::Browser;
 use common::{config, Daemon};
 use serde_json::Value;

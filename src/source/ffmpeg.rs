@@ -892,5 +892,4 @@ mod tests {
         );
         assert_eq!(parse_line("plain"), ("info", "plain".to_string()));
     }
-
 }

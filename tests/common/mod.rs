@@ -1,7 +1,12 @@
 //! Test helpers: run the real `farmcam` binary on port 0 and talk raw HTTP/1.1 to it.
 #![allow(dead_code)]
 
-pub mod peers;
+pub mod mjpeg_server;
+pub mod mqtt;
+pub mod proc;
+pub mod pty;
+pub mod rtsp;
+pub mod tls;
 pub mod webdriver;
 
 use std::collections::HashMap;
@@ -15,6 +20,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_farmcam");
+
+/// Poll until `f` returns Some, at most `limit`: how every test waits for a condition.
+pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// The farmcam binary the daemon tests run: `FARMCAM_BIN` if set (the V4L2 tests in the emulated
 /// guest use the release build), else the one cargo built with the tests.
@@ -32,7 +49,55 @@ pub struct Daemon {
     /// Dedicated listeners: camera id → address.
     pub cameras: HashMap<String, SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
+    _notify: Option<Notify>,
     _dir: tempfile::TempDir,
+}
+
+/// A NOTIFY_SOCKET for one daemon, drained for its whole life (a full socket would block the
+/// daemon's notifications).
+struct Notify {
+    path: std::path::PathBuf,
+    got: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Notify {
+    fn bind(path: &std::path::Path) -> Notify {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    g.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        });
+        Notify {
+            path: path.to_path_buf(),
+            got,
+            stop,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.lines().any(|l| l == "READY=1"))
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Daemon {
@@ -75,8 +140,14 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
         std::fs::write(&path, config).unwrap();
+        // Readiness as systemd sees it: READY=1 on NOTIFY_SOCKET (unless the test listens itself).
+        let notify = (!env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET"))
+            .then(|| Notify::bind(&dir.path().join("notify")));
         let mut cmd = Command::new(bin());
         prepare(&mut cmd);
+        if let Some(n) = &notify {
+            cmd.env("NOTIFY_SOCKET", &n.path);
+        }
         let mut child = cmd
             .args(["run", "--config"])
             .arg(&path)
@@ -97,13 +168,26 @@ impl Daemon {
                 let _ = tx.send(line);
             }
         });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let not_ready = |log: &Arc<Mutex<Vec<String>>>| -> ! {
+            panic!("farmcam did not become ready; log: {:#?}", log.lock().unwrap())
+        };
+        if let Some(n) = &notify {
+            while !n.ready() {
+                if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+                    std::thread::sleep(Duration::from_millis(100)); // the last log lines
+                    not_ready(&log);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // The listeners' addresses (port 0 in tests) are logged before READY=1 is sent.
         let mut main = None;
         let mut cameras = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("farmcam did not become ready; log: {:#?}", log.lock().unwrap()));
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                not_ready(&log)
+            };
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let (addr, what) = rest.split_once(' ').unwrap();
                 let addr: SocketAddr = addr.parse().unwrap();
@@ -123,6 +207,7 @@ impl Daemon {
             main: main.expect("main listener logged"),
             cameras,
             log,
+            _notify: notify,
             _dir: dir,
         }
     }

@@ -1,0 +1,56 @@
+//! What /proc says about processes (children, command lines, states), and free ports.
+
+/// Direct children of a process.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A process's command line, arguments joined by spaces ("" once it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The process state letter (R, S, Z, …), or None when no such process exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// farmcam's ffmpeg children whose command line contains `needle`.
+pub fn ffmpeg_children(farmcam: u32, needle: &str) -> Vec<u32> {
+    children(farmcam)
+        .into_iter()
+        .filter(|p| {
+            let c = cmdline(*p);
+            c.contains("ffmpeg") && c.contains(needle)
+        })
+        .collect()
+}
+
+/// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

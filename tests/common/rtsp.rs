@@ -1,0 +1,119 @@
+//! GStreamer's RTSP server (RTSP and RTSPS H.264 cameras), in a child process the test can
+//! stop, pause and restart.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::tls::test_certificate;
+
+const RTSP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");
+
+#[derive(Clone, Default)]
+pub struct RtspOptions {
+    pub tls: bool,
+    pub credentials: Option<(String, String)>,
+    /// Mount path (default `/cam`).
+    pub path: Option<String>,
+}
+
+/// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
+pub struct RtspServer {
+    child: Option<Child>,
+    pub port: u16,
+    options: RtspOptions,
+}
+
+impl RtspServer {
+    /// Start on a free port.
+    pub fn start(options: RtspOptions) -> RtspServer {
+        Self::start_on(0, options)
+    }
+
+    /// Start on `port` (e.g. again after `stop`).
+    pub fn start_on(port: u16, options: RtspOptions) -> RtspServer {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(RTSP_SERVER).args(["--port", &port.to_string()]);
+        if options.tls {
+            let (cert, key) = test_certificate();
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some((u, p)) = &options.credentials {
+            cmd.args(["--user", u, "--password", p]);
+        }
+        if let Some(path) = &options.path {
+            cmd.args(["--path", path]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("/usr/bin/python3 runs (packaging/dev.sh deps installs the GStreamer RTSP server)");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if let Some(p) = line.strip_prefix("ready ") {
+                return RtspServer {
+                    child: Some(child),
+                    port: p.trim().parse().unwrap(),
+                    options,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            // Rebinding a port right after the previous server died can fail for a moment.
+            assert!(
+                Instant::now() < deadline,
+                "RTSP server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The camera's URL, with credentials when the server wants them.
+    pub fn url(&self) -> String {
+        let scheme = if self.options.tls { "rtsps" } else { "rtsp" };
+        let auth = match &self.options.credentials {
+            Some((u, p)) => format!("{u}:{p}@"),
+            None => String::new(),
+        };
+        let path = self.options.path.as_deref().unwrap_or("/cam");
+        format!("{scheme}://{auth}127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kill the server (connections drop at once).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Self::start_on(self.port, self.options.clone());
+        *self = again;
+    }
+
+    /// Freeze / thaw the server: connections stay open but nothing flows (a stalled camera).
+    pub fn pause(&self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+    }
+    pub fn resume(&self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) };
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
