@@ -147,10 +147,13 @@ impl Validator<'_> {
                 );
             }
             let source = self.source(c, i);
-            if let (Some(SourceSpec::V4l2(o)), Some(other)) = (
-                &source,
-                cameras.iter().find(|o| Some(&o.source) == source.as_ref()),
-            ) {
+            let same_device = |other: &CameraConfig| match (&other.source, &source) {
+                (SourceSpec::V4l2(a), Some(SourceSpec::V4l2(b))) => a.path == b.path,
+                _ => false,
+            };
+            if let (Some(SourceSpec::V4l2(o)), Some(other)) =
+                (&source, cameras.iter().find(|o| same_device(o)))
+            {
                 self.problem(
                     Some(c.source.span()),
                     &at("source"),

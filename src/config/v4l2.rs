@@ -110,4 +110,19 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn one_device_for_one_camera_whatever_its_options() {
+        let e = super::super::parse(
+            "[[camera]]\nid = \"a\"\nsource = \"v4l2:/dev/video0\"\nformat = \"yuyv\"\n\
+             [[camera]]\nid = \"b\"\nsource = \"v4l2:/dev/video0\"\nformat = \"mjpeg\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("camera[1].source: /dev/video0 is already camera \"a\""),
+            "{e}"
+        );
+    }
 }
