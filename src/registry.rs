@@ -34,6 +34,16 @@ struct Slot {
     previous: Option<CancellationToken>,
 }
 
+impl Slot {
+    /// Fires once the last upstream in this slot (or, before any, the replaced camera's) closed.
+    fn closed(&self) -> Option<CancellationToken> {
+        match &self.pump {
+            Some(p) => Some(p.closed()),
+            None => self.previous.clone(),
+        }
+    }
+}
+
 /// Why a snapshot could not be taken; each carries the placeholder JPEG to show instead.
 #[derive(Debug)]
 pub enum SnapshotError {
@@ -114,11 +124,7 @@ impl Camera {
 
     /// Fires once this camera's last upstream (and every earlier one) is closed.
     fn closed(&self) -> Option<CancellationToken> {
-        let slot = self.pump.lock().unwrap();
-        match &slot.pump {
-            Some(p) => Some(p.closed()),
-            None => slot.previous.clone(),
-        }
+        self.pump.lock().unwrap().closed()
     }
 
     pub fn config(&self) -> &CameraConfig {
@@ -145,10 +151,7 @@ impl Camera {
         if let Some(sub) = slot.pump.as_ref().and_then(|p| p.try_attach(kind)) {
             return sub;
         }
-        let previous = match &slot.pump {
-            Some(p) => Some(p.closed()),
-            None => slot.previous.clone(),
-        };
+        let previous = slot.closed();
         let (pump, sub) = Pump::start(
             self.shared.clone(),
             self.source.clone(),

@@ -62,11 +62,13 @@ impl Config {
     /// The rule for a file without cameras: with `[defaults] auto_v4l2` (the default), every
     /// V4L2 capture device found becomes a camera with the defaults, named after its card and
     /// opened by its by-id path when it has one. A file with cameras is left alone.
-    pub fn add_found_cameras(&mut self, found: &[Servable]) {
+    /// `scan` lists the devices; it runs only when the rule applies.
+    pub fn add_found_cameras(&mut self, scan: impl FnOnce() -> Vec<Servable>) {
         if !self.cameras.is_empty() || !self.defaults.auto_v4l2 {
             return;
         }
-        for device in found {
+        let found = scan();
+        for device in &found {
             self.cameras
                 .push(Arc::new(CameraConfig::found(device, &self.defaults)));
         }
@@ -121,9 +123,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let mut config = parse(&text, path)?;
-    if config.cameras.is_empty() && config.defaults.auto_v4l2 {
-        config.add_found_cameras(&crate::source::v4l2::list::servable(Path::new("/dev")));
-    }
+    config.add_found_cameras(|| crate::source::v4l2::list::servable(Path::new("/dev")));
     Ok(config)
 }
 
@@ -343,7 +343,7 @@ mod found_and_bugs {
             name: "USB Camera".into(),
             path: PathBuf::from("/dev/v4l/by-id/usb-cam-video-index0"),
         }];
-        c.add_found_cameras(&found);
+        c.add_found_cameras(|| found.to_vec());
         assert_eq!(c.cameras_found, 1);
         let cam = &c.cameras[0];
         assert_eq!((cam.id.as_str(), cam.name.as_str()), ("usb-cam", "USB Camera"));
@@ -372,10 +372,10 @@ mod found_and_bugs {
             Path::new("f.toml"),
         )
         .unwrap();
-        c.add_found_cameras(&found);
+        c.add_found_cameras(|| found.to_vec());
         assert_eq!((c.cameras.len(), c.cameras_found), (1, 0));
         let mut c = parse("[defaults]\nauto_v4l2 = false\n", Path::new("f.toml")).unwrap();
-        c.add_found_cameras(&found);
+        c.add_found_cameras(|| found.to_vec());
         assert!(c.cameras.is_empty());
     }
 
