@@ -45,7 +45,7 @@ struct FedUp(mpsc::Receiver<Captured>);
 
 #[async_trait]
 impl Source for Fed {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _demand: farmcam::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let rx = self.0.lock().unwrap().take();
         rx.map(|rx| Box::new(FedUp(rx)) as Box<dyn Upstream>)
             .ok_or_else(|| SourceError::Open("opened twice".into()))

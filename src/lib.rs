@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod frame;
+pub mod h264;
 pub mod histogram;
 pub mod http;
 pub mod jpeg;

@@ -25,7 +25,8 @@ use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame, Size};
 use crate::light::Light;
 use crate::log_limit::{held_back, LogLimit};
-use crate::source::{Source, SourceError, Upstream};
+pub use crate::source::Want;
+use crate::source::{Demand, Source, SourceError, Upstream};
 
 /// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
 pub const RING: usize = 8;
@@ -49,6 +50,16 @@ pub enum ConsumerKind {
     Viewer,
     Snapshot,
     Other,
+}
+
+impl ConsumerKind {
+    /// What this kind of consumer needs unless it says more: viewers every frame, snapshots one.
+    pub fn usual_want(self) -> Want {
+        match self {
+            ConsumerKind::Snapshot => Want::One,
+            ConsumerKind::Viewer | ConsumerKind::Other => Want::Every,
+        }
+    }
 }
 
 /// What lives as long as the camera, across pumps: counters, the last good frame, the placeholder.
@@ -118,6 +129,8 @@ pub struct Pump {
     state: watch::Sender<CameraState>,
     /// Consumer count changed (wakes the idle watcher).
     changed: Notify,
+    /// What the consumers need together, for the open upstream.
+    demand: watch::Sender<Demand>,
     /// Forced end (shutdown, camera removed): consumers' `next()` returns `None`.
     kill: CancellationToken,
     /// Stop the upstream (idle, or killed). Child of `kill`.
@@ -129,11 +142,24 @@ pub struct Pump {
 
 struct Inner {
     consumers: usize,
+    /// What each attached consumer needs.
+    wants: Vec<Want>,
+    /// A snapshot was taken from this pump: snapshots come back (a wall tile every second,
+    /// MQTT), so single frames stay wanted for the pump's life (the idle grace after the last
+    /// consumer), and a decoding camera keeps its cheapest decoder rather than restarting it.
+    snapshots: bool,
     viewers: usize,
     latest: Option<Frame>,
     next_seq: u64,
     stopped: bool,
     retry_at: Option<Instant>,
+}
+
+impl Inner {
+    fn demand(&self) -> Demand {
+        let lingering = (self.snapshots && !self.wants.contains(&Want::One)).then_some(&Want::One);
+        Demand::of(self.wants.iter().chain(lingering))
+    }
 }
 
 impl Pump {
@@ -148,6 +174,7 @@ impl Pump {
         previous: Option<CancellationToken>,
         tracker: &TaskTracker,
         first: ConsumerKind,
+        want: Want,
     ) -> (Arc<Pump>, Subscription) {
         let kill = parent.child_token();
         let pump = Arc::new(Pump {
@@ -156,6 +183,8 @@ impl Pump {
             closed: CancellationToken::new(),
             inner: Mutex::new(Inner {
                 consumers: 0,
+                wants: Vec::new(),
+                snapshots: false,
                 viewers: 0,
                 latest: None,
                 next_seq: 1,
@@ -165,12 +194,13 @@ impl Pump {
             tx: broadcast::channel(RING).0,
             state: watch::Sender::new(CameraState::Starting),
             changed: Notify::new(),
+            demand: watch::Sender::new(Demand::of(&[])),
             beats: AtomicU64::new(0),
             shared,
         });
         info!(camera = %pump.id(), kind = "started", "pump started");
         pump.event(EventKind::Started, CameraState::Starting, 0);
-        let sub = pump.attach(&mut pump.inner.lock().unwrap(), first);
+        let sub = pump.attach(&mut pump.inner.lock().unwrap(), first, want);
         tracker.spawn(pump.clone().supervise_with_heartbeat(source, previous));
         tracker.spawn(pump.clone().idle_watch());
         (pump, sub)
@@ -186,16 +216,19 @@ impl Pump {
 
     /// Attach a consumer, unless this pump has stopped (then the registry starts a fresh one).
     /// The consumer first receives the latest frame, then every later one.
-    pub fn try_attach(self: &Arc<Self>, kind: ConsumerKind) -> Option<Subscription> {
+    pub fn try_attach(self: &Arc<Self>, kind: ConsumerKind, want: Want) -> Option<Subscription> {
         let mut inner = self.inner.lock().unwrap();
         if inner.stopped {
             return None;
         }
-        Some(self.attach(&mut inner, kind))
+        Some(self.attach(&mut inner, kind, want))
     }
 
-    fn attach(self: &Arc<Self>, inner: &mut Inner, kind: ConsumerKind) -> Subscription {
+    fn attach(self: &Arc<Self>, inner: &mut Inner, kind: ConsumerKind, want: Want) -> Subscription {
         inner.consumers += 1;
+        inner.wants.push(want);
+        inner.snapshots |= want == Want::One;
+        self.demand.send_replace(inner.demand());
         if kind == ConsumerKind::Viewer {
             inner.viewers += 1;
             self.event(EventKind::Viewers, *self.state.borrow(), inner.viewers);
@@ -206,6 +239,7 @@ impl Pump {
             rx: self.tx.subscribe(),
             pending: inner.latest.clone(),
             kind,
+            want,
             attached: true,
             last_seq: None,
             skipped: 0,
@@ -359,7 +393,7 @@ impl Pump {
             let opened = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return self.stop_reason(),
-                r = source.open() => r,
+                r = source.open(self.demand.subscribe()) => r,
                 _ = self.placeholders(), if offline => unreachable!("placeholders never ends"),
             };
             let result = match opened {
@@ -413,11 +447,19 @@ impl Pump {
         // Sources such as ffmpeg connect after `open`: while an offline camera waits for its
         // first frame, viewers keep getting the placeholder.
         let offline = self.state() == CameraState::Offline;
+        // An upstream that may rightly send nothing for long (nobody needs frames) watches for
+        // stalls itself.
+        let self_timed = upstream.detects_stalls();
+        let limit = |first: bool| match (self_timed, first) {
+            (true, _) => Duration::MAX,
+            (false, true) => stall,
+            (false, false) => stall.max(FIRST_FRAME_TIMEOUT),
+        };
         let result = loop {
             let next = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break None,
-                r = timeout(if first_frame.is_some() { stall } else { stall.max(FIRST_FRAME_TIMEOUT) }, upstream.next_frame()) => r,
+                r = timeout(limit(first_frame.is_some()), upstream.next_frame()) => r,
                 _ = self.placeholders(), if offline && first_frame.is_none() => unreachable!("placeholders never ends"),
             };
             let invalid = upstream.take_invalid();
@@ -501,6 +543,7 @@ pub struct Subscription {
     rx: broadcast::Receiver<Frame>,
     pending: Option<Frame>,
     kind: ConsumerKind,
+    want: Want,
     attached: bool,
     last_seq: Option<u64>,
     skipped: u64,
@@ -586,6 +629,10 @@ impl Subscription {
             }
         }
         inner.consumers -= 1;
+        if let Some(i) = inner.wants.iter().position(|w| *w == self.want) {
+            inner.wants.swap_remove(i);
+        }
+        self.pump.demand.send_replace(inner.demand());
         if self.kind == ConsumerKind::Viewer {
             inner.viewers -= 1;
             self.pump

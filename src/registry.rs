@@ -14,8 +14,9 @@ use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus};
 use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
-use crate::pump::{CameraShared, ConsumerKind, Pump, Subscription};
-use crate::source::{self, Source};
+use crate::pump::{CameraShared, ConsumerKind, Pump, Subscription, Want};
+pub use crate::source::DecoderMode;
+use crate::source::{self, Source, Work};
 
 /// One configured camera. It lives as long as the configuration; pumps come and go.
 pub struct Camera {
@@ -80,6 +81,14 @@ pub struct CameraStatus {
     pub last_error: Option<String>,
     /// The camera's light, if it has one.
     pub light: Option<LightStatus>,
+    /// For H.264/H.265 cameras: what the decoder does now (`off`, `keyframes`, `full`).
+    pub decoder: Option<DecoderMode>,
+    /// For H.264/H.265 cameras: the measured time between keyframes.
+    pub keyframe_interval_ms: Option<u64>,
+    /// Pictures handed to the decoder (H.264/H.265 cameras).
+    pub frames_decoded: Option<u64>,
+    /// JPEGs encoded for this camera (None: frames are passed through as the camera sends them).
+    pub frames_encoded: Option<u64>,
 }
 
 impl Camera {
@@ -147,8 +156,14 @@ impl Camera {
     /// Attach a consumer to the live pump, or to a fresh one if the last has stopped (or is
     /// stopping: a consumer never lands on a stopped pump).
     pub fn subscribe(&self, kind: ConsumerKind) -> Subscription {
+        self.subscribe_wanting(kind, kind.usual_want())
+    }
+
+    /// Attach a consumer that needs `want` (see [`Want`]): the pump tells the upstream what its
+    /// consumers need together.
+    pub fn subscribe_wanting(&self, kind: ConsumerKind, want: Want) -> Subscription {
         let mut slot = self.pump.lock().unwrap();
-        if let Some(sub) = slot.pump.as_ref().and_then(|p| p.try_attach(kind)) {
+        if let Some(sub) = slot.pump.as_ref().and_then(|p| p.try_attach(kind, want)) {
             return sub;
         }
         let previous = slot.closed();
@@ -159,6 +174,7 @@ impl Camera {
             previous,
             &self.tracker,
             kind,
+            want,
         );
         slot.pump = Some(pump);
         sub
@@ -218,6 +234,7 @@ impl Camera {
             Some(p) if !p.is_stopped() => (p.state(), p.counts()),
             _ => (CameraState::Idle, (0, 0)),
         };
+        let work = self.source.work();
         let last = s.last_good.lock().unwrap().clone();
         let size = last
             .as_ref()
@@ -241,6 +258,14 @@ impl Camera {
             source: s.config.source.redacted(),
             last_error: s.last_error.lock().unwrap().clone(),
             light: s.light.as_ref().map(|l| l.status()),
+            decoder: work.and_then(Work::decoder),
+            keyframe_interval_ms: work
+                .map(|w| w.keyframe_interval_ms.load(Relaxed))
+                .filter(|ms| *ms > 0),
+            frames_decoded: work
+                .filter(|w| w.decoder().is_some())
+                .map(|w| w.frames_decoded.load(Relaxed)),
+            frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
         }
     }
 

@@ -463,6 +463,7 @@ async fn bambu_rtsps_is_the_x1_url_through_ffmpeg() {
         tls: true,
         credentials: Some(("bblp".into(), code.into())),
         path: Some("/streaming/live/1".into()),
+        ..Default::default()
     });
     let d = Daemon::start(&camera(
         &format!("bambu-rtsps://bblp:{code}@127.0.0.1:{}", server.port),

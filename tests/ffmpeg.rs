@@ -62,12 +62,18 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     let rtsps_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsps.port));
     let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
     assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
-    assert_eq!(children(pid).len(), 3, "no other children");
+    // H.264 is copied to farmcam and decoded by one decoder per camera (full rate: viewers);
+    // MJPEG over HTTP is copied untouched.
+    let decoders = ffmpeg_children(pid, "-i pipe:0");
+    assert_eq!(decoders.len(), 2, "one decoder per H.264 camera");
+    assert_eq!(children(pid).len(), 5, "no other children");
     assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // H.264 is re-encoded; MJPEG over HTTP is copied untouched.
-    assert!(cmdline(rtsp_ff[0]).contains("-c:v mjpeg"));
-    assert!(cmdline(rtsps_ff[0]).contains("-q:v 11"), "quality 70 → q 11");
-    assert!(cmdline(http_ff[0]).contains("-c:v copy"));
+    assert!(cmdline(rtsp_ff[0]).contains("-c:v copy -bsf:v dump_extra=freq=keyframe -f h264"));
+    assert!(
+        decoders.iter().any(|d| cmdline(*d).contains("-qmin 11 -qmax 11")),
+        "quality 70 → q 11 in the rtsps camera's decoder"
+    );
+    assert!(cmdline(http_ff[0]).contains("-c:v copy -f mjpeg"));
     let k1 = d.camera("k1").await;
     assert_eq!(
         (k1["viewers"].as_u64(), k1["state"].as_str()),
@@ -76,7 +82,7 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
 
     // The last viewer leaves: after the grace, every ffmpeg is stopped and reaped.
     drop(viewers);
-    let all: Vec<u32> = [rtsp_ff, rtsps_ff, http_ff].concat();
+    let all: Vec<u32> = [rtsp_ff, rtsps_ff, http_ff, decoders].concat();
     eventually(
         Duration::from_secs(15),
         "ffmpeg children stopped and reaped",
@@ -193,7 +199,7 @@ async fn stalled_stream_gets_ffmpeg_killed_and_restarted() {
     )
     .await;
     placeholder_frame(&mut s).await;
-    assert!(d.log_text().contains("no frame for 2s"), "{}", d.log_text());
+    assert!(d.log_text().contains("no video for 2s"), "{}", d.log_text());
     server.resume();
     live_frame(&mut s).await;
 }

@@ -36,7 +36,7 @@ struct Recording {
 
 #[async_trait]
 impl Source for Recording {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _demand: farmcam::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         self.log
             .lock()
             .unwrap()

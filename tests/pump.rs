@@ -42,7 +42,7 @@ struct Scripted(Arc<Script>);
 
 #[async_trait]
 impl Source for Scripted {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _demand: farmcam::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let s = &self.0;
         s.opens.fetch_add(1, SeqCst);
         s.open_times.lock().unwrap().push(Instant::now());

@@ -87,7 +87,7 @@ struct Blocking(Arc<std::sync::atomic::AtomicBool>);
 
 #[async_trait]
 impl Source for Blocking {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _demand: farmcam::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.0.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

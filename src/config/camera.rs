@@ -49,6 +49,7 @@ impl CameraConfig {
     pub fn with_defaults(id: &str, mut source: SourceSpec, defaults: &Defaults) -> Self {
         if let SourceSpec::Ffmpeg(o) = &mut source {
             o.program = defaults.ffmpeg.clone();
+            o.decoder = defaults.decoder.clone();
         }
         CameraConfig {
             id: id.to_string(),
@@ -106,6 +107,7 @@ pub(super) struct RawCamera {
     listen: Option<Spanned<String>>,
     quality: Option<Spanned<i64>>,
     ffmpeg_args: Option<Spanned<Vec<String>>>,
+    decoder: Option<Spanned<String>>,
     max_frame_size: Option<Spanned<IntOrString>>,
     snapshot_interval: Option<Spanned<String>>,
     light: Option<Spanned<String>>,
@@ -258,6 +260,12 @@ impl Validator<'_> {
                 ffmpeg_only,
             ),
             (
+                "decoder",
+                c.decoder.as_ref().map(|s| s.span()),
+                &["ffmpeg"],
+                ffmpeg_only,
+            ),
+            (
                 "tls_fingerprint",
                 c.tls_fingerprint.as_ref().map(|s| s.span()),
                 &["bambu"],
@@ -317,6 +325,9 @@ impl Validator<'_> {
         match &mut source {
             Some(SourceSpec::Ffmpeg(o)) => {
                 o.quality = quality;
+                if let Some(d) = self.decoder_name(&c.decoder, &at("decoder")) {
+                    o.decoder = Some(d);
+                }
                 o.args = c
                     .ffmpeg_args
                     .as_ref()

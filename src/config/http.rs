@@ -45,6 +45,8 @@ pub struct Defaults {
     pub auto_v4l2: bool,
     /// The ffmpeg program (`[ffmpeg] path`).
     pub ffmpeg: PathBuf,
+    /// The H.264/H.265 decoder ffmpeg cameras use (`[ffmpeg] decoder`); `None`: ffmpeg's own.
+    pub decoder: Option<String>,
     /// How often cameras publish a snapshot over MQTT (`None`: MQTT off, or "off").
     pub snapshot_interval: Option<Duration>,
 }
@@ -57,6 +59,7 @@ impl Default for Defaults {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             auto_v4l2: true,
             ffmpeg: PathBuf::from(DEFAULT_PROGRAM),
+            decoder: None,
             snapshot_interval: None,
         }
     }
@@ -92,9 +95,29 @@ pub(super) struct RawDefaults {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFfmpeg {
     path: Option<Spanned<String>>,
+    decoder: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
+    /// A decoder name as ffmpeg lists them (`ffmpeg -decoders`), e.g. "h264_v4l2m2m".
+    pub(super) fn decoder_name(&mut self, raw: &Option<Spanned<String>>, key: &str) -> Option<String> {
+        let d = raw.as_ref()?;
+        let name = d.get_ref().trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            self.problem(
+                Some(d.span()),
+                key,
+                &format!("{name:?} is not a decoder name; write one that `ffmpeg -decoders` lists, e.g. \"h264_v4l2m2m\" on a Raspberry Pi 4"),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
     pub(super) fn http(&mut self, raw: &RawHttp) -> HttpConfig {
         let mut listen = Vec::new();
         match &raw.listen {
@@ -148,10 +171,10 @@ impl Validator<'_> {
     pub(super) fn defaults(
         &mut self,
         raw: &RawDefaults,
-        ffmpeg: &RawFfmpeg,
+        ffmpeg_raw: &RawFfmpeg,
         snapshot_interval: Option<Duration>,
     ) -> Defaults {
-        let ffmpeg = match &ffmpeg.path {
+        let ffmpeg = match &ffmpeg_raw.path {
             None => PathBuf::from(DEFAULT_PROGRAM),
             Some(p) if p.get_ref().trim().is_empty() => {
                 self.problem(
@@ -176,6 +199,7 @@ impl Validator<'_> {
                 DEFAULT_STALL_TIMEOUT,
             ),
             auto_v4l2: raw.auto_v4l2.unwrap_or(true),
+            decoder: self.decoder_name(&ffmpeg_raw.decoder, "ffmpeg.decoder"),
             ffmpeg,
             snapshot_interval,
         }

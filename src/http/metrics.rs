@@ -8,6 +8,7 @@ use hyper::{Response, StatusCode};
 
 use super::{api, Body, Ctx};
 use crate::events::{CameraState, LightState};
+use crate::registry::{CameraStatus, DecoderMode};
 
 /// Prometheus label values: backslash, quote and newline escaped.
 fn label(s: &str) -> String {
@@ -110,6 +111,53 @@ pub fn render(ctx: &Ctx) -> String {
         "counter",
         "Times the camera was opened (starts and restarts).",
         per(&|c| c.upstream_opens as f64),
+    );
+    let optional = |f: &dyn Fn(&CameraStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        cams.iter()
+            .filter_map(|c| Some((format!("{{camera=\"{}\"}}", label(&c.id)), f(c)?)))
+            .collect()
+    };
+    family(
+        &mut out,
+        "frames_decoded_total",
+        "counter",
+        "Pictures handed to the decoder (H.264/H.265 cameras).",
+        optional(&|c| c.frames_decoded.map(|n| n as f64)),
+    );
+    family(
+        &mut out,
+        "frames_encoded_total",
+        "counter",
+        "JPEGs encoded for the camera (cameras whose frames are not passed through).",
+        optional(&|c| c.frames_encoded.map(|n| n as f64)),
+    );
+    family(
+        &mut out,
+        "keyframe_interval_seconds",
+        "gauge",
+        "Measured time between keyframes (H.264/H.265 cameras).",
+        optional(&|c| c.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0)),
+    );
+    family(
+        &mut out,
+        "decoder_mode",
+        "gauge",
+        "1 for the decoder's current mode (off, keyframes, full) of H.264/H.265 cameras.",
+        cams.iter()
+            .filter_map(|c| Some((c, c.decoder?)))
+            .flat_map(|(c, mode)| {
+                [DecoderMode::Off, DecoderMode::Keyframes, DecoderMode::Full].map(|m| {
+                    let name = serde_json::to_value(m)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    (
+                        format!("{{camera=\"{}\",mode=\"{name}\"}}", label(&c.id)),
+                        if m == mode { 1.0 } else { 0.0 },
+                    )
+                })
+            })
+            .collect(),
     );
     family(
         &mut out,

@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::{api, param, Body};
 use crate::frame::Frame;
-use crate::pump::{ConsumerKind, Subscription};
+use crate::pump::{ConsumerKind, Subscription, Want};
 use crate::registry::{Camera, SnapshotError};
 
 pub const BOUNDARY: &str = "farmcamframe";
@@ -91,18 +91,22 @@ impl Viewer {
     }
 }
 
+/// The highest `?fps=` a viewer may ask for.
+const MAX_FPS: f64 = 120.0;
+
 pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Response<Body> {
     let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {
         None => None,
-        Some(Ok(fps)) if fps > 0.0 && fps <= 1000.0 => Some(Duration::from_secs_f64(1.0 / fps)),
+        Some(Ok(fps)) if fps > 0.0 && fps <= MAX_FPS => Duration::try_from_secs_f64(1.0 / fps).ok(),
         Some(_) => {
             return api::error(
                 StatusCode::BAD_REQUEST,
-                "fps must be a number of frames per second above 0, e.g. ?fps=5",
+                "fps must be a number of frames per second above 0 and at most 120, e.g. ?fps=5",
             )
         }
     };
-    let sub = cam.subscribe(ConsumerKind::Viewer);
+    let want = Want::viewer(min_interval.map(|i| 1.0 / i.as_secs_f64()));
+    let sub = cam.subscribe_wanting(ConsumerKind::Viewer, want);
     info!(camera = %cam.id(), %peer, "viewer joined");
     let viewer = Viewer {
         sub,

@@ -165,7 +165,7 @@ impl BambuSource {
 
 #[async_trait]
 impl super::Source for BambuSource {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _demand: crate::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let (host, port) = (&self.spec.host, self.spec.port);
         let at = format!("{host}:{port}");
         let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))

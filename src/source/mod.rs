@@ -7,6 +7,7 @@
 //! [`Upstream::close`].
 
 pub mod bambu;
+pub mod demand;
 pub mod ffmpeg;
 mod test_pattern;
 pub mod v4l2;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use crate::frame::{Captured, Size};
 
 pub use bambu::BambuSpec;
+pub use demand::{Demand, DemandRx, Want};
 pub use ffmpeg::{FfmpegInput, FfmpegOptions};
 pub use test_pattern::TestPattern;
 pub use v4l2::V4l2Options;
@@ -120,10 +122,61 @@ pub enum SourceError {
     Ended,
 }
 
+/// What a source does for its consumers, for status and metrics: whether (and how much of) a
+/// compressed stream it decodes, and how many JPEGs it encodes.
+#[derive(Debug, Default)]
+pub struct Work {
+    decoder: std::sync::atomic::AtomicU8,
+    /// Measured time between keyframes (H.264/H.265 cameras), in milliseconds.
+    pub keyframe_interval_ms: std::sync::atomic::AtomicU64,
+    /// Pictures handed to a decoder.
+    pub frames_decoded: std::sync::atomic::AtomicU64,
+    /// JPEGs encoded (by farmcam or its decoder child).
+    pub frames_encoded: std::sync::atomic::AtomicU64,
+}
+
+/// What the decoder of a camera that farmcam decodes is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderMode {
+    /// No decoder: nobody needs JPEG frames.
+    Off,
+    /// Only keyframes are decoded: every consumer is served by one frame per keyframe interval.
+    Keyframes,
+    /// Every picture is decoded; JPEG only at the rate asked for.
+    Full,
+}
+
+impl Work {
+    pub fn decoder(&self) -> Option<DecoderMode> {
+        match self.decoder.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(DecoderMode::Off),
+            2 => Some(DecoderMode::Keyframes),
+            3 => Some(DecoderMode::Full),
+            _ => None,
+        }
+    }
+
+    pub fn set_decoder(&self, mode: Option<DecoderMode>) {
+        let v = match mode {
+            None => 0,
+            Some(DecoderMode::Off) => 1,
+            Some(DecoderMode::Keyframes) => 2,
+            Some(DecoderMode::Full) => 3,
+        };
+        self.decoder.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Opens upstreams for one camera.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError>;
+    /// Open the camera; `demand` says (and keeps saying) what its consumers need.
+    async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError>;
+    /// What this source decodes and encodes (None: it only passes frames through).
+    fn work(&self) -> Option<&Work> {
+        None
+    }
 }
 
 /// One open upstream: frames until it fails or ends; then the pump calls `close`.
@@ -136,6 +189,11 @@ pub trait Upstream: Send {
     }
     /// Release the camera. Must finish in bounded time; the next upstream waits for it.
     async fn close(self: Box<Self>) {}
+    /// Whether the upstream detects a stalled camera itself (it may rightly deliver no frame
+    /// for long when nobody needs one); otherwise the pump times out `next_frame`.
+    fn detects_stalls(&self) -> bool {
+        false
+    }
 }
 
 /// The source for a camera.
@@ -154,7 +212,7 @@ struct Offline;
 
 #[async_trait]
 impl Source for Offline {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    async fn open(&self, _: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         Err(SourceError::Open("test:offline never delivers frames".into()))
     }
 }

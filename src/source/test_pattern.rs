@@ -12,11 +12,12 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Common, Source, SourceError, Upstream};
+use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::Captured;
 use crate::frame::Size;
 use crate::jpeg;
 use crate::render::{fit_scale, Canvas};
+use std::sync::atomic::Ordering::Relaxed;
 
 pub const DEFAULT_SIZE: Size = Size {
     width: 1280,
@@ -34,6 +35,9 @@ pub struct TestPattern {
     name: String,
     size: Size,
     fps: u32,
+    /// Frames are encoded at least this often, whatever the demand (stall detection).
+    keepalive: Duration,
+    work: Arc<Work>,
     prepared: Arc<OnceCell<Arc<Prepared>>>,
 }
 
@@ -43,6 +47,8 @@ impl TestPattern {
             name: common.name.clone(),
             size: common.size.unwrap_or(DEFAULT_SIZE),
             fps: common.fps.unwrap_or(DEFAULT_FPS),
+            keepalive: common.stall_timeout / 3,
+            work: Arc::default(),
             prepared: Arc::new(OnceCell::new()),
         }
     }
@@ -50,7 +56,11 @@ impl TestPattern {
 
 #[async_trait]
 impl Source for TestPattern {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    fn work(&self) -> Option<&Work> {
+        Some(&self.work)
+    }
+
+    async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let (name, size, fps) = (self.name.clone(), self.size, self.fps);
         let prepared = self
             .prepared
@@ -68,6 +78,10 @@ impl Source for TestPattern {
             prepared,
             ticker,
             frame: 0,
+            demand,
+            keepalive: self.keepalive,
+            last: None,
+            work: self.work.clone(),
         }))
     }
 }
@@ -76,15 +90,29 @@ struct PatternStream {
     prepared: Arc<Prepared>,
     ticker: tokio::time::Interval,
     frame: u64,
+    demand: DemandRx,
+    keepalive: Duration,
+    /// When the last frame was encoded.
+    last: Option<Instant>,
+    work: Arc<Work>,
 }
 
 #[async_trait]
 impl Upstream for PatternStream {
+    /// Frames tick at the camera's rate; only those the demand wants are drawn and encoded.
     async fn next_frame(&mut self) -> Result<Captured, SourceError> {
-        self.ticker.tick().await;
+        loop {
+            self.ticker.tick().await;
+            self.frame += 1;
+            let since = self.last.map_or(Duration::MAX, |t| t.elapsed());
+            if self.demand.borrow().wants_frame(since, self.keepalive) {
+                break;
+            }
+        }
+        self.last = Some(Instant::now());
+        self.work.frames_encoded.fetch_add(1, Relaxed);
         let now = SystemTime::now();
-        let jpeg = self.prepared.frame(self.frame, now);
-        self.frame += 1;
+        let jpeg = self.prepared.frame(self.frame - 1, now);
         Ok(Captured {
             jpeg,
             width: self.prepared.size.width,

@@ -3,6 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::tls::test_certificate;
@@ -15,6 +17,12 @@ pub struct RtspOptions {
     pub credentials: Option<(String, String)>,
     /// Mount path (default `/cam`).
     pub path: Option<String>,
+    /// Frames from one keyframe to the next (default: one second's worth).
+    pub keyint: Option<u32>,
+    /// `WxH` (default 320x240).
+    pub size: Option<String>,
+    /// Frames per second (default 15).
+    pub fps: Option<u32>,
 }
 
 /// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
@@ -22,6 +30,8 @@ pub struct RtspServer {
     child: Option<Child>,
     pub port: u16,
     options: RtspOptions,
+    /// RTSP client connections the server accepted since it (re)started.
+    pub clients: Arc<AtomicUsize>,
 }
 
 impl RtspServer {
@@ -44,6 +54,16 @@ impl RtspServer {
         if let Some(path) = &options.path {
             cmd.args(["--path", path]);
         }
+        if let Some(k) = options.keyint {
+            cmd.args(["--keyint", &k.to_string()]);
+        }
+        if let Some(s) = &options.size {
+            cmd.args(["--size", s]);
+        }
+        if let Some(f) = options.fps {
+            cmd.args(["--fps", &f.to_string()]);
+        }
+        let clients = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut child = cmd
@@ -52,14 +72,26 @@ impl RtspServer {
                 .spawn()
                 .expect("/usr/bin/python3 runs (packaging/dev.sh deps installs the GStreamer RTSP server)");
             let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            out.read_line(&mut line).unwrap();
             if let Some(p) = line.strip_prefix("ready ") {
+                let counter = clients.clone();
+                std::thread::spawn(move || {
+                    for l in out.lines() {
+                        match l {
+                            Ok(l) if l == "client" => {
+                                counter.fetch_add(1, SeqCst);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
                 return RtspServer {
                     child: Some(child),
                     port: p.trim().parse().unwrap(),
                     options,
+                    clients,
                 };
             }
             let _ = child.kill();

@@ -7,6 +7,8 @@ it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
   --cert F --key F    serve RTSPS with this certificate (PEM)
   --user U --password P   require basic authentication
   --size WxH --fps N  the H.264 stream (default 320x240 at 15 fps)
+  --keyint N          frames from one keyframe to the next (default: fps, one a second)
+Prints "client" on stdout for every client connection.
 """
 import argparse
 import sys
@@ -26,6 +28,7 @@ p.add_argument("--password")
 p.add_argument("--size", default="320x240")
 p.add_argument("--fps", type=int, default=15)
 p.add_argument("--path", default="/cam")
+p.add_argument("--keyint", type=int, default=0)
 a = p.parse_args()
 w, h = a.size.split("x")
 
@@ -37,7 +40,7 @@ server.set_service(str(a.port))
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
     f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
-    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} "
+    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.keyint or a.fps} "
     "! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
 factory.set_shared(True)
@@ -60,6 +63,7 @@ if a.cert or a.user:
     )
 
 server.get_mount_points().add_factory(a.path, factory)
+server.connect("client-connected", lambda *_: print("client", flush=True))
 if server.attach(None) == 0:
     sys.exit(f"rtsp_server.py: cannot bind 127.0.0.1:{a.port}")
 print("ready", server.get_bound_port(), flush=True)

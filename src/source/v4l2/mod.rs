@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{Common, Source, SourceError, Upstream};
+use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::{Captured, Size};
 use device::{Encoding, Negotiated, Ring};
 
@@ -53,10 +53,13 @@ pub fn parse(path: &str) -> Result<PathBuf, String> {
 
 pub struct V4l2Source {
     settings: Arc<Settings>,
+    work: Arc<Work>,
 }
 
 struct Settings {
     camera: String,
+    /// YUYV frames are encoded at least this often, whatever the demand (stall detection).
+    keepalive: Duration,
     path: PathBuf,
     size: Option<Size>,
     fps: Option<u32>,
@@ -67,8 +70,10 @@ struct Settings {
 impl V4l2Source {
     pub fn new(common: &Common, options: V4l2Options) -> Self {
         V4l2Source {
+            work: Arc::default(),
             settings: Arc::new(Settings {
                 camera: common.id.clone(),
+                keepalive: common.stall_timeout / 3,
                 path: options.path.clone(),
                 size: common.size,
                 fps: common.fps,
@@ -81,7 +86,11 @@ impl V4l2Source {
 
 #[async_trait]
 impl Source for V4l2Source {
-    async fn open(&self) -> Result<Box<dyn Upstream>, SourceError> {
+    fn work(&self) -> Option<&Work> {
+        Some(&self.work)
+    }
+
+    async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (frames_tx, frames_rx) = mpsc::channel(2);
         let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -93,6 +102,9 @@ impl Source for V4l2Source {
             invalid: invalid.clone(),
             frames: frames_tx,
             scratch: Vec::new(),
+            demand,
+            work: self.work.clone(),
+            last_encoded: None,
         };
         std::thread::Builder::new()
             .name(format!("v4l2-{}", self.settings.camera))
@@ -171,6 +183,9 @@ struct Capture {
     frames: mpsc::Sender<Result<Captured, String>>,
     /// The YUYV encoder's working buffer, kept across frames.
     scratch: Vec<u8>,
+    demand: DemandRx,
+    work: Arc<Work>,
+    last_encoded: Option<std::time::Instant>,
 }
 
 impl Capture {
@@ -229,8 +244,12 @@ impl Capture {
             } else if warmup > 0 {
                 warmup -= 1;
                 None
-            } else if self.frames.capacity() == 0 {
-                None // The pump is behind: skip this frame rather than queue stale ones.
+            } else if self.frames.capacity() == 0
+                || (negotiated.encoding != Encoding::Mjpeg && !self.wanted())
+            {
+                // The pump is behind (skip this frame rather than queue stale ones), or nobody
+                // needs it (a YUYV frame nobody takes is not encoded).
+                None
             } else {
                 self.convert(ring.data(&filled), &negotiated)
             };
@@ -243,6 +262,12 @@ impl Capture {
             }
         }
         Ok(())
+    }
+
+    /// Whether the demand wants a frame now (encoding is the expensive part of a YUYV camera).
+    fn wanted(&self) -> bool {
+        let since = self.last_encoded.map_or(Duration::MAX, |t| t.elapsed());
+        self.demand.borrow().wants_frame(since, self.settings.keepalive)
     }
 
     /// One buffer to a JPEG frame, or `None` (counted as invalid) if it is broken.
@@ -260,6 +285,8 @@ impl Capture {
                     stride,
                 };
                 if frame.is_complete() {
+                    self.last_encoded = Some(std::time::Instant::now());
+                    self.work.frames_encoded.fetch_add(1, Ordering::Relaxed);
                     frame
                         .encode(self.settings.quality, &mut self.scratch)
                         .map(|jpeg| (Bytes::from(jpeg), n.width, n.height))

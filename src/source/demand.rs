@@ -1,0 +1,150 @@
+//! Demand: what a camera's consumers need, combined by its pump and handed to the open upstream.
+//! Sources that can save work act on it (an H.264 camera decodes only keyframes for a wall tile,
+//! the test pattern and YUYV cameras encode only the frames someone will take); the rest ignore
+//! it.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// What one consumer needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Want {
+    /// Every frame the camera sends (a full-rate viewer).
+    Every,
+    /// At most this many frames per second (`?fps=N`).
+    Rate(f64),
+    /// Single frames now and then (a snapshot, a wall tile, MQTT).
+    One,
+}
+
+impl Want {
+    /// A viewer asking for at most `fps` (None: every frame).
+    pub fn viewer(fps: Option<f64>) -> Want {
+        match fps {
+            Some(r) if r.is_finite() && r > 0.0 => Want::Rate(r),
+            _ => Want::Every,
+        }
+    }
+}
+
+/// What all consumers of a camera need together.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demand {
+    /// Consumers that take frames (0: nobody; the upstream is kept only for the idle grace).
+    pub consumers: usize,
+    /// The highest rate anyone asked for, in frames per second; `None`: every frame. Zero: only
+    /// single frames (snapshots).
+    pub rate: Option<f64>,
+}
+
+impl Default for Demand {
+    /// Before the pump says anything: every frame, as if a viewer were there.
+    fn default() -> Self {
+        Demand {
+            consumers: 1,
+            rate: None,
+        }
+    }
+}
+
+impl Demand {
+    /// Combine the wants of the attached consumers.
+    pub fn of<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
+        let mut d = Demand {
+            consumers: 0,
+            rate: Some(0.0),
+        };
+        for w in wants {
+            d.consumers += 1;
+            d.rate = match (d.rate, w) {
+                (None, _) | (_, Want::Every) => None,
+                (Some(r), Want::Rate(x)) => Some(r.max(*x)),
+                (Some(r), Want::One) => Some(r),
+            };
+        }
+        d
+    }
+
+    /// Whether anyone takes frames at all.
+    pub fn any(&self) -> bool {
+        self.consumers > 0
+    }
+
+    /// The shortest useful time between two frames: `None` for every frame (or nobody).
+    pub fn min_interval(&self) -> Option<Duration> {
+        match self.rate {
+            Some(r) if self.any() && r > 0.0 => {
+                Some(Duration::try_from_secs_f64(1.0 / r).unwrap_or(Duration::MAX))
+            }
+            Some(_) if self.any() => Some(Duration::MAX),
+            _ => None,
+        }
+    }
+
+    /// Whether a frame `since` after the last one delivered is wanted. Frames are also taken at
+    /// least every `keepalive` (the pump's stall detection, a snapshot arriving at any moment).
+    pub fn wants_frame(&self, since: Duration, keepalive: Duration) -> bool {
+        match self.min_interval() {
+            None => self.any() || since >= keepalive,
+            Some(i) => since >= i.min(keepalive),
+        }
+    }
+}
+
+/// How an upstream watches its camera's demand.
+pub type DemandRx = watch::Receiver<Demand>;
+
+/// A demand that never changes: every frame (tests, benches, `farmcam` tools).
+pub fn every_frame() -> DemandRx {
+    watch::channel(Demand::default()).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_rate_wins_and_every_frame_beats_any_rate() {
+        assert_eq!(
+            Demand::of(&[]),
+            Demand {
+                consumers: 0,
+                rate: Some(0.0)
+            }
+        );
+        let d = Demand::of(&[Want::One, Want::Rate(1.0), Want::Rate(5.0)]);
+        assert_eq!(
+            d,
+            Demand {
+                consumers: 3,
+                rate: Some(5.0)
+            }
+        );
+        assert_eq!(d.min_interval(), Some(Duration::from_millis(200)));
+        let d = Demand::of(&[Want::Rate(5.0), Want::Every, Want::One]);
+        assert_eq!(d.rate, None);
+        assert_eq!(d.min_interval(), None);
+        assert_eq!(Want::viewer(Some(f64::NAN)), Want::Every);
+        assert_eq!(Want::viewer(Some(1e-300)), Want::Rate(1e-300));
+        assert_eq!(
+            Demand::of(&[Want::Rate(1e-300)]).min_interval(),
+            Some(Duration::MAX)
+        );
+    }
+
+    #[test]
+    fn frames_wanted() {
+        let k = Duration::from_secs(3);
+        let ones = Demand::of(&[Want::One]);
+        assert!(!ones.wants_frame(Duration::from_secs(1), k));
+        assert!(ones.wants_frame(k, k), "kept alive");
+        let one_fps = Demand::of(&[Want::Rate(1.0)]);
+        assert!(!one_fps.wants_frame(Duration::from_millis(500), k));
+        assert!(one_fps.wants_frame(Duration::from_secs(1), k));
+        assert!(Demand::of(&[Want::Every]).wants_frame(Duration::ZERO, k));
+        let nobody = Demand::of(&[]);
+        assert!(!nobody.wants_frame(Duration::from_secs(1), k));
+        assert!(nobody.wants_frame(k, k));
+    }
+}

@@ -1,0 +1,361 @@
+//! ffmpeg's command lines: the child that reads the camera, and the decoder that makes JPEGs.
+
+use std::time::Duration;
+
+use super::FfmpegInput;
+use crate::frame::Size;
+use crate::h264::Codec;
+
+/// Everything that decides ffmpeg's arguments.
+#[derive(Clone, Debug)]
+pub struct Plan<'a> {
+    pub input: &'a FfmpegInput,
+    pub size: Option<Size>,
+    pub fps: Option<u32>,
+    pub quality: u8,
+    pub extra_input_args: &'a [String],
+    /// Socket I/O timeout; the pump's stall timeout acts first, this is ffmpeg's own backstop.
+    pub io_timeout: Duration,
+    pub rtsp_timeout_option: Option<&'static str>,
+    /// Convert to full range with `zscale` (see [`Probe::zscale`]).
+    pub zscale: bool,
+    /// Copy MJPEG input through (`-c:v copy`) instead of decoding and encoding it.
+    pub copy: bool,
+    /// Hand the camera's H.264/H.265 over untouched (Annex B, parameter sets before every
+    /// keyframe) for farmcam's own decoder: overrides `copy`, `size` and `fps`.
+    pub ingest: Option<Codec>,
+}
+
+impl Plan<'_> {
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
+            .map(String::from)
+            .to_vec();
+        let us = self.io_timeout.as_micros().to_string();
+        let mut push = |words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
+        match self.input {
+            FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_) => {
+                push(&["-rtsp_transport", "tcp"]);
+                if let Some(opt) = self.rtsp_timeout_option {
+                    push(&[opt, &us]);
+                }
+                // Printers (Bambu among them) send frozen or jumping RTP timestamps.
+                push(&["-use_wallclock_as_timestamps", "1"]);
+                push(&["-fflags", "nobuffer", "-flags", "low_delay"]);
+                if matches!(self.input, FfmpegInput::BambuRtsps(_)) {
+                    // Bambu streams start slowly (sparse parameter sets): probe longer.
+                    push(&["-probesize", "5000000", "-analyzeduration", "3000000"]);
+                } else {
+                    push(&["-probesize", "1000000", "-analyzeduration", "1000000"]);
+                }
+            }
+            FfmpegInput::Http(_) => {
+                // No "-fflags nobuffer" here: it drops the packets read while probing, which
+                // for a short or slow HTTP stream can be all of them.
+                push(&["-timeout", &us, "-flags", "low_delay"]);
+            }
+            FfmpegInput::Raw(_) => {}
+        }
+        a.extend(self.extra_input_args.iter().cloned());
+        match self.input {
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => {
+                a.extend(["-i".to_string(), u.clone()])
+            }
+            FfmpegInput::Raw(words) => a.extend(words.iter().cloned()),
+        }
+        a.extend(["-map", "0:v:0", "-an", "-sn", "-dn"].map(String::from));
+        if let Some(codec) = self.ingest {
+            a.extend(
+                [
+                    "-c:v",
+                    "copy",
+                    "-bsf:v",
+                    "dump_extra=freq=keyframe",
+                    "-f",
+                    codec.ffmpeg_format(),
+                    "-flush_packets",
+                    "1",
+                    "pipe:1",
+                ]
+                .map(String::from),
+            );
+            return a;
+        }
+        if self.copy {
+            a.extend(["-c:v", "copy"].map(String::from));
+        } else {
+            let rate = self.fps.map(|f| format!("fps={f}"));
+            a.extend(jpeg_output(self.size, self.zscale, self.quality, rate, "-q:v"));
+        }
+        a.extend(["-f", "mjpeg", "-flush_packets", "1", "pipe:1"].map(String::from));
+        a
+    }
+}
+
+/// Filters and encoder options that turn decoded pictures into JPEG: `first` (a rate filter)
+/// first, then the size or the range conversion. `quality_option` is `-q:v` or `-qmin`: the
+/// same quantiser, but with `-q:v` ffmpeg holds each picture back until the next input arrives,
+/// which a decoder fed one keyframe a second cannot afford.
+fn jpeg_output(
+    size: Option<Size>,
+    zscale: bool,
+    quality: u8,
+    first: Option<String>,
+    quality_option: &str,
+) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut filters: Vec<String> = first.into_iter().collect();
+    // JPEG wants full-range YUV; H.264 cameras mostly send video range (16..235). Letting
+    // `-pix_fmt yuvj420p` convert it runs swscale's generic scaler on every frame: a third of
+    // ffmpeg's instructions for 720p (BENCHMARKS.md). zscale does the same conversion for a
+    // fraction, and passes full-range input through. When scaling anyway, the scaler converts
+    // the range in the same pass.
+    if let Some(s) = size {
+        filters.push(format!("scale={}:{}:out_range=full", s.width, s.height));
+    } else if zscale {
+        filters.push("zscale=r=full".to_string());
+    }
+    if !filters.is_empty() {
+        a.extend(["-vf".to_string(), filters.join(",")]);
+    }
+    let q = qscale(quality).to_string();
+    a.extend(["-c:v", "mjpeg"].map(String::from));
+    match quality_option {
+        "-qmin" => a.extend(["-qmin", &q, "-qmax", &q].map(String::from)),
+        other => a.extend([other, &q].map(String::from)),
+    }
+    a.extend(["-pix_fmt", "yuvj420p"].map(String::from));
+    a
+}
+
+/// The decoder child: reads the access units farmcam writes to its stdin, writes JPEGs.
+#[derive(Clone, Debug)]
+pub struct DecoderPlan<'a> {
+    pub codec: Codec,
+    /// A decoder to use instead of ffmpeg's default, e.g. `h264_v4l2m2m` on a Raspberry Pi.
+    pub decoder: Option<&'a str>,
+    /// Only keyframes are fed: decode single-threaded, so each picture comes out at once.
+    pub keyframes_only: bool,
+    /// Encode at most this many frames per second (None: every picture decoded).
+    pub rate: Option<f64>,
+    pub size: Option<Size>,
+    pub quality: u8,
+    pub zscale: bool,
+    /// `-fps_mode` (ffmpeg 5.1 and later) or `-vsync`.
+    pub fps_mode_option: &'static str,
+    /// The camera's frame rate as measured: the raw stream has no timestamps, the rate filter
+    /// counts with these.
+    pub framerate: Option<f64>,
+}
+
+impl DecoderPlan<'_> {
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-hide_banner", "-nostats", "-loglevel", "level+info"]
+            .map(String::from)
+            .to_vec();
+        if let Some(d) = self.decoder {
+            a.extend(["-c:v".to_string(), d.to_string()]);
+        }
+        if self.keyframes_only {
+            a.extend(["-threads", "1"].map(String::from));
+        }
+        // Without a tiny probe the decoder reads megabytes before its first picture. (Not
+        // "-fflags nobuffer": it drops the first keyframe, the very picture a newcomer waits for.)
+        a.extend(["-probesize", "32", "-analyzeduration", "0", "-flags", "low_delay"].map(String::from));
+        if let Some(fps) = self.framerate.filter(|f| f.is_finite() && *f > 0.0) {
+            a.extend(["-framerate".to_string(), format!("{fps:.3}")]);
+        }
+        a.extend(
+            [
+                "-f",
+                self.codec.ffmpeg_format(),
+                "-i",
+                "pipe:0",
+                self.fps_mode_option,
+                "passthrough",
+            ]
+            .map(String::from),
+        );
+        // Drop pictures (never duplicate them) to the rate asked for; a little early is fine.
+        let select = self.rate.filter(|r| *r > 0.0).map(|r| {
+            format!(
+                "select='isnan(prev_selected_t)+gte(t-prev_selected_t,{:.4})'",
+                0.9 / r
+            )
+        });
+        a.extend(jpeg_output(self.size, self.zscale, self.quality, select, "-qmin"));
+        a.extend(["-f", "mjpeg", "-flush_packets", "1", "pipe:1"].map(String::from));
+        a
+    }
+}
+
+/// Quality 1..=100 (100 best) to ffmpeg's MJPEG `-q:v` 31..=2 (2 best). 90 → 5.
+pub fn qscale(quality: u8) -> u32 {
+    let q = quality.clamp(1, 100) as u32;
+    2 + ((100 - q) * 29 + 49) / 99
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(input: &FfmpegInput) -> Plan<'_> {
+        Plan {
+            input,
+            size: None,
+            fps: None,
+            quality: 90,
+            extra_input_args: &[],
+            io_timeout: Duration::from_secs(15),
+            rtsp_timeout_option: Some("-timeout"),
+            zscale: false,
+            copy: false,
+            ingest: None,
+        }
+    }
+
+    #[test]
+    fn rtsp_gets_low_latency_flags_and_the_probed_timeout() {
+        let input = FfmpegInput::Rtsp("rtsp://h/x".into());
+        let a = plan(&input).args().join(" ");
+        assert!(
+            a.contains("-rtsp_transport tcp -timeout 15000000 -use_wallclock_as_timestamps 1"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-i rtsp://h/x -map 0:v:0 -an -sn -dn -c:v mjpeg -q:v 5 -pix_fmt yuvj420p"),
+            "{a}"
+        );
+        assert!(a.ends_with("-f mjpeg -flush_packets 1 pipe:1"), "{a}");
+        let old = Plan {
+            rtsp_timeout_option: Some("-stimeout"),
+            ..plan(&input)
+        }
+        .args()
+        .join(" ");
+        assert!(
+            old.contains("-stimeout 15000000") && !old.contains("-timeout"),
+            "{old}"
+        );
+    }
+
+    #[test]
+    fn copy_scale_fps_and_extra_args() {
+        let input = FfmpegInput::Http("http://h/".into());
+        let extra = vec!["-headers".to_string(), "X: y".to_string()];
+        let p = Plan {
+            copy: true,
+            ingest: None,
+            extra_input_args: &extra,
+            ..plan(&input)
+        };
+        let a = p.args();
+        let i = a.iter().position(|w| w == "-i").unwrap();
+        assert_eq!(&a[i - 2..i], &extra[..], "extra args go right before -i");
+        assert!(a.join(" ").contains("-c:v copy -f mjpeg"));
+        let p = Plan {
+            size: Some(Size {
+                width: 640,
+                height: 360,
+            }),
+            fps: Some(5),
+            quality: 100,
+            ..plan(&input)
+        };
+        let a = p.args().join(" ");
+        assert!(
+            a.contains("-vf fps=5,scale=640:360:out_range=full -c:v mjpeg -q:v 2 -pix_fmt yuvj420p"),
+            "{a}"
+        );
+        // Without scaling, zscale converts the range when the ffmpeg has it.
+        let z = Plan {
+            zscale: true,
+            ..plan(&input)
+        };
+        assert!(z.args().join(" ").contains("-vf zscale=r=full -c:v mjpeg"));
+        assert!(!plan(&input).args().join(" ").contains("-vf"));
+    }
+
+    #[test]
+    fn quality_maps_to_qscale() {
+        assert_eq!((qscale(100), qscale(90), qscale(1)), (2, 5, 31));
+    }
+}
+
+#[cfg(test)]
+mod decoder_tests {
+    use super::*;
+
+    fn decoder(keyframes_only: bool, rate: Option<f64>, hw: Option<&str>) -> String {
+        DecoderPlan {
+            codec: Codec::H264,
+            decoder: hw,
+            keyframes_only,
+            rate,
+            size: None,
+            quality: 90,
+            zscale: true,
+            fps_mode_option: "-fps_mode",
+            framerate: rate.map(|_| 15.0),
+        }
+        .args()
+        .join(" ")
+    }
+
+    #[test]
+    fn ingest_copies_the_video_with_parameter_sets_before_keyframes() {
+        let input = FfmpegInput::Rtsp("rtsp://cam/s".into());
+        let mut p = Plan {
+            input: &input,
+            size: Some(Size {
+                width: 640,
+                height: 480,
+            }),
+            fps: Some(5),
+            quality: 90,
+            extra_input_args: &[],
+            io_timeout: Duration::from_secs(15),
+            rtsp_timeout_option: Some("-timeout"),
+            zscale: true,
+            copy: false,
+            ingest: Some(Codec::H265),
+        };
+        let a = p.args().join(" ");
+        assert!(
+            a.ends_with("-i rtsp://cam/s -map 0:v:0 -an -sn -dn -c:v copy -bsf:v dump_extra=freq=keyframe -f hevc -flush_packets 1 pipe:1"),
+            "{a}"
+        );
+        assert!(
+            !a.contains("scale") && !a.contains("fps="),
+            "size and rate are the decoder's: {a}"
+        );
+        p.ingest = Some(Codec::H264);
+        assert!(p.args().join(" ").contains("-f h264"));
+    }
+
+    #[test]
+    fn decoder_reads_stdin_and_encodes_only_what_is_asked() {
+        let k = decoder(true, None, None);
+        assert!(
+            k.contains("-threads 1 -probesize 32 -analyzeduration 0 -flags low_delay -f h264 -i pipe:0 -fps_mode passthrough"),
+            "{k}"
+        );
+        assert!(k.ends_with("-vf zscale=r=full -c:v mjpeg -qmin 5 -qmax 5 -pix_fmt yuvj420p -f mjpeg -flush_packets 1 pipe:1"), "{k}");
+        let full = decoder(false, Some(2.0), None);
+        assert!(!full.contains("-threads 1"), "{full}");
+        assert!(full.contains("-framerate 15.000 -f h264"), "{full}");
+        assert!(
+            full.contains("-vf select='isnan(prev_selected_t)+gte(t-prev_selected_t,0.4500)',zscale=r=full"),
+            "{full}"
+        );
+        let hw = decoder(false, None, Some("h264_v4l2m2m"));
+        assert!(
+            hw.contains("-c:v h264_v4l2m2m -probesize 32"),
+            "the decoder is named before -i: {hw}"
+        );
+        assert!(
+            !k.contains("nobuffer"),
+            "nobuffer would drop the first keyframe: {k}"
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam, which
+//! cuts it into access units, keeps the current group of pictures, and feeds a separate decoder
+//! child only as much as the demand needs:
+//!
+//! - nobody needs JPEG frames: no decoder at all (the camera connection is kept for the idle
+//!   grace; copying costs almost nothing);
+//! - every consumer is served by one frame per keyframe interval (wall tiles, MQTT, `?fps=1`):
+//!   only keyframes are decoded;
+//! - more: every picture is decoded, and JPEGs are encoded at the rate asked for.
+//!
+//! A change of mode restarts the decoder only, starting from the cached keyframe (a newcomer gets
+//! a picture at once); the camera connection is never reopened for it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+use super::args::DecoderPlan;
+use super::child::{Chatter, Ffmpeg};
+use super::decoder::Decoder;
+use super::mjpeg::READ_CHUNK;
+use crate::frame::{Captured, Size};
+use crate::h264::{delimiter, AccessUnit, AuSplitter, Codec};
+use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
+
+/// The cached group of pictures is bounded: past this, later pictures are not kept.
+const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// A fresh connection may take this long (or the stall timeout, if longer) for its first unit.
+const FIRST_UNIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A decoder that exits this many times in a row without a picture fails the upstream.
+const DECODER_TRIES: u32 = 3;
+
+/// What the decoder is set up for: the mode, and in full mode the rate to encode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Setup {
+    mode: DecoderMode,
+    rate: Option<f64>,
+}
+
+/// How the decoders of one camera are made.
+pub struct DecoderConfig {
+    pub program: PathBuf,
+    pub decoder: Option<String>,
+    pub size: Option<Size>,
+    pub quality: u8,
+    pub zscale: bool,
+    pub fps_mode_option: &'static str,
+    pub max_frame: usize,
+}
+
+pub struct Ingest {
+    camera: String,
+    codec: Codec,
+    ff: Ffmpeg,
+    splitter: AuSplitter,
+    buf: Box<[u8]>,
+    /// The current group of pictures: the last keyframe and what followed it.
+    gop: Vec<AccessUnit>,
+    gop_bytes: usize,
+    last_keyframe: Option<Instant>,
+    /// Units since the last keyframe, and the camera's frame rate they gave.
+    units_since_key: u32,
+    source_fps: Option<f64>,
+    sps: Option<Bytes>,
+    demand: DemandRx,
+    config: DecoderConfig,
+    chatter: Chatter,
+    decoder: Option<(Decoder, Setup)>,
+    /// The running decoder waits for a keyframe (it was behind, or started without one).
+    resync: bool,
+    /// Decoders that exited in a row without a picture.
+    decoder_failures: u32,
+    decoder_retry_at: Option<Instant>,
+    /// The running decoder has produced a picture.
+    decoder_produced: bool,
+    /// Decoders being stopped in the background (awaited at close).
+    stopping: JoinSet<()>,
+    stall: Duration,
+    /// The camera's stream ended (a file over HTTP, a closed connection): why. What the decoder
+    /// still holds is delivered first.
+    ended: Option<String>,
+    last_unit: Option<Instant>,
+    opened: Instant,
+    last_picture: Instant,
+    work: Arc<Work>,
+}
+
+impl Ingest {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        camera: String,
+        codec: Codec,
+        ff: Ffmpeg,
+        demand: DemandRx,
+        config: DecoderConfig,
+        chatter: Chatter,
+        stall: Duration,
+        work: Arc<Work>,
+    ) -> Self {
+        work.set_decoder(Some(DecoderMode::Off));
+        let now = Instant::now();
+        Ingest {
+            camera,
+            codec,
+            ff,
+            splitter: AuSplitter::new(codec, config.max_frame),
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            gop: Vec::new(),
+            gop_bytes: 0,
+            last_keyframe: None,
+            units_since_key: 0,
+            source_fps: None,
+            sps: None,
+            demand,
+            config,
+            chatter,
+            decoder: None,
+            resync: false,
+            decoder_failures: 0,
+            decoder_retry_at: None,
+            decoder_produced: false,
+            stopping: JoinSet::new(),
+            stall,
+            ended: None,
+            last_unit: None,
+            opened: now,
+            last_picture: now,
+            work,
+        }
+    }
+
+    fn keyframe_interval(&self) -> Option<Duration> {
+        match self
+            .work
+            .keyframe_interval_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// The decoder setup the demand calls for.
+    fn wanted(&self, d: &Demand) -> Setup {
+        if !d.any() {
+            return Setup {
+                mode: DecoderMode::Off,
+                rate: None,
+            };
+        }
+        let interval = self.keyframe_interval().unwrap_or(Duration::from_secs(1));
+        match d.rate {
+            // One picture per keyframe interval serves everyone (a little slack for jitter).
+            Some(r) if r * interval.as_secs_f64() <= 1.05 => Setup {
+                mode: DecoderMode::Keyframes,
+                rate: None,
+            },
+            rate => Setup {
+                mode: DecoderMode::Full,
+                rate,
+            },
+        }
+    }
+
+    /// Start, restart or stop the decoder to match the demand.
+    fn apply_demand(&mut self) {
+        let demand = *self.demand.borrow_and_update();
+        let want = self.wanted(&demand);
+        let running = self.decoder.as_ref().map(|(_, s)| *s);
+        if running == Some(want) || (running.is_none() && want.mode == DecoderMode::Off) {
+            return;
+        }
+        if running.is_none() && self.decoder_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.stop_decoder();
+        if want.mode != DecoderMode::Off {
+            self.start_decoder(want);
+        }
+    }
+
+    fn stop_decoder(&mut self) {
+        if let Some((d, _)) = self.decoder.take() {
+            self.stopping.spawn(d.stop());
+        }
+        self.work.set_decoder(Some(DecoderMode::Off));
+    }
+
+    fn start_decoder(&mut self, setup: Setup) {
+        let args = DecoderPlan {
+            codec: self.codec,
+            decoder: self.config.decoder.as_deref(),
+            keyframes_only: setup.mode == DecoderMode::Keyframes,
+            rate: setup.rate,
+            size: self.config.size,
+            quality: self.config.quality,
+            zscale: self.config.zscale,
+            fps_mode_option: self.config.fps_mode_option,
+            framerate: self.source_fps,
+        }
+        .args();
+        debug!(camera = %self.camera, "decoder ({:?}): {}", setup.mode, args.join(" "));
+        match Decoder::start(&self.config.program, &args, &self.chatter, self.config.max_frame) {
+            Ok(d) => {
+                self.decoder = Some((d, setup));
+                self.decoder_produced = false;
+                self.work.set_decoder(Some(setup.mode));
+                self.last_picture = Instant::now();
+                // Start from the cached group: a newcomer gets a picture at once.
+                self.resync = true;
+                let cached: Vec<AccessUnit> = match setup.mode {
+                    DecoderMode::Keyframes => self.gop.first().cloned().into_iter().collect(),
+                    _ => self.gop.clone(),
+                };
+                for unit in &cached {
+                    self.feed(unit);
+                }
+            }
+            Err(e) => {
+                warn!(camera = %self.camera, "{e}");
+                self.decoder_failed();
+            }
+        }
+    }
+
+    /// Hand one unit to the running decoder, as its mode wants.
+    fn feed(&mut self, unit: &AccessUnit) {
+        let Some((decoder, setup)) = &self.decoder else {
+            return;
+        };
+        if self.resync && !unit.keyframe {
+            return;
+        }
+        let fed = match setup.mode {
+            DecoderMode::Off => return,
+            DecoderMode::Keyframes if !unit.keyframe => return,
+            // A delimiter after the keyframe makes the decoder finish the picture now, not when
+            // the next keyframe arrives.
+            DecoderMode::Keyframes => {
+                let mut data = unit.data.to_vec();
+                data.extend_from_slice(delimiter(self.codec));
+                decoder.feed(Bytes::from(data))
+            }
+            DecoderMode::Full => decoder.feed(unit.data.clone()),
+        };
+        if fed {
+            self.resync = false;
+            self.work
+                .frames_decoded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            debug!(camera = %self.camera, "the decoder is behind: waiting for the next keyframe");
+            self.resync = true;
+        }
+    }
+
+    fn decoder_failed(&mut self) {
+        self.decoder_failures += 1;
+        let delay = Duration::from_millis(500) * self.decoder_failures;
+        self.decoder_retry_at = Some(Instant::now() + delay);
+    }
+
+    /// A unit from the camera: keep the group, measure the keyframe interval, feed the decoder.
+    fn unit(&mut self, unit: AccessUnit) {
+        let now = Instant::now();
+        self.last_unit = Some(now);
+        if unit.keyframe {
+            if let Some(prev) = self.last_keyframe.replace(now) {
+                let ms = (now - prev).as_millis().max(1) as u64;
+                self.source_fps = Some(self.units_since_key as f64 * 1000.0 / ms as f64);
+                self.work
+                    .keyframe_interval_ms
+                    .store(ms, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(sps) = &unit.sps {
+                if self.sps.as_ref().is_some_and(|old| old != sps) {
+                    info!(camera = %self.camera, "the camera changed its stream parameters (resolution?): restarting the decoder");
+                    if let Some(setup) = self.decoder.as_ref().map(|(_, s)| *s) {
+                        self.gop.clear();
+                        self.gop_bytes = 0;
+                        self.stop_decoder();
+                        self.gop.push(unit.clone());
+                        self.gop_bytes = unit.data.len();
+                        self.sps = Some(sps.clone());
+                        self.start_decoder(setup);
+                        return;
+                    }
+                }
+                self.sps = Some(sps.clone());
+            }
+            self.gop.clear();
+            self.gop_bytes = 0;
+            self.units_since_key = 0;
+        }
+        self.units_since_key += 1;
+        if (!self.gop.is_empty() || unit.keyframe) && self.gop_bytes + unit.data.len() <= GOP_MAX_BYTES {
+            self.gop_bytes += unit.data.len();
+            self.gop.push(unit.clone());
+        }
+        self.feed(&unit);
+    }
+
+    /// When the camera must have sent something by.
+    fn unit_deadline(&self) -> Instant {
+        match self.last_unit {
+            Some(t) => t + self.stall,
+            None => self.opened + self.stall.max(FIRST_UNIT_TIMEOUT),
+        }
+    }
+
+    /// When a running decoder must have produced a picture by: a few keyframe intervals.
+    fn picture_deadline(&self) -> Option<Instant> {
+        self.decoder.as_ref()?;
+        let interval = self.keyframe_interval().unwrap_or(Duration::from_secs(1));
+        let patience = (interval * 3).max(self.stall).max(FIRST_UNIT_TIMEOUT);
+        Some(self.last_picture + patience)
+    }
+
+    /// A picture from the decoder, as the pump takes it.
+    fn picture(&mut self, f: crate::jpeg::Split) -> Captured {
+        self.decoder_failures = 0;
+        self.decoder_retry_at = None;
+        self.decoder_produced = true;
+        self.last_picture = Instant::now();
+        self.work
+            .frames_encoded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Captured {
+            jpeg: f.jpeg,
+            width: f.width,
+            height: f.height,
+            captured_at: SystemTime::now(),
+        }
+    }
+
+    /// The running decoder exited: restart it at once if it had been working, else retry a
+    /// few times with a pause; then the upstream fails.
+    async fn decoder_exited(&mut self) -> Result<(), SourceError> {
+        let Some((mut d, setup)) = self.decoder.take() else {
+            return Ok(());
+        };
+        let why = d.exit_reason().await;
+        self.stopping.spawn(d.stop());
+        self.work.set_decoder(Some(DecoderMode::Off));
+        if self.decoder_produced {
+            warn!(camera = %self.camera, "{why}: restarting the decoder (the camera stays connected)");
+            self.start_decoder(setup);
+            return Ok(());
+        }
+        self.decoder_failed();
+        if self.decoder_failures >= DECODER_TRIES {
+            return Err(SourceError::Failed(why));
+        }
+        debug!(camera = %self.camera, "{why}; trying again");
+        Ok(())
+    }
+}
+
+/// What woke the ingest loop.
+enum Event {
+    Read(std::io::Result<usize>),
+    Picture(Option<crate::jpeg::Split>),
+    Demand,
+    NoUnit,
+    NoPicture,
+    Retry,
+    Mismatch,
+}
+
+#[async_trait]
+impl Upstream for Ingest {
+    async fn next_frame(&mut self) -> Result<Captured, SourceError> {
+        loop {
+            if let Some(why) = self.ended.clone() {
+                return match self.decoder.as_mut() {
+                    Some((d, _)) => match tokio::time::timeout(self.stall, d.next()).await {
+                        Ok(Some(f)) => Ok(self.picture(f)),
+                        _ => {
+                            self.stop_decoder();
+                            Err(SourceError::Failed(why))
+                        }
+                    },
+                    None => Err(SourceError::Failed(why)),
+                };
+            }
+            self.apply_demand();
+            let unit_deadline = self.unit_deadline();
+            let picture_deadline = self.picture_deadline();
+            let retry_at = self.decoder_retry_at.filter(|_| self.decoder.is_none());
+            let event = {
+                let Some(stdout) = self.ff.stdout.as_mut() else {
+                    return Err(SourceError::Ended);
+                };
+                let buf = &mut self.buf;
+                let decoder = self.decoder.as_mut().map(|(d, _)| d);
+                let has_decoder = decoder.is_some();
+                let demand = &mut self.demand;
+                let mismatch = &self.ff.mismatch;
+                tokio::select! {
+                    r = stdout.read(buf) => Event::Read(r),
+                    f = async { match decoder { Some(d) => d.next().await, None => std::future::pending().await } }, if has_decoder => Event::Picture(f),
+                    _ = async { if demand.changed().await.is_err() { std::future::pending::<()>().await } } => Event::Demand,
+                    _ = sleep_until(unit_deadline) => Event::NoUnit,
+                    _ = sleep_until(picture_deadline.unwrap_or(unit_deadline)), if picture_deadline.is_some() => Event::NoPicture,
+                    _ = sleep_until(retry_at.unwrap_or(unit_deadline)), if retry_at.is_some() => Event::Retry,
+                    _ = mismatch.cancelled() => Event::Mismatch,
+                }
+            };
+            match event {
+                Event::Read(Ok(n)) if n > 0 => {
+                    let mut units = Vec::new();
+                    self.splitter.push(&self.buf[..n], &mut units);
+                    for u in units {
+                        self.unit(u);
+                    }
+                }
+                Event::Read(_) => {
+                    self.ff.stdout = None;
+                    let mut last = Vec::new();
+                    self.splitter.finish(&mut last);
+                    for u in last {
+                        self.unit(u);
+                    }
+                    if let Some((d, _)) = self.decoder.as_mut() {
+                        d.finish();
+                    }
+                    self.ended = Some(self.ff.exit_reason().await);
+                }
+                Event::Picture(Some(f)) => return Ok(self.picture(f)),
+                Event::Picture(None) => self.decoder_exited().await?,
+                Event::Demand => {}
+                Event::Retry => self.decoder_retry_at = None,
+                Event::NoUnit => {
+                    return Err(SourceError::Failed(match self.last_unit {
+                        Some(_) => format!("no video for {}", humantime::format_duration(self.stall)),
+                        None => format!(
+                            "no video within {}",
+                            humantime::format_duration(self.stall.max(FIRST_UNIT_TIMEOUT))
+                        ),
+                    }))
+                }
+                Event::NoPicture => {
+                    return Err(SourceError::Failed(format!(
+                        "the decoder produced no picture for {}s although video arrives",
+                        (Instant::now() - self.last_picture).as_secs()
+                    )))
+                }
+                Event::Mismatch => {
+                    return Err(SourceError::Failed(
+                        "the camera's video is not what ffmpeg was started for: restarting it".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn take_invalid(&mut self) -> u64 {
+        0
+    }
+
+    fn detects_stalls(&self) -> bool {
+        true
+    }
+
+    async fn close(mut self: Box<Self>) {
+        self.stop_decoder();
+        self.ff.stop().await;
+        while self.stopping.join_next().await.is_some() {}
+    }
+}

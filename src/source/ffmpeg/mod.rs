@@ -1,0 +1,220 @@
+//! `rtsp://`, `rtsps://`, `bambu-rtsps://`, `http(s)://` and `ffmpeg:ARGS` sources, read by
+//! ffmpeg children. One room each: [`input`] (what ffmpeg reads), [`probe`] (the installed
+//! ffmpeg), [`args`] (command lines), [`child`] (starting and stopping children), [`stderr`] (what
+//! they print), [`mjpeg`] (an MJPEG pipe cut into frames), [`ingest`] (an H.264/H.265 camera's
+//! video copied to farmcam) and [`decoder`] (the child that turns it into JPEGs on demand).
+//!
+//! Per open upstream: MJPEG cameras are copied through (or transcoded when `size`/`fps` ask for
+//! it); H.264 and H.265 cameras are copied to farmcam, which decodes only what the demand needs.
+//! The input codec is learned from what ffmpeg prints and remembered, so the next open takes the
+//! right route. Children live exactly as long as their upstream, die with farmcam
+//! (`PR_SET_PDEATHSIG`), never see `NOTIFY_SOCKET`, and everything they print is logged
+//! rate-limited with credentials removed.
+
+mod args;
+mod child;
+mod decoder;
+mod ingest;
+mod input;
+mod mjpeg;
+mod probe;
+mod stderr;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::debug;
+
+pub use args::{qscale, DecoderPlan, Plan};
+pub use input::FfmpegInput;
+pub use probe::{probe, Probe};
+
+use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
+use crate::frame::Size;
+use crate::h264::Codec;
+use crate::log_limit::LogLimit;
+use crate::redact;
+
+/// JPEG quality when the camera sets none (ffmpeg `-q:v 5`).
+pub const DEFAULT_QUALITY: u8 = 90;
+/// ffmpeg stderr lines logged per camera per minute; the rest are counted and summarised.
+const LOG_LINES_PER_MINUTE: u32 = 20;
+/// The ffmpeg program when `[ffmpeg] path` is not set: looked up in PATH.
+pub const DEFAULT_PROGRAM: &str = "ffmpeg";
+
+/// Where ffmpeg is and what it is told, for one camera.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FfmpegOptions {
+    pub input: FfmpegInput,
+    /// Extra input options, placed before `-i` (`ffmpeg_args`).
+    pub args: Vec<String>,
+    /// The ffmpeg program (`[ffmpeg] path`).
+    pub program: PathBuf,
+    /// JPEG quality 1..=100 where ffmpeg encodes; `None`: [`DEFAULT_QUALITY`].
+    pub quality: Option<u8>,
+    /// The H.264/H.265 decoder to use (`decoder`, e.g. `h264_v4l2m2m`); `None`: ffmpeg's own.
+    pub decoder: Option<String>,
+}
+
+impl FfmpegOptions {
+    /// `input` with the defaults: no extra arguments, `ffmpeg` from PATH.
+    pub fn new(input: FfmpegInput) -> Self {
+        FfmpegOptions {
+            input,
+            args: Vec::new(),
+            program: PathBuf::from(DEFAULT_PROGRAM),
+            quality: None,
+            decoder: None,
+        }
+    }
+}
+
+/// Input codec learned from ffmpeg's "Stream #0:0: Video: CODEC" line, remembered across
+/// restarts of the same camera so each open takes the right route.
+const CODEC_UNKNOWN: u8 = 0;
+const CODEC_MJPEG: u8 = 1;
+const CODEC_OTHER: u8 = 2;
+const CODEC_H264: u8 = 3;
+const CODEC_HEVC: u8 = 4;
+
+/// How an open upstream gets its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// ffmpeg writes MJPEG: copied (`copy`) or transcoded.
+    Mjpeg { copy: bool },
+    /// ffmpeg copies the compressed video; farmcam decodes on demand.
+    Ingest(Codec),
+}
+
+pub struct FfmpegSource {
+    camera: String,
+    program: PathBuf,
+    input: FfmpegInput,
+    size: Option<Size>,
+    fps: Option<u32>,
+    quality: u8,
+    decoder: Option<String>,
+    extra_input_args: Vec<String>,
+    stall: Duration,
+    io_timeout: Duration,
+    max_frame: usize,
+    chatter: child::Chatter,
+    work: Arc<Work>,
+}
+
+impl FfmpegSource {
+    pub fn new(common: &Common, options: FfmpegOptions) -> Self {
+        let mut secrets = options.input.secrets();
+        for a in &options.args {
+            secrets.extend(redact::secrets_of(a));
+        }
+        FfmpegSource {
+            camera: common.id.clone(),
+            program: options.program,
+            size: common.size,
+            fps: common.fps,
+            quality: options.quality.unwrap_or(DEFAULT_QUALITY),
+            decoder: options.decoder,
+            extra_input_args: options.args,
+            stall: common.stall_timeout,
+            io_timeout: common.stall_timeout + Duration::from_secs(5),
+            max_frame: common.max_frame_size,
+            chatter: child::Chatter {
+                camera: common.id.clone(),
+                secrets: Arc::new(secrets),
+                log: Arc::new(Mutex::new(LogLimit::with_cap(LOG_LINES_PER_MINUTE))),
+                codec: Arc::new(AtomicU8::new(CODEC_UNKNOWN)),
+            },
+            work: Arc::default(),
+            input: options.input,
+        }
+    }
+
+    /// The route for the next open: by the codec learned so far, else by what the input
+    /// usually carries (HTTP: MJPEG; RTSP: H.264; `ffmpeg:` arguments: anything, transcoded).
+    fn route(&self) -> Route {
+        let reshape = self.size.is_some() || self.fps.is_some();
+        match self.chatter.codec.load(Relaxed) {
+            CODEC_MJPEG => Route::Mjpeg { copy: !reshape },
+            CODEC_H264 => Route::Ingest(Codec::H264),
+            CODEC_HEVC => Route::Ingest(Codec::H265),
+            CODEC_OTHER => Route::Mjpeg { copy: false },
+            _ => match self.input {
+                FfmpegInput::Http(_) => Route::Mjpeg { copy: !reshape },
+                FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_) => Route::Ingest(Codec::H264),
+                FfmpegInput::Raw(_) => Route::Mjpeg { copy: false },
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Source for FfmpegSource {
+    fn work(&self) -> Option<&Work> {
+        Some(&self.work)
+    }
+
+    async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
+        let probe = probe(&self.program).await.map_err(SourceError::Open)?;
+        let route = self.route();
+        let (copy, ingest, expect) = match route {
+            Route::Mjpeg { copy } => (copy, None, copy.then_some(CODEC_MJPEG)),
+            Route::Ingest(c) => (
+                false,
+                Some(c),
+                Some(match c {
+                    Codec::H264 => CODEC_H264,
+                    Codec::H265 => CODEC_HEVC,
+                }),
+            ),
+        };
+        let args = Plan {
+            input: &self.input,
+            size: self.size,
+            fps: self.fps,
+            quality: self.quality,
+            extra_input_args: &self.extra_input_args,
+            io_timeout: self.io_timeout,
+            rtsp_timeout_option: probe.rtsp_timeout_option,
+            zscale: probe.zscale,
+            copy,
+            ingest,
+        }
+        .args();
+        debug!(camera = %self.camera, "starting {} {}", self.program.display(), redact::scrub(&args.join(" "), &self.chatter.secrets));
+        let ff = child::spawn(&self.program, &args, &self.chatter, false, expect, "ffmpeg")
+            .map_err(SourceError::Open)?;
+        Ok(match route {
+            Route::Mjpeg { copy } => {
+                self.work.set_decoder(None);
+                Box::new(mjpeg::MjpegUpstream::new(
+                    self.camera.clone(),
+                    ff,
+                    copy,
+                    self.max_frame,
+                ))
+            }
+            Route::Ingest(codec) => Box::new(ingest::Ingest::new(
+                self.camera.clone(),
+                codec,
+                ff,
+                demand,
+                ingest::DecoderConfig {
+                    program: self.program.clone(),
+                    decoder: self.decoder.clone(),
+                    size: self.size,
+                    quality: self.quality,
+                    zscale: probe.zscale,
+                    fps_mode_option: probe.fps_mode_option,
+                    max_frame: self.max_frame,
+                },
+                self.chatter.clone(),
+                self.stall,
+                self.work.clone(),
+            )),
+        })
+    }
+}

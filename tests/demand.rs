@@ -1,0 +1,270 @@
+//! Cost follows demand, against GStreamer's RTSP server (H.264, known keyframe interval) and the
+//! test pattern: snapshots decode keyframes only, a full-rate viewer gets every picture, mode
+//! changes restart the decoder but never the camera connection, and killed children recover
+//! without leaving orphans.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use common::proc::{children, cmdline, ffmpeg_children, proc_state};
+use common::rtsp::{RtspOptions, RtspServer};
+use common::{
+    config, decode_jpeg, eventually, get, live_frame, open_stream, unix_now, Daemon, Stream, LIVE_WAIT,
+};
+
+fn camera(url: &str, extra: &str) -> String {
+    config(
+        "",
+        &format!("[[camera]]\nid = \"cam\"\nsource = \"{url}\"\n{extra}\n"),
+    )
+}
+
+fn gone(pid: u32) -> bool {
+    proc_state(pid).is_none()
+}
+
+fn decoders(farmcam: u32) -> Vec<u32> {
+    ffmpeg_children(farmcam, "-i pipe:0")
+}
+
+/// One snapshot, checked: a JPEG of the camera's size; returns its age in seconds.
+async fn snapshot_age(d: &Daemon) -> f64 {
+    let r = get(d.main, "/cameras/cam/snapshot").await;
+    assert_eq!(r.status, 200, "{}", d.log_text());
+    assert_eq!(decode_jpeg(&r.body), (320, 240));
+    let taken: f64 = r.header("x-timestamp").unwrap().parse().unwrap();
+    unix_now() - taken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_decode_keyframes_only_and_a_viewer_switches_to_full_and_back() {
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(15),
+        ..Default::default()
+    });
+    let d = Daemon::start(&camera(&server.url(), "idle_grace = \"30s\""));
+    let pid = d.child.id();
+    // A wall tile: a snapshot a second.
+    snapshot_age(&d).await;
+    let c = d
+        .wait_for("cam", LIVE_WAIT, |c| c["keyframe_interval_ms"].as_u64().is_some())
+        .await;
+    let before = c["frames_decoded"].as_u64().unwrap();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for _ in 0..6 {
+        tick.tick().await;
+        let age = snapshot_age(&d).await;
+        assert!(
+            age < 3.0,
+            "a snapshot {age:.2} s old from a 1 s keyframe interval"
+        );
+    }
+    let c = d.camera("cam").await;
+    assert_eq!(c["decoder"], "keyframes", "{c}");
+    let decoded = c["frames_decoded"].as_u64().unwrap() - before;
+    let keyframes = started.elapsed().as_secs_f64().ceil() as u64 + 1;
+    assert!(
+        decoded <= keyframes,
+        "{decoded} pictures decoded for {keyframes} keyframes: {c}"
+    );
+    assert!(c["frames_encoded"].as_u64().unwrap() <= c["frames_decoded"].as_u64().unwrap() + 1);
+
+    // A full-rate viewer: its first frame at once, then every picture (15 fps).
+    let mut viewer = open_stream(&d, "cam").await;
+    live_frame(&mut viewer).await;
+    let c = d
+        .wait_for("cam", LIVE_WAIT, |c| {
+            c["decoder"] == "full" && c["measured_fps"].as_f64().unwrap_or(0.0) >= 10.0
+        })
+        .await;
+    assert!(c["frames_encoded"].as_u64().unwrap() > 0);
+    let decoder = decoders(pid);
+    assert_eq!(decoder.len(), 1, "one decoder");
+    // It leaves: back to keyframes (snapshots keep coming), the old decoder stopped and reaped.
+    drop(viewer);
+    d.wait_for("cam", LIVE_WAIT, |c| c["decoder"] == "keyframes")
+        .await;
+    eventually(LIVE_WAIT, "the full-rate decoder reaped", || {
+        gone(decoder[0]).then_some(())
+    })
+    .await;
+    // Across every switch: one camera connection.
+    let c = d.camera("cam").await;
+    assert_eq!(c["upstream_opens"], 1, "{c}");
+    assert_eq!(server.clients.load(SeqCst), 1, "the RTSP server saw one client");
+    assert_eq!(decoders(pid).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_above_one_per_keyframe_interval_decodes_everything_and_encodes_that_rate() {
+    // A keyframe every 3 s: one frame a second needs every picture decoded.
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(45),
+        ..Default::default()
+    });
+    let d = Daemon::start(&camera(&server.url(), ""));
+    let pid = d.child.id();
+    let mut viewer = Stream::open(
+        d.main,
+        "GET /cameras/cam/stream?fps=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    live_frame(&mut viewer).await;
+    let c = d
+        .wait_for("cam", LIVE_WAIT, |c| {
+            c["keyframe_interval_ms"].as_u64().is_some_and(|ms| ms > 2000) && c["decoder"] == "full"
+        })
+        .await;
+    let decoder = decoders(pid);
+    assert_eq!(decoder.len(), 1, "{c}");
+    assert!(cmdline(decoder[0]).contains("select="), "{}", cmdline(decoder[0]));
+    // Every picture decoded, about one a second encoded.
+    let (decoded0, encoded0) = (
+        c["frames_decoded"].as_u64().unwrap(),
+        c["frames_encoded"].as_u64().unwrap(),
+    );
+    let started = Instant::now();
+    let c = d
+        .wait_for("cam", LIVE_WAIT, |c| {
+            c["frames_decoded"].as_u64().unwrap() >= decoded0 + 45
+        })
+        .await;
+    let encoded = c["frames_encoded"].as_u64().unwrap() - encoded0;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        (encoded as f64) <= seconds * 1.5 + 2.0,
+        "{encoded} JPEGs in {seconds:.1} s at ?fps=1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_children_recover_without_orphans() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&camera(&server.url(), ""));
+    let pid = d.child.id();
+    let mut viewer = open_stream(&d, "cam").await;
+    live_frame(&mut viewer).await;
+    let ingest = ffmpeg_children(pid, "/cam");
+    let decoder = decoders(pid);
+    assert_eq!((ingest.len(), decoder.len()), (1, 1));
+
+    // The decoder dies: a new one, the same camera connection, the viewer stays.
+    unsafe { libc::kill(decoder[0] as i32, libc::SIGKILL) };
+    eventually(LIVE_WAIT, "old decoder reaped, a new one running", || {
+        let now = decoders(pid);
+        (gone(decoder[0]) && now.len() == 1 && now[0] != decoder[0]).then_some(())
+    })
+    .await;
+    let before = viewer.next_part().await.expect("the viewer stays").seq();
+    common::part_where(&mut viewer, LIVE_WAIT, "frames from the new decoder", |p| {
+        common::is_live(p) && p.seq() > before
+    })
+    .await;
+    assert_eq!(
+        ffmpeg_children(pid, "/cam"),
+        ingest,
+        "the camera connection was kept"
+    );
+    assert_eq!(server.clients.load(SeqCst), 1);
+
+    // The camera connection dies: both restart (with backoff), the viewer stays.
+    unsafe { libc::kill(ingest[0] as i32, libc::SIGKILL) };
+    eventually(LIVE_WAIT, "a new ingest and decoder", || {
+        let (i, dec) = (ffmpeg_children(pid, "/cam"), decoders(pid));
+        (gone(ingest[0]) && i.len() == 1 && i != ingest && dec.len() == 1).then_some(())
+    })
+    .await;
+    live_frame(&mut viewer).await;
+    eventually(LIVE_WAIT, "the camera reconnected once", || {
+        (server.clients.load(SeqCst) == 2).then_some(())
+    })
+    .await;
+
+    // Everyone leaves: after the grace, nothing is left running, nothing unreaped.
+    drop(viewer);
+    eventually(Duration::from_secs(30), "every child stopped and reaped", || {
+        children(pid).is_empty().then_some(())
+    })
+    .await;
+    assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_changes_resolution_mid_stream_is_followed() {
+    // An H.264 camera over HTTP whose stream switches from 320x240 to 160x120 (new parameter
+    // sets at a keyframe), then ends.
+    let dir = tempfile::tempdir().unwrap();
+    let mut stream = Vec::new();
+    for size in ["320x240", "160x120"] {
+        let out = dir.path().join(format!("{size}.h264"));
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=10"))
+            .args([
+                "-t", "2", "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-f", "h264",
+            ])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        stream.extend(std::fs::read(&out).unwrap());
+    }
+    // Some garbage in between (a broken unit): dropped, never a crash.
+    stream.splice(
+        stream.len() / 2..stream.len() / 2,
+        [0u8, 0, 1, 0xff, 0xee, 0, 0, 0, 1],
+    );
+    let http = common::mjpeg_server::MjpegServer::start_once("video/h264", stream, 320, 240).await;
+    let d = Daemon::start_with_log(
+        &camera(&format!("http://127.0.0.1:{}/cam.h264", http.port), ""),
+        "debug",
+    );
+    let mut viewer = open_stream(&d, "cam").await;
+    let mut sizes = Vec::new();
+    let r = tokio::time::timeout(LIVE_WAIT, async {
+        while !sizes.contains(&(160, 120)) {
+            let p = viewer.next_part().await.expect("stream open");
+            if common::is_live(&p) {
+                sizes.push(decode_jpeg(&p.jpeg));
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "sizes seen: {sizes:?}\n{}", d.log_text());
+    assert!(
+        d.log_text().contains("changed its stream parameters"),
+        "{}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_pattern_encodes_only_what_viewers_take() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 20\n",
+    ));
+    let mut viewer = Stream::open(
+        d.main,
+        "GET /cameras/cam/stream?fps=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    for _ in 0..6 {
+        live_frame(&mut viewer).await;
+    }
+    let c = d.camera("cam").await;
+    let (encoded, captured) = (
+        c["frames_encoded"].as_u64().unwrap(),
+        c["frames_captured"].as_u64().unwrap(),
+    );
+    assert_eq!(encoded, captured, "{c}");
+    // Six frames at 2 fps take about 2.5 s: at 20 fps that would be about 50 encodes.
+    assert!(
+        encoded <= 12,
+        "{encoded} frames encoded for six delivered at ?fps=2: {c}"
+    );
+}
