@@ -157,8 +157,11 @@ struct Inner {
 
 impl Inner {
     fn demand(&self) -> Demand {
-        let lingering = (self.snapshots && !self.wants.contains(&Want::One)).then_some(&Want::One);
-        Demand::of(self.wants.iter().chain(lingering))
+        if self.snapshots {
+            Demand::lingering(&self.wants)
+        } else {
+            Demand::of(&self.wants)
+        }
     }
 }
 

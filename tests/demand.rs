@@ -268,3 +268,28 @@ async fn the_test_pattern_encodes_only_what_viewers_take() {
         "{encoded} frames encoded for six delivered at ?fps=2: {c}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_rare_keyframes_is_waited_for_and_measured() {
+    // A keyframe every 6 s: the first snapshot waits for one; the interval is measured.
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(90),
+        ..Default::default()
+    });
+    let d = Daemon::start(&camera(&server.url(), "snapshot_timeout = \"30s\"\nidle_grace = \"60s\""));
+    let r = get(d.main, "/cameras/cam/snapshot").await;
+    assert_eq!(r.status, 200, "{}", d.log_text());
+    assert_eq!(decode_jpeg(&r.body), (320, 240));
+    let c = d
+        .wait_for("cam", Duration::from_secs(60), |c| {
+            c["keyframe_interval_ms"].as_u64().is_some()
+        })
+        .await;
+    let ms = c["keyframe_interval_ms"].as_u64().unwrap();
+    assert!(
+        (4000..=9000).contains(&ms),
+        "measured {ms} ms for a 6 s interval: {c}"
+    );
+    assert_eq!(c["state"], "live", "{c}");
+    assert!(c["last_error"].is_null(), "{c}");
+}

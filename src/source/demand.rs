@@ -36,6 +36,8 @@ pub struct Demand {
     /// The highest rate anyone asked for, in frames per second; `None`: every frame. Zero: only
     /// single frames (snapshots).
     pub rate: Option<f64>,
+    /// A snapshot is waiting for a frame right now: the next one is wanted, whatever the rate.
+    pub waiting: bool,
 }
 
 impl Default for Demand {
@@ -44,6 +46,7 @@ impl Default for Demand {
         Demand {
             consumers: 1,
             rate: None,
+            waiting: false,
         }
     }
 }
@@ -54,15 +57,24 @@ impl Demand {
         let mut d = Demand {
             consumers: 0,
             rate: Some(0.0),
+            waiting: false,
         };
         for w in wants {
             d.consumers += 1;
+            d.waiting |= *w == Want::One;
             d.rate = match (d.rate, w) {
                 (None, _) | (_, Want::Every) => None,
                 (Some(r), Want::Rate(x)) => Some(r.max(*x)),
                 (Some(r), Want::One) => Some(r),
             };
         }
+        d
+    }
+
+    /// `wants` plus the single frames that snapshot takers, gone for now, will come back for.
+    pub fn lingering<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
+        let mut d = Demand::of(wants);
+        d.consumers += 1;
         d
     }
 
@@ -85,6 +97,9 @@ impl Demand {
     /// Whether a frame `since` after the last one delivered is wanted. Frames are also taken at
     /// least every `keepalive` (the pump's stall detection, a snapshot arriving at any moment).
     pub fn wants_frame(&self, since: Duration, keepalive: Duration) -> bool {
+        if self.waiting {
+            return true;
+        }
         match self.min_interval() {
             None => self.any() || since >= keepalive,
             Some(i) => since >= i.min(keepalive),
@@ -110,7 +125,8 @@ mod tests {
             Demand::of(&[]),
             Demand {
                 consumers: 0,
-                rate: Some(0.0)
+                rate: Some(0.0),
+                waiting: false
             }
         );
         let d = Demand::of(&[Want::One, Want::Rate(1.0), Want::Rate(5.0)]);
@@ -118,7 +134,8 @@ mod tests {
             d,
             Demand {
                 consumers: 3,
-                rate: Some(5.0)
+                rate: Some(5.0),
+                waiting: true
             }
         );
         assert_eq!(d.min_interval(), Some(Duration::from_millis(200)));
@@ -136,9 +153,16 @@ mod tests {
     #[test]
     fn frames_wanted() {
         let k = Duration::from_secs(3);
-        let ones = Demand::of(&[Want::One]);
-        assert!(!ones.wants_frame(Duration::from_secs(1), k));
-        assert!(ones.wants_frame(k, k), "kept alive");
+        let waiting = Demand::of(&[Want::One]);
+        assert!(
+            waiting.wants_frame(Duration::ZERO, k),
+            "a waiting snapshot gets the next frame"
+        );
+        let lingering = Demand::lingering(&[]);
+        assert!(!lingering.wants_frame(Duration::from_secs(1), k));
+        assert!(lingering.wants_frame(k, k), "kept alive");
+        assert_eq!(lingering.rate, Some(0.0));
+        assert!(lingering.any());
         let one_fps = Demand::of(&[Want::Rate(1.0)]);
         assert!(!one_fps.wants_frame(Duration::from_millis(500), k));
         assert!(one_fps.wants_frame(Duration::from_secs(1), k));

@@ -1,6 +1,6 @@
 //! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam, which
-//! cuts it into access units, keeps the current group of pictures, and feeds a separate decoder
-//! child only as much as the demand needs:
+//! cuts it into access units, keeps the last keyframe, and feeds a separate decoder child only as
+//! much as the demand needs:
 //!
 //! - nobody needs JPEG frames: no decoder at all (the camera connection is kept for the idle
 //!   grace; copying costs almost nothing);
@@ -9,7 +9,8 @@
 //! - more: every picture is decoded, and JPEGs are encoded at the rate asked for.
 //!
 //! A change of mode restarts the decoder only, starting from the cached keyframe (a newcomer gets
-//! a picture at once); the camera connection is never reopened for it.
+//! a picture at once; in full mode every picture follows from the next keyframe on); the camera
+//! connection is never reopened for it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,8 +31,6 @@ use crate::frame::{Captured, Size};
 use crate::h264::{delimiter, AccessUnit, AuSplitter, Codec};
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
 
-/// The cached group of pictures is bounded: past this, later pictures are not kept.
-const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// A fresh connection may take this long (or the stall timeout, if longer) for its first unit.
 const FIRST_UNIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A decoder that exits this many times in a row without a picture fails the upstream.
@@ -61,9 +60,9 @@ pub struct Ingest {
     ff: Ffmpeg,
     splitter: AuSplitter,
     buf: Box<[u8]>,
-    /// The current group of pictures: the last keyframe and what followed it.
-    gop: Vec<AccessUnit>,
-    gop_bytes: usize,
+    /// The last keyframe (with its parameter sets): where every decoder starts. The pictures
+    /// after it are not kept: replaying them would show a burst of old pictures.
+    keyframe: Option<AccessUnit>,
     last_keyframe: Option<Instant>,
     /// Units since the last keyframe, and the camera's frame rate they gave.
     units_since_key: u32,
@@ -112,8 +111,7 @@ impl Ingest {
             ff,
             splitter: AuSplitter::new(codec, config.max_frame),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            gop: Vec::new(),
-            gop_bytes: 0,
+            keyframe: None,
             last_keyframe: None,
             units_since_key: 0,
             source_fps: None,
@@ -171,6 +169,7 @@ impl Ingest {
 
     /// Start, restart or stop the decoder to match the demand.
     fn apply_demand(&mut self) {
+        while self.stopping.try_join_next().is_some() {}
         let demand = *self.demand.borrow_and_update();
         let want = self.wanted(&demand);
         let running = self.decoder.as_ref().map(|(_, s)| *s);
@@ -213,14 +212,13 @@ impl Ingest {
                 self.decoder_produced = false;
                 self.work.set_decoder(Some(setup.mode));
                 self.last_picture = Instant::now();
-                // Start from the cached group: a newcomer gets a picture at once.
+                // Start from the cached keyframe: a newcomer gets a picture at once. In full mode the
+                // rest of the group is not replayed (a burst of old pictures); decoding goes on
+                // from the next keyframe.
                 self.resync = true;
-                let cached: Vec<AccessUnit> = match setup.mode {
-                    DecoderMode::Keyframes => self.gop.first().cloned().into_iter().collect(),
-                    _ => self.gop.clone(),
-                };
-                for unit in &cached {
-                    self.feed(unit);
+                if let Some(key) = self.keyframe.clone() {
+                    self.feed(&key);
+                    self.resync = true;
                 }
             }
             Err(e) => {
@@ -238,18 +236,15 @@ impl Ingest {
         if self.resync && !unit.keyframe {
             return;
         }
-        let fed = match setup.mode {
-            DecoderMode::Off => return,
-            DecoderMode::Keyframes if !unit.keyframe => return,
-            // A delimiter after the keyframe makes the decoder finish the picture now, not when
-            // the next keyframe arrives.
-            DecoderMode::Keyframes => {
-                let mut data = unit.data.to_vec();
-                data.extend_from_slice(delimiter(self.codec));
-                decoder.feed(Bytes::from(data))
-            }
-            DecoderMode::Full => decoder.feed(unit.data.clone()),
-        };
+        if setup.mode == DecoderMode::Off || (setup.mode == DecoderMode::Keyframes && !unit.keyframe) {
+            return;
+        }
+        // A delimiter after each unit makes the decoder's parser finish the picture now, not when
+        // the next unit (in keyframes mode: the next keyframe) arrives.
+        let mut data = Vec::with_capacity(unit.data.len() + 8);
+        data.extend_from_slice(&unit.data);
+        data.extend_from_slice(delimiter(self.codec));
+        let fed = decoder.feed(Bytes::from(data));
         if fed {
             self.resync = false;
             self.work
@@ -271,40 +266,36 @@ impl Ingest {
     fn unit(&mut self, unit: AccessUnit) {
         let now = Instant::now();
         self.last_unit = Some(now);
-        if unit.keyframe {
-            if let Some(prev) = self.last_keyframe.replace(now) {
-                let ms = (now - prev).as_millis().max(1) as u64;
-                self.source_fps = Some(self.units_since_key as f64 * 1000.0 / ms as f64);
-                self.work
-                    .keyframe_interval_ms
-                    .store(ms, std::sync::atomic::Ordering::Relaxed);
-            }
-            if let Some(sps) = &unit.sps {
-                if self.sps.as_ref().is_some_and(|old| old != sps) {
-                    info!(camera = %self.camera, "the camera changed its stream parameters (resolution?): restarting the decoder");
-                    if let Some(setup) = self.decoder.as_ref().map(|(_, s)| *s) {
-                        self.gop.clear();
-                        self.gop_bytes = 0;
-                        self.stop_decoder();
-                        self.gop.push(unit.clone());
-                        self.gop_bytes = unit.data.len();
-                        self.sps = Some(sps.clone());
-                        self.start_decoder(setup);
-                        return;
-                    }
-                }
-                self.sps = Some(sps.clone());
-            }
-            self.gop.clear();
-            self.gop_bytes = 0;
-            self.units_since_key = 0;
-        }
         self.units_since_key += 1;
-        if (!self.gop.is_empty() || unit.keyframe) && self.gop_bytes + unit.data.len() <= GOP_MAX_BYTES {
-            self.gop_bytes += unit.data.len();
-            self.gop.push(unit.clone());
+        if !unit.keyframe {
+            self.feed(&unit);
+            return;
         }
-        self.feed(&unit);
+        if let Some(prev) = self.last_keyframe.replace(now) {
+            let ms = (now - prev).as_millis().max(1) as u64;
+            self.source_fps = Some((self.units_since_key - 1) as f64 * 1000.0 / ms as f64);
+            self.work
+                .keyframe_interval_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.units_since_key = 1;
+        self.keyframe = Some(unit.clone());
+        let changed = unit
+            .sps
+            .as_ref()
+            .is_some_and(|sps| self.sps.as_ref().is_some_and(|old| old != sps));
+        if unit.sps.is_some() {
+            self.sps = unit.sps.clone();
+        }
+        match self.decoder.as_ref().map(|(_, s)| *s) {
+            Some(setup) if changed => {
+                info!(camera = %self.camera, "the camera changed its stream parameters (resolution?): restarting the decoder");
+                self.stop_decoder();
+                // Starts from this keyframe.
+                self.start_decoder(setup);
+            }
+            _ => self.feed(&unit),
+        }
     }
 
     /// When the camera must have sent something by.

@@ -2,6 +2,8 @@
 //! transcoded): the pipe cut into frames by [`crate::jpeg::Splitter`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -11,7 +13,7 @@ use tracing::debug;
 use super::child::Ffmpeg;
 use crate::frame::Captured;
 use crate::jpeg::{Split, SplitStats, Splitter};
-use crate::source::{SourceError, Upstream};
+use crate::source::{SourceError, Upstream, Work};
 
 pub const READ_CHUNK: usize = 64 * 1024;
 
@@ -26,10 +28,11 @@ pub struct MjpegUpstream {
     reported_invalid: u64,
     pending: VecDeque<Split>,
     buf: Box<[u8]>,
+    work: Arc<Work>,
 }
 
 impl MjpegUpstream {
-    pub fn new(camera: String, ff: Ffmpeg, copy: bool, max_frame: usize) -> Self {
+    pub fn new(camera: String, ff: Ffmpeg, copy: bool, max_frame: usize, work: Arc<Work>) -> Self {
         MjpegUpstream {
             camera,
             ff,
@@ -39,6 +42,7 @@ impl MjpegUpstream {
             reported_invalid: 0,
             pending: VecDeque::new(),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            work,
         }
     }
 
@@ -61,6 +65,9 @@ impl Upstream for MjpegUpstream {
     async fn next_frame(&mut self) -> Result<Captured, SourceError> {
         loop {
             if let Some(f) = self.pending.pop_front() {
+                if !self.copy {
+                    self.work.frames_encoded.fetch_add(1, Relaxed);
+                }
                 // Only the newest frame of a burst matters to viewers, but every frame counts.
                 return Ok(Captured {
                     jpeg: f.jpeg,

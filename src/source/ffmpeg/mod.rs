@@ -195,6 +195,7 @@ impl Source for FfmpegSource {
                     ff,
                     copy,
                     self.max_frame,
+                    self.work.clone(),
                 ))
             }
             Route::Ingest(codec) => Box::new(ingest::Ingest::new(
