@@ -3,20 +3,23 @@
 # CPU clock ticks (1/100 s) of process $1: its own, its reaped children's, and its live
 # children's (farmcam's ffmpeg).
 ticks() {
-    local pid=$1 t c
+    local pid=$1 t c v
     t=$(awk '{print $14+$15+$16+$17}' "/proc/$pid/stat")
     for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
-        t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+        # A child may exit (or be a zombie) between listing and reading.
+        v=$(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null)
+        t=$((t + ${v:-0}))
     done
     echo "$t"
 }
 
 # Resident memory (kB) of process $1 and its live children.
 rss_kb() {
-    local pid=$1 r c
+    local pid=$1 r c v
     r=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
     for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
-        r=$((r + $(awk '/VmRSS/{print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
+        v=$(awk '/VmRSS/{print $2}' "/proc/$c/status" 2>/dev/null)
+        r=$((r + ${v:-0}))
     done
     echo "$r"
 }
