@@ -276,7 +276,10 @@ async fn a_camera_with_rare_keyframes_is_waited_for_and_measured() {
         keyint: Some(90),
         ..Default::default()
     });
-    let d = Daemon::start(&camera(&server.url(), "snapshot_timeout = \"30s\"\nidle_grace = \"60s\""));
+    let d = Daemon::start(&camera(
+        &server.url(),
+        "snapshot_timeout = \"30s\"\nidle_grace = \"60s\"",
+    ));
     let r = get(d.main, "/cameras/cam/snapshot").await;
     assert_eq!(r.status, 200, "{}", d.log_text());
     assert_eq!(decode_jpeg(&r.body), (320, 240));

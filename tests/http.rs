@@ -189,7 +189,106 @@ async fn snapshot_statuses_and_errors() {
     )
     .await;
     assert_eq!(post.status, 405);
-    assert_eq!(post.header("allow"), Some("GET"));
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+/// HEAD wherever GET works (OctoPrint's URL test uses it): the same status and headers, no body,
+/// and no camera started for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_like_get_without_a_body_or_a_camera() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"160x120\"\n",
+    ));
+    let head = |path: &str| {
+        let raw = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let addr = d.main;
+        async move { request(addr, &raw).await }
+    };
+    for path in [
+        "/",
+        "/api/cameras",
+        "/metrics",
+        "/nowhere",
+        "/cameras/nope/stream",
+    ] {
+        let (h, g) = (head(path).await, get(d.main, path).await);
+        assert_eq!(h.status, g.status, "{path}");
+        assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
+        assert!(h.body.is_empty(), "{path}: HEAD has no body");
+    }
+    let h = head("/api/cameras").await;
+    assert!(
+        h.header("content-length").is_some_and(|l| l != "0"),
+        "{:?}",
+        h.headers
+    );
+    for (path, kind) in [
+        ("/cameras/cam/stream", "multipart/x-mixed-replace"),
+        ("/cameras/cam/snapshot", "image/jpeg"),
+        ("/cameras/cam/?action=snapshot", "image/jpeg"),
+        ("/?action=stream", "multipart/x-mixed-replace"),
+    ] {
+        let h = head(path).await;
+        assert_eq!(h.status, 200, "{path}");
+        assert!(h.header("content-type").unwrap().starts_with(kind), "{path}");
+        assert!(h.body.is_empty());
+    }
+    let c = d.camera("cam").await;
+    assert_eq!(
+        (c["state"].as_str(), c["upstream_opens"].as_u64()),
+        (Some("idle"), Some(0)),
+        "{c}"
+    );
+}
+
+/// The main port's mjpg-streamer URLs (where MainsailOS points /webcam/) serve the only camera,
+/// or `[http] default_camera`; with several and no default, a 404 that names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_port_mjpg_streamer_urls_serve_the_default_camera() {
+    let cam = |id: &str| format!("[[camera]]\nid = \"{id}\"\nsource = \"test:\"\nsize = \"160x120\"\n");
+    let one = Daemon::start(&config("", &cam("only")));
+    for path in ["/?action=snapshot", "/snapshot"] {
+        let r = get(one.main, path).await;
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (200, Some("image/jpeg")),
+            "{path}"
+        );
+        assert_eq!(decode_jpeg(&r.body), (160, 120));
+    }
+    for path in ["/?action=stream", "/stream"] {
+        let mut s = Stream::open(one.main, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert_eq!(s.status, 200, "{path}");
+        assert_eq!(
+            s.header("x-accel-buffering"),
+            Some("no"),
+            "proxies must not buffer streams"
+        );
+        s.next_part().await.expect("a frame");
+    }
+    let wall = get(one.main, "/").await;
+    assert!(wall.header("content-type").unwrap().starts_with("text/html"));
+    let events = Stream::open(one.main, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(
+        events.header("x-accel-buffering"),
+        Some("no"),
+        "events pass proxies at once"
+    );
+    assert_eq!(events.header("cache-control"), Some("no-store"));
+
+    let two = Daemon::start(&config("", &(cam("a") + &cam("b"))));
+    let r = get(two.main, "/?action=snapshot").await;
+    assert_eq!(r.status, 404);
+    let e: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e["cameras"], serde_json::json!(["a", "b"]), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("default_camera"), "{e}");
+    assert_eq!(e["urls"][1]["snapshot"], "/cameras/b/snapshot");
+
+    let chosen = Daemon::start(&config("default_camera = \"b\"\n", &(cam("a") + &cam("b"))));
+    assert_eq!(get(chosen.main, "/?action=snapshot").await.status, 200);
+    assert_eq!(chosen.camera("b").await["upstream_opens"], 1);
+    assert_eq!(chosen.camera("a").await["upstream_opens"], 0);
 }
 
 #[tokio::test]

@@ -31,6 +31,9 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// How often each tile of the wall (`GET /`) refreshes its snapshot.
     pub wall_refresh: Duration,
+    /// The camera the main port's mjpg-streamer URLs (`/?action=stream`, `/stream`, …) serve;
+    /// `None`: the only camera, when there is one.
+    pub default_camera: Option<String>,
 }
 
 /// What every camera gets unless its own block says otherwise: `[defaults]`, the `[ffmpeg]`
@@ -73,6 +76,7 @@ pub(super) struct RawHttp {
     write_timeout: Option<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
     wall_refresh: Option<Spanned<String>>,
+    pub(super) default_camera: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +168,8 @@ impl Validator<'_> {
                 DEFAULT_HEADER_READ_TIMEOUT,
             ),
             wall_refresh,
+            // Checked against the cameras once they are known.
+            default_camera: raw.default_camera.as_ref().map(|d| d.get_ref().clone()),
         }
     }
 

@@ -154,6 +154,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             listen: &http.listen,
         },
     );
+    if let Some(d) = &raw.http.default_camera {
+        if !cameras.iter().any(|c| c.id == *d.get_ref()) {
+            let ids: Vec<&str> = cameras.iter().map(|c| c.id.as_str()).collect();
+            v.problem(
+                Some(d.span()),
+                "http.default_camera",
+                &format!(
+                    "{:?} is not a camera id in this file (cameras: {})",
+                    d.get_ref(),
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                ),
+            );
+        }
+    }
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -305,6 +323,23 @@ mod tests {
             );
         }
         assert_eq!(e.len(), 6, "{e:#?}");
+    }
+
+    #[test]
+    fn default_camera_must_be_a_camera() {
+        let e = errors("[http]\ndefault_camera = \"zz\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\n");
+        assert!(
+            e.len() == 1
+                && e[0].starts_with("f.toml:2:18: http.default_camera: \"zz\" is not a camera id")
+                && e[0].contains("cameras: a"),
+            "{e:?}"
+        );
+        let c = parse(
+            "[http]\ndefault_camera = \"a\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.http.default_camera.as_deref(), Some("a"));
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 pub fn method_not_allowed() -> Response<Body> {
-    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
-    resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported");
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     resp
 }
 

@@ -74,7 +74,8 @@ pub fn sse(ctx: &Ctx, req: &Request<Incoming>, q: &[(&str, &str)]) -> Response<B
     let mut resp = Response::new(StreamBody::new(body).boxed());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     resp
 }

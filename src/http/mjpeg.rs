@@ -30,6 +30,8 @@ fn no_cache(resp: &mut Response<Body>) {
     );
     h.insert("pragma", HeaderValue::from_static("no-cache"));
     h.insert("expires", HeaderValue::from_static("0"));
+    // Proxies (nginx) must pass every frame on at once, not buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
 }
 
@@ -93,6 +95,21 @@ impl Viewer {
 
 /// The highest `?fps=` a viewer may ask for.
 const MAX_FPS: f64 = 120.0;
+
+/// HEAD on a stream or snapshot: the headers a GET would get, without touching the camera.
+pub fn head(what: &str) -> Response<Body> {
+    let mut resp = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+    let content_type = match what {
+        "stream" => format!("multipart/x-mixed-replace;boundary={BOUNDARY}"),
+        _ => "image/jpeg".to_string(),
+    };
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).expect("valid header"),
+    );
+    no_cache(&mut resp);
+    resp
+}
 
 pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Response<Body> {
     let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {

@@ -109,6 +109,8 @@ pub struct Ctx {
     pub header_read_timeout: Duration,
     /// How often a wall tile refreshes its snapshot.
     pub wall_refresh: Duration,
+    /// `[http] default_camera`.
+    pub default_camera: Option<String>,
     pub shutdown: CancellationToken,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
@@ -135,6 +137,7 @@ impl Server {
             write_timeout: config.http.write_timeout,
             header_read_timeout: config.http.header_read_timeout,
             wall_refresh: config.http.wall_refresh,
+            default_camera: config.http.default_camera.clone(),
             shutdown,
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(64)),
@@ -280,7 +283,10 @@ fn param<'a>(q: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
 }
 
 async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
-    if req.method() != Method::GET {
+    // HEAD answers wherever GET does, with the same status and headers and no body (hyper
+    // sends none); it never starts a camera.
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
         return api::method_not_allowed();
     }
     let q = query(&req);
@@ -288,6 +294,10 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match scope {
         Scope::Main => match segments.as_slice() {
+            // mjpg-streamer's URLs on the main port (where MainsailOS points /webcam/) serve the
+            // default camera; a browser without ?action= gets the wall.
+            [] if param(&q, "action").is_some() => default_camera(ctx, &[], &q, peer, head).await,
+            [what @ ("stream" | "snapshot")] => default_camera(ctx, &[what], &q, peer, head).await,
             [] => wall::page(ctx.wall_refresh),
             ["api", "cameras"] => api::cameras(&ctx.registry, &req),
             ["metrics"] => metrics::metrics(ctx),
@@ -297,7 +307,7 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
                     StatusCode::NOT_FOUND,
                     &format!("no camera {id:?}; GET /api/cameras lists them"),
                 ),
-                Some(cam) => camera_route(&cam, rest, &q, peer).await,
+                Some(cam) => camera_route(&cam, rest, &q, peer, head).await,
             },
             _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
         },
@@ -310,9 +320,46 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
             ),
             Some(cam) => match segments.as_slice() {
                 [] if param(&q, "action").is_none() => api::camera_page(&cam),
-                rest => camera_route(&cam, rest, &q, peer).await,
+                rest => camera_route(&cam, rest, &q, peer, head).await,
             },
         },
+    }
+}
+
+/// The main port's `/?action=…`, `/stream`, `/snapshot`: `[http] default_camera`, or the only
+/// camera; with several and no default, a 404 naming them.
+async fn default_camera(
+    ctx: &Ctx,
+    rest: &[&str],
+    q: &[(&str, &str)],
+    peer: SocketAddr,
+    head: bool,
+) -> Response<Body> {
+    let cameras = ctx.registry.cameras();
+    let chosen = match &ctx.default_camera {
+        Some(id) => ctx.registry.get(id),
+        None if cameras.len() == 1 => cameras.first().cloned(),
+        None => None,
+    };
+    match chosen {
+        Some(cam) => camera_route(&cam, rest, q, peer, head).await,
+        None => {
+            let ids: Vec<&str> = cameras.iter().map(|c| c.id()).collect();
+            api::json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({
+                    "error": format!(
+                        "{} cameras and no [http] default_camera: use /cameras/ID/stream or /cameras/ID/snapshot, or set default_camera",
+                        ids.len()
+                    ),
+                    "cameras": ids,
+                    "urls": ids.iter().map(|id| serde_json::json!({
+                        "stream": format!("/cameras/{id}/stream"),
+                        "snapshot": format!("/cameras/{id}/snapshot"),
+                    })).collect::<Vec<_>>(),
+                }),
+            )
+        }
     }
 }
 
@@ -322,6 +369,7 @@ async fn camera_route(
     rest: &[&str],
     q: &[(&str, &str)],
     peer: SocketAddr,
+    head: bool,
 ) -> Response<Body> {
     let what = match rest {
         [] => param(q, "action").unwrap_or(""),
@@ -329,6 +377,7 @@ async fn camera_route(
         _ => "",
     };
     match what {
+        "stream" | "snapshot" if head => mjpeg::head(what),
         "stream" => mjpeg::stream(cam, q, peer),
         "snapshot" => mjpeg::snapshot(cam, q).await,
         _ => api::error(
