@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
+use crate::events::CameraState;
 use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry, SnapshotError};
 
@@ -74,6 +75,7 @@ impl Mqtt {
             let mut stale = self.shared.stale.lock().unwrap();
             for id in removed {
                 self.shared.requests.lock().unwrap().remove(id);
+                stale.push(self.shared.topics.availability(id));
                 if self.shared.config.ha_discovery {
                     stale.push(self.shared.topics.ha_camera(id));
                     stale.push(self.shared.topics.ha_button(id));
@@ -222,6 +224,10 @@ impl Topics {
     }
     fn request(&self, camera: &str) -> String {
         format!("{}/{camera}/snapshot/request", self.prefix)
+    }
+    /// `online` unless the camera is offline (retained): Home Assistant shows it unavailable.
+    fn availability(&self, camera: &str) -> String {
+        format!("{}/{camera}/availability", self.prefix)
     }
     fn ha_status(&self) -> String {
         format!("{}/status", self.ha)
@@ -459,11 +465,20 @@ impl Shared {
             "model": "camera gateway",
             "sw_version": env!("CARGO_PKG_VERSION"),
         });
-        let availability = json!([{ "topic": self.topics.status() }]);
+        // Both the gateway and the camera must be online (availability_mode "all").
+        let availability = json!([
+            { "topic": self.topics.status() },
+            { "topic": self.topics.availability(id) },
+        ]);
+        let object_id = format!("farmcam_{}", self.topics.object_id(id));
+        // `object_id` for Home Assistant before 2025.10, `default_entity_id` for later ones
+        // (2026.4 ignores `object_id`): both, so every version names the entity the same.
         let cam = json!({
             "name": camera.config().name,
-            "unique_id": format!("farmcam_{}", self.topics.object_id(id)),
-            "object_id": format!("farmcam_{}", self.topics.object_id(id)),
+            "unique_id": object_id,
+            "object_id": object_id,
+            "default_entity_id": format!("camera.{object_id}"),
+            "availability_mode": "all",
             "topic": self.topics.snapshot(id),
             "availability": availability,
             "payload_available": "online",
@@ -473,8 +488,10 @@ impl Shared {
         });
         let button = json!({
             "name": format!("{} snapshot", camera.config().name),
-            "unique_id": format!("farmcam_{}_snapshot", self.topics.object_id(id)),
-            "object_id": format!("farmcam_{}_snapshot", self.topics.object_id(id)),
+            "unique_id": format!("{object_id}_snapshot"),
+            "object_id": format!("{object_id}_snapshot"),
+            "default_entity_id": format!("button.{object_id}_snapshot"),
+            "availability_mode": "all",
             "command_topic": self.topics.request(id),
             "payload_press": "snapshot",
             "icon": "mdi:camera",
@@ -490,10 +507,23 @@ impl Shared {
         }
         let s = camera.status();
         let last = self.last_snapshot.lock().unwrap().get(camera.id()).copied();
+        // The rate is measured over a second: right after going live it is not known yet.
+        let fps = (s.measured_fps > 0.0 || s.state != CameraState::Live).then_some(s.measured_fps);
+        let available = if s.state == CameraState::Offline {
+            "offline"
+        } else {
+            "online"
+        };
+        let _ = self.client.try_publish(
+            self.topics.availability(camera.id()),
+            QoS::AtLeastOnce,
+            true,
+            available,
+        );
         let payload = json!({
             "state": s.state,
             "viewers": s.viewers,
-            "fps": s.measured_fps,
+            "fps": fps,
             "size": s.size,
             "last_snapshot": last,
             "last_error": s.last_error,
@@ -545,13 +575,14 @@ impl Shared {
                 due = Instant::now();
                 continue;
             }
-            tokio::select! {
+            let scheduled = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = connected.changed() => continue,
-                _ = request.notified() => {}
-                _ = sleep_until(due), if interval.is_some() => {}
-            }
-            if let Some(i) = interval {
+                _ = request.notified() => false,
+                _ = sleep_until(due), if interval.is_some() => true,
+            };
+            // A requested snapshot comes on top: it does not move the schedule.
+            if let (true, Some(i)) = (scheduled, interval) {
                 due = (due + i).max(Instant::now());
             }
             let snapshot = tokio::select! {

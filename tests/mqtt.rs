@@ -39,7 +39,8 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
         "",
         &format!(
             "{}[[camera]]\nid = \"p1\"\nname = \"Printer one\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 10\n\
-             [[camera]]\nid = \"p2\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 5\nsnapshot_interval = \"off\"\n",
+             [[camera]]\nid = \"p2\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 5\nsnapshot_interval = \"off\"\n\
+             [[camera]]\nid = \"down\"\nsource = \"test:offline\"\nsize = \"160x120\"\n",
             mqtt_section(&broker.url(), "snapshot_interval = \"1s\"")
         ),
     ));
@@ -58,6 +59,14 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
     assert_eq!(cam["unique_id"], "farmcam_testnode_p1");
     assert_eq!(cam["name"], "Printer one");
     assert_eq!(cam["availability"][0]["topic"], "farmcam/testnode/status");
+    assert_eq!(
+        cam["availability"][1]["topic"],
+        "farmcam/testnode/p1/availability"
+    );
+    assert_eq!(cam["availability_mode"], "all");
+    // Old and new Home Assistant versions name the entity alike.
+    assert_eq!(cam["object_id"], "farmcam_testnode_p1");
+    assert_eq!(cam["default_entity_id"], "camera.farmcam_testnode_p1");
     assert_eq!(cam["device"]["identifiers"][0], "farmcam_testnode");
     let button = sub
         .wait_for(
@@ -68,6 +77,9 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
         .await
         .json();
     assert_eq!(button["command_topic"], "farmcam/testnode/p1/snapshot/request");
+    assert_eq!(button["object_id"], "farmcam_testnode_p1_snapshot");
+    assert_eq!(button["default_entity_id"], "button.farmcam_testnode_p1_snapshot");
+
     sub.wait_for(WAIT, "stale entity removed (empty retained config)", |m| {
         m.topic == "homeassistant/camera/testnode_old/config" && m.payload.is_empty()
     })
@@ -78,19 +90,23 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
         .wait_for(WAIT, "first snapshot", is("farmcam/testnode/p1/snapshot"))
         .await;
     assert_eq!(decode_jpeg(&first.payload), (320, 240));
-    let window = sub.collect(Duration::from_millis(4500)).await;
-    let snaps: Vec<&Msg> = window
-        .iter()
-        .filter(|m| m.topic == "farmcam/testnode/p1/snapshot")
-        .collect();
-    assert!(
-        (3..=6).contains(&snaps.len()),
-        "{} snapshots in 4.5 s at 1 s",
-        snaps.len()
-    );
-    for s in &snaps {
-        assert_eq!(decode_jpeg(&s.payload), (320, 240));
+    // Three more, each a complete JPEG, paced by the interval (not a flood).
+    let mut snaps = vec![first.clone()];
+    for _ in 0..3 {
+        let after = snaps.last().unwrap().at;
+        let next = sub
+            .wait_for(WAIT, "next snapshot", |m| {
+                m.topic == "farmcam/testnode/p1/snapshot" && m.at > after
+            })
+            .await;
+        assert_eq!(decode_jpeg(&next.payload), (320, 240));
+        snaps.push(next);
     }
+    let span = snaps[3].at - snaps[0].at;
+    assert!(
+        span >= Duration::from_millis(2500),
+        "3 intervals of 1 s took {span:?}"
+    );
     assert!(!sub.seen.iter().any(|m| m.topic == "farmcam/testnode/p2/snapshot"));
     let state = sub
         .seen
@@ -114,6 +130,17 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
         is("homeassistant/camera/testnode_p1/config"),
     )
     .await;
+
+    // A camera that cannot be opened is unavailable in Home Assistant; a working one available.
+    for (topic, payload) in [
+        ("farmcam/testnode/down/availability", "offline"),
+        ("farmcam/testnode/p1/availability", "online"),
+    ] {
+        let pred = |m: &Msg| m.topic == topic && m.text() == payload;
+        if !sub.seen.iter().any(pred) {
+            sub.wait_for(WAIT, "availability", pred).await;
+        }
+    }
 
     // A request on p2's topic: one snapshot, promptly.
     sub.publish("farmcam/testnode/p2/snapshot/request", b"snapshot", false)
