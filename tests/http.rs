@@ -333,7 +333,10 @@ async fn mjpg_streamer_compatible_paths_and_dedicated_port() {
         assert_eq!(decode_jpeg(&s.next_part().await.unwrap().jpeg), (320, 240));
     }
     let page = get(port, "/").await;
-    assert!(String::from_utf8_lossy(&page.body).contains("/?action=stream"));
+    assert!(
+        String::from_utf8_lossy(&page.body).contains("src=\"?action=stream\""),
+        "relative: works under any proxy prefix"
+    );
     assert_eq!(d.camera("cam").await["upstream_opens"], 1);
 }
 
@@ -577,7 +580,7 @@ async fn index_page_and_api_list_cameras() {
     let html = String::from_utf8(page.body).unwrap();
     // The wall builds its tiles from /api/cameras (names set as text, never as HTML; the
     // browser test checks what it shows).
-    assert!(html.contains("<body data-refresh=\"1\">") && html.contains("/api/events"));
+    assert!(html.contains("<body data-refresh=\"1\">") && html.contains("EventSource(\"api/events\")"));
     let all = d.cameras_json().await;
     let list = all.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -641,4 +644,61 @@ async fn metrics_in_prometheus_text_format() {
         let (series, v) = l.rsplit_once(' ').unwrap();
         assert!(v.parse::<f64>().is_ok() && series.starts_with("farmcam_"), "{l}");
     }
+}
+
+/// Advertised URLs follow a reverse proxy's X-Forwarded-* headers, or `[http] public_url`; a
+/// dedicated port is advertised on the host the client used, never the bind address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_urls_follow_the_proxy_or_public_url() {
+    let cam = "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nlisten = \"0.0.0.0:0\"\n";
+    let d = Daemon::start(&config("", cam));
+    let dedicated = d.cameras["cam"].port();
+    let api = |headers: &'static str| {
+        let raw = format!("GET /api/cameras HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+        let addr = d.main;
+        async move {
+            let r = request(addr, &raw).await;
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v[0].clone()
+        }
+    };
+    let direct = api("Host: farm-pi:8080\r\n").await;
+    assert_eq!(direct["stream_url"], "http://farm-pi:8080/cameras/cam/stream");
+    assert_eq!(
+        direct["dedicated_url"],
+        format!("http://farm-pi:{dedicated}/?action=stream"),
+        "the client's host, not 0.0.0.0"
+    );
+    assert_eq!(
+        direct["dedicated_snapshot_url"],
+        format!("http://farm-pi:{dedicated}/?action=snapshot")
+    );
+    // MainsailOS's nginx: its upstream name as Host, the real one in X-Forwarded-*.
+    let proxied = api(
+        "Host: mjpgstreamer1\r\nX-Forwarded-Host: printer.local\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /webcam/\r\n",
+    )
+    .await;
+    assert_eq!(
+        proxied["stream_url"],
+        "https://printer.local/webcam/cameras/cam/stream"
+    );
+    assert_eq!(
+        proxied["snapshot_url"],
+        "https://printer.local/webcam/cameras/cam/snapshot"
+    );
+    // Junk in a header is not echoed.
+    let junk = api("Host: x\"><script>\r\n").await;
+    assert_eq!(junk["stream_url"], "http://localhost/cameras/cam/stream");
+
+    let public = Daemon::start(&config("public_url = \"https://farm.example/cams/\"\n", cam));
+    let r = get(public.main, "/api/cameras").await;
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v[0]["stream_url"], "https://farm.example/cams/cameras/cam/stream");
+    assert_eq!(
+        v[0]["dedicated_url"],
+        format!(
+            "http://farm.example:{}/?action=stream",
+            public.cameras["cam"].port()
+        )
+    );
 }

@@ -34,6 +34,9 @@ pub struct HttpConfig {
     /// The camera the main port's mjpg-streamer URLs (`/?action=stream`, `/stream`, …) serve;
     /// `None`: the only camera, when there is one.
     pub default_camera: Option<String>,
+    /// How clients reach farmcam (`https://farm.example/webcam`), for the URLs it advertises;
+    /// `None`: taken from each request (proxy headers, `Host`).
+    pub public_url: Option<String>,
 }
 
 /// What every camera gets unless its own block says otherwise: `[defaults]`, the `[ffmpeg]`
@@ -77,6 +80,7 @@ pub(super) struct RawHttp {
     header_read_timeout: Option<Spanned<String>>,
     wall_refresh: Option<Spanned<String>>,
     pub(super) default_camera: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +174,25 @@ impl Validator<'_> {
             wall_refresh,
             // Checked against the cameras once they are known.
             default_camera: raw.default_camera.as_ref().map(|d| d.get_ref().clone()),
+            public_url: raw.public_url.as_ref().and_then(|u| {
+                let url = u.get_ref().trim().trim_end_matches('/');
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+                let ok = rest.is_some_and(|r| {
+                    let host = r.split('/').next().unwrap_or("");
+                    !host.is_empty()
+                        && !r.contains(['@', '?', '#', ' '])
+                        && r.chars().all(|c| c.is_ascii_graphic())
+                });
+                if !ok {
+                    self.problem(
+                        Some(u.span()),
+                        "http.public_url",
+                        &format!("{url:?}: write how clients reach farmcam, e.g. \"https://farm.example/webcam\" (no credentials, no query)"),
+                    );
+                    return None;
+                }
+                Some(url.to_string())
+            }),
         }
     }
 

@@ -9,8 +9,8 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
-use super::Body;
-use crate::registry::{Camera, CameraStatus, Registry};
+use super::{Body, Ctx};
+use crate::registry::{Camera, CameraStatus};
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()).boxed());
@@ -54,33 +54,75 @@ struct Entry {
     snapshot_url: String,
     /// The camera's dedicated port, if configured (mjpg-streamer style URLs).
     dedicated_url: Option<String>,
+    dedicated_snapshot_url: Option<String>,
 }
 
-/// Base URL as the client reached us (Host header), for copyable absolute URLs.
-fn base_url(req: &Request<Incoming>) -> String {
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        })
+/// A header's value if it is a plain host, prefix or scheme (nothing that could smuggle markup
+/// or another URL into what farmcam advertises).
+fn header<'a>(req: &'a Request<Incoming>, name: &str, extra: &str) -> Option<&'a str> {
+    let v = req.headers().get(name)?.to_str().ok()?;
+    let v = v.split(',').next()?.trim();
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))).then_some(v)
+}
+
+/// Where clients reach farmcam, for copyable absolute URLs: `[http] public_url` when set; else
+/// what a reverse proxy says (`X-Forwarded-Proto`, `-Host`, `-Prefix`); else the `Host` header.
+/// Returns the base (no trailing slash) and the host name alone (for the dedicated ports).
+pub fn public_base(req: &Request<Incoming>, public_url: Option<&str>) -> (String, String) {
+    let host_only = |h: &str| -> String {
+        match h.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
+                name.to_string()
+            }
+            _ => h.to_string(),
+        }
+    };
+    if let Some(url) = public_url {
+        let authority = url.split("://").nth(1).unwrap_or(url);
+        let host = authority.split('/').next().unwrap_or(authority);
+        return (url.trim_end_matches('/').to_string(), host_only(host));
+    }
+    const HOST_CHARS: &str = ".-:[]";
+    let forwarded = header(req, "x-forwarded-host", HOST_CHARS);
+    let host = forwarded
+        .or_else(|| header(req, HOST.as_str(), HOST_CHARS))
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let proto = match header(req, "x-forwarded-proto", "") {
+        Some("https") if forwarded.is_some() => "https",
+        _ => "http",
+    };
+    let prefix = forwarded
+        .and(header(req, "x-forwarded-prefix", "/-_."))
+        .filter(|p| p.starts_with('/'))
+        .map(|p| p.trim_end_matches('/'))
+        .unwrap_or("");
+    (format!("{proto}://{host}{prefix}"), host_only(host))
 }
 
-pub fn cameras(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
-    let base = base_url(req);
-    let list: Vec<Entry> = registry
+pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let (base, host) = public_base(req, ctx.public_url.as_deref());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let list: Vec<Entry> = ctx
+        .registry
         .cameras()
         .iter()
-        .map(|c| Entry {
-            stream_url: format!("{base}/cameras/{}/stream", c.id()),
-            snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
-            dedicated_url: c.config().listen.map(|a| format!("http://{a}/?action=stream")),
-            status: c.status(),
+        .map(|c| {
+            // The dedicated port on the host the client used, never the bind address (0.0.0.0).
+            let dedicated = ctx
+                .dedicated_ports
+                .get(c.id())
+                .map(|port| format!("http://{host}:{port}"));
+            Entry {
+                stream_url: format!("{base}/cameras/{}/stream", c.id()),
+                snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
+                dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
+                dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
+                status: c.status(),
+            }
         })
         .collect();
     json(StatusCode::OK, &list)
@@ -101,8 +143,8 @@ pub fn camera_page(cam: &Arc<Camera>) -> Response<Body> {
     let name = escape(&cam.config().name);
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><title>{name}</title><style>{STYLE}</style></head>\
-         <body><h1>{name}</h1><img src=\"/?action=stream\" style=\"max-width:100%\" alt=\"{name}\">\
-         <p><a href=\"/?action=stream\">stream</a> · <a href=\"/?action=snapshot\">snapshot</a></p></body></html>"
+         <body><h1>{name}</h1><img src=\"?action=stream\" style=\"max-width:100%\" alt=\"{name}\">\
+         <p><a href=\"?action=stream\">stream</a> · <a href=\"?action=snapshot\">snapshot</a></p></body></html>"
     );
     full(StatusCode::OK, "text/html; charset=utf-8", html)
 }

@@ -111,6 +111,10 @@ pub struct Ctx {
     pub wall_refresh: Duration,
     /// `[http] default_camera`.
     pub default_camera: Option<String>,
+    /// `[http] public_url`.
+    pub public_url: Option<String>,
+    /// Camera id → the port its dedicated listener is bound to.
+    pub dedicated_ports: std::collections::HashMap<String, u16>,
     pub shutdown: CancellationToken,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
@@ -138,6 +142,14 @@ impl Server {
             header_read_timeout: config.http.header_read_timeout,
             wall_refresh: config.http.wall_refresh,
             default_camera: config.http.default_camera.clone(),
+            public_url: config.http.public_url.clone(),
+            dedicated_ports: listeners
+                .iter()
+                .filter_map(|l| match &l.scope {
+                    Scope::Camera(id) => Some((id.clone(), l.local_addr().port())),
+                    Scope::Main => None,
+                })
+                .collect(),
             shutdown,
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(64)),
@@ -299,7 +311,7 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
             [] if param(&q, "action").is_some() => default_camera(ctx, &[], &q, peer, head).await,
             [what @ ("stream" | "snapshot")] => default_camera(ctx, &[what], &q, peer, head).await,
             [] => wall::page(ctx.wall_refresh),
-            ["api", "cameras"] => api::cameras(&ctx.registry, &req),
+            ["api", "cameras"] => api::cameras(ctx, &req),
             ["metrics"] => metrics::metrics(ctx),
             ["api", "events"] => events::sse(ctx, &req, &q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {
