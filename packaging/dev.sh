@@ -20,9 +20,12 @@ APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev"
 # with chromedriver (the wall test), systemd (systemd-analyze checks the unit). The V4L2 tests run
 # in a qemu guest under Debian's kernel (vivid, and v4l2loopback built by dkms against its
 # headers), with busybox as the guest's init and v4l-utils as "another program" using a camera.
+# A real Moonraker (../shared/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
+# for the webcam-registration tests.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd
+    python3-venv libsodium23
     qemu-system-x86 linux-image-amd64 linux-headers-amd64 v4l2loopback-dkms busybox-static v4l-utils"
 
 install_apt() {
@@ -43,6 +46,15 @@ install_rust() {
         echo "dev.sh: installing Rust with rustup" >&2
         curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
         . "$HOME/.cargo/env"
+    fi
+}
+
+install_moonraker() {
+    peer=../shared/peers/moonraker/run.sh
+    if [ -f "$peer" ]; then
+        bash "$peer" --install >/dev/null
+    else
+        echo "dev.sh: $peer not found: the Moonraker tests will fail (they need shared/ beside the repository)" >&2
     fi
 }
 
@@ -67,6 +79,7 @@ case "${1:-}" in
         install_apt
         install_rust
         install_test_tools
+        install_moonraker
         status=0
         cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
         tests/v4l2/run.sh || status=$?
@@ -77,6 +90,7 @@ case "${1:-}" in
         install_apt
         install_rust
         install_test_tools
+        install_moonraker
         ;;
     *)
         echo "usage: packaging/dev.sh demo|test|deps" >&2

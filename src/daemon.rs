@@ -70,6 +70,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
     let server = Server::start(
         listeners,
         &config,
@@ -110,7 +111,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => config = reload(config, path, &registry, mqtt.as_deref()),
+            _ = hup.recv() => config = reload(config, path, &registry, mqtt.as_deref(), moonraker.as_ref()),
         }
     };
     let started = Instant::now();
@@ -120,6 +121,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = systemd.await;
     let mqtt_stopped = async {
         if let Some(m) = &mqtt {
+            m.stop().await;
+        }
+        if let Some(m) = &moonraker {
             m.stop().await;
         }
     };
@@ -147,7 +151,13 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 /// running configuration kept). Otherwise cameras are reconciled: unchanged ones untouched, new
 /// ones added, changed ones restarted, removed ones stopped. Listener, MQTT and light settings
 /// take effect at the next restart (said in the log). Returns the configuration now in force.
-fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate::mqtt::Mqtt>) -> Config {
+fn reload(
+    current: Config,
+    path: &Path,
+    registry: &Registry,
+    mqtt: Option<&crate::mqtt::Mqtt>,
+    moonraker: Option<&crate::moonraker::Moonraker>,
+) -> Config {
     crate::systemd::reloading();
     let new = match load(path) {
         Ok(new) => new,
@@ -162,6 +172,9 @@ fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate
     let r = registry.apply(&new.cameras);
     if let Some(m) = mqtt {
         m.cameras_changed(&r.started, &r.removed);
+    }
+    if let Some(m) = moonraker {
+        m.cameras_changed();
     }
     info!(
         "reload: {} camera(s) unchanged, {} added, {} restarted, {} removed{}",
@@ -184,6 +197,9 @@ fn reload(current: Config, path: &Path, registry: &Registry, mqtt: Option<&crate
     }
     if new.lights != current.lights {
         later.push("[[light]]");
+    }
+    if new.moonrakers != current.moonrakers {
+        later.push("[[moonraker]]");
     }
     let listen = |c: &Config| {
         c.cameras

@@ -15,6 +15,7 @@ pub mod http;
 pub mod jpeg;
 pub mod light;
 pub mod log_limit;
+pub mod moonraker;
 pub mod mqtt;
 pub mod pump;
 pub mod redact;

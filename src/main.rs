@@ -281,6 +281,16 @@ fn main() -> ExitCode {
                         }
                     );
                 }
+                for m in &c.moonrakers {
+                    out!(
+                        "  moonraker {}: registers {} as {}",
+                        m.url,
+                        m.cameras
+                            .as_ref()
+                            .map_or("every camera".to_string(), |ids| ids.join(", ")),
+                        m.farmcam_url
+                    );
+                }
                 if let Some(m) = &c.mqtt {
                     out!(
                         "  mqtt: {} as {}, topics under {}/, Home Assistant discovery {}",

@@ -11,7 +11,14 @@ pub(super) struct Validator<'a> {
 }
 
 /// Keys whose values may hold a password, an access code or a URL with credentials.
-const SECRET_KEYS: [&str; 5] = ["password", "source", "url", "ffmpeg_args", "tls_fingerprint"];
+const SECRET_KEYS: [&str; 6] = [
+    "password",
+    "source",
+    "url",
+    "ffmpeg_args",
+    "tls_fingerprint",
+    "api_key",
+];
 
 impl<'a> Validator<'a> {
     pub fn new(text: &'a str, path: PathBuf) -> Self {

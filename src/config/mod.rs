@@ -15,6 +15,7 @@ mod camera;
 mod diag;
 mod http;
 mod light;
+mod moonraker;
 mod mqtt;
 mod v4l2;
 mod values;
@@ -26,6 +27,7 @@ pub use http::{
     DEFAULT_WRITE_TIMEOUT,
 };
 pub use light::{parse_hex, LightConfig, Protocol};
+pub use moonraker::MoonrakerConfig;
 pub use mqtt::{MqttConfig, Secret};
 pub use values::{parse_duration, parse_size, valid_id};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// `[[light]]` blocks.
     pub lights: Vec<LightConfig>,
+    /// `[[moonraker]]` blocks: webcam lists kept up to date.
+    pub moonrakers: Vec<MoonrakerConfig>,
     /// `[defaults]`, `[ffmpeg]` and `[mqtt] snapshot_interval`: what cameras start from.
     pub defaults: Defaults,
     /// How many of `cameras` were not in the file but found (V4L2 devices, see `auto_v4l2`).
@@ -113,6 +117,8 @@ struct RawConfig {
     light: Vec<light::RawLight>,
     #[serde(default)]
     camera: Vec<camera::RawCamera>,
+    #[serde(default)]
+    moonraker: Vec<moonraker::RawMoonraker>,
 }
 
 /// Read and validate a configuration file; with no camera in it, serve the V4L2 devices found
@@ -172,6 +178,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             );
         }
     }
+    let default_farmcam_url = http.public_url.clone().or_else(|| match http.listen.as_slice() {
+        [a] if !a.ip().is_unspecified() => Some(format!("http://{a}")),
+        _ => None,
+    });
+    let ids: Vec<&str> = cameras.iter().map(|c| c.id.as_str()).collect();
+    let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -180,6 +192,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         cameras,
         mqtt,
         lights,
+        moonrakers,
         defaults,
         cameras_found: 0,
     })

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mjpeg_server;
+pub mod moonraker;
 pub mod mqtt;
 pub mod proc;
 pub mod pty;

@@ -1,0 +1,111 @@
+//! `[[moonraker]]` blocks: Moonraker instances (Mainsail/Fluidd's backend) whose webcam list
+//! farmcam keeps its cameras in.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diag::Validator;
+use super::mqtt::Secret;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoonrakerConfig {
+    /// `http://HOST:PORT` of the Moonraker API (no trailing slash).
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// Sent as `X-Api-Key` when set.
+    pub api_key: Option<Secret>,
+    /// The cameras to register (`None`: all of them).
+    pub cameras: Option<Vec<String>>,
+    /// How the printer host reaches farmcam (`http://192.168.1.10:8080`), for the stream and
+    /// snapshot URLs registered.
+    pub farmcam_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMoonraker {
+    url: Spanned<String>,
+    api_key: Option<String>,
+    cameras: Option<Spanned<Vec<String>>>,
+    farmcam_url: Option<Spanned<String>>,
+}
+
+impl Validator<'_> {
+    /// `default_farmcam_url`: `[http] public_url`, or the main listener when it is one address.
+    pub(super) fn moonrakers(
+        &mut self,
+        raw: &[RawMoonraker],
+        camera_ids: &[&str],
+        default_farmcam_url: Option<String>,
+    ) -> Vec<MoonrakerConfig> {
+        let mut out = Vec::new();
+        for (i, m) in raw.iter().enumerate() {
+            let at = |k: &str| format!("moonraker[{i}].{k}");
+            let url = m.url.get_ref().trim().trim_end_matches('/');
+            let parsed = url.strip_prefix("http://").and_then(|rest| {
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h, p)) => (h, p.parse::<u16>().ok()?),
+                    None => (rest, 7125),
+                };
+                (!host.is_empty() && !host.contains(['/', '@', '?', '#'])).then(|| (host.to_string(), port))
+            });
+            let Some((host, port)) = parsed else {
+                self.problem(
+                    Some(m.url.span()),
+                    &at("url"),
+                    &format!(
+                        "{:?}: write Moonraker's address, e.g. \"http://printer.local:7125\"",
+                        crate::redact::url(url)
+                    ),
+                );
+                continue;
+            };
+            if let Some(c) = &m.cameras {
+                for id in c.get_ref() {
+                    if !camera_ids.contains(&id.as_str()) {
+                        self.problem(
+                            Some(c.span()),
+                            &at("cameras"),
+                            &format!("{id:?} is not a camera id in this file"),
+                        );
+                    }
+                }
+            }
+            let farmcam_url = match &m.farmcam_url {
+                Some(f) => {
+                    let v = f.get_ref().trim().trim_end_matches('/');
+                    if !(v.starts_with("http://") || v.starts_with("https://")) || v.contains(['@', ' ']) {
+                        self.problem(
+                            Some(f.span()),
+                            &at("farmcam_url"),
+                            "write how the printer reaches farmcam, e.g. \"http://192.168.1.10:8080\"",
+                        );
+                        continue;
+                    }
+                    v.to_string()
+                }
+                None => match &default_farmcam_url {
+                    Some(u) => u.clone(),
+                    None => {
+                        self.problem(
+                            Some(m.url.span()),
+                            &at("farmcam_url"),
+                            "is needed: farmcam listens on every address, so say how the printer reaches it, e.g. farmcam_url = \"http://192.168.1.10:8080\" (or set [http] public_url)",
+                        );
+                        continue;
+                    }
+                },
+            };
+            out.push(MoonrakerConfig {
+                url: format!("http://{host}:{port}"),
+                host,
+                port,
+                api_key: m.api_key.clone().map(Secret),
+                cameras: m.cameras.as_ref().map(|c| c.get_ref().clone()),
+                farmcam_url,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,265 @@
+//! Moonraker registration: each camera appears in the webcam list of the configured Moonraker
+//! instances (what Mainsail and Fluidd show), without anyone typing URLs.
+//!
+//! farmcam marks the entries it creates (`extra_data.farmcam`: its own URL and the camera id),
+//! updates them in place by `uid` when a camera changes, deletes them when a camera is removed,
+//! and never touches an entry it did not create (a name already taken by a hand-made entry gets
+//! " (farmcam)" appended). A Moonraker that is down (printers are switched off) is retried with
+//! backoff; once it answers, the list is brought up to date, and checked again every minute (so
+//! a Moonraker whose database was reset gets the cameras back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{sleep, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::MoonrakerConfig;
+use crate::log_limit::{held_back, LogLimit};
+use crate::registry::Registry;
+
+/// One request to Moonraker may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The list is checked again this often while Moonraker answers.
+const RESYNC: Duration = Duration::from_secs(60);
+/// Moonraker's answers are small; more than this is not Moonraker.
+const MAX_BODY: usize = 1 << 20;
+
+/// The running registrations.
+pub struct Moonraker {
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Start keeping the cameras in every configured Moonraker; `None` when there is none.
+pub fn start(configs: &[MoonrakerConfig], registry: Arc<Registry>) -> Option<Moonraker> {
+    if configs.is_empty() {
+        return None;
+    }
+    let m = Moonraker {
+        changed: Arc::new(Notify::new()),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    for c in configs {
+        info!("moonraker: registering cameras at {}", c.url);
+        m.tracker.spawn(keep(
+            c.clone(),
+            registry.clone(),
+            m.changed.clone(),
+            m.stop.clone(),
+        ));
+    }
+    Some(m)
+}
+
+impl Moonraker {
+    /// The camera set changed (reload): bring every list up to date now.
+    pub fn cameras_changed(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Stop (bounded); the entries stay registered for when farmcam is back.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = timeout(Duration::from_secs(2), self.tracker.wait()).await;
+    }
+}
+
+async fn keep(
+    config: MoonrakerConfig,
+    registry: Arc<Registry>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let mut said = LogLimit::new();
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let delay = match sync(&config, &registry).await {
+            Ok(n) => {
+                if n > 0 {
+                    info!("moonraker: {} is up to date ({n} change(s))", config.url);
+                }
+                backoff.reset();
+                RESYNC
+            }
+            Err(e) => {
+                let d = backoff.next_delay();
+                match said.check(&e) {
+                    Some(n) => warn!("moonraker: {e}{}; retrying in {d:.1?}", held_back(n)),
+                    None => debug!("moonraker: {e}; retrying in {d:.1?}"),
+                }
+                d
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = notified => {}
+            _ = sleep(delay) => {}
+        }
+    }
+}
+
+/// One pass: read the list, then add, update and delete farmcam's own entries. Returns how many
+/// changes were made.
+async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, String> {
+    let list = call(config, Method::GET, "/server/webcams/list", None).await?;
+    let entries = list["result"]["webcams"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| format!("{} answered without a webcam list: is it Moonraker?", config.url))?;
+    let ours = |e: &Value| e["extra_data"]["farmcam"]["gateway"] == config.farmcam_url;
+    let mut changes = 0;
+    let wanted: Vec<_> = registry
+        .cameras()
+        .into_iter()
+        .filter(|c| {
+            config
+                .cameras
+                .as_ref()
+                .map_or(true, |ids| ids.iter().any(|id| id == c.id()))
+        })
+        .collect();
+    for cam in &wanted {
+        let mine = entries
+            .iter()
+            .find(|e| ours(e) && e["extra_data"]["farmcam"]["camera"] == cam.id());
+        let name = cam.config().name.clone();
+        // Never take the name of an entry someone else made (Moonraker would update it).
+        let taken = entries
+            .iter()
+            .any(|e| !ours(e) && e["name"].as_str() == Some(name.as_str()));
+        let name = if taken { format!("{name} (farmcam)") } else { name };
+        let base = format!("{}/cameras/{}", config.farmcam_url, cam.id());
+        let mut desired = json!({
+            "name": name,
+            "location": "printer",
+            "service": "mjpegstreamer-adaptive",
+            "target_fps": cam.config().fps.unwrap_or(15),
+            "target_fps_idle": 5,
+            "stream_url": format!("{base}/stream"),
+            "snapshot_url": format!("{base}/snapshot"),
+            "extra_data": { "farmcam": { "gateway": config.farmcam_url, "camera": cam.id() } },
+        });
+        match mine {
+            Some(e) if same(e, &desired) => {}
+            Some(e) => {
+                desired["uid"] = e["uid"].clone();
+                call(config, Method::POST, "/server/webcams/item", Some(desired)).await?;
+                info!(camera = %cam.id(), "moonraker: updated at {}", config.url);
+                changes += 1;
+            }
+            None => {
+                call(config, Method::POST, "/server/webcams/item", Some(desired)).await?;
+                info!(camera = %cam.id(), "moonraker: added to {}", config.url);
+                changes += 1;
+            }
+        }
+    }
+    for e in entries.iter().filter(|e| ours(e)) {
+        let camera = e["extra_data"]["farmcam"]["camera"].as_str().unwrap_or("");
+        if wanted.iter().any(|c| c.id() == camera) {
+            continue;
+        }
+        let Some(uid) = e["uid"]
+            .as_str()
+            .filter(|u| u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        else {
+            continue;
+        };
+        call(
+            config,
+            Method::DELETE,
+            &format!("/server/webcams/item?uid={uid}"),
+            None,
+        )
+        .await?;
+        info!(camera, "moonraker: removed from {}", config.url);
+        changes += 1;
+    }
+    Ok(changes)
+}
+
+/// Whether Moonraker's entry already says what farmcam would register.
+fn same(entry: &Value, desired: &Value) -> bool {
+    [
+        "name",
+        "service",
+        "target_fps",
+        "stream_url",
+        "snapshot_url",
+        "location",
+    ]
+    .iter()
+    .all(|k| entry[k] == desired[k])
+}
+
+/// One JSON request over a fresh connection (bounded in time and size).
+async fn call(
+    config: &MoonrakerConfig,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let what = format!("{method} {}{path}", config.url);
+    let exchange = async {
+        let tcp = TcpStream::connect((config.host.as_str(), config.port))
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", format!("{}:{}", config.host, config.port))
+            .header("content-type", "application/json");
+        if let Some(key) = &config.api_key {
+            req = req.header("x-api-key", key.0.as_str());
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{what}: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("{what}: {e}"));
+        let result = match resp {
+            Ok(resp) => {
+                let status = resp.status();
+                let bytes = Limited::new(resp.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("{what}: {e}"))?
+                    .to_bytes();
+                match status.as_u16() {
+                    200..=299 => serde_json::from_slice(&bytes).map_err(|_| format!("{what}: not JSON")),
+                    401 | 403 => Err(format!("{} refused farmcam ({status}): set api_key in [[moonraker]] or add farmcam's address to its trusted_clients", config.url)),
+                    _ => Err(format!("{what}: {status}")),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        driver.abort();
+        result
+    };
+    timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("{} did not answer within {REQUEST_TIMEOUT:?}", config.url))?
+}
