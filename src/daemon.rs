@@ -70,7 +70,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
+    let mut moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
     let server = Server::start(
         listeners,
         &config,
@@ -111,7 +111,17 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => config = reload(config, path, &registry, mqtt.as_deref(), moonraker.as_ref()),
+            _ = hup.recv() => {
+                let before = config.moonrakers.clone();
+                config = reload(config, path, &registry, mqtt.as_deref(), moonraker.as_ref());
+                if config.moonrakers != before {
+                    // New Moonraker settings: the registrations start over with them.
+                    if let Some(m) = moonraker.take() {
+                        m.cancel();
+                    }
+                    moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
+                }
+            }
         }
     };
     let started = Instant::now();
@@ -198,9 +208,6 @@ fn reload(
     if new.lights != current.lights {
         later.push("[[light]]");
     }
-    if new.moonrakers != current.moonrakers {
-        later.push("[[moonraker]]");
-    }
     let listen = |c: &Config| {
         c.cameras
             .iter()
@@ -218,9 +225,10 @@ fn reload(
         );
     }
     crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
-    // What is in force: the new cameras, the old listeners/MQTT/lights.
+    // What is in force: the new cameras and Moonraker registrations, the old listeners/MQTT/lights.
     Config {
         cameras: new.cameras,
+        moonrakers: new.moonrakers,
         ..current
     }
 }

@@ -1,7 +1,7 @@
 //! Moonraker registration: each camera appears in the webcam list of the configured Moonraker
 //! instances (what Mainsail and Fluidd show), without anyone typing URLs.
 //!
-//! farmcam marks the entries it creates (`extra_data.farmcam`: its own URL and the camera id),
+//! farmcam marks the entries it creates (`extra_data.farmcam`: the gateway's name and the camera),
 //! updates them in place by `uid` when a camera changes, deletes them when a camera is removed,
 //! and never touches an entry it did not create (a name already taken by a hand-made entry gets
 //! " (farmcam)" appended). A Moonraker that is down (printers are switched off) is retried with
@@ -70,6 +70,13 @@ impl Moonraker {
         self.changed.notify_waiters();
     }
 
+    /// Stop without waiting (a reload replaces the registrations; requests in flight end within
+    /// their own timeout).
+    pub fn cancel(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+    }
+
     /// Stop (bounded); the entries stay registered for when farmcam is back.
     pub async fn stop(&self) {
         self.stop.cancel();
@@ -123,7 +130,7 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
         .as_array()
         .cloned()
         .ok_or_else(|| format!("{} answered without a webcam list: is it Moonraker?", config.url))?;
-    let ours = |e: &Value| e["extra_data"]["farmcam"]["gateway"] == config.farmcam_url;
+    let ours = |e: &Value| e["extra_data"]["farmcam"]["gateway"] == config.gateway;
     let mut changes = 0;
     let wanted: Vec<_> = registry
         .cameras()
@@ -154,7 +161,7 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
             "target_fps_idle": 5,
             "stream_url": format!("{base}/stream"),
             "snapshot_url": format!("{base}/snapshot"),
-            "extra_data": { "farmcam": { "gateway": config.farmcam_url, "camera": cam.id() } },
+            "extra_data": { "farmcam": { "gateway": config.gateway, "camera": cam.id() } },
         });
         match mine {
             Some(e) if same(e, &desired) => {}

@@ -82,16 +82,22 @@ async fn cameras_follow_the_configuration_and_hand_made_entries_survive() {
     // Rename p1, change where farmcam is reached, remove p2: a reload.
     std::fs::write(
         d.config_path(),
-        file(&m.url(), "http://10.0.0.5:8080", &cam("p1", "Left printer")),
+        file(&m.url(), "https://farm.example", &cam("p1", "Left printer")),
     )
     .unwrap();
     d.signal(libc::SIGHUP);
-    let list = list_where(&m, "p1 renamed in place, p2 removed", |l| {
+    let list = list_where(&m, "p1 renamed and moved in place, p2 removed", |l| {
         let o = ours(l);
-        o.len() == 1 && o[0]["name"] == "Left printer"
+        o.len() == 1
+            && o[0]["name"] == "Left printer"
+            && o[0]["stream_url"] == "https://farm.example/cameras/p1/stream"
     })
     .await;
     assert_eq!(ours(&list)[0]["uid"], uid, "updated in place by uid");
+    assert_eq!(
+        ours(&list)[0]["snapshot_url"],
+        "https://farm.example/cameras/p1/snapshot"
+    );
     // The hand-made entries are untouched.
     for name in ["Nozzle cam", "Printer 2"] {
         let w = list

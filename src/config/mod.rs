@@ -183,7 +183,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         _ => None,
     });
     let ids: Vec<&str> = cameras.iter().map(|c| c.id.as_str()).collect();
-    let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url);
+    let gateway = mqtt
+        .as_ref()
+        .map(|m| m.node_id.clone())
+        .unwrap_or_else(mqtt::default_node_id);
+    let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url, &gateway);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }

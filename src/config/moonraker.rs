@@ -20,6 +20,9 @@ pub struct MoonrakerConfig {
     /// How the printer host reaches farmcam (`http://192.168.1.10:8080`), for the stream and
     /// snapshot URLs registered.
     pub farmcam_url: String,
+    /// This gateway's name (`[mqtt] node_id`, else the host name): marks the entries it made,
+    /// so they are still its own after `farmcam_url` changes, and another gateway's are not.
+    pub gateway: String,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +41,7 @@ impl Validator<'_> {
         raw: &[RawMoonraker],
         camera_ids: &[&str],
         default_farmcam_url: Option<String>,
+        gateway: &str,
     ) -> Vec<MoonrakerConfig> {
         let mut out = Vec::new();
         for (i, m) in raw.iter().enumerate() {
@@ -104,6 +108,7 @@ impl Validator<'_> {
                 api_key: m.api_key.clone().map(Secret),
                 cameras: m.cameras.as_ref().map(|c| c.get_ref().clone()),
                 farmcam_url,
+                gateway: gateway.to_string(),
             });
         }
         out

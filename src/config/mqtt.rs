@@ -314,6 +314,11 @@ fn valid_topic_word(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// This gateway's name where `[mqtt] node_id` does not give one: the host name, made a word.
+pub(super) fn default_node_id() -> String {
+    sanitise(&hostname())
+}
+
 /// Lowercase, and anything but letters, digits, '-' and '_' replaced by '_'.
 fn sanitise(s: &str) -> String {
     let out: String = s
