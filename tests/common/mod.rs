@@ -4,6 +4,7 @@
 pub mod mjpeg_server;
 pub mod moonraker;
 pub mod mqtt;
+pub mod nginx;
 pub mod proc;
 pub mod pty;
 pub mod rtsp;
