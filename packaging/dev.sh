@@ -21,11 +21,11 @@ APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev"
 # in a qemu guest under Debian's kernel (vivid, and v4l2loopback built by dkms against its
 # headers), with busybox as the guest's init and v4l-utils as "another program" using a camera.
 # A real Moonraker (../shared/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
-# for the webcam-registration tests.
+# for the webcam-registration tests; nginx (as MainsailOS runs it) in front of farmcam.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd
-    python3-venv libsodium23
+    python3-venv libsodium23 nginx-light
     qemu-system-x86 linux-image-amd64 linux-headers-amd64 v4l2loopback-dkms busybox-static v4l-utils"
 
 install_apt() {
