@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::proc::free_port;
+use super::proc::{free_port, terminate};
 
 /// The peer's start script: beside the repository (CI lays shared/ there), or `FARMCAM_MOONRAKER`.
 fn run_sh() -> String {
@@ -79,13 +79,7 @@ impl Moonraker {
     /// Stop it (SIGTERM); its database stays in the temp dir.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            terminate(&mut c, libc::SIGTERM);
         }
     }
 

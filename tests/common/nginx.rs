@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::proc::free_port;
+use super::proc::{free_port, terminate};
 
 pub struct Nginx {
     child: Child,
@@ -83,12 +83,6 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, libc::SIGQUIT);
     }
 }

@@ -54,3 +54,14 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Ask a child to stop with `signal`, wait (at most 5 s), then kill it; always reaped.
+pub fn terminate(child: &mut std::process::Child, signal: i32) {
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
