@@ -2,29 +2,50 @@
 
 /// Every URL in `s` with its `user:password@` part replaced by `***@` (the user is hidden too: for
 /// printers the "user" is often fixed and the access code is the secret, but some put the code
-/// there). Works on a bare URL and on free text such as a line ffmpeg printed.
+/// there). Works on a bare URL and on free text such as a line ffmpeg printed, and on passwords
+/// that contain `#`, `/`, `?` or `@` without percent-encoding (generated passwords do).
 pub fn url(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(sep) = rest.find("://") {
-        let authority_start = sep + 3;
-        let after = &rest[authority_start..];
-        // The authority ends at a path, query, fragment, or where the URL ends in free text.
-        let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"' | '<' | '>') || c.is_whitespace())
-            .unwrap_or(after.len());
-        out.push_str(&rest[..authority_start]);
-        match after[..end].rfind('@') {
+        let start = sep + 3;
+        let after = &rest[start..];
+        let token = &after[..token_end(after)];
+        out.push_str(&rest[..start]);
+        match userinfo_at(token) {
             Some(at) => {
                 out.push_str("***@");
-                out.push_str(&after[at + 1..end]);
+                out.push_str(&token[at + 1..]);
             }
-            None => out.push_str(&after[..end]),
+            None => out.push_str(token),
         }
-        rest = &after[end..];
+        rest = &after[token.len()..];
     }
     out.push_str(rest);
     out
+}
+
+/// Where a URL (after `scheme://`) ends in free text.
+fn token_end(after: &str) -> usize {
+    after
+        .find(|c: char| matches!(c, '\'' | '"' | '<' | '>') || c.is_whitespace())
+        .unwrap_or(after.len())
+}
+
+/// The `@` that ends the user-info part of a URL token (after `scheme://`), if it has one. The
+/// last `@` counts, as long as what precedes it can be user info: no `/` at all, or a `:` before
+/// the first `/` that is not a port (`host:554/path@x` has no user info).
+fn userinfo_at(token: &str) -> Option<usize> {
+    let at = token.rfind('@')?;
+    let before = &token[..at];
+    let userinfo = match (before.find(':'), before.find('/')) {
+        (_, None) => true,
+        (Some(colon), Some(slash)) if colon < slash => {
+            !before[colon + 1..slash].chars().all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    };
+    userinfo.then_some(at)
 }
 
 /// The password of a URL's `user:password@` part (and its percent-decoded form), so that text a
@@ -35,11 +56,11 @@ pub fn secrets_of(url: &str) -> Vec<String> {
         return Vec::new();
     };
     let after = &url[sep + 3..];
-    let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
-    let Some(at) = authority.rfind('@') else {
+    let token = &after[..token_end(after)];
+    let Some(at) = userinfo_at(token) else {
         return Vec::new();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &token[..at];
     let password = userinfo.split_once(':').map(|(_, p)| p).unwrap_or(userinfo);
     let mut out = Vec::new();
     for s in [password.to_string(), percent_decode(password)] {
@@ -93,6 +114,18 @@ mod tests {
         assert_eq!(url("rtsp://cam/x@y"), "rtsp://cam/x@y");
         assert_eq!(url("test:"), "test:");
         assert_eq!(url("http://u:p@w@h/"), "http://***@h/");
+        // Generated passwords with URL characters in them, not percent-encoded.
+        assert_eq!(
+            url("rtsp://admin:Rtsp#HashS3cret@127.0.0.1:18654/cam"),
+            "rtsp://***@127.0.0.1:18654/cam"
+        );
+        assert_eq!(url("rtsp://u:a/b?c#d@h:554/s"), "rtsp://***@h:554/s");
+        assert_eq!(
+            url("rtsp://host:554/cam@2"),
+            "rtsp://host:554/cam@2",
+            "a port, not a password"
+        );
+        assert_eq!(url("rtsp://tok#en@h/"), "rtsp://***@h/");
     }
 
     #[test]
