@@ -180,12 +180,20 @@ impl Camera {
         sub
     }
 
-    /// One complete JPEG: a cached frame no older than `max_age` if given, else the live pump's
-    /// latest, else the first good frame of a started pump (waiting at most `snapshot_timeout`).
+    /// One complete JPEG: a cached frame no older than `max_age` if given (measured from this
+    /// request: `max_age` 0 means a frame captured after it), else the live pump's latest, else
+    /// the first good frame of a started pump (waiting at most `snapshot_timeout`).
     pub async fn snapshot(&self, max_age: Option<Duration>) -> Result<Frame, SnapshotError> {
-        if let Some(max) = max_age {
+        let asked = std::time::SystemTime::now();
+        let fresh = |f: &Frame| match max_age {
+            None => true,
+            Some(max) => asked
+                .checked_sub(max)
+                .map_or(true, |oldest| f.captured_at >= oldest),
+        };
+        if max_age.is_some() {
             if let Some(f) = self.shared.last_good.lock().unwrap().clone() {
-                if f.age() <= max {
+                if fresh(&f) {
                     return Ok(f);
                 }
             }
@@ -202,7 +210,7 @@ impl Camera {
                             retry_in: sub.retry_in().unwrap_or(Duration::from_secs(1)),
                         })
                     }
-                    Some(f) if max_age.is_some_and(|max| f.age() > max) => continue,
+                    Some(f) if !fresh(&f) => continue,
                     // A light just switched on: wait until it settled (exposure, flicker).
                     Some(f) if self.unlit(&f) => continue,
                     Some(f) => return Ok(f),

@@ -702,3 +702,19 @@ async fn advertised_urls_follow_the_proxy_or_public_url() {
         )
     );
 }
+
+/// `?max_age=0` asks for a frame captured after the request: a live camera answers with the next
+/// one (it used to wait the whole snapshot_timeout and answer 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_zero_is_the_next_frame() {
+    let d = Daemon::start(&config("", CAM));
+    let mut s = Stream::open(d.main, "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    s.next_part().await.expect("live");
+    for _ in 0..3 {
+        let asked = unix_now();
+        let r = get(d.main, "/cameras/cam/snapshot?max_age=0").await;
+        assert_eq!(r.status, 200);
+        let taken: f64 = r.header("x-timestamp").unwrap().parse().unwrap();
+        assert!(taken >= asked - 0.001, "captured {taken}, asked {asked}");
+    }
+}
