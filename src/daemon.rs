@@ -169,6 +169,19 @@ fn reload(
     moonraker: Option<&crate::moonraker::Moonraker>,
 ) -> Config {
     crate::systemd::reloading();
+    // An empty file is a truncated write or a full disk, not "remove every camera".
+    let blank = std::fs::read_to_string(path).is_ok_and(|t| {
+        t.lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    });
+    if blank {
+        error!(
+            "reload: configuration rejected, the running one is kept: {} is empty (a truncated write or a full disk?); to serve no camera, say so with at least one setting",
+            path.display()
+        );
+        crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
+        return current;
+    }
     let new = match load(path) {
         Ok(new) => new,
         Err(e) => {

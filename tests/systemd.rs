@@ -245,6 +245,18 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
     assert!(d.log_text().contains("camera[0].id"));
     assert_eq!(d.cameras_json().await.as_array().unwrap().len(), 3);
 
+    // An empty file (a truncated write, a full disk): rejected too, nothing removed.
+    std::fs::write(d.config_path(), "# nothing\n\n").unwrap();
+    d.signal(libc::SIGHUP);
+    common::eventually(Duration::from_secs(5), "empty file rejected", || {
+        d.log_text().contains("is empty (a truncated write").then_some(())
+    })
+    .await;
+    assert_eq!(d.cameras_json().await.as_array().unwrap().len(), 3);
+    let mut streams_alive = keep.next_part().await.is_some();
+    streams_alive &= change.next_part().await.is_some();
+    assert!(streams_alive, "no viewer was disconnected");
+
     // keep: same; change: new rate; gone: removed; new: added.
     std::fs::write(
         d.config_path(),
