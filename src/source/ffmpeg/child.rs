@@ -48,6 +48,19 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     }
 }
 
+/// The line of what a child printed last that explains why it stopped: its last error (or
+/// fatal, panic), else its last warning; never what it printed while working ("cpb: bitrate
+/// max/min/avg …" is not a reason).
+fn explanation(tail: &VecDeque<String>) -> Option<String> {
+    let last_of = |levels: &[&str]| {
+        tail.iter().rev().find_map(|l| {
+            let (level, msg) = l.split_once(": ")?;
+            levels.contains(&level).then(|| msg.to_string())
+        })
+    };
+    last_of(&["error", "fatal", "panic"]).or_else(|| last_of(&["warning"]))
+}
+
 /// What a child's stderr reader needs, shared across the children of one camera.
 #[derive(Clone)]
 pub struct Chatter {
@@ -139,14 +152,7 @@ impl Ffmpeg {
             Ok(Ok(s)) => describe_status(s),
             _ => "still running, output closed".to_string(),
         };
-        let tail = self.tail.lock().unwrap();
-        // The lines that explain a failure; not what it printed while working.
-        let last = tail
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("error: ") || l.starts_with("fatal: "))
-            .or(tail.back())
-            .map(|l| l.split_once(": ").map_or(l.as_str(), |(_, m)| m).to_string());
+        let last = explanation(&self.tail.lock().unwrap());
         match last {
             Some(l) => format!("{} {status}: {l}", self.what),
             None => format!("{} {status}", self.what),
@@ -174,5 +180,35 @@ impl Ffmpeg {
             }
         }
         debug!(camera = %self.camera, "{} stopped", self.what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lines_that_explain_a_failure_are_kept() {
+        let tail = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<VecDeque<_>>();
+        assert_eq!(
+            explanation(&tail(&[
+                "info: Stream #0:0: Video: h264",
+                "info: cpb: bitrate max/min/avg: 0/0/0 buffer size: 0"
+            ])),
+            None,
+            "progress lines are not a reason"
+        );
+        assert_eq!(
+            explanation(&tail(&[
+                "error: rtsp://***@h/cam: Connection refused",
+                "info: Exiting normally"
+            ]))
+            .as_deref(),
+            Some("rtsp://***@h/cam: Connection refused")
+        );
+        assert_eq!(
+            explanation(&tail(&["warning: non monotonic DTS", "info: cpb: bitrate"])).as_deref(),
+            Some("non monotonic DTS")
+        );
     }
 }
