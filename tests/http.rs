@@ -504,6 +504,36 @@ async fn open_file_limit_is_raised_to_fit_max_connections() {
     );
 }
 
+/// Out of file descriptors, accepting fails again and again: said once a minute, not ten times a
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_failures_are_said_once() {
+    let d = Daemon::start_with_nofile_env(
+        &config("max_connections = 1000", CAM),
+        64,
+        64,
+        &[("RUST_LOG", "farmcam=debug")],
+    );
+    // Idle connections beyond the limit (each accepted one holds a descriptor).
+    let mut socks = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = TcpStream::connect(d.main).await {
+            socks.push(s);
+        }
+    }
+    eventually(Duration::from_secs(30), "repeated accept failures", || {
+        (d.log_text().matches("accept failed").count() >= 5).then_some(())
+    })
+    .await;
+    let log = d.log_text();
+    let loud = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("accept failed"))
+        .count();
+    assert_eq!(loud, 1, "{log}");
+    assert!(log.contains("raise LimitNOFILE"), "{log}");
+}
+
 #[tokio::test]
 async fn silent_clients_are_dropped_after_the_header_timeout() {
     let d = Daemon::start(&config("header_read_timeout = \"1s\"", CAM));

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry};
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -203,14 +204,19 @@ fn ensure_fd_limit(max_connections: usize) {
 
 async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
     let Listener { listener, scope } = l;
+    let mut said = LogLimit::new();
     loop {
         let (sock, peer) = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!("accept failed: {e}");
+                    // Typically EMFILE: back off instead of spinning, and say it once a minute.
+                    let msg = e.to_string();
+                    match said.check(&msg) {
+                        Some(n) => warn!("accept failed: {msg}{} (raise LimitNOFILE, or lower max_connections)", held_back(n)),
+                        None => debug!("accept failed: {msg}"),
+                    }
                     sleep(Duration::from_millis(100)).await;
                     continue;
                 }

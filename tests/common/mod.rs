@@ -121,8 +121,13 @@ impl Daemon {
 
     /// Start with the open-file limit (soft, hard) set as a service manager would.
     pub fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Daemon {
+        Self::start_with_nofile_env(config, soft, hard, &[])
+    }
+
+    /// The same, with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_nofile_env(config: &str, soft: u64, hard: u64, env: &[(&str, &str)]) -> Daemon {
         use std::os::unix::process::CommandExt;
-        Self::start_with(config, &[], |cmd| {
+        Self::start_with(config, env, |cmd| {
             // SAFETY: only setrlimit between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
