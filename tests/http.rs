@@ -748,3 +748,60 @@ async fn max_age_zero_is_the_next_frame() {
         assert!(taken >= asked - 0.001, "captured {taken}, asked {asked}");
     }
 }
+
+/// No query string makes a handler fail: every answer is a success or a clear 4xx, never a 500,
+/// and the daemon goes on (a panic in `Duration::from_secs_f64` used to kill the request).
+#[test]
+fn no_query_string_makes_a_handler_fail() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = Daemon::start(&config("", CAM));
+    let paths = [
+        "/cameras/cam/stream",
+        "/cameras/cam/snapshot",
+        "/cameras/cam/",
+        "/",
+        "/api/events",
+        "/api/cameras",
+        "/snapshot",
+    ];
+    let keys = [
+        "fps",
+        "max_age",
+        "action",
+        "last_event_id",
+        "refresh",
+        "width",
+        "x",
+    ];
+    // Random values, and the ones that broke handlers before (tiny, huge, not a number).
+    let value = prop_oneof![
+        3 => "[-+0-9eE.naINfx%/=]{0,24}".boxed(),
+        1 => proptest::sample::select(vec!["1e-300", "4.9e-324", "1e-20", "NaN", "inf", "-0", "1e309", "0"])
+            .prop_map(String::from)
+            .boxed(),
+    ];
+    let pair = (0..keys.len(), value);
+    let strategy = (0..paths.len(), proptest::collection::vec(pair, 0..4));
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 300,
+        ..Default::default()
+    });
+    runner
+        .run(&strategy, |(p, pairs)| {
+            let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={v}", keys[*k])).collect();
+            let target = format!("{}?{}", paths[p], q.join("&"));
+            let status = rt.block_on(async {
+                let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+                tokio::time::timeout(Duration::from_secs(30), Stream::open(d.main, &raw))
+                    .await
+                    .map(|s| s.status)
+                    .unwrap_or(0)
+            });
+            prop_assert!((200..500).contains(&status), "{target}: {status}");
+            Ok(())
+        })
+        .unwrap();
+    assert!(!d.log_text().contains("internal error"), "{}", d.log_text());
+    assert!(rt.block_on(get(d.main, "/api/cameras")).status == 200);
+}

@@ -263,7 +263,21 @@ async fn serve_connection(
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| {
         let (ctx, scope) = (svc_ctx.clone(), scope.clone());
-        async move { Ok::<_, Infallible>(route(req, &scope, &ctx, peer).await) }
+        async move {
+            // A bug in a handler answers 500 to that request; the connection task, the camera
+            // and everyone else go on (the panic hook logs it, rate-limited).
+            let answer = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(
+                req, &scope, &ctx, peer,
+            )))
+            .await
+            .unwrap_or_else(|_| {
+                api::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (a bug in farmcam; the log says more)",
+                )
+            });
+            Ok::<_, Infallible>(answer)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
