@@ -390,6 +390,14 @@ async fn events_resume_with_last_event_id() {
     assert_eq!(seen[0].1["kind"], "started");
     assert_eq!(seen[0].1["camera"], "cam");
     let last_id = seen.last().unwrap().0;
+    // The camera list says which events it already reflects (a page following both keeps a
+    // newer event's state over an older list).
+    let list = get(d.main, "/api/cameras").await;
+    let listed: u64 = list.header("x-event-id").expect("X-Event-Id").parse().unwrap();
+    assert!(
+        listed >= last_id,
+        "list reflects events up to {listed}, saw {last_id}"
+    );
     drop(ev);
 
     // While disconnected: another camera starts, and the first one's pump stops after its grace.

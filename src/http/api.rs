@@ -106,6 +106,9 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     } else {
         host
     };
+    // Taken before the statuses: every event up to this id is reflected in the list, so a page
+    // that also follows /api/events keeps a newer event's state over an older list.
+    let seen = ctx.registry.events.next_id() - 1;
     let list: Vec<Entry> = ctx
         .registry
         .cameras()
@@ -125,7 +128,9 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
             }
         })
         .collect();
-    json(StatusCode::OK, &list)
+    let mut resp = json(StatusCode::OK, &list);
+    resp.headers_mut().insert("x-event-id", HeaderValue::from(seen));
+    resp
 }
 
 pub fn escape(s: &str) -> String {
