@@ -114,6 +114,7 @@ fn fanout(c: &mut Criterion) {
                             width: 1280,
                             height: 720,
                             captured_at: SystemTime::now(),
+                            oriented: false,
                         })
                         .await
                         .unwrap();

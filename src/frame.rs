@@ -41,6 +41,9 @@ pub struct Captured {
     pub width: u32,
     pub height: u32,
     pub captured_at: SystemTime,
+    /// Already laid down as the camera's `rotate`/`flip` say (the source turned it before
+    /// encoding); otherwise the pump turns it.
+    pub oriented: bool,
 }
 
 /// Width and height in pixels.

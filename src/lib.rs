@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod bench;
+pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod events;
@@ -17,9 +18,12 @@ pub mod light;
 pub mod log_limit;
 pub mod moonraker;
 pub mod mqtt;
+pub mod orientation;
 pub mod pump;
 pub mod redact;
 pub mod registry;
 pub mod render;
+pub mod sizes;
 pub mod source;
 pub mod systemd;
+pub mod turn;

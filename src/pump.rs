@@ -25,8 +25,10 @@ use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame, Size};
 use crate::light::Light;
 use crate::log_limit::{held_back, LogLimit};
+use crate::sizes::Sizes;
 pub use crate::source::Want;
 use crate::source::{Demand, Source, SourceError, Upstream};
+use crate::turn::Turner;
 
 /// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
 pub const RING: usize = 8;
@@ -84,13 +86,16 @@ pub struct CameraShared {
     pub last_error: Mutex<Option<String>>,
     /// The light switched with this camera's pumps.
     pub light: Option<Arc<Light>>,
+    /// Turns frames as the camera is mounted, before they are shared.
+    pub turner: Turner,
+    /// The sizes consumers ask for.
+    pub sizes: Arc<Sizes>,
     placeholder: OnceLock<Bytes>,
 }
 
 impl CameraShared {
     pub fn new(config: Arc<CameraConfig>, events: Arc<EventBus>, light: Option<Arc<Light>>) -> Self {
         CameraShared {
-            config,
             events,
             upstream_opens: AtomicU64::new(0),
             frames_captured: AtomicU64::new(0),
@@ -103,7 +108,10 @@ impl CameraShared {
             last_good: Mutex::new(None),
             last_error: Mutex::new(None),
             light,
+            turner: Turner::new(&config.id, config.orientation),
+            sizes: Arc::default(),
             placeholder: OnceLock::new(),
+            config,
         }
     }
 
@@ -114,11 +122,12 @@ impl CameraShared {
             .clone()
     }
 
+    /// The size frames are shown at (the configured size, turned as the camera is mounted).
     pub fn placeholder_size(&self) -> Size {
-        self.config.size.unwrap_or(Size {
+        self.turner.op().size(self.config.size.unwrap_or(Size {
             width: 1280,
             height: 720,
-        })
+        }))
     }
 }
 
@@ -469,12 +478,20 @@ impl Pump {
             if invalid > 0 {
                 self.shared.frames_invalid.fetch_add(invalid, Relaxed);
             }
+            let next = match next {
+                Ok(Ok(c)) if self.shared.turner.needed(&c) => match self.turn(c).await {
+                    Some(c) => Ok(Ok(c)),
+                    None => continue,
+                },
+                other => other,
+            };
             match next {
                 Ok(Ok(Captured {
                     jpeg,
                     width,
                     height,
                     captured_at,
+                    ..
                 })) => {
                     self.publish(jpeg, width, height, captured_at, false);
                     if first_frame.is_none() {
@@ -511,6 +528,21 @@ impl Pump {
         }
         let healthy = first_frame.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER);
         (result, healthy)
+    }
+
+    /// A frame turned as the camera is mounted (off the async threads); `None` (counted as
+    /// invalid) when it is broken.
+    async fn turn(&self, c: Captured) -> Option<Captured> {
+        let shared = self.shared.clone();
+        match tokio::task::spawn_blocking(move || shared.turner.turn(c)).await {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e)) => {
+                debug!(camera = %self.id(), "dropped a frame that cannot be turned: {e}");
+                self.shared.frames_invalid.fetch_add(1, Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Stops the pump `idle_grace` after the consumer count dropped to zero; an arrival during the

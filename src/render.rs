@@ -1,9 +1,8 @@
 //! Drawing farmcam's own images: the test pattern and the "<camera> — offline" placeholder.
-//! A tiny RGB canvas with an 8x8 bitmap font, encoded with `jpeg-encoder`.
+//! A tiny RGB canvas with an 8x8 bitmap font, encoded with libjpeg-turbo.
 
 use bytes::Bytes;
 use font8x8::legacy::{BASIC_LEGACY, LATIN_LEGACY};
-use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
 use crate::frame::Size;
 
@@ -83,15 +82,12 @@ impl Canvas {
     /// `restart_rows`, a restart marker starts every MCU row (16 pixel rows), which lets the test
     /// pattern splice pre-encoded rows.
     pub fn encode(&self, restart_rows: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.rgb.len() / 8);
-        let mut enc = Encoder::new(&mut out, QUALITY);
-        enc.set_sampling_factor(SamplingFactor::F_2_2);
-        if restart_rows {
-            enc.set_restart_interval(self.width.div_ceil(16) as u16);
-        }
-        enc.encode(&self.rgb, self.width as u16, self.height as u16, ColorType::Rgb)
-            .expect("canvas dimensions are validated");
-        out
+        let size = Size {
+            width: self.width,
+            height: self.height,
+        };
+        crate::codec::encode_rgb(&self.rgb, size, QUALITY, restart_rows)
+            .expect("a canvas is a whole RGB picture")
     }
 }
 

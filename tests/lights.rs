@@ -56,6 +56,7 @@ impl Upstream for Frames {
             width: 16,
             height: 16,
             captured_at: SystemTime::now(),
+            oriented: false,
         })
     }
     async fn close(self: Box<Self>) {

@@ -81,6 +81,7 @@ impl Upstream for Up {
             width: 16,
             height: 16,
             captured_at: SystemTime::now(),
+            oriented: false,
         })
     }
 

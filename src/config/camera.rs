@@ -16,6 +16,7 @@ use super::mqtt::MqttConfig;
 use super::v4l2::RawV4l2;
 use super::values::{parse_size, valid_id, IntOrString};
 use crate::frame::Size;
+use crate::orientation::{Flip, Orientation};
 use crate::source::v4l2::list::Servable;
 use crate::source::v4l2::{ControlValue, V4l2Options};
 use crate::source::{bambu, Common, SourceSpec};
@@ -41,6 +42,8 @@ pub struct CameraConfig {
     pub snapshot_interval: Option<Duration>,
     /// The `[[light]]` switched with this camera's pump.
     pub light: Option<String>,
+    /// How the camera is mounted (`rotate`, `flip`): every consumer gets the turned picture.
+    pub orientation: Orientation,
 }
 
 impl CameraConfig {
@@ -64,6 +67,7 @@ impl CameraConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             snapshot_interval: defaults.snapshot_interval,
             light: None,
+            orientation: Orientation::default(),
         }
     }
 
@@ -81,6 +85,7 @@ impl CameraConfig {
             fps: self.fps,
             stall_timeout: self.stall_timeout,
             max_frame_size: self.max_frame_size,
+            orientation: self.orientation,
         }
     }
 
@@ -116,6 +121,8 @@ pub(super) struct RawCamera {
     format: Option<Spanned<String>>,
     controls: Option<Spanned<BTreeMap<String, ControlValue>>>,
     warmup_frames: Option<Spanned<i64>>,
+    rotate: Option<Spanned<i64>>,
+    flip: Option<Spanned<String>>,
 }
 
 /// What the camera blocks are checked against: the other sections, already validated.
@@ -228,6 +235,20 @@ impl Validator<'_> {
                 self.duration(&c.stall_timeout, &at("stall_timeout"), camera.stall_timeout);
             camera.snapshot_interval =
                 self.snapshot_interval(&c.snapshot_interval, &at("snapshot_interval"), ctx.mqtt);
+            let flip = c.flip.as_ref().map_or(Some(Flip::None), |f| {
+                Flip::parse(f.get_ref())
+                    .map_err(|msg| self.problem(Some(f.span()), &at("flip"), &msg))
+                    .ok()
+            });
+            let rotate = c.rotate.as_ref().map_or(Some(0), |r| {
+                Orientation::new(*r.get_ref(), Flip::None)
+                    .map_err(|msg| self.problem(Some(r.span()), &at("rotate"), &msg))
+                    .ok()
+                    .map(|o| o.rotate)
+            });
+            if let (Some(rotate), Some(flip)) = (rotate, flip) {
+                camera.orientation = Orientation { rotate, flip };
+            }
             cameras.push(Arc::new(camera));
         }
         cameras

@@ -269,6 +269,7 @@ impl Upstream for BambuStream {
                         width,
                         height,
                         captured_at: SystemTime::now(),
+                        oriented: false,
                     });
                 }
                 _ => self.invalid += 1,

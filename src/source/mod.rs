@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::frame::{Captured, Size};
+use crate::orientation::Orientation;
 
 pub use bambu::BambuSpec;
 pub use demand::{Demand, DemandRx, Want};
@@ -39,6 +40,8 @@ pub struct Common {
     pub stall_timeout: Duration,
     /// Frames larger than this are dropped (and counted) by sources that cut a byte stream.
     pub max_frame_size: usize,
+    /// How the camera is mounted: sources that encode turn their pictures before encoding.
+    pub orientation: Orientation,
 }
 
 /// The `source = "..."` of a camera, parsed.

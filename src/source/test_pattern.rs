@@ -118,6 +118,7 @@ impl Upstream for PatternStream {
             width: self.prepared.size.width,
             height: self.prepared.size.height,
             captured_at: now,
+            oriented: false,
         })
     }
 }

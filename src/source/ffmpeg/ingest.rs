@@ -328,6 +328,7 @@ impl Ingest {
             width: f.width,
             height: f.height,
             captured_at: SystemTime::now(),
+            oriented: false,
         }
     }
 

@@ -74,6 +74,7 @@ impl Upstream for MjpegUpstream {
                     width: f.width,
                     height: f.height,
                     captured_at: SystemTime::now(),
+                    oriented: false,
                 });
             }
             let Some(stdout) = self.ff.stdout.as_mut() else {

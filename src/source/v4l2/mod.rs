@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::{Captured, Size};
+use crate::orientation::Op;
 use device::{Encoding, Negotiated, Ring};
 
 pub use device::{DEFAULT_FPS, DEFAULT_SIZE};
@@ -64,6 +65,8 @@ struct Settings {
     size: Option<Size>,
     fps: Option<u32>,
     quality: u8,
+    /// How YUYV frames are laid down before encoding (MJPEG is turned by the pump).
+    turn: Op,
     options: V4l2Options,
 }
 
@@ -78,6 +81,7 @@ impl V4l2Source {
                 size: common.size,
                 fps: common.fps,
                 quality: options.quality.unwrap_or(yuyv::DEFAULT_QUALITY),
+                turn: common.orientation.op(),
                 options,
             }),
         }
@@ -101,7 +105,6 @@ impl Source for V4l2Source {
             stop: stop.clone(),
             invalid: invalid.clone(),
             frames: frames_tx,
-            scratch: Vec::new(),
             demand,
             work: self.work.clone(),
             last_encoded: None,
@@ -181,8 +184,6 @@ struct Capture {
     stop: Arc<AtomicBool>,
     invalid: Arc<AtomicU64>,
     frames: mpsc::Sender<Result<Captured, String>>,
-    /// The YUYV encoder's working buffer, kept across frames.
-    scratch: Vec<u8>,
     demand: DemandRx,
     work: Arc<Work>,
     last_encoded: Option<std::time::Instant>,
@@ -275,7 +276,7 @@ impl Capture {
         let captured_at = SystemTime::now();
         let result = match n.encoding {
             Encoding::Mjpeg => crate::jpeg::complete_mjpeg(data)
-                .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height))
+                .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height, false))
                 .map_err(|e| e.to_string()),
             Encoding::Yuyv { stride } => {
                 let frame = yuyv::Yuyv {
@@ -287,9 +288,14 @@ impl Capture {
                 if frame.is_complete() {
                     self.last_encoded = Some(std::time::Instant::now());
                     self.work.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                    let turn = self.settings.turn;
+                    let out = turn.size(Size {
+                        width: n.width,
+                        height: n.height,
+                    });
                     frame
-                        .encode(self.settings.quality, &mut self.scratch)
-                        .map(|jpeg| (Bytes::from(jpeg), n.width, n.height))
+                        .encode(self.settings.quality, turn)
+                        .map(|jpeg| (Bytes::from(jpeg), out.width, out.height, true))
                         .map_err(|e| e.to_string())
                 } else {
                     Err(format!("short YUYV frame ({} bytes)", data.len()))
@@ -297,11 +303,12 @@ impl Capture {
             }
         };
         match result {
-            Ok((jpeg, width, height)) => Some(Captured {
+            Ok((jpeg, width, height, oriented)) => Some(Captured {
                 jpeg,
                 width,
                 height,
                 captured_at,
+                oriented,
             }),
             Err(e) => {
                 debug!(camera = %self.settings.camera, "dropped a frame: {e}");

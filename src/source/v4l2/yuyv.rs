@@ -1,10 +1,13 @@
-//! YUYV (YUV 4:2:2, packed) camera frames to JPEG, with jpeg-encoder.
+//! YUYV (YUV 4:2:2, packed) camera frames to JPEG, with libjpeg-turbo.
 //!
-//! The camera's Y, U and V samples go straight into the encoder's Y, Cb and Cr planes (no RGB round
-//! trip): each pixel pair's chroma is repeated to 4:4:4, and the encoder subsamples it to 4:2:0,
-//! as webcams' own MJPEG does.
+//! The camera's Y, U and V samples go straight into the encoder's planes (no RGB round trip):
+//! Y as it is, U and V averaged over each pair of lines to 4:2:0, as webcams' own MJPEG does.
+//! A camera mounted sideways or upside down is turned here, before encoding, at the cost of
+//! moving the planes' bytes.
 
-use jpeg_encoder::{ColorType, Encoder, EncodingError, SamplingFactor};
+use crate::codec::{CodecError, I420};
+use crate::frame::Size;
+use crate::orientation::Op;
 
 /// The default JPEG quality for encoded V4L2 frames (`quality` overrides it).
 pub const DEFAULT_QUALITY: u8 = 85;
@@ -32,24 +35,70 @@ impl Yuyv<'_> {
                 >= (self.stride as usize) * (self.height as usize - 1) + self.width as usize * 2
     }
 
-    /// Encode to a baseline JPEG (4:2:0) at `quality` (1..=100). `scratch` holds the 4:4:4
-    /// YCbCr image in between; keep it across frames to avoid an allocation per frame.
-    pub fn encode(&self, quality: u8, scratch: &mut Vec<u8>) -> Result<Vec<u8>, EncodingError> {
+    /// Planar 4:2:0: Y as it is; U and V of each two lines averaged.
+    pub fn to_i420(&self) -> I420 {
         let (w, h) = (self.width as usize, self.height as usize);
-        scratch.clear();
-        scratch.reserve(w * h * 3);
-        for line in self.data.chunks(self.stride as usize).take(h) {
-            for px in line[..w * 2].chunks_exact(4) {
-                let (y0, u, y1, v) = (px[0], px[1], px[2], px[3]);
-                scratch.extend_from_slice(&[y0, u, v, y1, u, v]);
+        let size = Size {
+            width: self.width,
+            height: self.height,
+        };
+        let c = I420::chroma_size(size);
+        let (cw, ch) = (c.width as usize, c.height as usize);
+        let mut y = Vec::with_capacity(w * h);
+        let mut u = Vec::with_capacity(cw * ch);
+        let mut v = Vec::with_capacity(cw * ch);
+        let line = |r: usize| &self.data[r * self.stride as usize..][..w * 2];
+        for r in (0..h).step_by(2) {
+            let (a, b) = (line(r), line((r + 1).min(h - 1)));
+            for px in a.chunks_exact(2) {
+                y.push(px[0]);
+            }
+            if r + 1 < h {
+                for px in b.chunks_exact(2) {
+                    y.push(px[0]);
+                }
+            }
+            for (pa, pb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+                u.push(((pa[1] as u16 + pb[1] as u16 + 1) / 2) as u8);
+                v.push(((pa[3] as u16 + pb[3] as u16 + 1) / 2) as u8);
             }
         }
-        let mut out = Vec::with_capacity(w * h / 3);
-        let mut encoder = Encoder::new(&mut out, quality);
-        encoder.set_sampling_factor(SamplingFactor::F_2_2);
-        // The encoder's own (non-generic) entry point: compiled optimised in the jpeg-encoder
-        // crate even in debug builds of farmcam.
-        encoder.encode(scratch, w as u16, h as u16, ColorType::Ycbcr)?;
-        Ok(out)
+        I420 { y, u, v, size }
+    }
+
+    /// Encode to a baseline JPEG (4:2:0) at `quality` (1..=100), laid down by `op`.
+    pub fn encode(&self, quality: u8, op: Op) -> Result<Vec<u8>, CodecError> {
+        self.to_i420().turned(op).encode(quality)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_heights_and_padded_lines_are_encoded_whole() {
+        // 4x3 pixels, lines padded to 12 bytes.
+        let mut data = Vec::new();
+        for r in 0..3u8 {
+            data.extend_from_slice(&[10 * r, 100, 10 * r + 1, 200, 10 * r + 2, 100, 10 * r + 3, 200]);
+            data.extend_from_slice(&[0xee; 4]);
+        }
+        let f = Yuyv {
+            data: &data,
+            width: 4,
+            height: 3,
+            stride: 12,
+        };
+        assert!(f.is_complete());
+        let p = f.to_i420();
+        assert_eq!(p.y, vec![0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]);
+        assert_eq!((p.u.len(), p.v.len()), (4, 4));
+        assert!(p.u.iter().all(|&x| x == 100) && p.v.iter().all(|&x| x == 200));
+        let jpeg = f.encode(85, Op::Rot90).unwrap();
+        assert_eq!(
+            crate::codec::size_of(&jpeg).unwrap(),
+            Size { width: 3, height: 4 }
+        );
     }
 }

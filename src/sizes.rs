@@ -1,0 +1,284 @@
+//! The sizes consumers ask for (`?width=`, `?height=`, MQTT `snapshot_width`). Each distinct size
+//! of a camera is made at most once per frame, only for the frames someone takes (a tile fetching
+//! once a second scales one frame a second), and shared by everyone asking for that size. A
+//! camera serves a bounded number of distinct sizes at once.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::codec::{self, RECODE_QUALITY};
+use crate::frame::{Frame, Size};
+
+/// Distinct sizes a camera serves at once (besides its own).
+pub const MAX_SIZES: usize = 4;
+/// The smallest width or height that may be asked for.
+pub const MIN_SIDE: u32 = 48;
+/// The largest (larger than any camera: the frame is then served as it is).
+pub const MAX_SIDE: u32 = 7680;
+/// A size nobody holds stays reserved this long after its last use (a wall tile asks once a
+/// second, Home Assistant every 10 s), so a glancing consumer keeps its size.
+pub const LINGER: Duration = Duration::from_secs(30);
+
+/// A size asked for: one side; the other follows the frame's aspect ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Width(u32),
+    Height(u32),
+}
+
+impl std::fmt::Display for Scale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scale::Width(w) => write!(f, "width={w}"),
+            Scale::Height(h) => write!(f, "height={h}"),
+        }
+    }
+}
+
+impl Scale {
+    /// From `?width=` and `?height=` (neither: the camera's own size).
+    pub fn from_query(width: Option<&str>, height: Option<&str>) -> Result<Option<Scale>, String> {
+        let side = |name: &str, v: &str| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| (MIN_SIDE..=MAX_SIDE).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, e.g. ?{name}=320 (the other side follows the picture's aspect ratio)"
+                    )
+                })
+        };
+        match (width, height) {
+            (None, None) => Ok(None),
+            (Some(w), None) => side("width", w).map(|w| Some(Scale::Width(w))),
+            (None, Some(h)) => side("height", h).map(|h| Some(Scale::Height(h))),
+            (Some(_), Some(_)) => Err(
+                "give width or height, not both: the other side follows the picture's aspect ratio".into(),
+            ),
+        }
+    }
+
+    /// The size a `of` frame gets; `None` when that is not smaller than the frame (it is then
+    /// served as it is).
+    pub fn target(self, of: Size) -> Option<Size> {
+        let (w, h) = (of.width as u64, of.height as u64);
+        let size = match self {
+            Scale::Width(t) if (t as u64) < w => Size {
+                width: t,
+                height: ((h * t as u64 + w / 2) / w).max(1) as u32,
+            },
+            Scale::Height(t) if (t as u64) < h => Size {
+                width: ((w * t as u64 + h / 2) / h).max(1) as u32,
+                height: t,
+            },
+            _ => return None,
+        };
+        Some(size)
+    }
+}
+
+/// One camera's sizes in use.
+#[derive(Default)]
+pub struct Sizes {
+    entries: Mutex<Vec<Entry>>,
+    /// Frames scaled (each distinct size of each frame once).
+    pub frames_scaled: AtomicU64,
+}
+
+struct Entry {
+    scale: Scale,
+    /// Consumers holding it now.
+    users: usize,
+    last_used: Instant,
+    latest: Arc<tokio::sync::Mutex<Option<Scaled>>>,
+}
+
+/// The last frame made at a size: which source frame it came from, and the result.
+struct Scaled {
+    seq: u64,
+    captured_at: SystemTime,
+    frame: Frame,
+}
+
+impl Sizes {
+    /// Hold a size for a consumer: every frame it takes through [`SizeLease::apply`] comes at that
+    /// size. Refused when the camera already serves [`MAX_SIZES`] others.
+    pub fn lease(self: &Arc<Self>, scale: Scale) -> Result<SizeLease, String> {
+        let mut entries = self.entries.lock().unwrap();
+        let now = Instant::now();
+        let latest = match entries.iter_mut().find(|e| e.scale == scale) {
+            Some(e) => {
+                e.users += 1;
+                e.last_used = now;
+                e.latest.clone()
+            }
+            None => {
+                entries.retain(|e| e.users > 0 || now.duration_since(e.last_used) < LINGER);
+                if entries.len() >= MAX_SIZES {
+                    let serving: Vec<String> = entries.iter().map(|e| e.scale.to_string()).collect();
+                    return Err(format!(
+                        "this camera serves at most {MAX_SIZES} sizes at once and is serving {} now; ask for one of those, or leave width and height out for the full size",
+                        serving.join(", ")
+                    ));
+                }
+                let latest = Arc::new(tokio::sync::Mutex::new(None));
+                entries.push(Entry {
+                    scale,
+                    users: 1,
+                    last_used: now,
+                    latest: latest.clone(),
+                });
+                latest
+            }
+        };
+        Ok(SizeLease {
+            sizes: self.clone(),
+            scale,
+            latest,
+        })
+    }
+
+    /// The sizes held or recently used.
+    pub fn in_use(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.users > 0 || now.duration_since(e.last_used) < LINGER)
+            .map(|e| e.scale.to_string())
+            .collect()
+    }
+}
+
+/// A consumer's hold on one size; dropping it releases the size (after [`LINGER`]).
+pub struct SizeLease {
+    sizes: Arc<Sizes>,
+    scale: Scale,
+    latest: Arc<tokio::sync::Mutex<Option<Scaled>>>,
+}
+
+impl SizeLease {
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+
+    /// `f` at this lease's size: made once per frame for everyone asking for this size (others
+    /// wait for the one making it), or `f` itself when it is not larger than the size asked for
+    /// or cannot be decoded.
+    pub async fn apply(&self, f: Frame) -> Frame {
+        let Some(target) = self.scale.target(Size {
+            width: f.width,
+            height: f.height,
+        }) else {
+            return f;
+        };
+        let mut latest = self.latest.lock().await;
+        if let Some(s) = latest.as_ref() {
+            if s.seq == f.seq && s.captured_at == f.captured_at {
+                return s.frame.clone();
+            }
+        }
+        let jpeg = f.jpeg.clone();
+        let made = tokio::task::spawn_blocking(move || codec::scale(&jpeg, target, RECODE_QUALITY)).await;
+        let jpeg = match made {
+            Ok(Ok(jpeg)) => jpeg,
+            Ok(Err(e)) => {
+                debug!("cannot scale a frame to {target}: {e}; serving it as it is");
+                return f;
+            }
+            Err(_) => return f,
+        };
+        self.sizes.frames_scaled.fetch_add(1, Relaxed);
+        let frame = Frame {
+            jpeg: Bytes::from(jpeg),
+            width: target.width,
+            height: target.height,
+            ..f
+        };
+        *latest = Some(Scaled {
+            seq: frame.seq,
+            captured_at: frame.captured_at,
+            frame: frame.clone(),
+        });
+        frame
+    }
+}
+
+impl Drop for SizeLease {
+    fn drop(&mut self) {
+        let mut entries = self.sizes.entries.lock().unwrap();
+        if let Some(e) = entries.iter_mut().find(|e| e.scale == self.scale) {
+            e.users = e.users.saturating_sub(1);
+            e.last_used = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_checked() {
+        assert_eq!(Scale::from_query(Some("320"), None), Ok(Some(Scale::Width(320))));
+        assert_eq!(Scale::from_query(None, Some("180")), Ok(Some(Scale::Height(180))));
+        assert_eq!(Scale::from_query(None, None), Ok(None));
+        for bad in ["0", "abc", "-5", "47", "99999", ""] {
+            let e = Scale::from_query(Some(bad), None).unwrap_err();
+            assert!(e.contains("from 48 to 7680"), "{bad}: {e}");
+        }
+        assert!(Scale::from_query(Some("320"), Some("200"))
+            .unwrap_err()
+            .contains("not both"));
+    }
+
+    #[test]
+    fn targets_keep_the_aspect_ratio_and_never_enlarge() {
+        let hd = Size {
+            width: 1280,
+            height: 720,
+        };
+        assert_eq!(
+            Scale::Width(320).target(hd),
+            Some(Size {
+                width: 320,
+                height: 180
+            })
+        );
+        assert_eq!(
+            Scale::Height(100).target(hd),
+            Some(Size {
+                width: 178,
+                height: 100
+            })
+        );
+        assert_eq!(Scale::Width(1280).target(hd), None);
+        assert_eq!(Scale::Width(4000).target(hd), None);
+    }
+
+    #[tokio::test]
+    async fn a_fifth_size_is_refused_until_one_is_released() {
+        let sizes = Arc::new(Sizes::default());
+        let held: Vec<_> = (1..=4)
+            .map(|i| sizes.lease(Scale::Width(100 * i)).unwrap())
+            .collect();
+        // The same size again is shared, not a new one.
+        let again = sizes.lease(Scale::Width(100)).unwrap();
+        let e = sizes.lease(Scale::Width(500)).err().unwrap();
+        assert!(e.contains("width=100, width=200, width=300, width=400"), "{e}");
+        drop(again);
+        drop(held);
+        // Released sizes linger (a glancing consumer keeps its size) …
+        assert!(sizes.lease(Scale::Width(500)).is_err());
+        // … until LINGER passed.
+        tokio::time::pause();
+        tokio::time::advance(LINGER + Duration::from_secs(1)).await;
+        assert!(sizes.lease(Scale::Width(500)).is_ok());
+    }
+}
