@@ -1,8 +1,8 @@
 //! Micro-benchmarks of the hot paths (run by hand: `cargo bench --bench hot_paths`; figures go to
 //! BENCHMARKS.md): one frame fanned out by the pump to 1/10/100 consumers, the JPEG splitter on
-//! an ffmpeg-like stream, JPEG encoding of camera-sized
-//! frames with jpeg-encoder (the placeholder), and a YUYV camera's frames to JPEG, also with
-//! libjpeg-turbo for comparison (`cargo bench --bench hot_paths --features bench-turbojpeg`).
+//! an ffmpeg-like stream, JPEG encoding of camera-sized frames (the placeholder), a YUYV
+//! camera's frames to JPEG (libjpeg-turbo, against the pure-Rust jpeg-encoder farmcam used
+//! before), and what sizes and turned cameras cost per frame.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use farmcam::codec;
 use farmcam::config::CameraConfig;
 use farmcam::events::EventBus;
 use farmcam::frame::Captured;
 use farmcam::jpeg::Splitter;
+use farmcam::orientation::Op;
 use farmcam::pump::ConsumerKind;
 use farmcam::registry::Camera;
 use farmcam::render::Canvas;
@@ -171,9 +173,9 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// A YUYV (4:2:2) camera frame, as cheap USB cameras deliver it, to a JPEG: farmcam's path
-/// (chroma repeated to 4:4:4 YCbCr, jpeg-encoder 4:2:0), and with `--features bench-turbojpeg`
-/// libjpeg-turbo from planar 4:2:0 (the packed frame split into planes first), quality 85 both.
+/// A YUYV (4:2:2) camera frame, as cheap USB cameras deliver it, to a JPEG at quality 85:
+/// farmcam's path (libjpeg-turbo from planar 4:2:0), also turned a quarter before encoding, and
+/// the old path for comparison (chroma repeated to 4:4:4 YCbCr, pure-Rust jpeg-encoder 4:2:0).
 fn yuyv(c: &mut Criterion) {
     let mut g = c.benchmark_group("yuyv_to_jpeg");
     for (w, h) in [(640usize, 480usize), (1280, 720)] {
@@ -188,57 +190,71 @@ fn yuyv(c: &mut Criterion) {
                 }
             })
             .collect();
+        let yuyv = farmcam::source::v4l2::yuyv::Yuyv {
+            data: &frame,
+            width: w as u32,
+            height: h as u32,
+            stride: (w * 2) as u32,
+        };
         g.throughput(Throughput::Elements(1));
-        g.bench_with_input(
-            BenchmarkId::new("jpeg-encoder", format!("{w}x{h}")),
-            &frame,
-            |b, frame| {
-                let yuyv = farmcam::source::v4l2::yuyv::Yuyv {
-                    data: frame,
-                    width: w as u32,
-                    height: h as u32,
-                    stride: (w * 2) as u32,
-                };
-                let mut scratch = Vec::new();
-                b.iter(|| yuyv.encode(85, &mut scratch).unwrap())
-            },
-        );
-        #[cfg(feature = "bench-turbojpeg")]
-        g.bench_with_input(
-            BenchmarkId::new("turbojpeg", format!("{w}x{h}")),
-            &frame,
-            |b, frame| {
-                let mut compressor = turbojpeg::Compressor::new().unwrap();
-                compressor.set_quality(85).unwrap();
-                let mut planes = vec![0u8; w * h * 3 / 2];
-                b.iter(|| {
-                    let (luma, chroma) = planes.split_at_mut(w * h);
-                    let (cb, cr) = chroma.split_at_mut(w * h / 4);
-                    for (y, line) in frame.chunks_exact(w * 2).enumerate() {
-                        for (x, px) in line.chunks_exact(4).enumerate() {
-                            luma[y * w + 2 * x] = px[0];
-                            luma[y * w + 2 * x + 1] = px[2];
-                            if y % 2 == 0 {
-                                cb[(y / 2) * (w / 2) + x] = px[1];
-                                cr[(y / 2) * (w / 2) + x] = px[3];
-                            }
-                        }
-                    }
-                    compressor
-                        .compress_yuv_to_vec(turbojpeg::YuvImage {
-                            pixels: &planes[..],
-                            width: w,
-                            align: 1,
-                            height: h,
-                            subsamp: turbojpeg::Subsamp::Sub2x2,
-                        })
-                        .unwrap()
-                })
-            },
-        );
+        g.bench_function(BenchmarkId::new("libjpeg-turbo", format!("{w}x{h}")), |b| {
+            b.iter(|| yuyv.encode(85, Op::None).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("libjpeg-turbo-rot90", format!("{w}x{h}")), |b| {
+            b.iter(|| yuyv.encode(85, Op::Rot90).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("jpeg-encoder-old", format!("{w}x{h}")), |b| {
+            let mut scratch = Vec::with_capacity(w * h * 3);
+            b.iter(|| {
+                scratch.clear();
+                for px in frame.chunks_exact(4) {
+                    let (y0, u, y1, v) = (px[0], px[1], px[2], px[3]);
+                    scratch.extend_from_slice(&[y0, u, v, y1, u, v]);
+                }
+                let mut out = Vec::with_capacity(w * h / 3);
+                let mut e = jpeg_encoder::Encoder::new(&mut out, 85);
+                e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+                e.encode(&scratch, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr)
+                    .unwrap();
+                out
+            })
+        });
     }
     g.finish();
 }
 
-criterion_group!(benches, fanout, splitter, encode, yuyv);
+/// What consumers' sizes and mounted cameras cost per frame, from a 1280x720 camera JPEG: a
+/// 320-wide thumbnail (scaled decode + encode), a 500-wide one (scaled decode, resize, encode),
+/// a lossless quarter turn, and the decode-turn-encode a frame with partial edge blocks needs.
+fn sizes_and_turns(c: &mut Criterion) {
+    let size = farmcam::frame::Size {
+        width: 1280,
+        height: 720,
+    };
+    let jpeg = picture(1280, 720).encode(false);
+    let mut g = c.benchmark_group("from_720p_jpeg");
+    g.throughput(Throughput::Elements(1));
+    for w in [320u32, 500] {
+        let target = farmcam::frame::Size {
+            width: w,
+            height: w * 9 / 16,
+        };
+        g.bench_function(format!("thumbnail_{w}"), |b| {
+            b.iter(|| codec::scale(&jpeg, target, 85).unwrap())
+        });
+    }
+    g.bench_function("rot90_lossless", |b| {
+        b.iter(|| codec::turn_lossless(&jpeg, Op::Rot90).unwrap())
+    });
+    g.bench_function("rot90_recoded", |b| {
+        b.iter(|| codec::turn_recoded(&jpeg, Op::Rot90, 85).unwrap())
+    });
+    g.bench_function("full_decode", |b| {
+        b.iter(|| codec::decode_rgb(&jpeg, None).unwrap())
+    });
+    assert_eq!(codec::size_of(&jpeg).unwrap(), size);
+    g.finish();
+}
+
+criterion_group!(benches, fanout, splitter, encode, yuyv, sizes_and_turns);
 criterion_main!(benches);

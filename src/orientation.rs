@@ -16,6 +16,14 @@ pub enum Flip {
 }
 
 impl Flip {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flip::None => "none",
+            Flip::Horizontal => "horizontal",
+            Flip::Vertical => "vertical",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Flip, String> {
         match s {
             "none" => Ok(Flip::None),

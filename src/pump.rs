@@ -122,6 +122,18 @@ impl CameraShared {
             .clone()
     }
 
+    /// The size consumers get: the last frame's, else the configured one turned as the camera
+    /// is mounted (None: not known before the first frame).
+    pub fn output_size(&self) -> Option<Size> {
+        let last = self.last_good.lock().unwrap();
+        last.as_ref()
+            .map(|f| Size {
+                width: f.width,
+                height: f.height,
+            })
+            .or_else(|| self.config.size.map(|s| self.turner.op().size(s)))
+    }
+
     /// The size frames are shown at (the configured size, turned as the camera is mounted).
     pub fn placeholder_size(&self) -> Size {
         self.turner.op().size(self.config.size.unwrap_or(Size {

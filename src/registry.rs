@@ -89,6 +89,13 @@ pub struct CameraStatus {
     pub frames_decoded: Option<u64>,
     /// JPEGs encoded for this camera (None: frames are passed through as the camera sends them).
     pub frames_encoded: Option<u64>,
+    /// Frames made at a size consumers asked for (`?width=`): each size of each frame once.
+    pub frames_scaled: u64,
+    /// The sizes being served besides the camera's own (e.g. `width=320`).
+    pub sizes: Vec<String>,
+    /// How the camera is mounted: degrees clockwise, then `flip`.
+    pub rotate: u16,
+    pub flip: &'static str,
 }
 
 impl Camera {
@@ -244,10 +251,7 @@ impl Camera {
         };
         let work = self.source.work();
         let last = s.last_good.lock().unwrap().clone();
-        let size = last
-            .as_ref()
-            .map(|f| format!("{}x{}", f.width, f.height))
-            .or_else(|| s.config.size.map(|z| z.to_string()));
+        let size = s.output_size().map(|z| z.to_string());
         CameraStatus {
             id: s.config.id.clone(),
             name: s.config.name.clone(),
@@ -274,6 +278,10 @@ impl Camera {
                 .filter(|w| w.decoder().is_some())
                 .map(|w| w.frames_decoded.load(Relaxed)),
             frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
+            frames_scaled: s.sizes.frames_scaled.load(Relaxed),
+            sizes: s.sizes.in_use(),
+            rotate: s.config.orientation.rotate,
+            flip: s.config.orientation.flip.name(),
         }
     }
 

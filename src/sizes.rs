@@ -95,10 +95,15 @@ struct Entry {
     /// Consumers holding it now.
     users: usize,
     last_used: Instant,
-    latest: Arc<tokio::sync::Mutex<Option<Scaled>>>,
+    latest: Arc<tokio::sync::Mutex<Recent>>,
 }
 
-/// The last frame made at a size: which source frame it came from, and the result.
+/// Scaled frames kept per size: consumers a frame or two apart share them too.
+const KEEP: usize = 4;
+
+type Recent = std::collections::VecDeque<Scaled>;
+
+/// A frame made at a size: which source frame it came from, and the result.
 struct Scaled {
     seq: u64,
     captured_at: SystemTime,
@@ -126,7 +131,7 @@ impl Sizes {
                         serving.join(", ")
                     ));
                 }
-                let latest = Arc::new(tokio::sync::Mutex::new(None));
+                let latest = Arc::new(tokio::sync::Mutex::new(Recent::new()));
                 entries.push(Entry {
                     scale,
                     users: 1,
@@ -160,7 +165,7 @@ impl Sizes {
 pub struct SizeLease {
     sizes: Arc<Sizes>,
     scale: Scale,
-    latest: Arc<tokio::sync::Mutex<Option<Scaled>>>,
+    latest: Arc<tokio::sync::Mutex<Recent>>,
 }
 
 impl SizeLease {
@@ -178,11 +183,12 @@ impl SizeLease {
         }) else {
             return f;
         };
-        let mut latest = self.latest.lock().await;
-        if let Some(s) = latest.as_ref() {
-            if s.seq == f.seq && s.captured_at == f.captured_at {
-                return s.frame.clone();
-            }
+        let mut recent = self.latest.lock().await;
+        if let Some(s) = recent
+            .iter()
+            .find(|s| s.seq == f.seq && s.captured_at == f.captured_at)
+        {
+            return s.frame.clone();
         }
         let jpeg = f.jpeg.clone();
         let made = tokio::task::spawn_blocking(move || codec::scale(&jpeg, target, RECODE_QUALITY)).await;
@@ -201,7 +207,10 @@ impl SizeLease {
             height: target.height,
             ..f
         };
-        *latest = Some(Scaled {
+        if recent.len() == KEEP {
+            recent.pop_front();
+        }
+        recent.push_back(Scaled {
             seq: frame.seq,
             captured_at: frame.captured_at,
             frame: frame.clone(),

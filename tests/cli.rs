@@ -42,6 +42,8 @@ fn bad_configs_exit_78_naming_the_key() {
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\n", ":5:6: camera[1].id:", "unique"),
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\n[[camera]]\nid = \"b\"\nsource = \"test:\"\nfps = \"fast\"\n", ":7:7: camera[1].fps:", "whole number"),
         ("[[camera]\nid = 1\n", ":1:", "invalid"),
+        ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nrotate = 45\n", ":4:10: camera[0].rotate:", "0, 90, 180 or 270"),
+        ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nflip = \"both\"\n", ":4:8: camera[0].flip:", "\"horizontal\""),
     ];
     for (i, (text, position, words)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));

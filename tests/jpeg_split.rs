@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 
 use farmcam::jpeg::{Split, Splitter};
 use farmcam::render::Canvas;
-use jpeg_encoder::{ColorType, Encoder};
 use proptest::prelude::*;
 
 /// A pool of distinct real JPEGs: sizes, restart intervals, progressive, noisy content (so the
@@ -24,11 +23,17 @@ fn pool() -> &'static Vec<(Vec<u8>, u32, u32)> {
                 *px = rng.u8(..);
             }
             out.push((c.encode(i % 2 == 0), *w, *h));
-            let mut prog = Vec::new();
-            let mut e = Encoder::new(&mut prog, 75);
-            e.set_progressive(true);
-            e.encode(&c.rgb, *w as u16, *h as u16, ColorType::Rgb).unwrap();
-            out.push((prog, *w, *h));
+            let mut e = turbojpeg::Compressor::new().unwrap();
+            e.set_quality(75).unwrap();
+            e.set_progressive(true).unwrap();
+            let image = turbojpeg::Image {
+                pixels: &c.rgb[..],
+                width: *w as usize,
+                pitch: *w as usize * 3,
+                height: *h as usize,
+                format: turbojpeg::PixelFormat::RGB,
+            };
+            out.push((e.compress_to_vec(image).unwrap(), *w, *h));
         }
         out
     })

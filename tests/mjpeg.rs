@@ -4,13 +4,14 @@
 
 mod common;
 
+use farmcam::frame::Size;
 use farmcam::jpeg::{complete_mjpeg, MjpegError, STANDARD_DHT};
+use farmcam::orientation::Op;
 use farmcam::source::v4l2::yuyv::Yuyv;
-use jpeg_encoder::{ColorType, Encoder};
 
 use common::{dht_segments, strip_dht};
 
-/// A camera-like baseline JPEG with the standard tables (jpeg-encoder's default).
+/// A camera-like baseline JPEG with the standard tables (libjpeg-turbo's default).
 fn camera_jpeg(w: u16, h: u16) -> Vec<u8> {
     let rgb: Vec<u8> = (0..w as usize * h as usize)
         .flat_map(|i| {
@@ -22,11 +23,11 @@ fn camera_jpeg(w: u16, h: u16) -> Vec<u8> {
             ]
         })
         .collect();
-    let mut out = Vec::new();
-    Encoder::new(&mut out, 80)
-        .encode(&rgb, w, h, ColorType::Rgb)
-        .unwrap();
-    out
+    let size = Size {
+        width: w as u32,
+        height: h as u32,
+    };
+    farmcam::codec::encode_rgb(&rgb, size, 80, false).unwrap()
 }
 
 fn pixels(jpeg: &[u8]) -> Vec<u8> {
@@ -39,7 +40,7 @@ fn frames_without_huffman_tables_get_the_standard_ones_and_lose_their_padding() 
     assert_eq!(
         dht_segments(&original).len(),
         4,
-        "jpeg-encoder writes one DHT per table"
+        "libjpeg-turbo writes one DHT per table"
     );
     let bare = strip_dht(&original);
     assert!(
@@ -113,7 +114,7 @@ fn yuyv_frames_encode_to_the_colours_the_camera_saw() {
         stride,
     };
     assert!(frame.is_complete());
-    let jpeg = frame.encode(90, &mut Vec::new()).unwrap();
+    let jpeg = frame.encode(90, Op::None).unwrap();
     let mut d = jpeg_decoder::Decoder::new(&jpeg[..]);
     let rgb = d.decode().unwrap();
     assert_eq!((d.info().unwrap().width, d.info().unwrap().height), (64, 32));

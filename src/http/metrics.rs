@@ -107,6 +107,13 @@ pub fn render(ctx: &Ctx) -> String {
     );
     family(
         &mut out,
+        "frames_scaled_total",
+        "counter",
+        "Frames made at a size consumers asked for (each size of each frame once).",
+        per(&|c| c.frames_scaled as f64),
+    );
+    family(
+        &mut out,
         "upstream_opens_total",
         "counter",
         "Times the camera was opened (starts and restarts).",

@@ -18,6 +18,7 @@ use super::{api, param, Body};
 use crate::frame::Frame;
 use crate::pump::{ConsumerKind, Subscription, Want};
 use crate::registry::{Camera, SnapshotError};
+use crate::sizes::{Scale, SizeLease};
 
 pub const BOUNDARY: &str = "farmcamframe";
 
@@ -46,9 +47,11 @@ fn part_header(f: &Frame) -> Bytes {
     ))
 }
 
-/// One viewer's stream: its subscription, its rate cap, and what is left of the current part.
+/// One viewer's stream: its subscription, its rate cap, its size, and what is left of the
+/// current part.
 struct Viewer {
     sub: Subscription,
+    size: Option<SizeLease>,
     min_interval: Option<Duration>,
     next_due: Option<Instant>,
     pending: Vec<Bytes>,
@@ -86,6 +89,11 @@ impl Viewer {
                     .unwrap_or(now);
                 self.next_due = Some(base + interval);
             }
+            // Scaled only now: frames dropped for `?fps=` are never scaled.
+            let f = match &self.size {
+                Some(size) => size.apply(f).await,
+                None => f,
+            };
             self.sub.delivered();
             self.pending = vec![Bytes::from_static(b"\r\n"), f.jpeg.clone()];
             return Some(part_header(&f));
@@ -122,11 +130,16 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Respon
             )
         }
     };
+    let size = match lease_size(cam, q) {
+        Ok(size) => size,
+        Err(msg) => return api::error(StatusCode::BAD_REQUEST, &msg),
+    };
     let want = Want::viewer(min_interval.map(|i| 1.0 / i.as_secs_f64()));
     let sub = cam.subscribe_wanting(ConsumerKind::Viewer, want);
     info!(camera = %cam.id(), %peer, "viewer joined");
     let viewer = Viewer {
         sub,
+        size,
         min_interval,
         next_due: None,
         pending: Vec::new(),
@@ -149,6 +162,18 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Respon
     resp
 }
 
+/// The size asked for with `?width=` or `?height=`, held for this request; an error when the value
+/// is invalid or the camera already serves as many sizes as it may (the message for a 400).
+fn lease_size(cam: &Camera, q: &[(&str, &str)]) -> Result<Option<SizeLease>, String> {
+    let scale = Scale::from_query(param(q, "width"), param(q, "height"))?;
+    // A size not smaller than the camera's frames is the camera's own: it takes no slot.
+    let own = cam.shared().output_size();
+    scale
+        .filter(|s| own.map_or(true, |own| s.target(own).is_some()))
+        .map(|s| cam.shared().sizes.lease(s))
+        .transpose()
+}
+
 fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(jpeg).boxed());
     *resp.status_mut() = status;
@@ -169,9 +194,17 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
             )
         }
     };
+    let size = match lease_size(cam, q) {
+        Ok(size) => size,
+        Err(msg) => return api::error(StatusCode::BAD_REQUEST, &msg),
+    };
     let asked = Instant::now();
     match cam.snapshot(max_age).await {
         Ok(f) => {
+            let f = match &size {
+                Some(size) => size.apply(f).await,
+                None => f,
+            };
             let shared = cam.shared();
             shared.snapshot_latency.observe(asked.elapsed());
             shared.bytes_sent.fetch_add(f.jpeg.len() as u64, Relaxed);

@@ -59,8 +59,8 @@ impl Yuyv<'_> {
                 }
             }
             for (pa, pb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
-                u.push(((pa[1] as u16 + pb[1] as u16 + 1) / 2) as u8);
-                v.push(((pa[3] as u16 + pb[3] as u16 + 1) / 2) as u8);
+                u.push((pa[1] as u16 + pb[1] as u16).div_ceil(2) as u8);
+                v.push((pa[3] as u16 + pb[3] as u16).div_ceil(2) as u8);
             }
         }
         I420 { y, u, v, size }
