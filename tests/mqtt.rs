@@ -38,10 +38,10 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
     let _d = Daemon::start(&config(
         "",
         &format!(
-            "{}[[camera]]\nid = \"p1\"\nname = \"Printer one\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 10\n\
+            "{}[[camera]]\nid = \"p1\"\nname = \"Printer one\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 10\nsnapshot_width = 160\n\
              [[camera]]\nid = \"p2\"\nsource = \"test:\"\nsize = \"160x120\"\nfps = 5\nsnapshot_interval = \"off\"\n\
              [[camera]]\nid = \"down\"\nsource = \"test:offline\"\nsize = \"160x120\"\n",
-            mqtt_section(&broker.url(), "snapshot_interval = \"1s\"")
+            mqtt_section(&broker.url(), "snapshot_interval = \"1s\"\nsnapshot_width = 100")
         ),
     ));
 
@@ -85,11 +85,12 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
     })
     .await;
 
-    // Periodic snapshots of p1 about every second, as complete JPEGs; none of p2.
+    // Periodic snapshots of p1 about every second, as complete JPEGs at its snapshot_width;
+    // none of p2.
     let first = sub
         .wait_for(WAIT, "first snapshot", is("farmcam/testnode/p1/snapshot"))
         .await;
-    assert_eq!(decode_jpeg(&first.payload), (320, 240));
+    assert_eq!(decode_jpeg(&first.payload), (160, 120));
     // Three more, each a complete JPEG, paced by the interval (not a flood).
     let mut snaps = vec![first.clone()];
     for _ in 0..3 {
@@ -99,7 +100,7 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
                 m.topic == "farmcam/testnode/p1/snapshot" && m.at > after
             })
             .await;
-        assert_eq!(decode_jpeg(&next.payload), (320, 240));
+        assert_eq!(decode_jpeg(&next.payload), (160, 120));
         snaps.push(next);
     }
     let span = snaps[3].at - snaps[0].at;
@@ -152,7 +153,8 @@ async fn snapshots_state_status_and_home_assistant_discovery() {
             is("farmcam/testnode/p2/snapshot"),
         )
         .await;
-    assert_eq!(decode_jpeg(&snap.payload), (160, 120));
+    // [mqtt] snapshot_width for a camera without its own.
+    assert_eq!(decode_jpeg(&snap.payload), (100, 75));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,13 +35,15 @@ async fn the_wall_in_a_real_browser() {
     let http = MjpegServer::start(320, 240).await;
     let mut cams = String::new();
     for i in 1..=7 {
+        // p1 is a 720p camera: its tile asks for the tile's width, not the whole frame.
+        let size = if i == 1 { "1280x720" } else { "320x180" };
         let name = if i == 2 {
             "<Bench> & co".to_string()
         } else {
             format!("Printer {i}")
         };
         cams.push_str(&format!(
-            "[[camera]]\nid = \"p{i}\"\nname = \"{name}\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\nidle_grace = \"3s\"\n"
+            "[[camera]]\nid = \"p{i}\"\nname = \"{name}\"\nsource = \"test:\"\nsize = \"{size}\"\nfps = 5\nidle_grace = \"3s\"\n"
         ));
     }
     cams.push_str(&format!(
@@ -70,8 +72,15 @@ async fn the_wall_in_a_real_browser() {
         "<Bench> & co",
         "names are shown as text"
     );
-    assert_eq!(tile(&tiles, "p1")["width"], 320);
+    // Tiles ask for their shown width in device pixels, rounded up to a step of 160: a 720p
+    // camera's tile gets a smaller frame; a camera smaller than its tile sends its own.
+    let w = tile(&tiles, "p1")["width"].as_u64().unwrap();
+    assert!(w % 160 == 0 && w < 1280, "p1 tile is {w} pixels wide");
     assert_eq!(tile(&tiles, "k1")["width"], 320);
+    let p1 = d.camera("p1").await;
+    let asked = format!("width={w}");
+    assert!(p1["sizes"].as_array().unwrap().contains(&asked.into()), "{p1}");
+    assert!(p1["frames_scaled"].as_u64() > Some(0), "{p1}");
     browser
         .wait_for(
             WAIT,

@@ -40,6 +40,8 @@ pub struct CameraConfig {
     pub max_frame_size: usize,
     /// How often a snapshot is published over MQTT (None: never; only with `[mqtt]`).
     pub snapshot_interval: Option<Duration>,
+    /// Width of this camera's MQTT snapshots (None: `[mqtt] snapshot_width`, else full size).
+    pub snapshot_width: Option<u32>,
     /// The `[[light]]` switched with this camera's pump.
     pub light: Option<String>,
     /// How the camera is mounted (`rotate`, `flip`): every consumer gets the turned picture.
@@ -66,6 +68,7 @@ impl CameraConfig {
             listen: None,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             snapshot_interval: defaults.snapshot_interval,
+            snapshot_width: None,
             light: None,
             orientation: Orientation::default(),
         }
@@ -115,6 +118,7 @@ pub(super) struct RawCamera {
     decoder: Option<Spanned<String>>,
     max_frame_size: Option<Spanned<IntOrString>>,
     snapshot_interval: Option<Spanned<String>>,
+    snapshot_width: Option<Spanned<i64>>,
     light: Option<Spanned<String>>,
     tls_verify: Option<Spanned<String>>,
     tls_fingerprint: Option<Spanned<String>>,
@@ -235,6 +239,7 @@ impl Validator<'_> {
                 self.duration(&c.stall_timeout, &at("stall_timeout"), camera.stall_timeout);
             camera.snapshot_interval =
                 self.snapshot_interval(&c.snapshot_interval, &at("snapshot_interval"), ctx.mqtt);
+            camera.snapshot_width = self.snapshot_width(&c.snapshot_width, &at("snapshot_width"));
             let flip = c.flip.as_ref().map_or(Some(Flip::None), |f| {
                 Flip::parse(f.get_ref())
                     .map_err(|msg| self.problem(Some(f.span()), &at("flip"), &msg))

@@ -46,6 +46,8 @@ pub struct MqttConfig {
     pub max_packet_size: usize,
     /// How often each camera publishes a snapshot unless it says otherwise (`None`: "off").
     pub snapshot_interval: Option<Duration>,
+    /// Width of published snapshots (cameras may set their own); None: the camera's size.
+    pub snapshot_width: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +66,7 @@ pub(super) struct RawMqtt {
     qos: Option<Spanned<i64>>,
     retain: Option<bool>,
     snapshot_interval: Option<Spanned<String>>,
+    snapshot_width: Option<Spanned<i64>>,
     ha_discovery: Option<bool>,
     ha_prefix: Option<Spanned<String>>,
     max_packet_size: Option<Spanned<IntOrString>>,
@@ -211,6 +214,7 @@ impl Validator<'_> {
                 None
             }),
         };
+        let snapshot_width = self.snapshot_width(&raw.snapshot_width, "mqtt.snapshot_width");
         if self.problems.len() > before {
             return None;
         }
@@ -232,7 +236,19 @@ impl Validator<'_> {
             ha_prefix,
             max_packet_size,
             snapshot_interval,
+            snapshot_width,
         })
+    }
+
+    /// `snapshot_width` (in `[mqtt]` or a camera): MQTT snapshots scaled to that width.
+    pub(super) fn snapshot_width(&mut self, raw: &Option<Spanned<i64>>, key: &str) -> Option<u32> {
+        use crate::sizes::{MAX_SIDE, MIN_SIDE};
+        self.int(
+            raw,
+            key,
+            MIN_SIDE as i64..=MAX_SIDE as i64,
+            &format!("must be a width in pixels from {MIN_SIDE} to {MAX_SIDE}, e.g. 640 (the height follows the picture)"),
+        )
     }
 
     /// A camera's MQTT snapshot interval: its own, else `[mqtt] snapshot_interval`; None when

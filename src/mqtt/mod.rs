@@ -172,7 +172,11 @@ impl Shared {
             .unwrap()
             .insert(camera.id().to_string(), request.clone());
         let interval = camera.config().snapshot_interval;
-        tracker.spawn(self.clone().snapshots(camera, interval, request, stop.clone()));
+        let width = camera.config().snapshot_width.or(self.config.snapshot_width);
+        tracker.spawn(
+            self.clone()
+                .snapshots(camera, interval, width, request, stop.clone()),
+        );
     }
 
     fn qos(&self) -> QoS {

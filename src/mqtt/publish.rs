@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use crate::events::CameraState;
 use crate::registry::{Camera, SnapshotError};
+use crate::sizes::{Scale, SizeLease};
 
 impl Shared {
     /// On every connect (and when Home Assistant restarts): subscribe, say online, announce
@@ -125,10 +126,13 @@ impl Shared {
         self: Arc<Self>,
         camera: Arc<Camera>,
         interval: Option<Duration>,
+        width: Option<u32>,
         request: Arc<Notify>,
         stop: CancellationToken,
     ) {
         let mut connected = self.connected.clone();
+        // The snapshot size is held for the publisher's life (asked again while refused).
+        let mut size: Option<SizeLease> = None;
         let mut due = Instant::now();
         loop {
             if !*connected.borrow_and_update() {
@@ -153,8 +157,22 @@ impl Shared {
                 _ = stop.cancelled() => return,
                 s = camera.snapshot(None) => s,
             };
+            if let (None, Some(w)) = (&size, width) {
+                size = camera
+                    .shared()
+                    .sizes
+                    .lease(Scale::Width(w))
+                    .map_err(|e| debug!(camera = %camera.id(), "mqtt: full-size snapshots for now: {e}"))
+                    .ok();
+            }
             match snapshot {
-                Ok(frame) => self.publish_snapshot(&camera, &frame.jpeg),
+                Ok(frame) => {
+                    let frame = match &size {
+                        Some(size) => size.apply(frame).await,
+                        None => frame,
+                    };
+                    self.publish_snapshot(&camera, &frame.jpeg)
+                }
                 Err(e) => {
                     self.stats.snapshots_skipped.fetch_add(1, Relaxed);
                     let why = match e {
