@@ -29,7 +29,7 @@ command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 cross_deb() {
     target=$1 triple=$2
     shift 2
-    need_apt "gcc-$triple" "$@" libclang-dev
+    need_apt "gcc-$triple" "$@" libclang-dev cmake
     rustup target add "$target"
     t=$(echo "$target" | tr - _)
     T=$(echo "$t" | tr '[:lower:]' '[:upper:]')
@@ -43,7 +43,7 @@ cross_deb() {
 for arch in $ARCHS; do
     case "$arch" in
         amd64)
-            need_apt libclang-dev
+            need_apt libclang-dev cmake nasm
             cargo deb
             ;;
         arm64) cross_deb aarch64-unknown-linux-gnu aarch64-linux-gnu libc6-dev-arm64-cross ;;

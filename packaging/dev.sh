@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: build tools (libclang-dev: the v4l crate generates its V4L2 bindings).
-APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev"
+# Debian packages: build tools (libclang-dev: the v4l crate generates its V4L2 bindings; cmake
+# and nasm: libjpeg-turbo is built from source with its SIMD code).
+APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev cmake nasm"
 # Test peers: ffmpeg (rtsp/http sources), GStreamer's RTSP server run by /usr/bin/python3 (RTSP
 # and RTSPS H.264 test cameras), mosquitto (MQTT broker), openssl (test certificates), Chromium
 # with chromedriver (the wall test), systemd (systemd-analyze checks the unit). The V4L2 tests run

@@ -161,6 +161,12 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
             "target_fps_idle": 5,
             "stream_url": format!("{base}/stream"),
             "snapshot_url": format!("{base}/snapshot"),
+            // farmcam turns the picture itself (`rotate`, `flip`): frontends must not turn it
+            // again. The aspect ratio is the turned picture's.
+            "rotation": 0,
+            "flip_horizontal": false,
+            "flip_vertical": false,
+            "aspect_ratio": aspect_ratio(cam.shared().output_size()),
             "extra_data": { "farmcam": { "gateway": config.gateway, "camera": cam.id() } },
         });
         match mine {
@@ -202,6 +208,18 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
     Ok(changes)
 }
 
+/// `"16:9"` for 1280x720, `"9:16"` turned; Moonraker's default (`"4:3"`) when not known yet.
+fn aspect_ratio(size: Option<crate::frame::Size>) -> String {
+    let Some(s) = size.filter(|s| s.width > 0 && s.height > 0) else {
+        return "4:3".into();
+    };
+    let (mut a, mut b) = (s.width, s.height);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    format!("{}:{}", s.width / a, s.height / a)
+}
+
 /// Whether Moonraker's entry already says what farmcam would register.
 fn same(entry: &Value, desired: &Value) -> bool {
     [
@@ -211,6 +229,10 @@ fn same(entry: &Value, desired: &Value) -> bool {
         "stream_url",
         "snapshot_url",
         "location",
+        "rotation",
+        "flip_horizontal",
+        "flip_vertical",
+        "aspect_ratio",
     ]
     .iter()
     .all(|k| entry[k] == desired[k])

@@ -56,7 +56,7 @@ async fn cameras_follow_the_configuration_and_hand_made_entries_survive() {
     let d = Daemon::start(&file(
         &m.url(),
         "http://10.0.0.5:8080",
-        &(cam("p1", "Printer 1") + &cam("p2", "Printer 2")),
+        &(cam("p1", "Printer 1") + "size = \"1280x720\"\nrotate = 90\n" + &cam("p2", "Printer 2")),
     ));
 
     let list = list_where(&m, "both cameras registered", |l| ours(l).len() == 2).await;
@@ -69,6 +69,10 @@ async fn cameras_follow_the_configuration_and_hand_made_entries_survive() {
     assert_eq!(p1["stream_url"], "http://10.0.0.5:8080/cameras/p1/stream");
     assert_eq!(p1["snapshot_url"], "http://10.0.0.5:8080/cameras/p1/snapshot");
     assert_eq!(p1["target_fps"], 10);
+    // farmcam turns the picture: the frontend must not; the shape is the turned one.
+    assert_eq!(p1["rotation"], 0);
+    assert_eq!(p1["flip_horizontal"], false);
+    assert_eq!(p1["aspect_ratio"], "9:16");
     let p2 = list
         .iter()
         .find(|w| w["extra_data"]["farmcam"]["camera"] == "p2")
