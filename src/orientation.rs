@@ -127,12 +127,37 @@ impl Op {
     /// the result, tightly packed, and its size.
     pub fn apply(self, src: &[u8], w: usize, h: usize, stride: usize, bpp: usize) -> (Vec<u8>, usize, usize) {
         let (ow, oh) = if self.swaps() { (h, w) } else { (w, h) };
-        let mut out = Vec::with_capacity(ow * oh * bpp);
-        for y in 0..oh {
-            for x in 0..ow {
-                let (sx, sy) = self.source_of(x, y, w, h);
-                let at = sy * stride + sx * bpp;
-                out.extend_from_slice(&src[at..at + bpp]);
+        let mut out = vec![0u8; ow * oh * bpp];
+        if ow == 0 || oh == 0 {
+            return (out, ow, oh);
+        }
+        // The source byte of result pixel (x, y) is `base + x * dx + y * dy` for every operation.
+        let at = |x: usize, y: usize| {
+            let (sx, sy) = self.source_of(x, y, w, h);
+            (sy * stride + sx * bpp) as isize
+        };
+        let base = at(0, 0);
+        let dx = if ow > 1 { at(1, 0) - base } else { 0 };
+        let dy = if oh > 1 { at(0, 1) - base } else { 0 };
+        // In tiles, so that a quarter turn (reading down columns) stays in the cache.
+        const TILE: usize = 32;
+        for ty in (0..oh).step_by(TILE) {
+            for tx in (0..ow).step_by(TILE) {
+                for y in ty..(ty + TILE).min(oh) {
+                    let row = base + y as isize * dy;
+                    let x_end = (tx + TILE).min(ow);
+                    if bpp == 1 {
+                        for (x, o) in (tx..x_end).zip(&mut out[y * ow + tx..y * ow + x_end]) {
+                            *o = src[(row + x as isize * dx) as usize];
+                        }
+                    } else {
+                        for x in tx..x_end {
+                            let i = (row + x as isize * dx) as usize;
+                            let o = (y * ow + x) * bpp;
+                            out[o..o + bpp].copy_from_slice(&src[i..i + bpp]);
+                        }
+                    }
+                }
             }
         }
         (out, ow, oh)

@@ -44,23 +44,24 @@ impl Yuyv<'_> {
         };
         let c = I420::chroma_size(size);
         let (cw, ch) = (c.width as usize, c.height as usize);
-        let mut y = Vec::with_capacity(w * h);
-        let mut u = Vec::with_capacity(cw * ch);
-        let mut v = Vec::with_capacity(cw * ch);
+        let mut y = vec![0u8; w * h];
+        let mut u = vec![0u8; cw * ch];
+        let mut v = vec![0u8; cw * ch];
         let line = |r: usize| &self.data[r * self.stride as usize..][..w * 2];
-        for r in (0..h).step_by(2) {
-            let (a, b) = (line(r), line((r + 1).min(h - 1)));
-            for px in a.chunks_exact(2) {
-                y.push(px[0]);
+        for (r, out) in y.chunks_exact_mut(w).enumerate() {
+            for (o, px) in out.iter_mut().zip(line(r).chunks_exact(2)) {
+                *o = px[0];
             }
-            if r + 1 < h {
-                for px in b.chunks_exact(2) {
-                    y.push(px[0]);
-                }
-            }
-            for (pa, pb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
-                u.push((pa[1] as u16 + pb[1] as u16).div_ceil(2) as u8);
-                v.push((pa[3] as u16 + pb[3] as u16).div_ceil(2) as u8);
+        }
+        for (r, (uo, vo)) in u.chunks_exact_mut(cw).zip(v.chunks_exact_mut(cw)).enumerate() {
+            let (a, b) = (line(2 * r), line((2 * r + 1).min(h - 1)));
+            for ((uo, vo), (pa, pb)) in uo
+                .iter_mut()
+                .zip(vo.iter_mut())
+                .zip(a.chunks_exact(4).zip(b.chunks_exact(4)))
+            {
+                *uo = (pa[1] as u16 + pb[1] as u16).div_ceil(2) as u8;
+                *vo = (pa[3] as u16 + pb[3] as u16).div_ceil(2) as u8;
             }
         }
         I420 { y, u, v, size }
