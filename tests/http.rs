@@ -480,6 +480,71 @@ async fn connection_cap_answers_503() {
     }
 }
 
+/// One client address cannot take every slot: beyond `max_connections_per_client` it gets a 503
+/// naming the limit, while another address still connects; every refusal is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_connection() {
+    let d = Daemon::start(&config("max_connections_per_client = 3", CAM));
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+            s.connect(d.main).await.unwrap()
+        }
+    };
+    let stream = "GET /cameras/cam/stream HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = Stream::on(from("127.0.0.1").await, stream).await;
+        assert_eq!(s.status, 200);
+        s.next_part().await.unwrap();
+        held.push(s);
+    }
+    // A burst of refused connections from the same address: each one is answered.
+    for _ in 0..20 {
+        let r = Stream::on(
+            from("127.0.0.1").await,
+            "GET /api/cameras HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 503);
+        assert!(r.header("retry-after").is_some());
+        let mut r = r;
+        while r.fill().await {}
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert!(
+            body.contains("127.0.0.1") && body.contains("max_connections_per_client"),
+            "{body}"
+        );
+    }
+    // Another address is served meanwhile.
+    let other = Stream::on(
+        from("127.0.0.2").await,
+        "GET /api/cameras HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    // A viewer leaves: its address gets a slot again.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = Stream::on(
+            from("127.0.0.1").await,
+            "GET /api/cameras HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot comes back when a viewer leaves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A service starts with 1024 open files at most (soft limit): farmcam raises its own limit so
 /// `max_connections` viewers really fit, and says so when the hard limit does not allow it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,9 @@ use crate::source::ffmpeg::DEFAULT_PROGRAM;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Open connections one client address may hold: a browser uses 6, a wall 3, Home Assistant one
+/// per camera; well below `max_connections`, so one host cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_WALL_REFRESH: Duration = Duration::from_secs(1);
@@ -25,6 +28,8 @@ pub struct HttpConfig {
     pub listen: Vec<SocketAddr>,
     /// Open connections across all listeners; beyond this a client gets 503 and is closed.
     pub max_connections: usize,
+    /// Open connections one client address may hold; beyond this it gets 503 (others do not).
+    pub max_connections_per_client: usize,
     /// A viewer whose socket accepts nothing for this long is disconnected.
     pub write_timeout: Duration,
     /// A client must send its request headers within this time.
@@ -76,6 +81,7 @@ impl Default for Defaults {
 pub(super) struct RawHttp {
     listen: Option<Spanned<OneOrMany>>,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_client: Option<Spanned<i64>>,
     write_timeout: Option<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
     wall_refresh: Option<Spanned<String>>,
@@ -155,16 +161,26 @@ impl Validator<'_> {
             let span = raw.wall_refresh.as_ref().map(|s| s.span());
             self.problem(span, "http.wall_refresh", "must be at least \"200ms\"");
         }
+        let max_connections = self
+            .int(
+                &raw.max_connections,
+                "http.max_connections",
+                1..=100_000,
+                "must be between 1 and 100000",
+            )
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let max_connections_per_client = self
+            .int(
+                &raw.max_connections_per_client,
+                "http.max_connections_per_client",
+                1..=max_connections as i64,
+                &format!("must be between 1 and max_connections ({max_connections})"),
+            )
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT.min(max_connections));
         HttpConfig {
             listen,
-            max_connections: self
-                .int(
-                    &raw.max_connections,
-                    "http.max_connections",
-                    1..=100_000,
-                    "must be between 1 and 100000",
-                )
-                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections,
+            max_connections_per_client,
             write_timeout: self.duration(&raw.write_timeout, "http.write_timeout", DEFAULT_WRITE_TIMEOUT),
             header_read_timeout: self.duration(
                 &raw.header_read_timeout,

@@ -11,9 +11,10 @@ mod metrics;
 mod mjpeg;
 mod wall;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +45,8 @@ const MAX_BUF: usize = 64 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a closing connection may take to finish its response after shutdown began.
 const DRAIN: Duration = Duration::from_millis(1500);
-const REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 44\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{\"error\":\"too many connections, retry later\"}";
+/// Concurrent polite refusals (each reads what the client sent for up to a second).
+const REFUSING: usize = 64;
 
 /// What a listener serves.
 #[derive(Clone)]
@@ -119,6 +121,9 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
+    /// Open connections per client address, and how many one may hold.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_client: usize,
     tracker: TaskTracker,
 }
 
@@ -153,7 +158,9 @@ impl Server {
                 .collect(),
             shutdown,
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
-            rejecting: Arc::new(Semaphore::new(64)),
+            rejecting: Arc::new(Semaphore::new(REFUSING)),
+            per_client: Arc::default(),
+            max_per_client: config.http.max_connections_per_client,
             tracker: TaskTracker::new(),
         });
         for l in listeners {
@@ -223,25 +230,96 @@ async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
             },
         };
         let _ = sock.set_nodelay(true);
-        match ctx.limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                ctx.tracker
-                    .spawn(serve_connection(sock, peer, scope.clone(), ctx.clone(), permit));
-            }
-            Err(_) => {
-                debug!(%peer, "connection limit reached: 503");
-                if let Ok(p) = ctx.rejecting.clone().try_acquire_owned() {
-                    ctx.tracker.spawn(reject(sock, p));
-                }
+        let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached: 503");
+            refuse(sock, "too many connections, retry later", &ctx);
+            continue;
+        };
+        let Some(slot) = ClientSlot::take(&ctx, peer.ip()) else {
+            debug!(%peer, "connection limit per client reached: 503");
+            refuse(
+                sock,
+                &format!(
+                    "too many connections from {} (at most {}: [http] max_connections_per_client), retry later",
+                    peer.ip(),
+                    ctx.max_per_client
+                ),
+                &ctx,
+            );
+            continue;
+        };
+        ctx.tracker.spawn(serve_connection(
+            sock,
+            peer,
+            scope.clone(),
+            ctx.clone(),
+            (permit, slot),
+        ));
+    }
+}
+
+/// One of a client address's open connections; given back when the connection ends.
+struct ClientSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(ctx: &Ctx, ip: IpAddr) -> Option<ClientSlot> {
+        let mut counts = ctx.per_client.lock().unwrap();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= ctx.max_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: ctx.per_client.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
             }
         }
     }
 }
 
-/// Answer 503 and close politely (reading what the client sent, so it sees the answer, not a reset).
-async fn reject(mut sock: TcpStream, _permit: OwnedSemaphorePermit) {
+/// Answer 503 (with `why`) and close, whatever the load: the answer is written at once (it fits
+/// the socket's buffer); then the connection is closed politely (reading what the client sent,
+/// so it sees the answer, not a reset) by a bounded number of tasks, or at once.
+fn refuse(sock: TcpStream, why: &str, ctx: &Ctx) {
+    let body = serde_json::json!({ "error": why }).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.try_write(answer.as_bytes());
+    match ctx.rejecting.clone().try_acquire_owned() {
+        Ok(p) => {
+            ctx.tracker.spawn(close_politely(sock, p));
+        }
+        Err(_) => {
+            // Read what already arrived (closing with unread data would reset the connection
+            // and lose the answer), then close.
+            let mut buf = [0u8; 4096];
+            while matches!(sock.try_read(&mut buf), Ok(n) if n > 0) {}
+            if let Ok(s) = sock.into_std() {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
+/// Close after a refusal: end our side, then read until the client closes (at most a second).
+async fn close_politely(mut sock: TcpStream, _permit: OwnedSemaphorePermit) {
     let _ = timeout(Duration::from_secs(1), async {
-        sock.write_all(REJECT).await?;
         sock.shutdown().await?;
         let mut buf = [0u8; 1024];
         while sock.read(&mut buf).await? > 0 {}
@@ -255,7 +333,7 @@ async fn serve_connection(
     peer: SocketAddr,
     scope: Scope,
     ctx: Arc<Ctx>,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, ClientSlot),
 ) {
     let mut io = TimeoutStream::new(sock);
     io.set_write_timeout(Some(ctx.write_timeout));
