@@ -343,6 +343,13 @@ impl Pump {
         );
     }
 
+    /// Sends the placeholder about once per second, forever (used inside `select!`); the first
+    /// after `delay`.
+    async fn placeholders_after(&self, delay: Duration) {
+        sleep(delay).await;
+        self.placeholders().await
+    }
+
     /// Sends the placeholder about once per second, forever (used inside `select!`).
     async fn placeholders(&self) {
         loop {
@@ -411,14 +418,17 @@ impl Pump {
             if self.stop.is_cancelled() {
                 return self.stop_reason();
             }
-            let offline = self.state() == CameraState::Offline;
+            // While a camera is slow to open, viewers see the offline image at once if it was
+            // already down, and after a second if it is starting (not a blank wait of up to
+            // FIRST_FRAME_TIMEOUT).
+            let wait = self.placeholder_wait();
             self.shared.upstream_opens.fetch_add(1, Relaxed);
             let started = Instant::now();
             let opened = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return self.stop_reason(),
                 r = source.open(self.demand.subscribe()) => r,
-                _ = self.placeholders(), if offline => unreachable!("placeholders never ends"),
+                _ = self.placeholders_after(wait.saturating_sub(started.elapsed())) => unreachable!("placeholders never ends"),
             };
             let result = match opened {
                 Ok(upstream) => {
@@ -453,6 +463,16 @@ impl Pump {
         }
     }
 
+    /// How long consumers wait for a frame before the placeholder: none for a camera that is
+    /// down, [`PLACEHOLDER_EVERY`] for one starting.
+    fn placeholder_wait(&self) -> Duration {
+        if self.state() == CameraState::Offline {
+            Duration::ZERO
+        } else {
+            PLACEHOLDER_EVERY
+        }
+    }
+
     fn stop_reason(&self) -> &'static str {
         if self.kill.is_cancelled() {
             "shutting down"
@@ -468,9 +488,10 @@ impl Pump {
         let stall = self.shared.config.stall_timeout;
         let mut first_frame: Option<Instant> = None;
         let mut window = (Instant::now(), 0u64);
-        // Sources such as ffmpeg connect after `open`: while an offline camera waits for its
-        // first frame, viewers keep getting the placeholder.
-        let offline = self.state() == CameraState::Offline;
+        // Sources such as ffmpeg connect after `open`: while the camera waits for its first
+        // frame, viewers get the placeholder (at once if it was down, else after a second).
+        let wait = self.placeholder_wait();
+        let opened = Instant::now();
         // An upstream that may rightly send nothing for long (nobody needs frames) watches for
         // stalls itself.
         let self_timed = upstream.detects_stalls();
@@ -484,7 +505,7 @@ impl Pump {
                 biased;
                 _ = self.stop.cancelled() => break None,
                 r = timeout(limit(first_frame.is_some()), upstream.next_frame()) => r,
-                _ = self.placeholders(), if offline && first_frame.is_none() => unreachable!("placeholders never ends"),
+                _ = self.placeholders_after(wait.saturating_sub(opened.elapsed())), if first_frame.is_none() => unreachable!("placeholders never ends"),
             };
             let invalid = upstream.take_invalid();
             if invalid > 0 {

@@ -211,6 +211,9 @@ impl Camera {
             loop {
                 match sub.next().await {
                     None => return Err(SnapshotError::ShuttingDown),
+                    // A camera still starting shows the placeholder to viewers; a snapshot waits
+                    // for its first frame (up to `snapshot_timeout`).
+                    Some(f) if f.placeholder && sub.state() == CameraState::Starting => continue,
                     Some(f) if f.placeholder => {
                         return Err(SnapshotError::Offline {
                             placeholder: f.jpeg,

@@ -482,3 +482,43 @@ async fn raw_ffmpeg_arguments_are_a_source() {
     assert_eq!(ff.len(), 1);
     assert!(cmdline(ff[0]).contains("-vf fps=5,scale=160:120"));
 }
+
+/// A camera that accepts the connection and then says nothing: its viewers see the offline
+/// image within a second or two (not a blank wait until the first-frame timeout), while a
+/// snapshot still waits for a real frame up to `snapshot_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_camera_shows_the_offline_image_soon_and_snapshots_still_wait() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"cam\"\nsource = \"http://127.0.0.1:{port}/stream\"\nsize = \"320x240\"\nsnapshot_timeout = \"2s\"\n"
+        ),
+    ));
+    let asked = std::time::Instant::now();
+    let snap = tokio::spawn({
+        let addr = d.main;
+        async move { get(addr, "/cameras/cam/snapshot").await }
+    });
+    let mut s = open_stream(&d, "cam").await;
+    // FIRST_FRAME_TIMEOUT is 15 s: the image must come well before.
+    let p = tokio::time::timeout(Duration::from_secs(10), placeholder_frame(&mut s))
+        .await
+        .expect("the offline image while the camera is silent");
+    assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
+    assert_eq!(d.camera("cam").await["state"], "starting");
+    let r = snap.await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "the snapshot waited for a frame (snapshot_timeout), not for the first placeholder"
+    );
+    held.abort();
+}
