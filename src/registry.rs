@@ -45,6 +45,11 @@ impl Slot {
     }
 }
 
+/// A snapshot without `max_age` gets a frame captured at most this long before it is taken: a
+/// camera that only makes frames on demand (a decoder in keyframe mode, a YUYV camera, the test
+/// pattern) may hold an older one, and a wall tile refreshing every second must not show it.
+pub const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
+
 /// Why a snapshot could not be taken; each carries the placeholder JPEG to show instead.
 #[derive(Debug)]
 pub enum SnapshotError {
@@ -188,8 +193,9 @@ impl Camera {
     }
 
     /// One complete JPEG: a cached frame no older than `max_age` if given (measured from this
-    /// request: `max_age` 0 means a frame captured after it), else the live pump's latest, else
-    /// the first good frame of a started pump (waiting at most `snapshot_timeout`).
+    /// request: `max_age` 0 means a frame captured after it), else the live pump's latest if it
+    /// is at most [`SNAPSHOT_FRESH`] old, else the next good frame (waiting at most
+    /// `snapshot_timeout`; a camera that was idle is started for it).
     pub async fn snapshot(&self, max_age: Option<Duration>) -> Result<Frame, SnapshotError> {
         let asked = std::time::SystemTime::now();
         let fresh = |f: &Frame| match max_age {
@@ -221,6 +227,9 @@ impl Camera {
                         })
                     }
                     Some(f) if !fresh(&f) => continue,
+                    // Too old for a glance (the camera makes frames on demand): the snapshot's
+                    // demand asks for the next one at once.
+                    Some(f) if max_age.is_none() && f.age() > SNAPSHOT_FRESH => continue,
                     // A light just switched on: wait until it settled (exposure, flicker).
                     Some(f) if self.unlit(&f) => continue,
                     Some(f) => return Ok(f),

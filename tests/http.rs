@@ -459,6 +459,33 @@ async fn read_events(s: &mut Stream, done: impl Fn(&[(u64, Value)]) -> bool) -> 
     }
 }
 
+/// A camera that makes frames only on demand (the test pattern between glances) holds an old
+/// frame: a snapshot never returns one captured more than a second before it was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_fresh_when_frames_are_made_on_demand() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"320x240\"\nidle_grace = \"30s\"\n",
+    ));
+    let mut seqs = std::collections::HashSet::new();
+    // Glances half a second apart (a wall tile refreshes every second): the camera stays open,
+    // making frames only when asked.
+    for _ in 0..10 {
+        let asked = unix_now();
+        let r = get(d.main, "/cameras/cam/snapshot").await;
+        assert_eq!(r.status, 200);
+        let captured: f64 = r.header("x-timestamp").unwrap().parse().unwrap();
+        assert!(
+            captured >= asked - 1.05,
+            "captured {:.2} s before it was asked for",
+            asked - captured
+        );
+        seqs.insert(r.header("x-sequence").unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(seqs.len() >= 3, "new frames for the glances: {seqs:?}");
+}
+
 #[tokio::test]
 async fn connection_cap_answers_503() {
     let d = Daemon::start(&config("max_connections = 2", CAM));
