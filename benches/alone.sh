@@ -27,7 +27,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 # farmcam with N test-pattern cameras cam1..camN (1280x720@30); sets PID.
 start() {
     local n=$1 i
-    printf '[http]\nlisten = "127.0.0.1:8090"\nmax_connections = 2000\n' >"$DIR/f.toml"
+    printf '[http]\nlisten = "127.0.0.1:8090"\nmax_connections = 2000\nmax_connections_per_client = 2000\n' >"$DIR/f.toml"
     for i in $(seq "$n"); do
         printf '[[camera]]\nid = "cam%s"\nsource = "test:"\nsize = "1280x720"\nfps = 30\nidle_grace = "5m"\n' "$i" >>"$DIR/f.toml"
     done

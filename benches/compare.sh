@@ -35,6 +35,8 @@ SRC="rtsp://127.0.0.1:$PORT/cam"
 cat > "$DIR/farmcam.toml" <<TOML
 [http]
 listen = "127.0.0.1:8090"
+# Every load-generator viewer comes from 127.0.0.1.
+max_connections_per_client = 512
 [[camera]]
 id = "printer"
 source = "$SRC"

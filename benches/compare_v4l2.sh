@@ -44,7 +44,7 @@ size = \"640x480\"
 fps = 25
 quality = 85"
         fi
-        printf '[http]\nlisten = "127.0.0.1:8090"\n[[camera]]\nid = "cam"\nidle_grace = "5m"\nwarmup_frames = 0\n%s\n' "$src" >"$DIR/f.toml"
+        printf '[http]\nlisten = "127.0.0.1:8090"\nmax_connections_per_client = 512\n[[camera]]\nid = "cam"\nidle_grace = "5m"\nwarmup_frames = 0\n%s\n' "$src" >"$DIR/f.toml"
         "$BIN" run --config "$DIR/f.toml" 2>/dev/null &
         pid=$!
         url=http://127.0.0.1:8090/cameras/cam/stream

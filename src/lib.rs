@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod moonraker;
 pub mod mqtt;
 pub mod orientation;
+pub mod password;
 pub mod pump;
 pub mod redact;
 pub mod registry;

@@ -21,8 +21,8 @@ const EX_CONFIG: u8 = 78;
         and snapshot requests; it is closed `idle_grace` after the last one leaves.\n\n\
         URLs (main listener):\n  \
           /                            page listing the cameras\n  \
-          /cameras/ID/stream           MJPEG stream (?fps=N caps this viewer)\n  \
-          /cameras/ID/snapshot         one JPEG (?max_age=MS accepts a cached frame)\n  \
+          /cameras/ID/stream           MJPEG stream (?fps=N caps this viewer; ?width=N scales)\n  \
+          /cameras/ID/snapshot         one JPEG (?max_age=MS accepts a cached frame; ?width=N)\n  \
           /cameras/ID/?action=stream   mjpg-streamer style (also ?action=snapshot)\n  \
           /api/cameras                 JSON status of every camera\n  \
           /api/events                  Server-Sent Events of camera state changes\n\
@@ -90,6 +90,25 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Read a password on standard input (its first line) and print the hash to put in
+    /// `[[http.auth.users]] password_hash` (PBKDF2-HMAC-SHA256, random salt). The password is
+    /// never echoed, logged or kept. E.g.: `farmcam hash-password < /dev/tty`.
+    HashPassword,
+}
+
+/// Run `f` with the terminal on standard input not echoing what is typed.
+fn without_echo<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios they fill in.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+        return f();
+    }
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    let out = f();
+    unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    out
 }
 
 /// Load and validate, including what can only be checked by opening files (MQTT TLS material).
@@ -214,6 +233,29 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Command::HashPassword => {
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let mut line = String::new();
+            let read = if tty {
+                eprint!("password: ");
+                let r = without_echo(|| std::io::stdin().read_line(&mut line));
+                eprintln!();
+                r
+            } else {
+                std::io::stdin().read_line(&mut line)
+            };
+            if read.is_err() {
+                eprintln!("farmcam: cannot read a password on standard input");
+                return ExitCode::from(1);
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("farmcam: the password is empty; give one on standard input, e.g. `farmcam hash-password < file`");
+                return ExitCode::from(1);
+            }
+            println!("{}", farmcam::password::PasswordHash::new(password));
+            ExitCode::SUCCESS
         }
         Command::Devices { dev } => {
             let (text, cameras) = farmcam::source::v4l2::list::report(&dev);

@@ -576,7 +576,11 @@ async fn one_client_cannot_take_every_connection() {
 /// `max_connections` viewers really fit, and says so when the hard limit does not allow it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_file_limit_is_raised_to_fit_max_connections() {
-    let d = Daemon::start_with_nofile(&config("max_connections = 1000", CAM), 256, 4096);
+    let d = Daemon::start_with_nofile(
+        &config("max_connections = 1000\nmax_connections_per_client = 1000", CAM),
+        256,
+        4096,
+    );
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     assert_eq!(
@@ -710,7 +714,9 @@ async fn index_page_and_api_list_cameras() {
     let html = String::from_utf8(page.body).unwrap();
     // The wall builds its tiles from /api/cameras (names set as text, never as HTML; the
     // browser test checks what it shows).
-    assert!(html.contains("<body data-refresh=\"1\">") && html.contains("EventSource(\"api/events\")"));
+    assert!(
+        html.contains("<body data-refresh=\"1\">") && html.contains("EventSource(authed(\"api/events\"))")
+    );
     let all = d.cameras_json().await;
     let list = all.as_array().unwrap();
     assert_eq!(list.len(), 2);

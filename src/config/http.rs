@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::auth::{AuthConfig, RawAuth};
 use super::diag::Validator;
 use crate::source::ffmpeg::DEFAULT_PROGRAM;
 
@@ -42,6 +43,12 @@ pub struct HttpConfig {
     /// How clients reach farmcam (`https://farm.example/webcam`), for the URLs it advertises;
     /// `None`: taken from each request (proxy headers, `Host`).
     pub public_url: Option<String>,
+    /// `[http.auth]`: None means anyone may use everything.
+    pub auth: Option<AuthConfig>,
+    /// Origins whose pages may read farmcam's answers (`Access-Control-Allow-Origin`); `*`: any.
+    pub allowed_origins: Vec<String>,
+    /// Host names (and addresses) requests must name in `Host`; empty: any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// What every camera gets unless its own block says otherwise: `[defaults]`, the `[ffmpeg]`
@@ -87,6 +94,9 @@ pub(super) struct RawHttp {
     wall_refresh: Option<Spanned<String>>,
     pub(super) default_camera: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<RawAuth>>,
+    allowed_origins: Option<Spanned<Vec<String>>>,
+    allowed_hosts: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -209,7 +219,58 @@ impl Validator<'_> {
                 }
                 Some(url.to_string())
             }),
+            auth: self.auth(&raw.auth),
+            allowed_origins: self.origins(&raw.allowed_origins),
+            allowed_hosts: self.hosts(&raw.allowed_hosts),
         }
+    }
+
+    /// `allowed_origins`: `["*"]` (the default) or origins such as `"http://mainsail.local"`.
+    fn origins(&mut self, raw: &Option<Spanned<Vec<String>>>) -> Vec<String> {
+        let Some(o) = raw else {
+            return vec!["*".to_string()];
+        };
+        let mut out = Vec::new();
+        for origin in o.get_ref() {
+            let origin = origin.trim().trim_end_matches('/');
+            let ok = origin == "*"
+                || ["http://", "https://"].iter().any(|p| {
+                    origin.strip_prefix(p).is_some_and(|h| {
+                        !h.is_empty()
+                            && !h.contains(['/', '@', '?', '#'])
+                            && h.chars().all(|c| c.is_ascii_graphic())
+                    })
+                });
+            if ok {
+                out.push(origin.to_ascii_lowercase());
+            } else {
+                self.problem(
+                    Some(o.span()),
+                    "http.allowed_origins",
+                    &format!("{origin:?} is not an origin; write e.g. \"http://mainsail.local\" (scheme, host, optional port) or \"*\""),
+                );
+            }
+        }
+        out
+    }
+
+    /// `allowed_hosts`: names or addresses a request's `Host` may give (without the port).
+    fn hosts(&mut self, raw: &Option<Spanned<Vec<String>>>) -> Vec<String> {
+        let Some(h) = raw else { return Vec::new() };
+        let mut out = Vec::new();
+        for host in h.get_ref() {
+            let host = host.trim().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', '@', ' ', ':']) && !host.starts_with('[') {
+                self.problem(
+                    Some(h.span()),
+                    "http.allowed_hosts",
+                    &format!("{host:?}: write a host name or address without scheme or port, e.g. \"farm.local\" or \"192.168.1.10\""),
+                );
+            } else {
+                out.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+            }
+        }
+        out
     }
 
     /// `[defaults]` and `[ffmpeg]`; `snapshot_interval` comes from `[mqtt]`.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+mod auth;
 mod camera;
 mod diag;
 mod http;
@@ -20,6 +21,7 @@ mod mqtt;
 mod v4l2;
 mod values;
 
+pub use auth::{Area, AuthConfig};
 pub use camera::{CameraConfig, DEFAULT_MAX_FRAME_SIZE};
 pub use http::{
     Defaults, HttpConfig, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_GRACE, DEFAULT_LISTEN,
@@ -160,6 +162,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             listen: &http.listen,
         },
     );
+    // Open listeners must be ones farmcam listens on (as written: "127.0.0.1:8080").
+    if let (Some(auth), Some(raw_auth)) = (&http.auth, &raw.http.auth) {
+        let ours: Vec<std::net::SocketAddr> = http
+            .listen
+            .iter()
+            .copied()
+            .chain(cameras.iter().filter_map(|c| c.listen))
+            .collect();
+        for a in &auth.open_listeners {
+            if !ours.contains(a) {
+                v.problem(
+                    Some(raw_auth.span()),
+                    "http.auth.open_listeners",
+                    &format!("{a} is not an address in http.listen or a camera's listen"),
+                );
+            }
+        }
+    }
     if let Some(d) = &raw.http.default_camera {
         if !cameras.iter().any(|c| c.id == *d.get_ref()) {
             let ids: Vec<&str> = cameras.iter().map(|c| c.id.as_str()).collect();

@@ -76,7 +76,6 @@ pub fn sse(ctx: &Ctx, req: &Request<Incoming>, q: &[(&str, &str)]) -> Response<B
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     resp
 }
 

@@ -33,7 +33,6 @@ fn no_cache(resp: &mut Response<Body>) {
     h.insert("expires", HeaderValue::from_static("0"));
     // Proxies (nginx) must pass every frame on at once, not buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
 }
 
 /// The multipart header of one part. The offline image is marked `X-Placeholder: 1`.

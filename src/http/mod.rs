@@ -6,6 +6,7 @@
 //! shutdown ends every stream.
 
 mod api;
+mod auth;
 mod events;
 mod metrics;
 mod mjpeg;
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::config::Config;
+use crate::config::{Area, Config};
 use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry};
 
@@ -62,6 +63,8 @@ pub enum Scope {
 pub struct Listener {
     pub listener: TcpListener,
     pub scope: Scope,
+    /// `[http.auth] open_listeners` names it: nothing is asked here.
+    pub open: bool,
 }
 
 impl Listener {
@@ -99,7 +102,16 @@ pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Vec<Li
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}; is another farmcam running? choose another address in the config"))?;
-        out.push(Listener { listener, scope });
+        let open = config
+            .http
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.open_listeners.contains(&addr));
+        out.push(Listener {
+            listener,
+            scope,
+            open,
+        });
     }
     Ok(out)
 }
@@ -119,6 +131,8 @@ pub struct Ctx {
     /// Camera id → the port its dedicated listener is bound to.
     pub dedicated_ports: std::collections::HashMap<String, u16>,
     pub shutdown: CancellationToken,
+    /// Hosts, credentials and origins.
+    guard: auth::Guard,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
     /// Open connections per client address, and how many one may hold.
@@ -157,6 +171,7 @@ impl Server {
                 })
                 .collect(),
             shutdown,
+            guard: auth::Guard::new(&config.http),
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(REFUSING)),
             per_client: Arc::default(),
@@ -210,7 +225,11 @@ fn ensure_fd_limit(max_connections: usize) {
 }
 
 async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
-    let Listener { listener, scope } = l;
+    let Listener {
+        listener,
+        scope,
+        open,
+    } = l;
     let mut said = LogLimit::new();
     loop {
         let (sock, peer) = tokio::select! {
@@ -251,7 +270,7 @@ async fn accept_loop(l: Listener, ctx: Arc<Ctx>) {
         ctx.tracker.spawn(serve_connection(
             sock,
             peer,
-            scope.clone(),
+            (scope.clone(), open),
             ctx.clone(),
             (permit, slot),
         ));
@@ -331,7 +350,7 @@ async fn close_politely(mut sock: TcpStream, _permit: OwnedSemaphorePermit) {
 async fn serve_connection(
     sock: TcpStream,
     peer: SocketAddr,
-    scope: Scope,
+    (scope, open): (Scope, bool),
     ctx: Arc<Ctx>,
     _slots: (OwnedSemaphorePermit, ClientSlot),
 ) {
@@ -344,8 +363,9 @@ async fn serve_connection(
         async move {
             // A bug in a handler answers 500 to that request; the connection task, the camera
             // and everyone else go on (the panic hook logs it, rate-limited).
-            let answer = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(
-                req, &scope, &ctx, peer,
+            let origin = auth::origin(&req);
+            let mut answer = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(guarded(
+                req, &scope, open, &ctx, peer,
             )))
             .await
             .unwrap_or_else(|_| {
@@ -354,6 +374,7 @@ async fn serve_connection(
                     "internal error (a bug in farmcam; the log says more)",
                 )
             });
+            ctx.guard.cors(origin.as_ref(), &mut answer);
             Ok::<_, Infallible>(answer)
         }
     });
@@ -390,6 +411,43 @@ fn query(req: &Request<Incoming>) -> Vec<(&str, &str)> {
 
 fn param<'a>(q: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// `route`, for a request naming an allowed host and with the credentials its area needs.
+async fn guarded(
+    req: Request<Incoming>,
+    scope: &Scope,
+    open: bool,
+    ctx: &Ctx,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if let Some(refused) = ctx.guard.host(&req) {
+        return refused;
+    }
+    let refused = {
+        let q = query(&req);
+        ctx.guard
+            .allow(&req, &q, area(scope, req.uri().path(), &q), open)
+            .await
+    };
+    match refused {
+        None => route(req, scope, ctx, peer).await,
+        Some(refused) => refused,
+    }
+}
+
+/// What a request asks for, as `[http.auth] open` names it.
+fn area(scope: &Scope, path: &str, q: &[(&str, &str)]) -> Area {
+    if let Scope::Camera(_) = scope {
+        return Area::Streams;
+    }
+    match path.split('/').find(|s| !s.is_empty()) {
+        None if param(q, "action").is_some() => Area::Streams,
+        None => Area::Wall,
+        Some("stream" | "snapshot" | "cameras") => Area::Streams,
+        Some("metrics") => Area::Metrics,
+        Some(_) => Area::Api,
+    }
 }
 
 async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAddr) -> Response<Body> {

@@ -1,0 +1,143 @@
+//! `[http.auth]`: who may use farmcam (users with password hashes, tokens), and what needs no
+//! credentials (areas such as the wall, listeners such as a local proxy's). Off unless present.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diag::Validator;
+use super::mqtt::Secret;
+use crate::password::PasswordHash;
+
+/// What farmcam serves, as `open` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// `GET /` (the page; its tiles still fetch snapshots and the API).
+    Wall,
+    /// Streams and snapshots: `/cameras/…`, the mjpg-streamer forms, cameras' own ports.
+    Streams,
+    /// `/api/cameras`, `/api/events`.
+    Api,
+    /// `/metrics`.
+    Metrics,
+}
+
+impl Area {
+    const ALL: [(&'static str, Area); 4] = [
+        ("wall", Area::Wall),
+        ("streams", Area::Streams),
+        ("api", Area::Api),
+        ("metrics", Area::Metrics),
+    ];
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Basic authentication: user name and password hash.
+    pub users: Vec<(String, PasswordHash)>,
+    /// Bearer tokens (`Authorization: Bearer …` or `?token=…`).
+    pub tokens: Vec<Secret>,
+    /// Areas anyone may use.
+    pub open: Vec<Area>,
+    /// Listeners (as configured in `listen`) where nothing is asked: a proxy on the same box.
+    pub open_listeners: Vec<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    users: Option<Vec<RawUser>>,
+    tokens: Option<Spanned<Vec<String>>>,
+    open: Option<Spanned<Vec<String>>>,
+    open_listeners: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    password_hash: Spanned<String>,
+}
+
+/// Shorter tokens are refused: they can be guessed.
+const MIN_TOKEN: usize = 16;
+
+impl Validator<'_> {
+    pub(super) fn auth(&mut self, raw: &Option<Spanned<RawAuth>>) -> Option<AuthConfig> {
+        let spanned = raw.as_ref()?;
+        let raw = spanned.get_ref();
+        let mut users = Vec::new();
+        for (i, u) in raw.users.iter().flatten().enumerate() {
+            let name = u.name.get_ref();
+            if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+                self.problem(
+                    Some(u.name.span()),
+                    &format!("http.auth.users[{i}].name"),
+                    "must be a non-empty name without ':' (Basic authentication splits on it)",
+                );
+            }
+            match PasswordHash::parse(u.password_hash.get_ref()) {
+                Ok(h) => users.push((name.clone(), h)),
+                Err(msg) => self.problem(
+                    Some(u.password_hash.span()),
+                    &format!("http.auth.users[{i}].password_hash"),
+                    &msg,
+                ),
+            }
+        }
+        let mut tokens = Vec::new();
+        if let Some(t) = &raw.tokens {
+            for token in t.get_ref() {
+                if token.len() < MIN_TOKEN || !token.chars().all(|c| c.is_ascii_graphic()) {
+                    // The token itself is never quoted.
+                    self.problem(
+                        Some(t.span()),
+                        "http.auth.tokens",
+                        &format!("a token must be at least {MIN_TOKEN} printable characters without spaces, e.g. from `openssl rand -hex 24`"),
+                    );
+                } else {
+                    tokens.push(Secret(token.clone()));
+                }
+            }
+        }
+        if raw.users.as_ref().map_or(true, Vec::is_empty)
+            && raw.tokens.as_ref().map_or(true, |t| t.get_ref().is_empty())
+        {
+            self.problem(
+                Some(spanned.span()),
+                "http.auth",
+                "has neither users nor tokens, which would lock everyone out; add [[http.auth.users]] or tokens, or remove [http.auth]",
+            );
+        }
+        let mut open = Vec::new();
+        if let Some(o) = &raw.open {
+            for name in o.get_ref() {
+                match Area::ALL.iter().find(|(n, _)| n == name) {
+                    Some((_, a)) => open.push(*a),
+                    None => self.problem(
+                        Some(o.span()),
+                        "http.auth.open",
+                        &format!(
+                            "{name:?} is not an area; use \"wall\", \"streams\", \"api\" or \"metrics\""
+                        ),
+                    ),
+                }
+            }
+        }
+        let mut open_listeners = Vec::new();
+        if let Some(l) = &raw.open_listeners {
+            for a in l.get_ref() {
+                if let Some(a) = self.addr(a, l.span(), "http.auth.open_listeners") {
+                    open_listeners.push(a);
+                }
+            }
+        }
+        Some(AuthConfig {
+            users,
+            tokens,
+            open,
+            open_listeners,
+        })
+    }
+}
