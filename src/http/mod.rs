@@ -197,7 +197,8 @@ const FD_RESERVE: u64 = 128;
 /// Raise the soft open-file limit (1024 by default, also under systemd) towards the hard one so
 /// that `max_connections` viewers fit; warn once when even the hard limit is too low.
 fn ensure_fd_limit(max_connections: usize) {
-    let want = max_connections as u64 + FD_RESERVE;
+    // rlim_t is 32 bits on armhf.
+    let want = libc::rlim_t::try_from(max_connections as u64 + FD_RESERVE).unwrap_or(libc::rlim_t::MAX);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
