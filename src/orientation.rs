@@ -1,6 +1,6 @@
 //! How a camera is mounted: `rotate` and `flip`, and the one of the eight ways to lay a picture
 //! down ([`Op`]) they make together. Also moves pixels by an [`Op`] (for pictures farmcam has
-//! decoded or is about to encode); JPEGs are turned losslessly in [`crate::codec`].
+//! decoded or is about to encode); JPEGs are turned losslessly by the codec module.
 
 use crate::frame::Size;
 

@@ -444,12 +444,25 @@ async fn first_frame_gets_longer_than_the_stall_timeout() {
     r.script.frozen.store(true, SeqCst);
     let mut sub = r.camera.subscribe(Viewer);
     let t = Instant::now();
+    // The offline image comes after a second, while the camera is still starting …
     let f = sub.next().await.unwrap();
     assert!(f.placeholder);
     let waited = t.elapsed();
     assert!(
+        waited >= farmcam::pump::PLACEHOLDER_EVERY
+            && waited < farmcam::pump::PLACEHOLDER_EVERY + Duration::from_secs(1),
+        "the offline image after {waited:?}"
+    );
+    assert_eq!(r.camera.status().state, CameraState::Starting);
+    assert_eq!(r.script.closes.load(SeqCst), 0);
+    // … and the upstream is given up only after the first-frame timeout.
+    while r.camera.status().last_error.is_none() {
+        assert!(sub.next().await.unwrap().placeholder);
+    }
+    let waited = t.elapsed();
+    assert!(
         waited >= farmcam::pump::FIRST_FRAME_TIMEOUT
-            && waited < farmcam::pump::FIRST_FRAME_TIMEOUT + Duration::from_secs(1),
+            && waited < farmcam::pump::FIRST_FRAME_TIMEOUT + Duration::from_secs(2),
         "gave up on the first frame after {waited:?}"
     );
     assert_eq!(r.script.closes.load(SeqCst), 1);
