@@ -41,6 +41,11 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    for c in &config.cameras {
+        if let Some(why) = c.source.exposure() {
+            warn!(camera = %c.id, "{why}");
+        }
+    }
     let shutdown = CancellationToken::new();
     let events = Arc::new(EventBus::default());
     let light_tasks = TaskTracker::new();

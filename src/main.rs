@@ -320,6 +320,11 @@ fn main() -> ExitCode {
                 if let Some(v) = ffmpeg {
                     out!("  ffmpeg: {v}");
                 }
+                for cam in &c.cameras {
+                    if let Some(why) = cam.source.exposure() {
+                        out!("  warning: camera {}: {why}", cam.id);
+                    }
+                }
                 for l in &c.lights {
                     let users: Vec<&str> = c
                         .cameras

@@ -476,12 +476,19 @@ async fn bambu_rtsps_is_the_x1_url_through_ffmpeg() {
         c["source"],
         format!("rtsps://***@127.0.0.1:{}/streaming/live/1", server.port)
     );
-    let ff = ffmpeg_children(d.child.id(), "/streaming/live/1");
+    // The access code is on no command line: ffmpeg reads the URL, with the printers' input
+    // options, from a file only farmcam's user can read.
+    let ff = ffmpeg_children(d.child.id(), "p1s-");
     assert_eq!(ff.len(), 1);
     let cmd = cmdline(ff[0]);
+    assert!(!cmd.contains(code) && cmd.contains("-probesize 5000000"), "{cmd}");
+    let script = cmd.split(' ').find(|w| w.ends_with(".ffconcat")).unwrap();
+    let text = std::fs::read_to_string(script).unwrap();
     assert!(
-        cmd.contains("-use_wallclock_as_timestamps 1") && cmd.contains("-probesize 5000000"),
-        "{cmd}"
+        text.contains("/streaming/live/1")
+            && text.contains("option use_wallclock_as_timestamps '1'")
+            && text.contains("option probesize '5000000'"),
+        "{text}"
     );
     assert!(!d.log_text().contains(code));
 }

@@ -59,7 +59,8 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     }
     // One ffmpeg per camera, however many viewers; the HTTP camera saw one connection.
     let rtsp_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsp.port));
-    let rtsps_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsps.port));
+    // The RTSPS camera has a password: its URL is in a private file named after the camera.
+    let rtsps_ff = ffmpeg_children(pid, "/x1c-");
     let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
     assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
     // H.264 is copied to farmcam and decoded by one decoder per camera (full rate: viewers);
@@ -521,4 +522,97 @@ async fn a_silent_camera_shows_the_offline_image_soon_and_snapshots_still_wait()
         "the snapshot waited for a frame (snapshot_timeout), not for the first placeholder"
     );
     held.abort();
+}
+
+/// No local user can read a camera's password on a command line or in an environment: ffmpeg
+/// gets a URL with credentials in a private file (0600 in a 0700 directory), removed with the
+/// child; `farmcam check` warns where that cannot be done (an `ffmpeg:` source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_passwords_are_on_no_command_line() {
+    let rtsp = RtspServer::start(RtspOptions {
+        credentials: Some(("admin".into(), "Rtsp#S3cret/x".into())),
+        ..Default::default()
+    });
+    let http = MjpegServer::start(160, 120).await;
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"cam\"\nsource = \"rtsp://admin:Rtsp%23S3cret%2Fx@127.0.0.1:{}/cam\"\n\
+             ffmpeg_args = [\"-rtsp_flags\", \"prefer_tcp\"]\nidle_grace = \"1s\"\n\
+             [[camera]]\nid = \"k1\"\nsource = \"http://user:Http%23S3cret@127.0.0.1:{}/stream\"\nidle_grace = \"1s\"\n",
+            rtsp.port, http.port
+        ),
+    ));
+    let mut s = open_stream(&d, "cam").await;
+    let mut k = open_stream(&d, "k1").await;
+    live_frame(&mut s).await;
+    live_frame(&mut k).await;
+    let pid = d.child.id();
+    let kids = children(pid);
+    assert!(
+        kids.len() >= 3,
+        "ingest, decoder and the http camera's ffmpeg: {kids:?}"
+    );
+    let mut scripts = Vec::new();
+    for p in kids.iter().copied().chain([pid]) {
+        let cmd = cmdline(p);
+        let env = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        for shown in [&cmd, &*env] {
+            assert!(
+                !shown.contains("S3cret"),
+                "process {p} shows the password: {shown}"
+            );
+        }
+        scripts.extend(
+            cmd.split(' ')
+                .filter(|w| w.ends_with(".ffconcat"))
+                .map(String::from),
+        );
+    }
+    assert_eq!(scripts.len(), 2, "one script per camera with a password");
+    for path in &scripts {
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = std::fs::metadata(std::path::Path::new(path).parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!((file, dir), (0o600, 0o700), "{path}");
+    }
+    // The user's extra input options went along into the script.
+    let cam_script = scripts.iter().find(|p| p.contains("/cam-")).unwrap();
+    assert!(std::fs::read_to_string(cam_script)
+        .unwrap()
+        .contains("option rtsp_flags 'prefer_tcp'"));
+    // Viewers gone, children gone: so are the files.
+    drop((s, k));
+    eventually(Duration::from_secs(20), "scripts removed", || {
+        scripts
+            .iter()
+            .all(|p| !std::path::Path::new(p).exists())
+            .then_some(())
+    })
+    .await;
+
+    // An ffmpeg: source cannot be covered: check says so (without the password).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        "[[camera]]\nid = \"raw\"\nsource = \"ffmpeg:-rtsp_transport tcp -i rtsp://admin:Raw%23S3cret@10.0.0.5/cam\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: camera raw:") && text.contains("every local user can read"),
+        "{text}"
+    );
+    assert!(!text.contains("S3cret"), "{text}");
 }

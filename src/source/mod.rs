@@ -98,6 +98,18 @@ impl SourceSpec {
         }
     }
 
+    /// Why this camera's password would be visible to other local users (on ffmpeg's command
+    /// line), if it would.
+    pub fn exposure(&self) -> Option<&'static str> {
+        match self {
+            SourceSpec::Ffmpeg(o) if o.exposes_secret() => Some(match o.input {
+                FfmpegInput::Raw(_) => "the password in its ffmpeg: arguments stands on ffmpeg's command line, which every local user can read (ps); use an rtsp:// or http:// source, whose credentials farmcam hands to ffmpeg in a private file",
+                _ => "its ffmpeg_args cannot go into the private file that carries the URL (a -f, or a flag without a value), so the URL with its password stands on ffmpeg's command line, which every local user can read (ps)",
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether frames come through an ffmpeg child.
     pub fn uses_ffmpeg(&self) -> bool {
         matches!(self, SourceSpec::Ffmpeg(_))

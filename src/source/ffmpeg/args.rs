@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::FfmpegInput;
+use super::{script, FfmpegInput};
 use crate::frame::Size;
 use crate::h264::Codec;
 
@@ -26,42 +26,115 @@ pub struct Plan<'a> {
     pub ingest: Option<Codec>,
 }
 
+/// What to start: the arguments, and for a URL with credentials the ffconcat script carrying it
+/// (its path goes where [`script::PLACEHOLDER`] stands).
+#[derive(Debug)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    pub script: Option<String>,
+}
+
 impl Plan<'_> {
+    /// The arguments alone (the URL inline even with credentials: for tests and messages).
     pub fn args(&self) -> Vec<String> {
+        self.build(false).args
+    }
+
+    /// The command line to run: a URL with credentials is handed over in a script, so that no
+    /// other user can read them on ffmpeg's command line.
+    pub fn invocation(&self) -> Invocation {
+        self.build(true)
+    }
+
+    fn build(&self, hide: bool) -> Invocation {
         let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
             .map(String::from)
             .to_vec();
         let us = self.io_timeout.as_micros().to_string();
-        let mut push = |words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
+        // Options of the input itself (demuxer and protocol), and of how ffmpeg decodes it.
+        let mut input: Vec<(String, String)> = Vec::new();
+        let mut opt = |k: &str, v: &str| input.push((k.to_string(), v.to_string()));
+        let mut decoding: Vec<&str> = Vec::new();
         match self.input {
             FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_) => {
-                push(&["-rtsp_transport", "tcp"]);
-                if let Some(opt) = self.rtsp_timeout_option {
-                    push(&[opt, &us]);
+                opt("rtsp_transport", "tcp");
+                if let Some(o) = self.rtsp_timeout_option {
+                    opt(o.trim_start_matches('-'), &us);
                 }
                 // Printers (Bambu among them) send frozen or jumping RTP timestamps.
-                push(&["-use_wallclock_as_timestamps", "1"]);
-                push(&["-fflags", "nobuffer", "-flags", "low_delay"]);
+                opt("use_wallclock_as_timestamps", "1");
+                opt("fflags", "nobuffer");
+                decoding.extend(["-flags", "low_delay"]);
                 if matches!(self.input, FfmpegInput::BambuRtsps(_)) {
                     // Bambu streams start slowly (sparse parameter sets): probe longer.
-                    push(&["-probesize", "5000000", "-analyzeduration", "3000000"]);
+                    opt("probesize", "5000000");
+                    opt("analyzeduration", "3000000");
                 } else {
-                    push(&["-probesize", "1000000", "-analyzeduration", "1000000"]);
+                    opt("probesize", "1000000");
+                    opt("analyzeduration", "1000000");
                 }
             }
             FfmpegInput::Http(_) => {
                 // No "-fflags nobuffer" here: it drops the packets read while probing, which
                 // for a short or slow HTTP stream can be all of them.
-                push(&["-timeout", &us, "-flags", "low_delay"]);
+                opt("timeout", &us);
+                decoding.extend(["-flags", "low_delay"]);
             }
             FfmpegInput::Raw(_) => {}
         }
-        a.extend(self.extra_input_args.iter().cloned());
-        match self.input {
-            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => {
-                a.extend(["-i".to_string(), u.clone()])
+        let url = match self.input {
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => Some(u),
+            FfmpegInput::Raw(_) => None,
+        };
+        // The user's extra input options go along into the script when they are all
+        // `-key value` pairs (`-f` picks a demuxer, which a script cannot).
+        let extra_pairs: Option<Vec<(String, String)>> = self
+            .extra_input_args
+            .chunks(2)
+            .map(|c| match c {
+                [k, v] if k.starts_with('-') && k != "-f" && !v.starts_with('-') => {
+                    Some((k[1..].to_string(), v.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let secret = url.is_some_and(|u| !crate::redact::secrets_of(u).is_empty());
+        let mut script = None;
+        match (url, extra_pairs) {
+            (Some(u), Some(extra)) if hide && secret => {
+                let probe: Vec<String> = input
+                    .iter()
+                    .filter(|(k, _)| k == "probesize" || k == "analyzeduration")
+                    .flat_map(|(k, v)| [format!("-{k}"), v.clone()])
+                    .collect();
+                input.extend(extra);
+                script = Some(script::text(u, &input));
+                a.extend(
+                    [
+                        "-f",
+                        "concat",
+                        "-safe",
+                        "0",
+                        "-protocol_whitelist",
+                        script::PROTOCOLS,
+                    ]
+                    .map(String::from),
+                );
+                a.extend(probe);
+                a.extend(decoding.iter().map(|w| w.to_string()));
+                a.extend(["-i".to_string(), script::PLACEHOLDER.to_string()]);
             }
-            FfmpegInput::Raw(words) => a.extend(words.iter().cloned()),
+            _ => {
+                for (k, v) in &input {
+                    a.extend([format!("-{k}"), v.clone()]);
+                }
+                a.extend(decoding.iter().map(|w| w.to_string()));
+                a.extend(self.extra_input_args.iter().cloned());
+                match self.input {
+                    FfmpegInput::Raw(words) => a.extend(words.iter().cloned()),
+                    _ => a.extend(["-i".to_string(), url.cloned().unwrap_or_default()]),
+                }
+            }
         }
         a.extend(["-map", "0:v:0", "-an", "-sn", "-dn"].map(String::from));
         if let Some(codec) = self.ingest {
@@ -79,7 +152,7 @@ impl Plan<'_> {
                 ]
                 .map(String::from),
             );
-            return a;
+            return Invocation { args: a, script };
         }
         if self.copy {
             a.extend(["-c:v", "copy"].map(String::from));
@@ -88,7 +161,7 @@ impl Plan<'_> {
             a.extend(jpeg_output(self.size, self.zscale, self.quality, rate, "-q:v"));
         }
         a.extend(["-f", "mjpeg", "-flush_packets", "1", "pipe:1"].map(String::from));
-        a
+        Invocation { args: a, script }
     }
 }
 

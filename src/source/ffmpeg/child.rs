@@ -14,6 +14,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::args::Invocation;
+use super::script;
 use super::stderr::StderrReader;
 use crate::log_limit::LogLimit;
 
@@ -85,6 +87,8 @@ pub struct Ffmpeg {
     closing: Arc<AtomicBool>,
     camera: String,
     what: &'static str,
+    /// The input script, removed when this child is dropped.
+    _script: Option<script::Script>,
 }
 
 /// Start `program args` with stdout piped (and stdin, if `stdin`). `expect`: the input codec
@@ -92,12 +96,21 @@ pub struct Ffmpeg {
 /// names the child in messages ("ffmpeg", "decoder").
 pub fn spawn(
     program: &Path,
-    args: &[String],
+    run: &Invocation,
     chatter: &Chatter,
     stdin: bool,
     expect: Option<u8>,
     what: &'static str,
 ) -> Result<Ffmpeg, String> {
+    // A URL with credentials is handed over in a file only farmcam's user can read.
+    let script = match &run.script {
+        Some(text) => Some(script::write(&chatter.camera, text)?),
+        None => None,
+    };
+    let args = run.args.iter().map(|a| match &script {
+        Some(s) if a == script::PLACEHOLDER => s.path.display().to_string(),
+        _ => a.clone(),
+    });
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -137,6 +150,7 @@ pub fn spawn(
         closing,
         camera: chatter.camera.clone(),
         what,
+        _script: script,
     })
 }
 

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::args::Invocation;
 use super::child::{self, Chatter, Ffmpeg};
 use super::mjpeg::READ_CHUNK;
 use crate::jpeg::{Split, Splitter};
@@ -35,7 +36,12 @@ impl Decoder {
         chatter: &Chatter,
         max_frame: usize,
     ) -> Result<Decoder, String> {
-        let mut ff = child::spawn(program, args, chatter, true, None, "decoder")?;
+        // The decoder reads farmcam's pipe: no URL, no script.
+        let run = Invocation {
+            args: args.to_vec(),
+            script: None,
+        };
+        let mut ff = child::spawn(program, &run, chatter, true, None, "decoder")?;
         let mut stdin = ff.stdin.take().expect("piped stdin");
         let mut stdout = ff.stdout.take().expect("piped stdout");
         let (feed, mut units) = mpsc::channel::<Bytes>(FEED_QUEUE);

@@ -18,6 +18,7 @@ mod ingest;
 mod input;
 mod mjpeg;
 mod probe;
+mod script;
 mod stderr;
 
 use std::path::PathBuf;
@@ -69,6 +70,32 @@ impl FfmpegOptions {
             quality: None,
             decoder: None,
         }
+    }
+
+    /// Whether a password of this camera would stand on ffmpeg's command line, which every local
+    /// user can read: `ffmpeg:` sources, and extra arguments that cannot go into the input script
+    /// with the URL (a `-f`, a flag without a value).
+    pub fn exposes_secret(&self) -> bool {
+        let secrets = self.input.secrets();
+        if secrets.is_empty() {
+            return false;
+        }
+        let run = Plan {
+            input: &self.input,
+            size: None,
+            fps: None,
+            quality: DEFAULT_QUALITY,
+            extra_input_args: &self.args,
+            io_timeout: Duration::from_secs(15),
+            rtsp_timeout_option: Some("-timeout"),
+            zscale: false,
+            copy: true,
+            ingest: None,
+        }
+        .invocation();
+        run.args
+            .iter()
+            .any(|a| secrets.iter().any(|s| a.contains(s.as_str())))
     }
 }
 
@@ -171,7 +198,7 @@ impl Source for FfmpegSource {
                 }),
             ),
         };
-        let args = Plan {
+        let run = Plan {
             input: &self.input,
             size: self.size,
             fps: self.fps,
@@ -183,9 +210,9 @@ impl Source for FfmpegSource {
             copy,
             ingest,
         }
-        .args();
-        debug!(camera = %self.camera, "starting {} {}", self.program.display(), redact::scrub(&args.join(" "), &self.chatter.secrets));
-        let ff = child::spawn(&self.program, &args, &self.chatter, false, expect, "ffmpeg")
+        .invocation();
+        debug!(camera = %self.camera, "starting {} {}", self.program.display(), redact::scrub(&run.args.join(" "), &self.chatter.secrets));
+        let ff = child::spawn(&self.program, &run, &self.chatter, false, expect, "ffmpeg")
             .map_err(SourceError::Open)?;
         Ok(match route {
             Route::Mjpeg { copy } => {
