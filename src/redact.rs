@@ -48,6 +48,17 @@ fn userinfo_at(token: &str) -> Option<usize> {
     userinfo.then_some(at)
 }
 
+/// The `host[:port]` of what follows a URL's `scheme://`: after the user info (which may contain
+/// `/`, `?`, `#` and `@`), up to the path, query or fragment.
+pub fn host_port(after_scheme: &str) -> &str {
+    let token = &after_scheme[..token_end(after_scheme)];
+    let rest = match userinfo_at(token) {
+        Some(at) => &token[at + 1..],
+        None => token,
+    };
+    &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]
+}
+
 /// The password of a URL's `user:password@` part (and its percent-decoded form), so that text a
 /// tool prints about the URL in other shapes can be scrubbed too. Short values are not returned:
 /// replacing every "1" in a log line would hide nothing and garble everything.

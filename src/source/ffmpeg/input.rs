@@ -46,8 +46,7 @@ impl FfmpegInput {
         } else {
             return None;
         };
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let host = &authority[authority.rfind('@').map_or(0, |i| i + 1)..];
+        let host = redact::host_port(rest);
         if host.is_empty() || host.starts_with(':') || s.chars().any(char::is_whitespace) {
             return Some(Err(format!(
                 "{:?} has no host or contains spaces; write e.g. \"rtsp://192.168.1.20:554/stream1\" \
@@ -114,6 +113,17 @@ mod tests {
         assert!(FfmpegInput::parse("test:").is_none());
         assert!(FfmpegInput::parse("rtsp:///x").unwrap().is_err());
         assert!(FfmpegInput::parse("rtsp://u:p@:554/x").unwrap().is_err());
+        // A password with '#', '/' or '?' does not hide a missing host.
+        for url in ["rtsp://admin:Reload#S3cret@", "rtsp://admin:a/b?c@/cam"] {
+            let e = FfmpegInput::parse(url).unwrap().unwrap_err();
+            assert!(
+                e.contains("no host") && !e.contains("S3cret") && !e.contains("a/b"),
+                "{e}"
+            );
+        }
+        assert!(FfmpegInput::parse("rtsp://admin:a#b@host:554/cam")
+            .unwrap()
+            .is_ok());
         let raw = FfmpegInput::parse("ffmpeg:-f lavfi -i 'testsrc2=size=320x240'")
             .unwrap()
             .unwrap();
