@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mqtt::{Mosquitto, Msg, Sub};
-use common::{config, decode_jpeg, Daemon};
+use common::{config, decode_jpeg, get, Daemon};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -71,6 +71,19 @@ async fn two_gateways_bridged_into_one_broker() {
         sub.wait_for(WAIT, "state", is(format!("farmcam/{node}/{cam}/state")))
             .await;
     }
+    // Status and metrics name the gateway, for a central Prometheus scraping them all.
+    for (d, node) in [(&a, "gwa"), (&b, "gwb")] {
+        let cams = d.cameras_json().await;
+        assert!(
+            cams.as_array().unwrap().iter().all(|c| c["node_id"] == node),
+            "{cams}"
+        );
+        let metrics = String::from_utf8(get(d.main, "/metrics").await.body).unwrap();
+        assert!(
+            metrics.contains(&format!("farmcam_gateway_info{{node_id=\"{node}\"")),
+            "{metrics}"
+        );
+    }
     let snap = sub
         .wait_for(
             WAIT,
@@ -94,9 +107,9 @@ async fn two_gateways_bridged_into_one_broker() {
 
     // Gateway B dies: only its entities become unavailable (its broker sends its last will
     // over the bridge); gateway A's keep coming.
+    let died = Instant::now();
     b.signal(libc::SIGKILL);
     let _ = b.wait_exit(WAIT);
-    let died = Instant::now();
     sub.wait_for(WAIT, "gateway B offline", |m| {
         m.topic == "farmcam/gwb/status" && m.text() == "offline" && m.at > died
     })

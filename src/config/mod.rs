@@ -53,6 +53,9 @@ pub struct Config {
     pub defaults: Defaults,
     /// How many of `cameras` were not in the file but found (V4L2 devices, see `auto_v4l2`).
     pub cameras_found: usize,
+    /// This gateway's name (`[mqtt] node_id`, else the host name): in MQTT topics, Moonraker
+    /// entries, `/api/cameras` and `/metrics`, so a farm of several controllers tells them apart.
+    pub node_id: String,
 }
 
 impl Config {
@@ -208,6 +211,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .map(|m| m.node_id.clone())
         .unwrap_or_else(mqtt::default_node_id);
     let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url, &gateway);
+    let node_id = gateway;
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -219,6 +223,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         moonrakers,
         defaults,
         cameras_found: 0,
+        node_id,
     })
 }
 

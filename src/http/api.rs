@@ -47,9 +47,11 @@ pub fn method_not_allowed() -> Response<Body> {
 }
 
 #[derive(Serialize)]
-struct Entry {
+struct Entry<'a> {
     #[serde(flatten)]
     status: CameraStatus,
+    /// The gateway serving the camera (`[mqtt] node_id`, else the host name).
+    node_id: &'a str,
     stream_url: String,
     snapshot_url: String,
     /// The camera's dedicated port, if configured (mjpg-streamer style URLs).
@@ -120,6 +122,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 .get(c.id())
                 .map(|port| format!("http://{host}:{port}"));
             Entry {
+                node_id: &ctx.node_id,
                 stream_url: format!("{base}/cameras/{}/stream", c.id()),
                 snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),

@@ -25,6 +25,20 @@ pub fn render(ctx: &Ctx) -> String {
             let _ = writeln!(out, "farmcam_{name}{labels} {v}");
         }
     }
+    family(
+        &mut out,
+        "gateway_info",
+        "gauge",
+        "1, naming this gateway (node_id: [mqtt] node_id, else the host name) for a farm's central Prometheus.",
+        vec![(
+            format!(
+                "{{node_id=\"{}\",version=\"{}\"}}",
+                label(&ctx.node_id),
+                env!("CARGO_PKG_VERSION")
+            ),
+            1.0,
+        )],
+    );
     let states = [
         CameraState::Idle,
         CameraState::Starting,

@@ -128,6 +128,8 @@ pub struct Ctx {
     pub default_camera: Option<String>,
     /// `[http] public_url`.
     pub public_url: Option<String>,
+    /// This gateway's name (`[mqtt] node_id`, else the host name).
+    pub node_id: String,
     /// Camera id → the port its dedicated listener is bound to.
     pub dedicated_ports: std::collections::HashMap<String, u16>,
     pub shutdown: CancellationToken,
@@ -163,6 +165,7 @@ impl Server {
             wall_refresh: config.http.wall_refresh,
             default_camera: config.http.default_camera.clone(),
             public_url: config.http.public_url.clone(),
+            node_id: config.node_id.clone(),
             dedicated_ports: listeners
                 .iter()
                 .filter_map(|l| match &l.scope {
