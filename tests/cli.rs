@@ -44,6 +44,8 @@ fn bad_configs_exit_78_naming_the_key() {
         ("[[camera]\nid = 1\n", ":1:", "invalid"),
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nrotate = 45\n", ":4:10: camera[0].rotate:", "0, 90, 180 or 270"),
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nflip = \"both\"\n", ":4:8: camera[0].flip:", "\"horizontal\""),
+        ("[[wall.gateway]]\nname = \"b\"\nurl = \"https://b.local\"\n", ":3:7: wall.gateway[0].url:", "http://HOST:PORT"),
+        ("[[wall.gateway]]\nname = \"Shelf B\"\nurl = \"http://b.local:8080\"\n", ":2:8: wall.gateway[0].name:", "not a valid name"),
     ];
     for (i, (text, position, words)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));

@@ -173,3 +173,65 @@ async fn the_wall_in_a_real_browser() {
         d.wait_for(&format!("p{i}"), WAIT, |c| c["state"] == "idle").await;
     }
 }
+
+/// One wall for the farm: gateway A lists gateway B (`[[wall.gateway]]`) and its wall shows B's
+/// cameras next to its own, relayed through A (B's token stays in A's configuration). B going
+/// down turns its tiles unreachable while A's keep refreshing; B coming back brings them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wall_for_two_gateways() {
+    const TOKEN: &str = "b-gateway-token-0123456789";
+    let pb = common::proc::free_port();
+    let b_config = format!(
+        "[http]\nlisten = \"127.0.0.1:{pb}\"\n[http.auth]\ntokens = [\"{TOKEN}\"]\n\
+         [[camera]]\nid = \"b1\"\nname = \"Shelf B printer\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\n"
+    );
+    let b = Daemon::start(&b_config);
+    let a = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"a1\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\n\
+             [[wall.gateway]]\nname = \"shelf-b\"\nurl = \"http://127.0.0.1:{pb}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    ));
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&format!("http://{}/", a.main)).await;
+    browser
+        .wait_for(WAIT, "tiles of both gateways with images", TILES, |v| {
+            let a = v.as_array().unwrap();
+            a.len() == 2
+                && a.iter()
+                    .all(|t| t["width"].as_u64() > Some(0) && t["badge"] == "live")
+        })
+        .await;
+    let groups = browser
+        .eval("return [...document.querySelectorAll('.group')].map(g => g.textContent);")
+        .await;
+    assert_eq!(groups, serde_json::json!(["this gateway", "shelf-b"]));
+    let html = browser.eval("return document.documentElement.outerHTML;").await;
+    assert!(!html.to_string().contains(TOKEN), "B's token is not in A's page");
+    let listed = String::from_utf8(common::get(a.main, "/api/gateways").await.body).unwrap();
+    assert!(listed.contains("shelf-b") && !listed.contains(TOKEN), "{listed}");
+
+    // B goes down: its tile says so; A's keeps refreshing.
+    drop(b);
+    browser
+        .wait_for(WAIT, "B's tile unreachable", TILES, |v| {
+            tile(v, "shelf-b/b1")["badge"] == "unreachable"
+        })
+        .await;
+    let src = "return document.querySelector('article[data-camera=a1] img').src;";
+    let before = browser.eval(src).await;
+    browser
+        .wait_for(WAIT, "A's tile still refreshing", src, |v| *v != before)
+        .await;
+    assert_eq!(tile(&browser.eval(TILES).await, "a1")["badge"], "live");
+
+    // B comes back on its address: its tile is live again.
+    let _b = Daemon::start(&b_config);
+    browser
+        .wait_for(WAIT, "B's tile back", TILES, |v| {
+            tile(v, "shelf-b/b1")["badge"] == "live"
+        })
+        .await;
+    browser.quit().await;
+}

@@ -20,6 +20,7 @@ mod moonraker;
 mod mqtt;
 mod v4l2;
 mod values;
+mod wall;
 
 pub use auth::{Area, AuthConfig};
 pub use camera::{CameraConfig, DEFAULT_MAX_FRAME_SIZE};
@@ -32,6 +33,7 @@ pub use light::{parse_hex, LightConfig, Protocol};
 pub use moonraker::MoonrakerConfig;
 pub use mqtt::{MqttConfig, Secret};
 pub use values::{parse_duration, parse_size, valid_id};
+pub use wall::WallGateway;
 
 use crate::source::v4l2::list::Servable;
 
@@ -56,6 +58,8 @@ pub struct Config {
     /// This gateway's name (`[mqtt] node_id`, else the host name): in MQTT topics, Moonraker
     /// entries, `/api/cameras` and `/metrics`, so a farm of several controllers tells them apart.
     pub node_id: String,
+    /// `[[wall.gateway]]`: other gateways whose cameras the wall shows.
+    pub wall_gateways: Vec<WallGateway>,
 }
 
 impl Config {
@@ -124,6 +128,8 @@ struct RawConfig {
     camera: Vec<camera::RawCamera>,
     #[serde(default)]
     moonraker: Vec<moonraker::RawMoonraker>,
+    #[serde(default)]
+    wall: wall::RawWall,
 }
 
 /// Read and validate a configuration file; with no camera in it, serve the V4L2 devices found
@@ -212,6 +218,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .unwrap_or_else(mqtt::default_node_id);
     let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url, &gateway);
     let node_id = gateway;
+    let wall_gateways = v.wall(&raw.wall);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -224,6 +231,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         defaults,
         cameras_found: 0,
         node_id,
+        wall_gateways,
     })
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod events;
 mod metrics;
 mod mjpeg;
+mod relay;
 mod wall;
 
 use std::collections::HashMap;
@@ -130,6 +131,8 @@ pub struct Ctx {
     pub public_url: Option<String>,
     /// This gateway's name (`[mqtt] node_id`, else the host name).
     pub node_id: String,
+    /// `[[wall.gateway]]`: other gateways relayed under `/gateways/NAME/`.
+    pub gateways: Vec<crate::config::WallGateway>,
     /// Camera id → the port its dedicated listener is bound to.
     pub dedicated_ports: std::collections::HashMap<String, u16>,
     pub shutdown: CancellationToken,
@@ -166,6 +169,7 @@ impl Server {
             default_camera: config.http.default_camera.clone(),
             public_url: config.http.public_url.clone(),
             node_id: config.node_id.clone(),
+            gateways: config.wall_gateways.clone(),
             dedicated_ports: listeners
                 .iter()
                 .filter_map(|l| match &l.scope {
@@ -449,6 +453,9 @@ fn area(scope: &Scope, path: &str, q: &[(&str, &str)]) -> Area {
         None if param(q, "action").is_some() => Area::Streams,
         None => Area::Wall,
         Some("stream" | "snapshot" | "cameras") => Area::Streams,
+        Some("gateways") if path.split('/').filter(|s| !s.is_empty()).nth(2) == Some("cameras") => {
+            Area::Streams
+        }
         Some("metrics") => Area::Metrics,
         Some(_) => Area::Api,
     }
@@ -472,6 +479,43 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
             [what @ ("stream" | "snapshot")] => default_camera(ctx, &[what], &q, peer, head).await,
             [] => wall::page(ctx.wall_refresh),
             ["api", "cameras"] => api::cameras(ctx, &req),
+            ["api", "gateways"] => api::json(
+                StatusCode::OK,
+                &ctx.gateways
+                    .iter()
+                    .map(|g| serde_json::json!({ "name": g.name }))
+                    .collect::<Vec<_>>(),
+            ),
+            ["gateways", name, rest @ ..] => match ctx.gateways.iter().find(|g| g.name == *name) {
+                None => api::error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no gateway {name:?}; GET /api/gateways lists them"),
+                ),
+                Some(gw) => {
+                    // This gateway's own ?token= is not passed on (the other one gets its own).
+                    let query: Vec<String> = q
+                        .iter()
+                        .filter(|(k, _)| *k != "token")
+                        .map(|(k, v)| {
+                            if v.is_empty() {
+                                k.to_string()
+                            } else {
+                                format!("{k}={v}")
+                            }
+                        })
+                        .collect();
+                    let trailing = if path.ends_with('/') && !rest.is_empty() {
+                        "/"
+                    } else {
+                        ""
+                    };
+                    let mut target = format!("/{}{trailing}", rest.join("/"));
+                    if !query.is_empty() {
+                        target = format!("{target}?{}", query.join("&"));
+                    }
+                    relay::forward(gw, &target, head).await
+                }
+            },
             ["metrics"] => metrics::metrics(ctx),
             ["api", "events"] => events::sse(ctx, &req, &q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {

@@ -1,0 +1,97 @@
+//! `/gateways/NAME/…`: another farmcam gateway's API, snapshots, streams and events, relayed for
+//! this gateway's wall (`[[wall.gateway]]`).
+//!
+//! Relayed rather than fetched by the browser from each gateway (CORS): a gateway's token stays in
+//! this gateway's configuration and never reaches the page, the page keeps talking to one origin
+//! (within the browser's six connections per host), and a gateway that is down answers here, at
+//! once or within a bounded time, as `502` naming it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{api, Body};
+use crate::config::WallGateway;
+
+/// Connecting to a gateway (refused at once when it is down; this bounds a vanished host).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Until the gateway's answer starts (a hung gateway).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gateway's answer's headers passed on.
+const PASSED: [&str; 7] = [
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "x-timestamp",
+    "x-sequence",
+    "x-event-id",
+    "x-accel-buffering",
+];
+
+/// Relay `GET`/`HEAD` of `path_and_query` (starting with `/`) to `gw`.
+pub async fn forward(gw: &WallGateway, path_and_query: &str, head: bool) -> Response<Body> {
+    let unreachable = |why: String| {
+        api::error(
+            StatusCode::BAD_GATEWAY,
+            &format!("gateway {} ({}) is unreachable: {why}", gw.name, gw.url),
+        )
+    };
+    let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect((gw.host.as_str(), gw.port))).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return unreachable(e.to_string()),
+        Err(_) => return unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    // Drives the connection while the answer (a stream, events) is being relayed; it ends when
+    // the browser goes away (the body is dropped) or the gateway closes.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(if head { Method::HEAD } else { Method::GET })
+        .uri(path_and_query)
+        .header(HOST, format!("{}:{}", gw.host, gw.port));
+    if let Some(t) = &gw.token {
+        req = req.header(AUTHORIZATION, format!("Bearer {}", t.0));
+    }
+    let Ok(req) = req.body(Empty::<Bytes>::new()) else {
+        return api::error(StatusCode::BAD_REQUEST, "not a path farmcam can relay");
+    };
+    let resp = match timeout(ANSWER_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return unreachable(e.to_string()),
+        Err(_) => return unreachable(format!("no answer within {ANSWER_TIMEOUT:?}")),
+    };
+    let (parts, body) = resp.into_parts();
+    // A failure mid-body ends the relayed body (the browser sees the stream end).
+    let frames = BodyStream::new(body)
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .map(|r| Ok::<Frame<Bytes>, std::convert::Infallible>(r.expect("only Ok passes")));
+    let mut out = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    *out.status_mut() = parts.status;
+    for name in PASSED {
+        if let Some(v) = parts.headers.get(name) {
+            out.headers_mut().insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    // No further requests on this connection; the answer's body keeps it going.
+    drop(sender);
+    out.headers_mut().insert(
+        "x-farmcam-gateway",
+        HeaderValue::from_str(&gw.name).unwrap_or(HeaderValue::from_static("?")),
+    );
+    out
+}
