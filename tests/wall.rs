@@ -212,6 +212,20 @@ async fn one_wall_for_two_gateways() {
     let listed = String::from_utf8(common::get(a.main, "/api/gateways").await.body).unwrap();
     assert!(listed.contains("shelf-b") && !listed.contains(TOKEN), "{listed}");
 
+    // B's camera opens live, relayed through A.
+    browser.click("article[data-camera='shelf-b/b1']").await;
+    let live = browser
+        .wait_for(
+            WAIT,
+            "B's camera live through A",
+            "const i = document.querySelector('#live-img');
+             return { src: i.getAttribute('src'), width: i.naturalWidth };",
+            |v| v["width"].as_u64() > Some(0),
+        )
+        .await;
+    assert_eq!(live["src"], "gateways/shelf-b/cameras/b1/stream", "{live}");
+    browser.click("#live-close").await;
+
     // B goes down: its tile says so; A's keeps refreshing.
     drop(b);
     browser
