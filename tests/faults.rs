@@ -16,7 +16,10 @@ use common::mjpeg_server::MjpegServer;
 use common::mqtt::{Mosquitto, Sub};
 use common::proc::{children, cmdline, ffmpeg_children, proc_state};
 use common::rtsp::{RtspOptions, RtspServer};
-use common::{config, eventually, get, live_frame, open_stream, placeholder_frame, request, Daemon, Stream};
+use common::{
+    config, eventually, eventually_async, get, live_frame, open_stream, placeholder_frame, request, Daemon,
+    Stream,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -247,6 +250,8 @@ async fn slowloris_from_one_address_while_another_connects() {
         let stop = stop.clone();
         async move {
             let mut held: Vec<TcpStream> = Vec::new();
+            // A byte per socket every 200 ms: the attack's own pace, not a wait.
+            let mut trickle = tokio::time::interval(Duration::from_millis(200));
             let (mut refused, mut opened) = (0u64, 0u64);
             while !stop.is_cancelled() {
                 // Top up to 650 sockets, each sending a header line now and then, never the end.
@@ -274,7 +279,7 @@ async fn slowloris_from_one_address_while_another_connects() {
                     }
                 }
                 held = alive;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                trickle.tick().await;
             }
             (opened, refused)
         }
@@ -475,18 +480,15 @@ async fn broken_configs_and_reloads() {
     )
     .unwrap();
     d.signal(libc::SIGHUP);
-    let deadline = Instant::now() + WAIT;
-    while !d
-        .cameras_json()
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["id"] == "two")
-    {
-        assert!(Instant::now() < deadline, "the good configuration applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(WAIT, "the good configuration applied", || async {
+        let list = d.cameras_json().await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "two")
+            .then_some(())
+    })
+    .await;
     live_frame(&mut s).await;
     assert_eq!(get(d.main, "/cameras/two/snapshot").await.status, 200);
     assert_eq!(proc_state(pid).map(|s| s != 'Z'), Some(true));

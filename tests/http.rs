@@ -468,9 +468,12 @@ async fn snapshots_are_fresh_when_frames_are_made_on_demand() {
         "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"320x240\"\nidle_grace = \"30s\"\n",
     ));
     let mut seqs = std::collections::HashSet::new();
+    // A glance every half second (the pace of the test, not a wait for a condition).
+    let mut glances = tokio::time::interval(Duration::from_millis(500));
     // Glances half a second apart (a wall tile refreshes every second): the camera stays open,
     // making frames only when asked.
     for _ in 0..10 {
+        glances.tick().await;
         let asked = unix_now();
         let r = get(d.main, "/cameras/cam/snapshot").await;
         assert_eq!(r.status, 200);
@@ -481,7 +484,6 @@ async fn snapshots_are_fresh_when_frames_are_made_on_demand() {
             asked - captured
         );
         seqs.insert(r.header("x-sequence").unwrap().to_string());
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(seqs.len() >= 3, "new frames for the glances: {seqs:?}");
 }
@@ -496,15 +498,12 @@ async fn connection_cap_answers_503() {
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = get(d.main, "/api/cameras").await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a slot frees when a viewer leaves");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        Duration::from_secs(5),
+        "a slot frees when a viewer leaves",
+        || async { (get(d.main, "/api/cameras").await.status == 200).then_some(()) },
+    )
+    .await;
 }
 
 /// One client address cannot take every slot: beyond `max_connections_per_client` it gets a 503
@@ -554,22 +553,23 @@ async fn one_client_cannot_take_every_connection() {
     assert_eq!(other.status, 200);
     // A viewer leaves: its address gets a slot again.
     held.pop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = Stream::on(
-            from("127.0.0.1").await,
-            "GET /api/cameras HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot comes back when a viewer leaves"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        Duration::from_secs(10),
+        "the slot comes back when a viewer leaves",
+        || async {
+            let s = from("127.0.0.1").await;
+            let r = Stream::on(
+                s,
+                "GET /api/cameras HTTP/1.1
+Host: x
+
+",
+            )
+            .await;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A service starts with 1024 open files at most (soft limit): farmcam raises its own limit so

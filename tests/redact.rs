@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::mqtt::{Mosquitto, Sub};
 use common::proc::free_port;
 use common::Daemon;
-use common::{config, get, request, BIN};
+use common::{config, eventually_async, get, request, BIN};
 use farmcam::redact;
 use farmcam::source::SourceSpec;
 use proptest::prelude::*;
@@ -106,8 +106,7 @@ async fn no_output_surface_shows_a_secret() {
         let r = get(d.main, &format!("/cameras/{id}/snapshot")).await;
         assert!(r.status == 503 || r.status == 404, "{id}: {}", r.status);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_async(Duration::from_secs(60), "every camera failed once", || async {
         let list = d.cameras_json().await;
         let failing = list
             .as_array()
@@ -115,15 +114,9 @@ async fn no_output_surface_shows_a_secret() {
             .iter()
             .filter(|c| !c["last_error"].is_null())
             .count();
-        if failing == ids.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "every camera failed once: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (failing == ids.len()).then_some(())
+    })
+    .await;
     let mut shown = vec![d.log_text()];
     for path in [
         "/api/cameras",

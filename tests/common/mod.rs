@@ -23,16 +23,47 @@ use tokio::net::TcpStream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_farmcam");
 
+/// How often a waiting test looks at its condition again.
+const POLL: Duration = Duration::from_millis(50);
+
 /// Poll until `f` returns Some, at most `limit`: how every test waits for a condition.
 pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    eventually_async(limit, what, || std::future::ready(f())).await
+}
+
+/// [`eventually`] for a condition that has to await (a request, a query of the daemon).
+pub async fn eventually_async<T, Fut>(limit: Duration, what: &str, mut f: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(v) = f() {
+        if let Some(v) = f().await {
             return v;
         }
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Poll until `f` returns Some, at most `limit`, blocking (set-up outside async code); `None`
+/// when the time is up.
+pub fn poll_blocking<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`eventually`], blocking: for peers started outside async code.
+pub fn eventually_blocking<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_blocking(limit, f).unwrap_or_else(|| panic!("not within {limit:?}: {what}"))
 }
 
 /// The farmcam binary the daemon tests run: `FARMCAM_BIN` if set (the V4L2 tests in the emulated
@@ -279,7 +310,7 @@ impl Daemon {
                 Instant::now() < deadline,
                 "condition not reached within {limit:?}: {c}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 }

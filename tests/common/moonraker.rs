@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::proc::{free_port, terminate};
 
@@ -49,23 +49,17 @@ impl Moonraker {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+        super::eventually_blocking(
+            Duration::from_secs(60),
+            "Moonraker answering /access/info",
+            || {
                 use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
                 let _ = s.write_all(b"GET /access/info HTTP/1.0\r\nHost: x\r\n\r\n");
                 let mut head = [0u8; 12];
-                if s.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Moonraker did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                (s.read_exact(&mut head).is_ok() && head.ends_with(b"200")).then_some(())
+            },
+        );
     }
 
     pub fn url(&self) -> String {

@@ -56,11 +56,9 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto runs (packaging/dev.sh deps installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::eventually_blocking(Duration::from_secs(10), "mosquitto listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
     }
 
     pub fn pid(&self) -> u32 {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::proc::{free_port, terminate};
 
@@ -64,11 +64,9 @@ http {{
             .stderr(Stdio::inherit())
             .spawn()
             .expect("nginx runs (packaging/dev.sh deps installs nginx-light)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::eventually_blocking(Duration::from_secs(20), "nginx listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
         Nginx {
             child,
             port,

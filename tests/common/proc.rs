@@ -58,10 +58,9 @@ pub fn free_port() -> u16 {
 /// Ask a child to stop with `signal`, wait (at most 5 s), then kill it; always reaped.
 pub fn terminate(child: &mut std::process::Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    super::poll_blocking(std::time::Duration::from_secs(5), || {
+        child.try_wait().ok().flatten()
+    });
     let _ = child.kill();
     let _ = child.wait();
 }
