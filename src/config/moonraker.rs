@@ -6,6 +6,7 @@ use toml::Spanned;
 
 use super::diag::Validator;
 use super::mqtt::Secret;
+use super::values::parse_http_base;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoonrakerConfig {
@@ -46,21 +47,13 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, m) in raw.iter().enumerate() {
             let at = |k: &str| format!("moonraker[{i}].{k}");
-            let url = m.url.get_ref().trim().trim_end_matches('/');
-            let parsed = url.strip_prefix("http://").and_then(|rest| {
-                let (host, port) = match rest.rsplit_once(':') {
-                    Some((h, p)) => (h, p.parse::<u16>().ok()?),
-                    None => (rest, 7125),
-                };
-                (!host.is_empty() && !host.contains(['/', '@', '?', '#'])).then(|| (host.to_string(), port))
-            });
-            let Some((host, port)) = parsed else {
+            let Some((_, host, port)) = parse_http_base(m.url.get_ref(), 7125) else {
                 self.problem(
                     Some(m.url.span()),
                     &at("url"),
                     &format!(
                         "{:?}: write Moonraker's address, e.g. \"http://printer.local:7125\"",
-                        crate::redact::url(url)
+                        crate::redact::url(m.url.get_ref().trim())
                     ),
                 );
                 continue;

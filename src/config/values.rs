@@ -20,6 +20,19 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// Human durations: "250ms", "5s", "2m", "1h 30m". Zero is allowed (e.g. no idle grace).
+/// `http://HOST[:PORT]` (a trailing slash allowed, nothing else after the authority) → the URL
+/// without the slash, the host and the port (`default_port` when not given).
+pub fn parse_http_base(url: &str, default_port: u16) -> Option<(String, String, u16)> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("http://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (rest, default_port),
+    };
+    (!host.is_empty() && !host.contains(['/', '@', '?', '#']))
+        .then(|| (url.to_string(), host.to_string(), port))
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"250ms\", \"5s\" or \"2m\""))

@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::diag::Validator;
 use super::mqtt::Secret;
-use super::values::valid_id;
+use super::values::{parse_http_base, valid_id};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WallGateway {
@@ -54,15 +54,7 @@ impl Validator<'_> {
                     &format!("{name:?} is used by another gateway"),
                 );
             }
-            let url = g.url.get_ref().trim().trim_end_matches('/');
-            let parsed = url.strip_prefix("http://").and_then(|rest| {
-                let (host, port) = match rest.rsplit_once(':') {
-                    Some((h, p)) => (h, p.parse::<u16>().ok()?),
-                    None => (rest, 80),
-                };
-                (!host.is_empty() && !host.contains(['/', '@', '?', '#'])).then(|| (host.to_string(), port))
-            });
-            let Some((host, port)) = parsed else {
+            let Some((url, host, port)) = parse_http_base(g.url.get_ref(), 80) else {
                 self.problem(
                     Some(g.url.span()),
                     &at("url"),
@@ -73,7 +65,7 @@ impl Validator<'_> {
             let token = g.token.as_ref().map(|t| Secret(t.get_ref().clone()));
             out.push(WallGateway {
                 name,
-                url: url.to_string(),
+                url,
                 host,
                 port,
                 token,
