@@ -198,12 +198,11 @@ impl Camera {
     /// `snapshot_timeout`; a camera that was idle is started for it).
     pub async fn snapshot(&self, max_age: Option<Duration>) -> Result<Frame, SnapshotError> {
         let asked = std::time::SystemTime::now();
-        let fresh = |f: &Frame| match max_age {
-            None => true,
-            Some(max) => asked
-                .checked_sub(max)
-                .map_or(true, |oldest| f.captured_at >= oldest),
-        };
+        // Measured from the request; without `max_age`, a glance gets a frame at most
+        // SNAPSHOT_FRESH old (a camera making frames on demand may hold an older one: the
+        // snapshot's demand then asks for the next one at once).
+        let oldest = asked.checked_sub(max_age.unwrap_or(SNAPSHOT_FRESH));
+        let fresh = |f: &Frame| oldest.map_or(true, |oldest| f.captured_at >= oldest);
         if max_age.is_some() {
             if let Some(f) = self.shared.last_good.lock().unwrap().clone() {
                 if fresh(&f) {
@@ -227,9 +226,6 @@ impl Camera {
                         })
                     }
                     Some(f) if !fresh(&f) => continue,
-                    // Too old for a glance (the camera makes frames on demand): the snapshot's
-                    // demand asks for the next one at once.
-                    Some(f) if max_age.is_none() && f.age() > SNAPSHOT_FRESH => continue,
                     // A light just switched on: wait until it settled (exposure, flicker).
                     Some(f) if self.unlit(&f) => continue,
                     Some(f) => return Ok(f),
