@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, BodyStream, Empty, StreamBody};
-use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -25,6 +24,18 @@ use crate::config::WallGateway;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Until the gateway's answer starts (a hung gateway).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest silence inside a relayed answer (streams send frames, events a heartbeat every 15 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The task driving one relayed connection, stopped with the answer it carries.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The gateway's answer's headers passed on.
 const PASSED: [&str; 7] = [
@@ -57,9 +68,9 @@ pub async fn forward(gw: &WallGateway, path_and_query: &str, head: bool) -> Resp
     };
     // Drives the connection while the answer (a stream, events) is being relayed; it ends when
     // the browser goes away (the body is dropped) or the gateway closes.
-    tokio::spawn(async move {
+    let driver = Driver(tokio::spawn(async move {
         let _ = conn.await;
-    });
+    }));
     let mut req = Request::builder()
         .method(if head { Method::HEAD } else { Method::GET })
         .uri(path_and_query)
@@ -76,10 +87,17 @@ pub async fn forward(gw: &WallGateway, path_and_query: &str, head: bool) -> Resp
         Err(_) => return unreachable(format!("no answer within {ANSWER_TIMEOUT:?}")),
     };
     let (parts, body) = resp.into_parts();
-    // A failure mid-body ends the relayed body (the browser sees the stream end).
-    let frames = BodyStream::new(body)
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .map(|r| Ok::<Frame<Bytes>, std::convert::Infallible>(r.expect("only Ok passes")));
+    // The relayed body ends when the gateway's does, fails, or stays silent for IDLE_TIMEOUT (a
+    // hung gateway); the connection's driver goes with it.
+    let frames = futures_util::stream::unfold(
+        (BodyStream::new(body), driver),
+        |(mut body, driver)| async move {
+            match timeout(IDLE_TIMEOUT, body.next()).await {
+                Ok(Some(Ok(frame))) => Some((Ok::<_, std::convert::Infallible>(frame), (body, driver))),
+                _ => None,
+            }
+        },
+    );
     let mut out = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     *out.status_mut() = parts.status;
     for name in PASSED {
