@@ -432,53 +432,53 @@ async fn guarded(
     if let Some(refused) = ctx.guard.host(&req) {
         return refused;
     }
-    let refused = {
-        let q = query(&req);
-        ctx.guard
-            .allow(&req, &q, area(scope, req.uri().path(), &q), open)
-            .await
-    };
-    match refused {
-        None => route(req, scope, ctx, peer).await,
-        Some(refused) => refused,
+    // Read once, for the guard and the route.
+    let q = query(&req);
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(refused) = ctx.guard.allow(&req, &q, area(scope, &segments, &q), open).await {
+        return refused;
     }
+    route(&req, &q, &segments, scope, ctx, peer).await
 }
 
 /// What a request asks for, as `[http.auth] open` names it.
-fn area(scope: &Scope, path: &str, q: &[(&str, &str)]) -> Area {
+fn area(scope: &Scope, segments: &[&str], q: &[(&str, &str)]) -> Area {
     if let Scope::Camera(_) = scope {
         return Area::Streams;
     }
-    match path.split('/').find(|s| !s.is_empty()) {
-        None if param(q, "action").is_some() => Area::Streams,
-        None => Area::Wall,
-        Some("stream" | "snapshot" | "cameras") => Area::Streams,
-        Some("gateways") if path.split('/').filter(|s| !s.is_empty()).nth(2) == Some("cameras") => {
-            Area::Streams
-        }
-        Some("metrics") => Area::Metrics,
-        Some(_) => Area::Api,
+    match segments {
+        [] if param(q, "action").is_some() => Area::Streams,
+        [] => Area::Wall,
+        ["stream" | "snapshot" | "cameras", ..] | ["gateways", _, "cameras", ..] => Area::Streams,
+        ["metrics", ..] => Area::Metrics,
+        _ => Area::Api,
     }
 }
 
-async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    req: &Request<Incoming>,
+    q: &[(&str, &str)],
+    segments: &[&str],
+    scope: &Scope,
+    ctx: &Ctx,
+    peer: SocketAddr,
+) -> Response<Body> {
     // HEAD answers wherever GET does, with the same status and headers and no body (hyper
     // sends none); it never starts a camera.
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         return api::method_not_allowed();
     }
-    let q = query(&req);
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let path = req.uri().path();
     match scope {
-        Scope::Main => match segments.as_slice() {
+        Scope::Main => match segments {
             // mjpg-streamer's URLs on the main port (where MainsailOS points /webcam/) serve the
             // default camera; a browser without ?action= gets the wall.
-            [] if param(&q, "action").is_some() => default_camera(ctx, &[], &q, peer, head).await,
-            [what @ ("stream" | "snapshot")] => default_camera(ctx, &[what], &q, peer, head).await,
+            [] if param(q, "action").is_some() => default_camera(ctx, &[], q, peer, head).await,
+            [what @ ("stream" | "snapshot")] => default_camera(ctx, &[what], q, peer, head).await,
             [] => wall::page(ctx.wall_refresh),
-            ["api", "cameras"] => api::cameras(ctx, &req),
+            ["api", "cameras"] => api::cameras(ctx, req),
             ["api", "gateways"] => api::json(
                 StatusCode::OK,
                 &ctx.gateways
@@ -517,13 +517,13 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
                 }
             },
             ["metrics"] => metrics::metrics(ctx),
-            ["api", "events"] => events::sse(ctx, &req, &q),
+            ["api", "events"] => events::sse(ctx, req, q),
             ["cameras", id, rest @ ..] => match ctx.registry.get(id) {
                 None => api::error(
                     StatusCode::NOT_FOUND,
                     &format!("no camera {id:?}; GET /api/cameras lists them"),
                 ),
-                Some(cam) => camera_route(&cam, rest, &q, peer, head).await,
+                Some(cam) => camera_route(&cam, rest, q, peer, head).await,
             },
             _ => api::error(StatusCode::NOT_FOUND, &format!("no such path {path}")),
         },
@@ -534,9 +534,9 @@ async fn route(req: Request<Incoming>, scope: &Scope, ctx: &Ctx, peer: SocketAdd
                     "camera {id:?} was removed from the configuration; restart farmcam to free this port"
                 ),
             ),
-            Some(cam) => match segments.as_slice() {
-                [] if param(&q, "action").is_none() => api::camera_page(&cam),
-                rest => camera_route(&cam, rest, &q, peer, head).await,
+            Some(cam) => match segments {
+                [] if param(q, "action").is_none() => api::camera_page(&cam),
+                rest => camera_route(&cam, rest, q, peer, head).await,
             },
         },
     }

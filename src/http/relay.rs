@@ -89,15 +89,13 @@ pub async fn forward(gw: &WallGateway, path_and_query: &str, head: bool) -> Resp
     let (parts, body) = resp.into_parts();
     // The relayed body ends when the gateway's does, fails, or stays silent for IDLE_TIMEOUT (a
     // hung gateway); the connection's driver goes with it.
-    let frames = futures_util::stream::unfold(
-        (BodyStream::new(body), driver),
-        |(mut body, driver)| async move {
+    let frames =
+        futures_util::stream::unfold((BodyStream::new(body), driver), |(mut body, driver)| async move {
             match timeout(IDLE_TIMEOUT, body.next()).await {
                 Ok(Some(Ok(frame))) => Some((Ok::<_, std::convert::Infallible>(frame), (body, driver))),
                 _ => None,
             }
-        },
-    );
+        });
     let mut out = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     *out.status_mut() = parts.status;
     for name in PASSED {
