@@ -14,9 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -247,15 +245,9 @@ async fn call(
 ) -> Result<Value, String> {
     let what = format!("{method} {}{path}", config.url);
     let exchange = async {
-        let tcp = TcpStream::connect((config.host.as_str(), config.port))
+        let (mut sender, _driver) = crate::http::client::connect(&config.host, config.port)
             .await
             .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
@@ -285,7 +277,6 @@ async fn call(
             }
             Err(e) => Err(e),
         };
-        driver.abort();
         result
     };
     timeout(REQUEST_TIMEOUT, exchange)

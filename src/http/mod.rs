@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+pub mod client;
 mod events;
 mod metrics;
 mod mjpeg;

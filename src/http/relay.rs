@@ -13,11 +13,9 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, BodyStream, Empty, StreamBody};
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::{api, Body};
+use super::{api, client, Body};
 use crate::config::WallGateway;
 
 /// Connecting to a gateway (refused at once when it is down; this bounds a vanished host).
@@ -27,15 +25,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest silence inside a relayed answer (streams send frames, events a heartbeat every 15 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The task driving one relayed connection, stopped with the answer it carries.
-struct Driver(tokio::task::JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// The gateway's answer's headers passed on.
 const PASSED: [&str; 7] = [
@@ -56,21 +45,11 @@ pub async fn forward(gw: &WallGateway, path_and_query: &str, head: bool) -> Resp
             &format!("gateway {} ({}) is unreachable: {why}", gw.name, gw.url),
         )
     };
-    let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect((gw.host.as_str(), gw.port))).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return unreachable(e.to_string()),
+    let (mut sender, driver) = match timeout(CONNECT_TIMEOUT, client::connect(&gw.host, gw.port)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return unreachable(e),
         Err(_) => return unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")),
     };
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
-        Ok(x) => x,
-        Err(e) => return unreachable(e.to_string()),
-    };
-    // Drives the connection while the answer (a stream, events) is being relayed; it ends when
-    // the browser goes away (the body is dropped) or the gateway closes.
-    let driver = Driver(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
     let mut req = Request::builder()
         .method(if head { Method::HEAD } else { Method::GET })
         .uri(path_and_query)
