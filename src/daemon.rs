@@ -41,10 +41,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    for c in &config.cameras {
-        if let Some(why) = c.source.exposure() {
-            warn!(camera = %c.id, "{why}");
-        }
+    for why in config.warnings() {
+        warn!("{why}");
     }
     let shutdown = CancellationToken::new();
     let events = Arc::new(EventBus::default());
@@ -118,7 +116,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 let before = config.moonrakers.clone();
-                config = reload(config, path, &registry, mqtt.as_deref(), moonraker.as_ref());
+                config = reload(config, path, &registry, &server, mqtt.as_deref(), moonraker.as_ref());
                 if config.moonrakers != before {
                     // New Moonraker settings: the registrations start over with them.
                     if let Some(m) = moonraker.take() {
@@ -164,12 +162,15 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 
 /// SIGHUP: re-read and validate the file. An invalid file is rejected (problems logged, the
 /// running configuration kept). Otherwise cameras are reconciled: unchanged ones untouched, new
-/// ones added, changed ones restarted, removed ones stopped. Listener, MQTT and light settings
-/// take effect at the next restart (said in the log). Returns the configuration now in force.
+/// ones added, changed ones restarted, removed ones stopped. Access settings (`[http.auth]`,
+/// `allowed_hosts`, `allowed_origins`) and `[[wall.gateway]]` apply at once: a revoked token or
+/// user stops working with the reload. Listener, MQTT and light settings take effect at the next
+/// restart (said in the log). Returns the configuration now in force.
 fn reload(
     current: Config,
     path: &Path,
     registry: &Registry,
+    server: &Server,
     mqtt: Option<&crate::mqtt::Mqtt>,
     moonraker: Option<&crate::moonraker::Moonraker>,
 ) -> Config {
@@ -216,9 +217,22 @@ fn reload(
             format!(" ({})", r.removed.join(", "))
         }
     );
+    for why in new.warnings() {
+        warn!("reload: {why}");
+    }
+    if server.reload(&new) {
+        info!("reload: access settings ([http.auth], allowed_hosts, allowed_origins) and [[wall.gateway]] applied");
+    }
+    // What applies at once is in force now; the rest of [http] waits for a restart.
+    let http = crate::config::HttpConfig {
+        auth: new.http.auth.clone(),
+        allowed_origins: new.http.allowed_origins.clone(),
+        allowed_hosts: new.http.allowed_hosts.clone(),
+        ..current.http.clone()
+    };
     let mut later = Vec::new();
-    if new.http != current.http {
-        later.push("[http]");
+    if new.http != http {
+        later.push("[http] (listen, limits, timeouts, public_url, default_camera)");
     }
     if new.mqtt != current.mqtt {
         later.push("[mqtt]");
@@ -243,10 +257,13 @@ fn reload(
         );
     }
     crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
-    // What is in force: the new cameras and Moonraker registrations, the old listeners/MQTT/lights.
+    // What is in force: the new cameras, Moonraker registrations, access settings and gateways;
+    // the old listeners, MQTT and lights.
     Config {
         cameras: new.cameras,
         moonrakers: new.moonrakers,
+        wall_gateways: new.wall_gateways,
+        http,
         ..current
     }
 }

@@ -320,10 +320,8 @@ fn main() -> ExitCode {
                 if let Some(v) = ffmpeg {
                     out!("  ffmpeg: {v}");
                 }
-                for cam in &c.cameras {
-                    if let Some(why) = cam.source.exposure() {
-                        out!("  warning: camera {}: {why}", cam.id);
-                    }
+                for why in c.warnings() {
+                    out!("  warning: {why}");
                 }
                 for l in &c.lights {
                     let users: Vec<&str> = c

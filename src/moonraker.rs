@@ -245,7 +245,7 @@ async fn call(
 ) -> Result<Value, String> {
     let what = format!("{method} {}{path}", config.url);
     let exchange = async {
-        let (mut sender, _driver) = crate::http::client::connect(&config.host, config.port)
+        let (mut sender, _driver) = crate::http_client::connect(&config.host, config.port)
             .await
             .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
         let mut req = Request::builder()

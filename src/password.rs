@@ -50,6 +50,25 @@ impl PasswordHash {
         }
     }
 
+    /// A hash that no password matches, checked at the cost of `iterations` (default
+    /// [`ITERATIONS`]): for names that are no user's, so that they cost a real check.
+    pub fn decoy(iterations: Option<NonZeroU32>) -> PasswordHash {
+        let mut bytes = vec![0u8; 48];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system's random source works");
+        let hash = bytes.split_off(16);
+        PasswordHash {
+            iterations: iterations.unwrap_or(NonZeroU32::new(ITERATIONS).expect("non-zero")),
+            salt: bytes,
+            hash,
+        }
+    }
+
+    pub fn iterations(&self) -> NonZeroU32 {
+        self.iterations
+    }
+
     /// Parse `pbkdf2-sha256$ITERATIONS$SALT$HASH`; the error says what is wrong and how to make one.
     pub fn parse(s: &str) -> Result<PasswordHash, String> {
         let bad = |why: &str| {

@@ -84,6 +84,10 @@ pub struct CameraStatus {
     pub source: String,
     /// Why the upstream last failed, until frames flow again.
     pub last_error: Option<String>,
+    /// Whether the camera can give a picture, as far as farmcam knows: live, or not failed since
+    /// its last frame (a closed camera keeps its last outcome). MQTT availability and `HEAD` of
+    /// a snapshot follow it, so a dead camera does not look alive whenever its pump is stopped.
+    pub available: bool,
     /// The camera's light, if it has one.
     pub light: Option<LightStatus>,
     /// For H.264/H.265 cameras: what the decoder does now (`off`, `keyframes`, `full`).
@@ -276,6 +280,8 @@ impl Camera {
             last_frame_age_ms: last.map(|f| f.age().as_millis() as u64),
             size,
             source: s.config.source.redacted(),
+            available: state == CameraState::Live
+                || (state != CameraState::Offline && s.last_error.lock().unwrap().is_none()),
             last_error: s.last_error.lock().unwrap().clone(),
             light: s.light.as_ref().map(|l| l.status()),
             decoder: work.and_then(Work::decoder),

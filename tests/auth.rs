@@ -48,7 +48,7 @@ async fn users_and_tokens_guard_what_is_not_open() {
     let d = Daemon::start_with_log(
         &format!(
             "[http]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:{open_port}\"]\n\
-             [http.auth]\ntokens = [\"{TOKEN}\"]\nopen = [\"wall\"]\nopen_listeners = [\"127.0.0.1:{open_port}\"]\n\
+             [http.auth]\ntokens = [\"{TOKEN}\"]\nopen = [\"wall\"]\nopen_listeners = [{{ listen = \"127.0.0.1:{open_port}\", areas = [\"api\", \"streams\"] }}]\n\
              [[http.auth.users]]\nname = \"farm\"\npassword_hash = \"{}\"\n\
              [[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"160x120\"\n",
             hash(PASSWORD)
@@ -91,11 +91,12 @@ async fn users_and_tokens_guard_what_is_not_open() {
             401
         );
     }
-    // The wall's page is open; so is everything on the open listener (a proxy on this box).
+    // The wall's page is open; so are the areas the open listener names (a proxy on this box).
     assert_eq!(status(d.main, "/", "").await.0, 200);
     let local: std::net::SocketAddr = format!("127.0.0.1:{open_port}").parse().unwrap();
     assert_eq!(status(local, "/api/cameras", "").await.0, 200);
     assert_eq!(status(local, "/cameras/cam/snapshot", "").await.0, 200);
+    assert_eq!(status(local, "/metrics", "").await.0, 401);
     // Nothing of the credentials reaches the log, at debug level.
     let log = d.log_text();
     for secret in [PASSWORD, TOKEN, &basic("farm", PASSWORD)] {

@@ -189,7 +189,7 @@ async fn snapshot_statuses_and_errors() {
     )
     .await;
     assert_eq!(post.status, 405);
-    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(post.header("allow"), Some("GET, HEAD, OPTIONS"));
 }
 
 /// HEAD wherever GET works (OctoPrint's URL test uses it): the same status and headers, no body,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diag::Validator;
-use super::mqtt::Secret;
+use super::values::Secret;
 use crate::password::PasswordHash;
 
 /// What farmcam serves, as `open` names it.
@@ -40,8 +40,29 @@ pub struct AuthConfig {
     pub tokens: Vec<Secret>,
     /// Areas anyone may use.
     pub open: Vec<Area>,
-    /// Listeners (as configured in `listen`) where nothing is asked: a proxy on the same box.
-    pub open_listeners: Vec<SocketAddr>,
+    /// Listeners (as configured in `listen`) and the areas anyone reaching them may use: a proxy
+    /// on the same box that serves streams to the printer's UI, say.
+    pub open_listeners: Vec<OpenListener>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenListener {
+    pub listen: SocketAddr,
+    pub areas: Vec<Area>,
+    /// Written in the old form (an address alone), which opened every area: warned about.
+    pub address_only: bool,
+}
+
+impl AuthConfig {
+    /// The areas open to anyone on the listener bound to `addr` (the configured `open` areas plus
+    /// what `open_listeners` adds there).
+    pub fn open_on(&self, addr: SocketAddr) -> Vec<Area> {
+        let mut areas = self.open.clone();
+        for l in self.open_listeners.iter().filter(|l| l.listen == addr) {
+            areas.extend(l.areas.iter().copied());
+        }
+        areas
+    }
 }
 
 #[derive(Deserialize)]
@@ -50,7 +71,15 @@ pub(super) struct RawAuth {
     users: Option<Vec<RawUser>>,
     tokens: Option<Spanned<Vec<String>>>,
     open: Option<Spanned<Vec<String>>>,
-    open_listeners: Option<Spanned<Vec<String>>>,
+    open_listeners: Option<Spanned<Vec<RawOpenListener>>>,
+}
+
+/// `"127.0.0.1:8080"` (streams only) or `{ listen = "127.0.0.1:8080", areas = ["streams"] }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOpenListener {
+    Address(String),
+    Table { listen: String, areas: Vec<String> },
 }
 
 #[derive(Deserialize)]
@@ -64,6 +93,22 @@ struct RawUser {
 const MIN_TOKEN: usize = 16;
 
 impl Validator<'_> {
+    /// Area names, as `open` and `open_listeners` write them.
+    fn areas(&mut self, names: &[String], span: std::ops::Range<usize>, key: &str) -> Vec<Area> {
+        let mut out = Vec::new();
+        for name in names {
+            match Area::ALL.iter().find(|(n, _)| n == name) {
+                Some((_, a)) => out.push(*a),
+                None => self.problem(
+                    Some(span.clone()),
+                    key,
+                    &format!("{name:?} is not an area; use \"wall\", \"streams\", \"api\" or \"metrics\""),
+                ),
+            }
+        }
+        out
+    }
+
     pub(super) fn auth(&mut self, raw: &Option<Spanned<RawAuth>>) -> Option<AuthConfig> {
         let spanned = raw.as_ref()?;
         let raw = spanned.get_ref();
@@ -110,26 +155,30 @@ impl Validator<'_> {
                 "has neither users nor tokens, which would lock everyone out; add [[http.auth.users]] or tokens, or remove [http.auth]",
             );
         }
-        let mut open = Vec::new();
-        if let Some(o) = &raw.open {
-            for name in o.get_ref() {
-                match Area::ALL.iter().find(|(n, _)| n == name) {
-                    Some((_, a)) => open.push(*a),
-                    None => self.problem(
-                        Some(o.span()),
-                        "http.auth.open",
-                        &format!(
-                            "{name:?} is not an area; use \"wall\", \"streams\", \"api\" or \"metrics\""
-                        ),
-                    ),
-                }
-            }
-        }
+        let open = match &raw.open {
+            Some(o) => self.areas(o.get_ref(), o.span(), "http.auth.open"),
+            None => Vec::new(),
+        };
         let mut open_listeners = Vec::new();
         if let Some(l) = &raw.open_listeners {
-            for a in l.get_ref() {
-                if let Some(a) = self.addr(a, l.span(), "http.auth.open_listeners") {
-                    open_listeners.push(a);
+            for (i, entry) in l.get_ref().iter().enumerate() {
+                let key = format!("http.auth.open_listeners[{i}]");
+                // The old form (an address alone) opened every area, the API and metrics too, to
+                // anyone the proxy lets in; now it opens only what a printer's UI needs.
+                let (addr, areas, address_only) = match entry {
+                    RawOpenListener::Address(a) => (a, vec![Area::Streams], true),
+                    RawOpenListener::Table { listen, areas } => (
+                        listen,
+                        self.areas(areas, l.span(), &format!("{key}.areas")),
+                        false,
+                    ),
+                };
+                if let Some(listen) = self.addr(addr, l.span(), &key) {
+                    open_listeners.push(OpenListener {
+                        listen,
+                        areas,
+                        address_only,
+                    });
                 }
             }
         }

@@ -22,7 +22,7 @@ mod v4l2;
 mod values;
 mod wall;
 
-pub use auth::{Area, AuthConfig};
+pub use auth::{Area, AuthConfig, OpenListener};
 pub use camera::{CameraConfig, DEFAULT_MAX_FRAME_SIZE};
 pub use http::{
     Defaults, HttpConfig, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_GRACE, DEFAULT_LISTEN,
@@ -31,8 +31,8 @@ pub use http::{
 };
 pub use light::{parse_hex, LightConfig, Protocol};
 pub use moonraker::MoonrakerConfig;
-pub use mqtt::{MqttConfig, Secret};
-pub use values::{parse_duration, parse_size, valid_id};
+pub use mqtt::MqttConfig;
+pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
 
 use crate::source::v4l2::list::Servable;
@@ -63,6 +63,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// What is valid but worth a warning (said at start, at reload and by `farmcam check`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .cameras
+            .iter()
+            .filter_map(|c| c.source.exposure().map(|why| format!("camera {}: {why}", c.id)))
+            .collect();
+        if let Some(auth) = &self.http.auth {
+            for l in auth.open_listeners.iter().filter(|l| l.address_only) {
+                out.push(format!(
+                    "http.auth.open_listeners: \"{0}\" opens only the \"streams\" area (it used to open everything); to choose, write {{ listen = \"{0}\", areas = [\"streams\"] }}",
+                    l.listen
+                ));
+            }
+        }
+        out
+    }
+
     /// Ids of the cameras that need ffmpeg.
     pub fn ffmpeg_cameras(&self) -> Vec<&str> {
         self.cameras
@@ -179,7 +197,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .copied()
             .chain(cameras.iter().filter_map(|c| c.listen))
             .collect();
-        for a in &auth.open_listeners {
+        for a in auth.open_listeners.iter().map(|l| &l.listen) {
             if !ours.contains(a) {
                 v.problem(
                     Some(raw_auth.span()),

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diag::Validator;
-use super::mqtt::Secret;
 use super::values::parse_http_base;
+use super::values::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoonrakerConfig {

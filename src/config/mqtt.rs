@@ -7,20 +7,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diag::Validator;
-use super::values::{parse_duration, IntOrString};
+use super::values::{parse_duration, IntOrString, Secret};
 
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MQTT_MAX_PACKET: usize = 4 * 1024 * 1024;
-
-/// A password: shown as `***` by `Debug`, so no configuration dump can leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MqttConfig {
@@ -307,14 +297,14 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
         ));
     }
     let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) if p > 0 => (h, p),
-            _ => return Err(format!("{shown:?}: {p:?} is not a port")),
-        },
-        _ => (authority, default_port),
+    let (host, port) = match crate::hostport::split(authority) {
+        Some((h, None)) => (h, default_port),
+        Some((h, Some(p))) if p > 0 => (h, p),
+        _ => {
+            let port = authority.rsplit(':').next().unwrap_or("");
+            return Err(format!("{shown:?}: {port:?} is not a port"));
+        }
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!(
             "{shown:?} has no host; write e.g. \"mqtt://192.168.1.10:1883\""

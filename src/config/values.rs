@@ -11,6 +11,16 @@ use toml::Spanned;
 use super::diag::Validator;
 use crate::frame::Size;
 
+/// A password, token or API key: shown as `***` by `Debug`, so no configuration dump can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
 pub fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -19,20 +29,17 @@ pub fn valid_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// Human durations: "250ms", "5s", "2m", "1h 30m". Zero is allowed (e.g. no idle grace).
 /// `http://HOST[:PORT]` (a trailing slash allowed, nothing else after the authority) → the URL
 /// without the slash, the host and the port (`default_port` when not given).
 pub fn parse_http_base(url: &str, default_port: u16) -> Option<(String, String, u16)> {
     let url = url.trim().trim_end_matches('/');
     let rest = url.strip_prefix("http://")?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok()?),
-        None => (rest, default_port),
-    };
+    let (host, port) = crate::hostport::split(rest)?;
     (!host.is_empty() && !host.contains(['/', '@', '?', '#']))
-        .then(|| (url.to_string(), host.to_string(), port))
+        .then(|| (url.to_string(), host.to_string(), port.unwrap_or(default_port)))
 }
 
+/// Human durations: "250ms", "5s", "2m", "1h 30m". Zero is allowed (e.g. no idle grace).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"250ms\", \"5s\" or \"2m\""))

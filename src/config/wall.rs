@@ -5,7 +5,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diag::Validator;
-use super::mqtt::Secret;
+use super::values::Secret;
 use super::values::{parse_http_base, valid_id};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
+use super::path::Query;
 use super::{Body, Ctx};
 use crate::registry::{Camera, CameraStatus};
 
@@ -39,10 +40,46 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// An error that says when to try again (a limit was reached).
+pub fn error_retry(status: StatusCode, message: &str) -> Response<Body> {
+    let mut resp = error(status, message);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
 pub fn method_not_allowed() -> Response<Body> {
     let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported");
     resp.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    resp
+}
+
+/// A CORS preflight (`OPTIONS`): 204 naming the methods and the request headers a page on
+/// another origin may send (`Authorization` among them, so Bearer tokens work across origins).
+/// Whether that origin may read answers at all is said by the guard's CORS header.
+pub fn preflight(req: &Request<Incoming>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    let asked = req
+        .headers()
+        .get("access-control-request-headers")
+        .filter(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || ", -_".contains(c)))
+        })
+        .cloned();
+    h.insert(
+        "access-control-allow-headers",
+        asked.unwrap_or(HeaderValue::from_static("authorization, content-type")),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("600"));
     resp
 }
 
@@ -54,6 +91,10 @@ struct Entry<'a> {
     node_id: &'a str,
     stream_url: String,
     snapshot_url: String,
+    /// Where the host and prefix of these URLs come from: `public_url` (configured), `proxy`
+    /// (`X-Forwarded-Host`) or `host` (the request's `Host`, which behind a proxy that sends no
+    /// `X-Forwarded-Host` names the proxy's upstream, not an address clients can use).
+    url_source: &'static str,
     /// The camera's dedicated port, if configured (mjpg-streamer style URLs).
     dedicated_url: Option<String>,
     dedicated_snapshot_url: Option<String>,
@@ -69,20 +110,18 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str, extra: &str) -> Option<&'a
 
 /// Where clients reach farmcam, for copyable absolute URLs: `[http] public_url` when set; else
 /// what a reverse proxy says (`X-Forwarded-Proto`, `-Host`, `-Prefix`); else the `Host` header.
-/// Returns the base (no trailing slash) and the host name alone (for the dedicated ports).
-pub fn public_base(req: &Request<Incoming>, public_url: Option<&str>) -> (String, String) {
-    let host_only = |h: &str| -> String {
-        match h.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
-                name.to_string()
-            }
-            _ => h.to_string(),
-        }
-    };
+/// Returns the base (no trailing slash), the host name alone (for the dedicated ports) and where
+/// they came from (`public_url`, `proxy` or `host`).
+pub fn public_base(req: &Request<Incoming>, public_url: Option<&str>) -> (String, String, &'static str) {
+    let host_only = |h: &str| -> String { crate::hostport::split(h).map_or(h, |(name, _)| name).to_string() };
     if let Some(url) = public_url {
         let authority = url.split("://").nth(1).unwrap_or(url);
         let host = authority.split('/').next().unwrap_or(authority);
-        return (url.trim_end_matches('/').to_string(), host_only(host));
+        return (
+            url.trim_end_matches('/').to_string(),
+            host_only(host),
+            "public_url",
+        );
     }
     const HOST_CHARS: &str = ".-:[]";
     let forwarded = header(req, "x-forwarded-host", HOST_CHARS);
@@ -98,11 +137,12 @@ pub fn public_base(req: &Request<Incoming>, public_url: Option<&str>) -> (String
         .filter(|p| p.starts_with('/'))
         .map(|p| p.trim_end_matches('/'))
         .unwrap_or("");
-    (format!("{proto}://{host}{prefix}"), host_only(host))
+    let source = if forwarded.is_some() { "proxy" } else { "host" };
+    (format!("{proto}://{host}{prefix}"), host_only(host), source)
 }
 
 pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
-    let (base, host) = public_base(req, ctx.public_url.as_deref());
+    let (base, host, url_source) = public_base(req, ctx.public_url.as_deref());
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -123,6 +163,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 .map(|port| format!("http://{host}:{port}"));
             Entry {
                 node_id: &ctx.node_id,
+                url_source,
                 stream_url: format!("{base}/cameras/{}/stream", c.id()),
                 snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
@@ -146,13 +187,18 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str =
     "body{font-family:system-ui,sans-serif;background:#111;color:#ddd;margin:2em}a{color:#8cf}";
 
-/// `/` on a camera's dedicated port.
-pub fn camera_page(cam: &Arc<Camera>) -> Response<Body> {
+/// `/` on a camera's dedicated port. A page opened with `?token=` passes it on to its image and
+/// links (an `<img>` cannot send a header).
+pub fn camera_page(cam: &Arc<Camera>, q: &Query) -> Response<Body> {
     let name = escape(&cam.config().name);
+    let token = q
+        .get("token")
+        .map(|t| format!("&amp;token={}", escape(&Query::encode_value(t))))
+        .unwrap_or_default();
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><title>{name}</title><style>{STYLE}</style></head>\
-         <body><h1>{name}</h1><img src=\"?action=stream\" style=\"max-width:100%\" alt=\"{name}\">\
-         <p><a href=\"?action=stream\">stream</a> · <a href=\"?action=snapshot\">snapshot</a></p></body></html>"
+         <body><h1>{name}</h1><img src=\"?action=stream{token}\" style=\"max-width:100%\" alt=\"{name}\">\
+         <p><a href=\"?action=stream{token}\">stream</a> · <a href=\"?action=snapshot{token}\">snapshot</a></p></body></html>"
     );
     full(StatusCode::OK, "text/html; charset=utf-8", html)
 }

@@ -6,54 +6,131 @@
 //! client guessing passwords costs farmcam at most one core's share, never all of them.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST, ORIGIN, VARY, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, AUTHORIZATION, HOST, ORIGIN, RETRY_AFTER, VARY, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use ring::hmac;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::warn;
 
+use super::path::Query;
 use super::{api, Body};
 use crate::config::{Area, AuthConfig, HttpConfig};
+use crate::log_limit::{held_back, LogLimit};
 use crate::password::PasswordHash;
 
-/// How long a verified (or refused) `Authorization` value is remembered.
+/// How long a verified `Authorization` value is remembered.
 const REMEMBER: Duration = Duration::from_secs(600);
-/// Remembered values at most (beyond: the memory starts over).
+/// Verified values remembered at most (beyond: the oldest is forgotten). Failures are never
+/// remembered here, so no flood of wrong logins can push a verified one out.
 const REMEMBER_MAX: usize = 1024;
+/// Failed password checks one client address may cause per [`FAILURE_WINDOW`]; beyond, it is
+/// answered 429 without a check until the window ends.
+const FAILURES_ALLOWED: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at most (the stalest are forgotten first).
+const CLIENTS_MAX: usize = 4096;
+/// A user name as the log shows it, at most this long.
+const NAME_SHOWN: usize = 64;
+
+/// Password checks and failed logins since start (for `/metrics`; they outlive reloads).
+#[derive(Default)]
+pub struct LoginStats {
+    pub checks: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// A client address's recent logins.
+struct Client {
+    /// One password check at a time per address: its other requests wait for it (and then
+    /// usually find the login verified), never start checks of their own.
+    one: Arc<Semaphore>,
+    failures: u32,
+    window: Instant,
+}
 
 pub struct Guard {
     auth: Option<AuthConfig>,
     any_origin: bool,
     origins: Vec<String>,
     hosts: Vec<String>,
+    /// The settings this guard was made from, to tell whether a reload changes them.
+    settings: (Option<AuthConfig>, Vec<String>, Vec<String>),
     key: hmac::Key,
-    remembered: Mutex<HashMap<Vec<u8>, (bool, Instant)>>,
+    verified: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// Failures per client address (shared with the checks, which count their own failure
+    /// before they let the next check of that address start, even when their client left).
+    clients: Arc<Clients>,
+    /// One password check at a time in all: guessing costs farmcam at most one core's share.
     hashing: Arc<Semaphore>,
+    /// Checked for names that are no user's, so that they cost what a real check costs (and an
+    /// answer's time does not tell which names exist).
+    decoy: Arc<PasswordHash>,
+    said: Mutex<LogLimit>,
+}
+
+struct Clients {
+    map: Mutex<HashMap<IpAddr, Client>>,
+    stats: Arc<LoginStats>,
+}
+
+/// Why a request is refused.
+enum Refused {
+    Unauthorized,
+    /// Too many failed logins from this address: wait this long.
+    TooMany(Duration),
 }
 
 impl Guard {
-    pub fn new(http: &HttpConfig) -> Guard {
+    pub fn new(http: &HttpConfig, stats: Arc<LoginStats>) -> Guard {
         let rng = ring::rand::SystemRandom::new();
+        let decoy = PasswordHash::decoy(
+            http.auth
+                .as_ref()
+                .and_then(|a| a.users.iter().map(|(_, h)| h.iterations()).max()),
+        );
         Guard {
             auth: http.auth.clone(),
             any_origin: http.allowed_origins.iter().any(|o| o == "*"),
             origins: http.allowed_origins.clone(),
             hosts: http.allowed_hosts.clone(),
+            settings: Self::settings_of(http),
             key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system's random source works"),
-            remembered: Mutex::default(),
+            verified: Mutex::default(),
+            clients: Arc::new(Clients {
+                map: Mutex::default(),
+                stats,
+            }),
             hashing: Arc::new(Semaphore::new(1)),
+            decoy: Arc::new(decoy),
+            said: Mutex::new(LogLimit::with_cap(20)),
         }
+    }
+
+    fn settings_of(http: &HttpConfig) -> (Option<AuthConfig>, Vec<String>, Vec<String>) {
+        (
+            http.auth.clone(),
+            http.allowed_origins.clone(),
+            http.allowed_hosts.clone(),
+        )
+    }
+
+    /// Whether `http` has the access settings this guard was made from.
+    pub fn same_settings(&self, http: &HttpConfig) -> bool {
+        self.settings == Self::settings_of(http)
     }
 
     /// The 421 for a request naming a `Host` that is not allowed (a page on another site reaching
     /// farmcam through DNS rebinding names that site).
-    pub fn host(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+    pub fn host_refusal(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         if self.hosts.is_empty() {
             return None;
         }
@@ -63,11 +140,9 @@ impl Guard {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().host())
             .unwrap_or("");
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-        }
-        .to_ascii_lowercase();
+        let name = crate::hostport::split(host)
+            .map_or("", |(h, _)| h)
+            .to_ascii_lowercase();
         (!self.hosts.contains(&name)).then(|| {
             api::error(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -76,55 +151,74 @@ impl Guard {
         })
     }
 
-    /// The 401 to send unless the request may use `area` (on a listener that is `open` or not).
-    pub async fn allow(
+    /// The refusal to send unless the request may use `area`, having arrived on the listener
+    /// configured as `listener` from `peer` (401 without the right credentials, 429 after too
+    /// many failed logins from that address); `None`: go ahead.
+    pub async fn refusal(
         &self,
         req: &Request<Incoming>,
-        q: &[(&str, &str)],
+        q: &Query,
         area: Area,
-        open: bool,
+        listener: SocketAddr,
+        peer: SocketAddr,
     ) -> Option<Response<Body>> {
-        let Some(auth) = &self.auth else {
-            return None;
-        };
-        if open || auth.open.contains(&area) {
+        let auth = self.auth.as_ref()?;
+        if auth.open_on(listener).contains(&area) {
             return None;
         }
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        let token = super::param(q, "token").map(str::as_bytes).or_else(|| {
+        let token = q.get("token").map(str::as_bytes).or_else(|| {
             header
                 .and_then(|h| h.strip_prefix(b"Bearer "))
                 .map(|t| t.trim_ascii())
         });
-        let ok = match (token, header) {
-            (Some(t), _) => auth.tokens.iter().any(|s| same(s.0.as_bytes(), t)),
-            (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h).await,
-            _ => false,
+        let outcome = match (token, header) {
+            (Some(t), _) => {
+                if auth.tokens.iter().any(|s| same(s.0.as_bytes(), t)) {
+                    Ok(())
+                } else {
+                    self.say_failure(peer.ip(), "a token that is not one of http.auth.tokens");
+                    Err(Refused::Unauthorized)
+                }
+            }
+            (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h, peer.ip()).await,
+            _ => Err(Refused::Unauthorized),
         };
-        if ok {
-            return None;
+        match outcome {
+            Ok(()) => None,
+            Err(Refused::TooMany(wait)) => {
+                let mut resp = api::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed logins from this address; wait a minute and check the user name and password",
+                );
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+                Some(resp)
+            }
+            Err(Refused::Unauthorized) => {
+                let mut resp = api::error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required: a user and password (Basic), or a token as `Authorization: Bearer TOKEN` or ?token=TOKEN",
+                );
+                let challenge = if auth.users.is_empty() {
+                    "Bearer realm=\"farmcam\""
+                } else {
+                    "Basic realm=\"farmcam\", charset=\"UTF-8\""
+                };
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                Some(resp)
+            }
         }
-        let mut resp = api::error(
-            StatusCode::UNAUTHORIZED,
-            "authentication required: a user and password (Basic), or a token as `Authorization: Bearer TOKEN` or ?token=TOKEN",
-        );
-        let challenge = if auth.users.is_empty() {
-            "Bearer realm=\"farmcam\""
-        } else {
-            "Basic realm=\"farmcam\", charset=\"UTF-8\""
-        };
-        resp.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        Some(resp)
     }
 
-    /// `Authorization: Basic …` against the users, remembered for [`REMEMBER`].
-    async fn basic(&self, auth: &AuthConfig, header: &[u8]) -> bool {
+    /// `Authorization: Basic …` against the users; a verified value is remembered for
+    /// [`REMEMBER`]. Each check holds this address's and the global permit until it ends, even
+    /// when the client leaves meanwhile (the hash runs on; nothing more starts).
+    async fn basic(&self, auth: &AuthConfig, header: &[u8], ip: IpAddr) -> Result<(), Refused> {
         let tag = hmac::sign(&self.key, header).as_ref().to_vec();
-        if let Some((ok, at)) = self.remembered.lock().unwrap().get(&tag) {
-            if at.elapsed() < REMEMBER {
-                return *ok;
-            }
+        if self.is_verified(&tag) {
+            return Ok(());
         }
         let Some((user, password)) = B64
             .decode(header[6..].trim_ascii())
@@ -132,30 +226,77 @@ impl Guard {
             .and_then(|d| String::from_utf8(d).ok())
             .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
         else {
-            return false;
+            return Err(Refused::Unauthorized);
         };
-        let hash: Option<PasswordHash> = auth
+        let one = self.clients.permit(ip)?;
+        let Ok(mine) = one.acquire_owned().await else {
+            return Err(Refused::Unauthorized);
+        };
+        // The check this request waited for may have verified the same value.
+        if self.is_verified(&tag) {
+            return Ok(());
+        }
+        self.clients.locked(ip)?;
+        let Ok(all) = self.hashing.clone().acquire_owned().await else {
+            return Err(Refused::Unauthorized);
+        };
+        let hash = auth
             .users
             .iter()
             .find(|(name, _)| *name == user)
-            .map(|(_, h)| h.clone());
-        let ok = match hash {
-            None => false,
-            Some(hash) => {
-                let Ok(_one) = self.hashing.clone().acquire_owned().await else {
-                    return false;
-                };
-                tokio::task::spawn_blocking(move || hash.verify(&password))
-                    .await
-                    .unwrap_or(false)
+            .map(|(_, h)| Arc::new(h.clone()));
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.decoy.clone());
+        let clients = self.clients.clone();
+        clients.stats.checks.fetch_add(1, Relaxed);
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = hash.verify(&password) && known;
+            if !ok {
+                clients.failed(ip);
             }
-        };
-        let mut remembered = self.remembered.lock().unwrap();
-        if remembered.len() >= REMEMBER_MAX {
-            remembered.clear();
+            // Only now may this address's next check, and anyone's, start.
+            drop((mine, all));
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            self.remember(tag);
+            return Ok(());
         }
-        remembered.insert(tag, (ok, Instant::now()));
-        ok
+        let name: String = user.chars().take(NAME_SHOWN).collect();
+        self.say_failure(ip, &format!("user {name:?} and a wrong password"));
+        Err(Refused::Unauthorized)
+    }
+
+    fn is_verified(&self, tag: &[u8]) -> bool {
+        self.verified
+            .lock()
+            .unwrap()
+            .get(tag)
+            .is_some_and(|at| at.elapsed() < REMEMBER)
+    }
+
+    fn remember(&self, tag: Vec<u8>) {
+        let mut verified = self.verified.lock().unwrap();
+        if verified.len() >= REMEMBER_MAX {
+            verified.retain(|_, at| at.elapsed() < REMEMBER);
+        }
+        if verified.len() >= REMEMBER_MAX {
+            if let Some(oldest) = verified.iter().min_by_key(|(_, at)| **at).map(|(t, _)| t.clone()) {
+                verified.remove(&oldest);
+            }
+        }
+        verified.insert(tag, Instant::now());
+    }
+
+    /// A failed login, in the log with the client's address (for fail2ban), never the password;
+    /// at most once a minute per address and message, at most 20 lines a minute in all.
+    fn say_failure(&self, ip: IpAddr, what: &str) {
+        let msg = format!("failed login from {ip}: {what}");
+        if let Some(n) = self.said.lock().unwrap().check(&msg) {
+            warn!(client = %ip, "{msg}{}", held_back(n));
+        }
     }
 
     /// `Access-Control-Allow-Origin` for the request's origin, if it may read the answer.
@@ -170,6 +311,53 @@ impl Guard {
             let lower = o.to_str().unwrap_or("").to_ascii_lowercase();
             if self.origins.contains(&lower) {
                 h.insert("access-control-allow-origin", o.clone());
+            }
+        }
+    }
+}
+
+impl Clients {
+    /// This address's one-check-at-a-time permit, unless it failed too often lately.
+    fn permit(&self, ip: IpAddr) -> Result<Arc<Semaphore>, Refused> {
+        self.locked(ip)?;
+        let mut clients = self.map.lock().unwrap();
+        if clients.len() >= CLIENTS_MAX && !clients.contains_key(&ip) {
+            clients.retain(|_, c| c.window.elapsed() < FAILURE_WINDOW || c.one.available_permits() == 0);
+            if clients.len() >= CLIENTS_MAX {
+                if let Some(stalest) = clients.iter().min_by_key(|(_, c)| c.window).map(|(ip, _)| *ip) {
+                    clients.remove(&stalest);
+                }
+            }
+        }
+        let c = clients.entry(ip).or_insert_with(|| Client {
+            one: Arc::new(Semaphore::new(1)),
+            failures: 0,
+            window: Instant::now(),
+        });
+        Ok(c.one.clone())
+    }
+
+    fn locked(&self, ip: IpAddr) -> Result<(), Refused> {
+        let clients = self.map.lock().unwrap();
+        match clients.get(&ip) {
+            Some(c) if c.failures >= FAILURES_ALLOWED && c.window.elapsed() < FAILURE_WINDOW => {
+                Err(Refused::TooMany(FAILURE_WINDOW - c.window.elapsed()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        self.stats.failures.fetch_add(1, Relaxed);
+        let mut clients = self.map.lock().unwrap();
+        if let Some(c) = clients.get_mut(&ip) {
+            if c.window.elapsed() >= FAILURE_WINDOW {
+                c.window = Instant::now();
+                c.failures = 0;
+            }
+            c.failures += 1;
+            if c.failures == FAILURES_ALLOWED {
+                warn!(client = %ip, "login refused from {ip} for {FAILURE_WINDOW:?}: {FAILURES_ALLOWED} failed logins");
             }
         }
     }

@@ -13,7 +13,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{param, Body, Ctx};
+use super::path::Query;
+use super::{Body, Ctx};
 use crate::events::{Event, EventBus};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -60,12 +61,12 @@ pub fn sse_stream(
     futures_util::StreamExt::chain(stream::iter([Bytes::from(first)]), live)
 }
 
-pub fn sse(ctx: &Ctx, req: &Request<Incoming>, q: &[(&str, &str)]) -> Response<Body> {
+pub fn sse(ctx: &Ctx, req: &Request<Incoming>, q: &Query) -> Response<Body> {
     let last_id = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| param(q, "last_event_id"))
+        .or_else(|| q.get("last_event_id"))
         .and_then(|v| v.trim().parse::<u64>().ok());
     let bus: &Arc<EventBus> = &ctx.registry.events;
     let body = futures_util::StreamExt::map(sse_stream(bus, last_id, ctx.shutdown.clone()), |b| {

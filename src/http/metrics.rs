@@ -241,6 +241,20 @@ pub fn render(ctx: &Ctx) -> String {
         "CPU time of farmcam (user + system).",
         vec![(String::new(), cpu)],
     );
+    family(
+        &mut out,
+        "password_checks_total",
+        "counter",
+        "Password hashes checked for Basic logins (verified logins are remembered for 10 minutes).",
+        vec![(String::new(), ctx.login_stats.checks.load(Relaxed) as f64)],
+    );
+    family(
+        &mut out,
+        "login_failures_total",
+        "counter",
+        "Basic logins refused for a wrong user name or password.",
+        vec![(String::new(), ctx.login_stats.failures.load(Relaxed) as f64)],
+    );
     if let Some(m) = &ctx.mqtt {
         family(
             &mut out,

@@ -14,7 +14,8 @@ use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 use tracing::info;
 
-use super::{api, param, Body};
+use super::path::Query;
+use super::{api, Body};
 use crate::frame::Frame;
 use crate::pump::{ConsumerKind, Subscription, Want};
 use crate::registry::{Camera, SnapshotError};
@@ -102,33 +103,42 @@ impl Viewer {
 
 /// The highest `?fps=` a viewer may ask for.
 const MAX_FPS: f64 = 120.0;
+/// The lowest: one frame a minute (a rate too small to represent must never mean "no cap").
+const MIN_FPS: f64 = 1.0 / 60.0;
 
-/// HEAD on a stream or snapshot: the headers a GET would get, without touching the camera.
-pub fn head(what: &str) -> Response<Body> {
-    let mut resp = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
-    let content_type = match what {
-        "stream" => format!("multipart/x-mixed-replace;boundary={BOUNDARY}"),
-        _ => "image/jpeg".to_string(),
-    };
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_str(&content_type).expect("valid header"),
-    );
-    no_cache(&mut resp);
-    resp
+/// HEAD on a stream or snapshot: the status and headers a GET would get now, from the camera's
+/// last known state, without starting it. A stream always answers (an offline camera's stream
+/// shows the offline image); a snapshot of a camera that cannot give a picture is a 503, as GET's.
+pub fn head(cam: &Camera, stream: bool) -> Response<Body> {
+    if stream {
+        let mut resp = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&format!("multipart/x-mixed-replace;boundary={BOUNDARY}"))
+                .expect("valid header"),
+        );
+        no_cache(&mut resp);
+        return resp;
+    }
+    if cam.status().available {
+        jpeg_response(StatusCode::OK, Bytes::new())
+    } else {
+        let mut resp = jpeg_response(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(5u32));
+        resp
+    }
 }
 
-pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Response<Body> {
-    let min_interval = match param(q, "fps").map(|v| v.parse::<f64>()) {
-        None => None,
-        Some(Ok(fps)) if fps > 0.0 && fps <= MAX_FPS => Duration::try_from_secs_f64(1.0 / fps).ok(),
-        Some(_) => {
-            return api::error(
+pub fn stream(cam: &Arc<Camera>, q: &Query, peer: SocketAddr) -> Response<Body> {
+    let min_interval =
+        match q.get("fps").map(|v| v.parse::<f64>()) {
+            None => None,
+            Some(Ok(fps)) if (MIN_FPS..=MAX_FPS).contains(&fps) => Some(Duration::from_secs_f64(1.0 / fps)),
+            Some(_) => return api::error(
                 StatusCode::BAD_REQUEST,
-                "fps must be a number of frames per second above 0 and at most 120, e.g. ?fps=5",
-            )
-        }
-    };
+                "fps must be a number of frames per second from 0.0167 (one a minute) to 120, e.g. ?fps=5",
+            ),
+        };
     let size = match lease_size(cam, q) {
         Ok(size) => size,
         Err(msg) => return api::error(StatusCode::BAD_REQUEST, &msg),
@@ -163,8 +173,8 @@ pub fn stream(cam: &Arc<Camera>, q: &[(&str, &str)], peer: SocketAddr) -> Respon
 
 /// The size asked for with `?width=` or `?height=`, held for this request; an error when the value
 /// is invalid or the camera already serves as many sizes as it may (the message for a 400).
-fn lease_size(cam: &Camera, q: &[(&str, &str)]) -> Result<Option<SizeLease>, String> {
-    let scale = Scale::from_query(param(q, "width"), param(q, "height"))?;
+fn lease_size(cam: &Camera, q: &Query) -> Result<Option<SizeLease>, String> {
+    let scale = Scale::from_query(q.get("width"), q.get("height"))?;
     // A size not smaller than the camera's frames is the camera's own: it takes no slot.
     let own = cam.shared().output_size();
     scale
@@ -182,8 +192,8 @@ fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
     resp
 }
 
-pub async fn snapshot(cam: &Arc<Camera>, q: &[(&str, &str)]) -> Response<Body> {
-    let max_age = match param(q, "max_age").map(|v| v.parse::<u64>()) {
+pub async fn snapshot(cam: &Arc<Camera>, q: &Query) -> Response<Body> {
+    let max_age = match q.get("max_age").map(|v| v.parse::<u64>()) {
         None => None,
         Some(Ok(ms)) => Some(Duration::from_millis(ms)),
         Some(Err(_)) => {

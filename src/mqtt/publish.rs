@@ -74,11 +74,7 @@ impl Shared {
         let last = self.last_snapshot.lock().unwrap().get(camera.id()).copied();
         // The rate is measured over a second: right after going live it is not known yet.
         let fps = (s.measured_fps > 0.0 || s.state != CameraState::Live).then_some(s.measured_fps);
-        let available = if s.state == CameraState::Offline {
-            "offline"
-        } else {
-            "online"
-        };
+        let available = if s.available { "online" } else { "offline" };
         let _ = self.client.try_publish(
             self.topics.availability(camera.id()),
             QoS::AtLeastOnce,

@@ -81,12 +81,13 @@ pub fn parse(s: &str) -> Option<Result<SourceSpec, String>> {
         )));
     }
     let default_port = if rtsps { RTSPS_PORT } else { DEFAULT_PORT };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => (h, p),
-            _ => return Some(Err(format!("{shown:?}: {p:?} is not a port; {example}"))),
-        },
-        None => (hostport, default_port),
+    let (host, port) = match crate::hostport::split(hostport) {
+        Some((h, None)) => (h, default_port),
+        Some((h, Some(p))) if p > 0 => (h, p),
+        _ => {
+            let port = hostport.rsplit(':').next().unwrap_or("");
+            return Some(Err(format!("{shown:?}: {port:?} is not a port; {example}")));
+        }
     };
     if host.is_empty() || host.contains('/') {
         return Some(Err(format!("{shown:?} has no printer address; {example}")));

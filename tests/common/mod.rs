@@ -360,6 +360,23 @@ pub async fn request(addr: SocketAddr, raw: &str) -> Response {
     }
 }
 
+/// `request` from the local address `from` (another loopback address, 127.0.0.2 say: another
+/// client as farmcam sees it).
+pub async fn request_from(from: std::net::IpAddr, addr: SocketAddr, raw: &str) -> Response {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from, 0)).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let mut s = Stream::on(tcp, raw).await;
+    let mut body = Vec::new();
+    while s.fill().await {}
+    body.append(&mut s.body);
+    Response {
+        status: s.status,
+        headers: s.headers.clone(),
+        body,
+    }
+}
+
 /// A response read incrementally: status and headers, then a decoded body that grows as `fill`
 /// reads from the socket in random-sized pieces (so parsers meet every possible split).
 pub struct Stream {
