@@ -242,6 +242,42 @@ async fn head_answers_like_get_without_a_body_or_a_camera() {
     );
 }
 
+/// HEAD of a dead camera's snapshot answers what GET answers (503, so OctoPrint's URL test fails
+/// for it), from the last known state, also once the camera is closed again, without opening it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_of_a_dead_cameras_snapshot_is_a_503_like_get() {
+    let d = Daemon::start(&config(
+        "",
+        "[[camera]]\nid = \"down\"\nsource = \"test:offline\"\nsize = \"160x120\"\nidle_grace = \"0s\"\n",
+    ));
+    let head = || {
+        let addr = d.main;
+        async move {
+            request(
+                addr,
+                "HEAD /cameras/down/snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+        }
+    };
+    let g = get(d.main, "/cameras/down/snapshot").await;
+    assert_eq!(g.status, 503);
+    let c = d
+        .wait_for("down", Duration::from_secs(30), |c| {
+            c["state"] == "idle" && c["available"] == false
+        })
+        .await;
+    let opens = c["upstream_opens"].as_u64();
+    let h = head().await;
+    assert_eq!((h.status, h.header("content-type")), (503, Some("image/jpeg")));
+    assert!(h.header("retry-after").is_some());
+    assert_eq!(
+        d.camera("down").await["upstream_opens"].as_u64(),
+        opens,
+        "HEAD opened nothing"
+    );
+}
+
 /// The main port's mjpg-streamer URLs (where MainsailOS points /webcam/) serve the only camera,
 /// or `[http] default_camera`; with several and no default, a 404 that names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,6 +402,15 @@ async fn per_viewer_fps_cap() {
     assert_eq!(b, a + 1, "the other viewer still gets every frame");
     assert_eq!(d.camera("cam").await["upstream_opens"], 1);
     assert_eq!(get(d.main, "/cameras/cam/stream?fps=zero").await.status, 400);
+    // A rate too small to represent never means "no cap": below one a minute is refused.
+    for fps in ["1e-300", "0.001", "0", "-1", "121", "inf", "NaN"] {
+        let r = get(d.main, &format!("/cameras/cam/stream?fps={fps}")).await;
+        assert_eq!(r.status, 400, "fps={fps}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("one a minute"),
+            "fps={fps}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -442,3 +442,42 @@ async fn oversized_snapshot_is_skipped_without_dropping_the_connection() {
         "the connection stayed up: {log}"
     );
 }
+
+/// A camera that cannot be opened stays unavailable in Home Assistant between its attempts: its
+/// pump stops after each failed snapshot attempt (idle), and availability follows whether the
+/// camera can give a picture, not whether a pump happens to run. Before, each idle spell
+/// published "online" while last_error still said why the camera was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_camera_stays_unavailable_between_attempts() {
+    let broker = Mosquitto::start("");
+    let mut sub = Sub::connect(broker.port, &["farmcam/#"], None).await;
+    let _d = Daemon::start(&config(
+        "",
+        &format!(
+            "{}[[camera]]\nid = \"down\"\nsource = \"test:offline\"\nsize = \"160x120\"\nidle_grace = \"0s\"\n",
+            mqtt_section(&broker.url(), "snapshot_interval = \"1s\"")
+        ),
+    ));
+    let idle_after_failing = |m: &Msg| {
+        m.topic == "farmcam/testnode/down/state"
+            && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                .is_ok_and(|s| s["state"] == "idle" && s["last_error"].is_string())
+    };
+    // Two idle spells after failures, with attempts in between.
+    sub.wait_for(WAIT, "idle after a failed attempt", idle_after_failing)
+        .await;
+    sub.wait_for(WAIT, "idle after the next attempt", idle_after_failing)
+        .await;
+    let availability: Vec<String> = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic == "farmcam/testnode/down/availability")
+        .map(Msg::text)
+        .collect();
+    // Before its first attempt nothing is known against it; once it failed, it stays offline.
+    let first_failure = availability.iter().position(|a| a == "offline");
+    assert!(
+        first_failure.is_some_and(|i| availability[i..].iter().all(|a| a == "offline")),
+        "availability flapped: {availability:?}"
+    );
+}
