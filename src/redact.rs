@@ -62,6 +62,16 @@ pub fn host_port(after_scheme: &str) -> &str {
 /// The password of a URL's `user:password@` part (and its percent-decoded form), so that text a
 /// tool prints about the URL in other shapes can be scrubbed too. Short values are not returned:
 /// replacing every "1" in a log line would hide nothing and garble everything.
+/// Whether `url` carries credentials (`user:password@` or `token@`), however short: such a URL
+/// never goes on a command line, even when its password is too short to scrub from text.
+pub fn has_credentials(url: &str) -> bool {
+    let Some(sep) = url.find("://") else {
+        return false;
+    };
+    let after = &url[sep + 3..];
+    userinfo_at(&after[..token_end(after)]).is_some_and(|at| at > 0)
+}
+
 pub fn secrets_of(url: &str) -> Vec<String> {
     let Some(sep) = url.find("://") else {
         return Vec::new();

@@ -538,20 +538,36 @@ async fn camera_passwords_are_on_no_command_line() {
         "",
         &format!(
             "[[camera]]\nid = \"cam\"\nsource = \"rtsp://admin:Rtsp%23S3cret%2Fx@127.0.0.1:{}/cam\"\n\
-             ffmpeg_args = [\"-rtsp_flags\", \"prefer_tcp\"]\nidle_grace = \"1s\"\n\
-             [[camera]]\nid = \"k1\"\nsource = \"http://user:Http%23S3cret@127.0.0.1:{}/stream\"\nidle_grace = \"1s\"\n",
-            rtsp.port, http.port
+             ffmpeg_args = [\"-rtsp_flags\", \"prefer_tcp\", \"-thread_queue_size\", \"64\"]\nidle_grace = \"1s\"\n\
+             [[camera]]\nid = \"k1\"\nsource = \"http://user:Http%23S3cret@127.0.0.1:{}/stream\"\nidle_grace = \"1s\"\n\
+             ffmpeg_args = [\"-headers\", \"X-Key: v\\r\\n\"]\n\
+             [[camera]]\nid = \"short\"\nsource = \"http://user:123@127.0.0.1:{}/stream\"\nidle_grace = \"1s\"\n",
+            rtsp.port, http.port, http.port
         ),
     ));
     let mut s = open_stream(&d, "cam").await;
     let mut k = open_stream(&d, "k1").await;
+    let mut short = open_stream(&d, "short").await;
     live_frame(&mut s).await;
     live_frame(&mut k).await;
+    live_frame(&mut short).await;
     let pid = d.child.id();
     let kids = children(pid);
     assert!(
-        kids.len() >= 3,
-        "ingest, decoder and the http camera's ffmpeg: {kids:?}"
+        kids.len() >= 4,
+        "ingest, decoder and the http cameras' ffmpeg: {kids:?}"
+    );
+    // A password too short to scrub from text stays off the command line too.
+    assert!(
+        kids.iter().all(|p| !cmdline(*p).contains(":123@")),
+        "a short password on a command line"
+    );
+    // ffmpeg's own input options stay on the command line, before the script's -i.
+    assert!(
+        kids.iter()
+            .any(|p| cmdline(*p).contains("-thread_queue_size 64 -i ")),
+        "{:?}",
+        kids.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
     );
     let mut scripts = Vec::new();
     for p in kids.iter().copied().chain([pid]) {
@@ -570,7 +586,7 @@ async fn camera_passwords_are_on_no_command_line() {
                 .map(String::from),
         );
     }
-    assert_eq!(scripts.len(), 2, "one script per camera with a password");
+    assert_eq!(scripts.len(), 3, "one script per camera with a password");
     for path in &scripts {
         use std::os::unix::fs::PermissionsExt;
         let file = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -583,11 +599,16 @@ async fn camera_passwords_are_on_no_command_line() {
     }
     // The user's extra input options went along into the script.
     let cam_script = scripts.iter().find(|p| p.contains("/cam-")).unwrap();
-    assert!(std::fs::read_to_string(cam_script)
+    let text = std::fs::read_to_string(cam_script).unwrap();
+    assert!(text.contains("option rtsp_flags 'prefer_tcp'"), "{text}");
+    assert!(!text.contains("thread_queue_size"), "{text}");
+    // A header with its CRLF (the common form) goes into the script without it: one line.
+    let k1_script = scripts.iter().find(|p| p.contains("/k1-")).unwrap();
+    assert!(std::fs::read_to_string(k1_script)
         .unwrap()
-        .contains("option rtsp_flags 'prefer_tcp'"));
+        .contains("option headers 'X-Key: v'\n"));
     // Viewers gone, children gone: so are the files.
-    drop((s, k));
+    drop((s, k, short));
     eventually(Duration::from_secs(20), "scripts removed", || {
         scripts
             .iter()
@@ -615,4 +636,26 @@ async fn camera_passwords_are_on_no_command_line() {
         "{text}"
     );
     assert!(!text.contains("S3cret"), "{text}");
+
+    // What cannot go into the script with the URL is refused, saying why, not put on a command
+    // line: two headers (a line break inside), a -f.
+    for args in ["[\"-headers\", \"A: 1\\r\\nB: 2\\r\\n\"]", "[\"-f\", \"rtsp\"]"] {
+        std::fs::write(
+            &path,
+            format!("[[camera]]\nid = \"c\"\nsource = \"rtsp://admin:Refused%23S3cret@10.0.0.5/cam\"\nffmpeg_args = {args}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args}: {err}");
+        assert!(
+            err.contains("ffmpeg_args") && err.contains("private file"),
+            "{err}"
+        );
+        assert!(!err.contains("S3cret"), "{err}");
+    }
 }

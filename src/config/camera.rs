@@ -359,6 +359,10 @@ impl Validator<'_> {
                     .as_ref()
                     .map(|a| a.get_ref().clone())
                     .unwrap_or_default();
+                if let Some(why) = o.script_problem() {
+                    let span = c.ffmpeg_args.as_ref().map(|a| a.span());
+                    self.problem(span, &at("ffmpeg_args"), &why);
+                }
             }
             Some(SourceSpec::Bambu(b)) => b.fingerprint = fingerprint,
             Some(SourceSpec::V4l2(o)) => {

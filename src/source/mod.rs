@@ -102,10 +102,9 @@ impl SourceSpec {
     /// line), if it would.
     pub fn exposure(&self) -> Option<&'static str> {
         match self {
-            SourceSpec::Ffmpeg(o) if o.exposes_secret() => Some(match o.input {
-                FfmpegInput::Raw(_) => "the password in its ffmpeg: arguments stands on ffmpeg's command line, which every local user can read (ps); use an rtsp:// or http:// source, whose credentials farmcam hands to ffmpeg in a private file",
-                _ => "its ffmpeg_args cannot go into the private file that carries the URL (a -f, or a flag without a value), so the URL with its password stands on ffmpeg's command line, which every local user can read (ps)",
-            }),
+            SourceSpec::Ffmpeg(o) if o.exposes_secret() => Some(
+                "the password in its ffmpeg: arguments stands on ffmpeg's command line, which every local user can read (ps); use an rtsp:// or http:// source, whose credentials farmcam hands to ffmpeg in a private file",
+            ),
             _ => None,
         }
     }

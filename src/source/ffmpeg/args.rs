@@ -86,29 +86,24 @@ impl Plan<'_> {
             FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => Some(u),
             FfmpegInput::Raw(_) => None,
         };
-        // The user's extra input options go along into the script when they are all
-        // `-key value` pairs (`-f` picks a demuxer, which a script cannot).
-        let extra_pairs: Option<Vec<(String, String)>> = self
-            .extra_input_args
-            .chunks(2)
-            .map(|c| match c {
-                [k, v] if k.starts_with('-') && k != "-f" && !v.starts_with('-') => {
-                    Some((k[1..].to_string(), v.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let secret = url.is_some_and(|u| !crate::redact::secrets_of(u).is_empty());
+        let secret = url.is_some_and(|u| crate::redact::has_credentials(u));
         let mut script = None;
-        match (url, extra_pairs) {
-            (Some(u), Some(extra)) if hide && secret => {
+        let hidden = match (url, split_extra(self.extra_input_args)) {
+            (Some(u), Ok(extra)) if hide && secret => {
+                let mut options = input.clone();
+                options.extend(extra.demuxer);
+                script::text(u, &options).ok().map(|text| (text, extra.cli))
+            }
+            _ => None,
+        };
+        match hidden {
+            Some((text, cli)) => {
+                script = Some(text);
                 let probe: Vec<String> = input
                     .iter()
                     .filter(|(k, _)| k == "probesize" || k == "analyzeduration")
                     .flat_map(|(k, v)| [format!("-{k}"), v.clone()])
                     .collect();
-                input.extend(extra);
-                script = Some(script::text(u, &input));
                 a.extend(
                     [
                         "-f",
@@ -122,9 +117,11 @@ impl Plan<'_> {
                 );
                 a.extend(probe);
                 a.extend(decoding.iter().map(|w| w.to_string()));
+                // ffmpeg's own input options (not the demuxer's) stay here: no secret in them.
+                a.extend(cli);
                 a.extend(["-i".to_string(), script::PLACEHOLDER.to_string()]);
             }
-            _ => {
+            None => {
                 for (k, v) in &input {
                     a.extend([format!("-{k}"), v.clone()]);
                 }
@@ -163,6 +160,85 @@ impl Plan<'_> {
         a.extend(["-f", "mjpeg", "-flush_packets", "1", "pipe:1"].map(String::from));
         Invocation { args: a, script }
     }
+}
+
+/// ffmpeg's own options of an input (not the demuxer's or protocol's, so not for the script's
+/// `option` lines): they stay on the command line before the script's `-i`. A stream specifier
+/// (`-c:v`) is allowed after the name.
+const CLI_INPUT_OPTIONS: &[&str] = &[
+    "c",
+    "codec",
+    "vcodec",
+    "hwaccel",
+    "hwaccel_device",
+    "hwaccel_output_format",
+    "thread_queue_size",
+    "readrate",
+    "stream_loop",
+    "itsoffset",
+    "itsscale",
+    "ss",
+    "sseof",
+    "t",
+    "to",
+    "discard",
+    "r",
+    "s",
+    "pix_fmt",
+    "display_rotation",
+    "canvas_size",
+    "guess_layout_max",
+];
+/// ffmpeg's own input options that take no value.
+const CLI_INPUT_FLAGS: &[&str] = &[
+    "re",
+    "autorotate",
+    "noautorotate",
+    "accurate_seek",
+    "noaccurate_seek",
+    "find_stream_info",
+    "nofind_stream_info",
+];
+
+/// `ffmpeg_args` sorted for a camera whose URL goes into the input script.
+#[derive(Debug, Default, PartialEq)]
+pub struct Extra {
+    /// ffmpeg's own input options, kept on the command line.
+    pub cli: Vec<String>,
+    /// The demuxer's and protocols' options, written as the script's `option` lines.
+    pub demuxer: Vec<(String, String)>,
+}
+
+/// Sort `ffmpeg_args` into ffmpeg's own options and the demuxer's; the error says what cannot go
+/// with the URL into the script (`-f`, which picks the demuxer the script replaces; a flag
+/// ffmpeg's demuxers do not have; a value with a line break).
+pub fn split_extra(args: &[String]) -> Result<Extra, String> {
+    let mut out = Extra::default();
+    let mut words = args.iter().peekable();
+    while let Some(w) = words.next() {
+        let Some(key) = w.strip_prefix('-').filter(|k| !k.is_empty()) else {
+            return Err(format!("{w:?} is not an option (-name value)"));
+        };
+        let base = key.split(':').next().unwrap_or(key);
+        if base == "f" {
+            return Err("-f picks a demuxer, which the script that carries the URL replaces".into());
+        }
+        if CLI_INPUT_FLAGS.contains(&base) {
+            out.cli.push(w.clone());
+            continue;
+        }
+        let Some(value) = words.next_if(|v| !v.starts_with('-') || v.parse::<f64>().is_ok()) else {
+            return Err(format!("{w} has no value"));
+        };
+        if CLI_INPUT_OPTIONS.contains(&base) {
+            out.cli.extend([w.clone(), value.clone()]);
+        } else {
+            out.demuxer.push((key.to_string(), value.clone()));
+        }
+    }
+    // The same check the script itself makes (line breaks, option names).
+    script::text("x", &out.demuxer)?;
+    Ok(out)
 }
 
 /// Filters and encoder options that turn decoded pictures into JPEG: `first` (a rate filter)
@@ -271,6 +347,28 @@ pub fn qscale(quality: u8) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_arguments_are_sorted_into_ffmpegs_own_and_the_demuxers() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let e = split_extra(&words(
+            "-hwaccel auto -rtsp_flags prefer_tcp -re -c:v h264 -itsoffset -0.5",
+        ))
+        .unwrap();
+        assert_eq!(e.cli, words("-hwaccel auto -re -c:v h264 -itsoffset -0.5"));
+        assert_eq!(
+            e.demuxer,
+            vec![("rtsp_flags".to_string(), "prefer_tcp".to_string())]
+        );
+        for bad in ["-f rtsp", "-rtsp_flags", "value", "-headers A\r\nB"] {
+            let w = if bad.contains('\r') {
+                vec!["-headers".to_string(), "A\r\nB".to_string()]
+            } else {
+                words(bad)
+            };
+            assert!(split_extra(&w).is_err(), "{bad}");
+        }
+    }
 
     fn plan(input: &FfmpegInput) -> Plan<'_> {
         Plan {

@@ -72,30 +72,35 @@ impl FfmpegOptions {
         }
     }
 
-    /// Whether a password of this camera would stand on ffmpeg's command line, which every local
-    /// user can read: `ffmpeg:` sources, and extra arguments that cannot go into the input script
-    /// with the URL (a `-f`, a flag without a value).
+    /// Whether a password of this camera stands on ffmpeg's command line, which every local user
+    /// can read: only `ffmpeg:` sources with credentials in their words (a URL source hands its
+    /// credentials over in the private input script; see [`Self::script_problem`]).
     pub fn exposes_secret(&self) -> bool {
-        let secrets = self.input.secrets();
-        if secrets.is_empty() {
-            return false;
+        match &self.input {
+            FfmpegInput::Raw(words) => words.iter().any(|w| redact::has_credentials(w)),
+            _ => false,
         }
-        let run = Plan {
-            input: &self.input,
-            size: None,
-            fps: None,
-            quality: DEFAULT_QUALITY,
-            extra_input_args: &self.args,
-            io_timeout: Duration::from_secs(15),
-            rtsp_timeout_option: Some("-timeout"),
-            zscale: false,
-            copy: true,
-            ingest: None,
+    }
+
+    /// Why this camera's URL, which carries credentials, cannot be handed to ffmpeg in the private
+    /// input script with its `ffmpeg_args` (so the camera is refused rather than its password put
+    /// on the command line).
+    pub fn script_problem(&self) -> Option<String> {
+        let url = match &self.input {
+            FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => u,
+            FfmpegInput::Raw(_) => return None,
+        };
+        if !redact::has_credentials(url) {
+            return None;
         }
-        .invocation();
-        run.args
-            .iter()
-            .any(|a| secrets.iter().any(|s| a.contains(s.as_str())))
+        args::split_extra(&self.args)
+            .and_then(|extra| script::text(url, &extra.demuxer).map(|_| ()))
+            .err()
+            .map(|why| {
+                format!(
+                    "{why}; with credentials in the URL, ffmpeg_args go with it into a private file that keeps them off ffmpeg's command line, and this one cannot: remove it"
+                )
+            })
     }
 }
 

@@ -14,14 +14,38 @@ pub const PLACEHOLDER: &str = "<farmcam-input-script>";
 /// What ffmpeg needs to open the concat script: files, and the protocols a camera URL uses.
 pub const PROTOCOLS: &str = "file,rtsp,rtsps,rtp,srtp,tcp,udp,tls,http,https,httpproxy,crypto";
 
-/// The script for `url` with its input options (`key`, `value`).
-pub fn text(url: &str, options: &[(String, String)]) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-    let mut t = format!("ffconcat version 1.0\nfile {}\n", quote(url));
+/// The script for `url` with its input options (`key`, `value`), or why one of them cannot be
+/// written in it. ffmpeg reads the script line by line before it looks at quotes, so a line break
+/// or NUL cannot be expressed at all; everything else is quoted (`'`, with `\'` for a quote).
+/// A trailing CRLF of `headers` is left out: ffmpeg ends the headers with one itself.
+pub fn text(url: &str, options: &[(String, String)]) -> Result<String, String> {
+    let quote = |what: &str, s: &str| {
+        if s.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "{what} holds a line break, which cannot go into the private file that carries the camera's password to ffmpeg; give one header per line break-free value (ffmpeg ends headers itself), or remove it"
+            ));
+        }
+        Ok(format!("'{}'", s.replace('\'', "'\\''")))
+    };
+    let mut t = format!("ffconcat version 1.0\nfile {}\n", quote("the URL", url)?);
     for (k, v) in options {
-        t.push_str(&format!("option {k} {}\n", quote(v)));
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(format!("-{k} is not an option name ffmpeg knows"));
+        }
+        let v = match k.as_str() {
+            "headers" => v.strip_suffix("\r\n").unwrap_or(v),
+            _ => v,
+        };
+        t.push_str(&format!(
+            "option {k} {}\n",
+            quote(&format!("the value of -{k}"), v)?
+        ));
     }
-    t
+    Ok(t)
 }
 
 /// A written script; removed on drop.
@@ -87,11 +111,23 @@ mod tests {
 
     #[test]
     fn quotes_are_escaped_and_files_are_private() {
-        let t = text("rtsp://u:it's@h/cam", &[("rtsp_transport".into(), "tcp".into())]);
+        let t = text(
+            "rtsp://u:it's@h/cam",
+            &[
+                ("rtsp_transport".into(), "tcp".into()),
+                ("headers".into(), "X-Key: v\r\n".into()),
+            ],
+        )
+        .unwrap();
         assert_eq!(
             t,
-            "ffconcat version 1.0\nfile 'rtsp://u:it'\\''s@h/cam'\noption rtsp_transport 'tcp'\n"
+            "ffconcat version 1.0\nfile 'rtsp://u:it'\\''s@h/cam'\noption rtsp_transport 'tcp'\noption headers 'X-Key: v'\n"
         );
+        for bad in ["A: 1\r\nB: 2\r\n", "x\ny", "nul\0"] {
+            let e = text("rtsp://u:p@h/", &[("headers".into(), bad.into())]).unwrap_err();
+            assert!(e.contains("-headers") && e.contains("line break"), "{e}");
+        }
+        assert!(text("rtsp://u:p@h/", &[("a b".into(), "1".into())]).is_err());
         let s = write("test", &t).unwrap();
         let mode = std::fs::metadata(&s.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
