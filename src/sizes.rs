@@ -20,9 +20,13 @@ pub const MAX_SIZES: usize = 4;
 pub const MIN_SIDE: u32 = 48;
 /// The largest (larger than any camera: the frame is then served as it is).
 pub const MAX_SIDE: u32 = 7680;
-/// A size nobody holds stays reserved this long after its last use (a wall tile asks once a
-/// second, Home Assistant every 10 s), so a glancing consumer keeps its size.
+/// A size nobody holds stays listed this long after its last use (a wall tile asks once a
+/// second, Home Assistant every 10 s). When all slots are taken, the size nobody holds that was
+/// used longest ago makes room, so nobody can keep others from their sizes by asking odd ones.
 pub const LINGER: Duration = Duration::from_secs(30);
+/// Sides asked for are rounded to the nearest multiple of this (whole JPEG blocks; a client asking
+/// 100, 101, 102, … asks for one size, not many).
+pub const STEP: u32 = 8;
 
 /// A size asked for: one side; the other follows the frame's aspect ratio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +51,7 @@ impl Scale {
             v.parse::<u32>()
                 .ok()
                 .filter(|n| (MIN_SIDE..=MAX_SIDE).contains(n))
+                .map(|n| ((n + STEP / 2) / STEP * STEP).clamp(MIN_SIDE, MAX_SIDE))
                 .ok_or_else(|| {
                     format!(
                         "{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, e.g. ?{name}=320 (the other side follows the picture's aspect ratio)"
@@ -125,9 +130,21 @@ impl Sizes {
             None => {
                 entries.retain(|e| e.users > 0 || now.duration_since(e.last_used) < LINGER);
                 if entries.len() >= MAX_SIZES {
+                    // Room from the size nobody holds that was used longest ago.
+                    let unheld = entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.users == 0)
+                        .min_by_key(|(_, e)| e.last_used)
+                        .map(|(i, _)| i);
+                    if let Some(i) = unheld {
+                        entries.remove(i);
+                    }
+                }
+                if entries.len() >= MAX_SIZES {
                     let serving: Vec<String> = entries.iter().map(|e| e.scale.to_string()).collect();
                     return Err(format!(
-                        "this camera serves at most {MAX_SIZES} sizes at once and is serving {} now; ask for one of those, or leave width and height out for the full size",
+                        "this camera serves at most {MAX_SIZES} sizes at once and streams {} now; ask for one of those, or leave width and height out for the full size",
                         serving.join(", ")
                     ));
                 }
@@ -236,7 +253,13 @@ mod tests {
     #[test]
     fn query_values_are_checked() {
         assert_eq!(Scale::from_query(Some("320"), None), Ok(Some(Scale::Width(320))));
-        assert_eq!(Scale::from_query(None, Some("180")), Ok(Some(Scale::Height(180))));
+        assert_eq!(Scale::from_query(Some("100"), None), Ok(Some(Scale::Width(104))));
+        assert_eq!(
+            Scale::from_query(Some("7679"), None),
+            Ok(Some(Scale::Width(7680)))
+        );
+        assert_eq!(Scale::from_query(Some("48"), None), Ok(Some(Scale::Width(48))));
+        assert_eq!(Scale::from_query(None, Some("180")), Ok(Some(Scale::Height(184))));
         assert_eq!(Scale::from_query(None, None), Ok(None));
         for bad in ["0", "abc", "-5", "47", "99999", ""] {
             let e = Scale::from_query(Some(bad), None).unwrap_err();
@@ -274,6 +297,7 @@ mod tests {
     #[tokio::test]
     async fn a_fifth_size_is_refused_until_one_is_released() {
         let sizes = Arc::new(Sizes::default());
+        tokio::time::pause();
         let held: Vec<_> = (1..=4)
             .map(|i| sizes.lease(Scale::Width(100 * i)).unwrap())
             .collect();
@@ -282,12 +306,16 @@ mod tests {
         let e = sizes.lease(Scale::Width(500)).err().unwrap();
         assert!(e.contains("width=100, width=200, width=300, width=400"), "{e}");
         drop(again);
-        drop(held);
-        // Released sizes linger (a glancing consumer keeps its size) …
-        assert!(sizes.lease(Scale::Width(500)).is_err());
-        // … until LINGER passed.
-        tokio::time::pause();
-        tokio::time::advance(LINGER + Duration::from_secs(1)).await;
-        assert!(sizes.lease(Scale::Width(500)).is_ok());
+        // Released, width=100 makes room for a new size; the rest are still held.
+        drop(held.into_iter().skip(1).collect::<Vec<_>>());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let five = sizes.lease(Scale::Width(500)).unwrap();
+        // All released now: the one used longest ago goes first (200, not 500).
+        drop(five);
+        let six = sizes.lease(Scale::Width(600)).unwrap();
+        let listed = sizes.in_use();
+        assert!(!listed.contains(&"width=200".to_string()), "{listed:?}");
+        assert!(listed.contains(&"width=500".to_string()), "{listed:?}");
+        drop(six);
     }
 }
