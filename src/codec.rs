@@ -298,6 +298,9 @@ pub fn resize_rgb(src: &[u8], from: Size, to: Size) -> Vec<u8> {
 /// the picture stays whole instead of being trimmed or getting a strip of unturned blocks.
 pub fn turn_lossless(jpeg: &[u8], op: Op) -> Result<Vec<u8>, CodecError> {
     use turbojpeg::TransformOp as T;
+    // The same bound as decoding: the transform allocates the whole picture's coefficients (a
+    // header claiming 20000x20000 would cost over a gigabyte per frame).
+    bounded_header(&mut Decompressor::new()?, jpeg)?;
     let mut t = Transform::op(match op {
         Op::None => T::None,
         Op::Hflip => T::Hflip,
@@ -403,6 +406,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("larger"));
+        // Turning it without decoding is bounded the same way.
+        for op in [Op::Rot90, Op::Hflip, Op::Rot180] {
+            assert!(turn_lossless(&jpeg, op).unwrap_err().to_string().contains("larger"));
+        }
     }
 
     #[test]
