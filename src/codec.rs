@@ -408,7 +408,10 @@ mod tests {
             .contains("larger"));
         // Turning it without decoding is bounded the same way.
         for op in [Op::Rot90, Op::Hflip, Op::Rot180] {
-            assert!(turn_lossless(&jpeg, op).unwrap_err().to_string().contains("larger"));
+            assert!(turn_lossless(&jpeg, op)
+                .unwrap_err()
+                .to_string()
+                .contains("larger"));
         }
     }
 

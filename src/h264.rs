@@ -109,6 +109,8 @@ pub struct AuSplitter {
     keyframe: bool,
     sps: Option<Bytes>,
     too_big: bool,
+    /// The NAL unit arriving now is oversized: its bytes are skipped until the next start code.
+    skipping: bool,
     stats: AuStats,
 }
 
@@ -133,6 +135,7 @@ impl AuSplitter {
             keyframe: false,
             sps: None,
             too_big: false,
+            skipping: false,
             stats: AuStats::default(),
         }
     }
@@ -150,6 +153,15 @@ impl AuSplitter {
     pub fn push(&mut self, data: &[u8], out: &mut Vec<AccessUnit>) {
         self.buf.extend_from_slice(data);
         loop {
+            if self.skipping {
+                // The rest of an oversized NAL unit, up to the next start code.
+                let Some(next) = find_start(&self.buf, 0) else {
+                    self.buf.drain(..self.buf.len().saturating_sub(2));
+                    return;
+                };
+                self.buf.drain(..next);
+                self.skipping = false;
+            }
             // The buffer starts at a start code (or holds garbage before the first one).
             let Some(first) = find_start(&self.buf, 0) else {
                 // Keep two bytes: a start code may be split across pieces.
@@ -169,9 +181,20 @@ impl AuSplitter {
             let Some(next) = find_start(&self.buf, self.scanned.max(3)) else {
                 self.scanned = self.buf.len().saturating_sub(2).max(3);
                 if self.buf.len() > self.max {
-                    // One NAL unit larger than any picture may be: drop what we have of it.
-                    self.stats.oversized += 1;
+                    // One NAL unit larger than any picture may be. What it starts is known from
+                    // its header: a new picture completes the one before (which is whole and
+                    // comes out); the unit it belongs to is dropped, and its bytes skipped.
+                    let info = nal_info(self.codec, &self.buf[3..]);
+                    if self.has_slice && (info.prefix || info.first_slice) {
+                        self.emit(out);
+                    }
+                    if !self.too_big {
+                        self.stats.oversized += 1;
+                    }
                     self.too_big = true;
+                    self.has_slice |= info.slice;
+                    self.keyframe |= info.keyframe;
+                    self.skipping = true;
                     self.buf.drain(..self.buf.len() - 2);
                     self.scanned = 0;
                 }

@@ -155,6 +155,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// Any one NAL unit oversized (a picture's first slice, a parameter set, the last slice),
+    /// the stream fed in small pieces: only its own unit is dropped; the picture before it,
+    /// complete when the oversized NAL starts arriving, still comes out.
+    #[test]
+    fn an_oversized_nal_drops_only_its_own_unit(
+        h265 in any::<bool>(),
+        n in 3usize..12,
+        seed in any::<u64>(),
+        victim in any::<usize>(),
+        nal_pick in any::<usize>(),
+        piece in 1usize..200,
+    ) {
+        let codec = if h265 { Codec::H265 } else { Codec::H264 };
+        let mut us = units(codec, n, seed);
+        let v = 1 + victim % (n - 1);
+        let k = nal_pick % us[v].nals.len();
+        us[v].nals[k].extend(payload(5000, seed ^ 1));
+        let stream = annex_b(&us, true);
+        let cuts: Vec<usize> = (piece..stream.len()).step_by(piece).collect();
+        let (out, s, _) = split(codec, &stream, &cuts, 4096);
+        let want: Vec<Vec<u8>> = us.iter().enumerate().filter(|(i, _)| *i != v).map(|(_, u)| expected(u)).collect();
+        let got: Vec<Vec<u8>> = out.iter().map(|u| u.data.to_vec()).collect();
+        prop_assert_eq!(got.len(), want.len(), "unit {} of {} oversized", v, n);
+        prop_assert!(got == want, "unit {} of {} oversized: other units changed", v, n);
+        prop_assert_eq!(s.stats().oversized, 1);
+    }
+}
+
 #[test]
 fn oversized_units_are_dropped_and_the_rest_still_come_out() {
     let mut us = units(Codec::H264, 6, 3);
