@@ -296,3 +296,48 @@ async fn a_camera_with_rare_keyframes_is_waited_for_and_measured() {
     assert_eq!(c["state"], "live", "{c}");
     assert!(c["last_error"].is_null(), "{c}");
 }
+
+/// A decoder that dies after each picture is not restarted at once, forever: restarts of one
+/// that died soon after it worked wait a growing pause (1 s, 2 s, 4 s, …), while the camera stays
+/// connected. The decoder here is ffmpeg told to stop after one picture (a wrapper as
+/// `[ffmpeg] path`, counting its starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoder_dying_after_each_picture_is_restarted_with_a_growing_pause() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = RtspServer::start(RtspOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("decoder-starts");
+    let wrapper = dir.path().join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nargs=(\"$@\")\nif [[ \" $* \" == *\" pipe:0 \"* ]]; then\n  echo start >> {}\n  \
+             last=${{args[-1]}}; unset 'args[-1]'\n  exec ffmpeg \"${{args[@]}}\" -frames:v 1 \"$last\"\nfi\nexec ffmpeg \"$@\"\n",
+            starts.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&config(
+        &format!("[ffmpeg]\npath = \"{}\"", wrapper.display()),
+        &format!("[[camera]]\nid = \"cam\"\nsource = \"{}\"\n", server.url()),
+    ));
+    let mut viewer = open_stream(&d, "cam").await;
+    live_frame(&mut viewer).await;
+    let count = || std::fs::read_to_string(&starts).map_or(0, |s| s.lines().count());
+    // Wait until a restart waits about 4 s (the third quick death in a row).
+    eventually(Duration::from_secs(60), "a 4 s pause before a restart", || {
+        d.log_text()
+            .lines()
+            .filter_map(|l| l.split("restarting it in ").nth(1))
+            .filter_map(|rest| rest.split('s').next()?.parse::<f64>().ok())
+            .any(|pause| pause >= 3.0)
+            .then_some(())
+    })
+    .await;
+    // Restarted at once each time, it would have started hundreds of decoders by now.
+    assert!(count() <= 6, "{} decoder starts", count());
+    let c = d.camera("cam").await;
+    assert_eq!(c["upstream_opens"], 1, "the camera stayed connected: {c}");
+    assert_eq!(server.clients.load(SeqCst), 1);
+}

@@ -3,6 +3,8 @@
 //! the camera connection.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,9 +16,11 @@ use super::child::{self, Chatter, Ffmpeg};
 use super::mjpeg::READ_CHUNK;
 use crate::jpeg::{Split, Splitter};
 
-/// Access units queued for the decoder (about two seconds of video); beyond that the decoder
-/// is behind and is resynchronised at the next keyframe.
+/// Access units queued for the decoder (about two seconds of video), and their bytes at most
+/// (a unit larger than that alone is still taken when nothing is queued); beyond that the
+/// decoder is behind and is resynchronised at the next keyframe.
 const FEED_QUEUE: usize = 64;
+const FEED_BYTES: usize = 8 << 20;
 /// Decoded JPEGs waiting for the pump.
 const FRAME_QUEUE: usize = 4;
 
@@ -24,6 +28,8 @@ pub struct Decoder {
     ff: Ffmpeg,
     /// None once the input ended: the decoder finishes what it has, then exits.
     feed: Option<mpsc::Sender<Bytes>>,
+    /// Bytes queued and not yet written to the decoder.
+    queued: Arc<AtomicUsize>,
     frames: mpsc::Receiver<Split>,
     writer: JoinHandle<()>,
     reader: JoinHandle<()>,
@@ -45,9 +51,13 @@ impl Decoder {
         let mut stdin = ff.stdin.take().expect("piped stdin");
         let mut stdout = ff.stdout.take().expect("piped stdout");
         let (feed, mut units) = mpsc::channel::<Bytes>(FEED_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = queued.clone();
         let writer = tokio::spawn(async move {
             while let Some(unit) = units.recv().await {
-                if stdin.write_all(&unit).await.is_err() || stdin.flush().await.is_err() {
+                let ok = stdin.write_all(&unit).await.is_ok() && stdin.flush().await.is_ok();
+                written.fetch_sub(unit.len(), Relaxed);
+                if !ok {
                     break;
                 }
             }
@@ -72,6 +82,7 @@ impl Decoder {
         Ok(Decoder {
             ff,
             feed: Some(feed),
+            queued,
             frames,
             writer,
             reader,
@@ -80,7 +91,14 @@ impl Decoder {
 
     /// Queue data for the decoder; false when it is behind (the data was not queued).
     pub fn feed(&self, data: Bytes) -> bool {
-        self.feed.as_ref().is_some_and(|f| f.try_send(data).is_ok())
+        let Some(f) = &self.feed else { return false };
+        let len = data.len();
+        let before = self.queued.fetch_add(len, Relaxed);
+        if (before > 0 && before + len > FEED_BYTES) || f.try_send(data).is_err() {
+            self.queued.fetch_sub(len, Relaxed);
+            return false;
+        }
+        true
     }
 
     /// No more input: the decoder's stdin closes once what is queued was written, so it

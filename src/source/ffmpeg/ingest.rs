@@ -27,6 +27,7 @@ use super::args::DecoderPlan;
 use super::child::{Chatter, Ffmpeg};
 use super::decoder::Decoder;
 use super::mjpeg::READ_CHUNK;
+use crate::backoff::Backoff;
 use crate::frame::{Captured, Size};
 use crate::h264::{delimiter, AccessUnit, AuSplitter, Codec};
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
@@ -35,6 +36,8 @@ use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
 const FIRST_UNIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A decoder that exits this many times in a row without a picture fails the upstream.
 const DECODER_TRIES: u32 = 3;
+/// A decoder that ran this long was healthy: if it dies, it is restarted at once.
+const DECODER_HEALTHY: Duration = Duration::from_secs(30);
 
 /// What the decoder is set up for: the mode, and in full mode the rate to encode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,6 +82,10 @@ pub struct Ingest {
     decoder_retry_at: Option<Instant>,
     /// The running decoder has produced a picture.
     decoder_produced: bool,
+    /// When the running decoder started, and the pause before restarting one that died soon
+    /// after it worked (a decoder dying after each picture is not restarted at once, forever).
+    decoder_started: Instant,
+    quick_exits: Backoff,
     /// Decoders being stopped in the background (awaited at close).
     stopping: JoinSet<()>,
     stall: Duration,
@@ -124,6 +131,8 @@ impl Ingest {
             decoder_failures: 0,
             decoder_retry_at: None,
             decoder_produced: false,
+            decoder_started: Instant::now(),
+            quick_exits: Backoff::default(),
             stopping: JoinSet::new(),
             stall,
             ended: None,
@@ -210,6 +219,7 @@ impl Ingest {
             Ok(d) => {
                 self.decoder = Some((d, setup));
                 self.decoder_produced = false;
+                self.decoder_started = Instant::now();
                 self.work.set_decoder(Some(setup.mode));
                 self.last_picture = Instant::now();
                 // Start from the cached keyframe: a newcomer gets a picture at once. In full mode the
@@ -332,8 +342,9 @@ impl Ingest {
         }
     }
 
-    /// The running decoder exited: restart it at once if it had been working, else retry a
-    /// few times with a pause; then the upstream fails.
+    /// The running decoder exited: restart it at once if it had been working for a while, after
+    /// a growing pause if it died soon after it worked, else retry a few times with a pause;
+    /// then the upstream fails.
     async fn decoder_exited(&mut self) -> Result<(), SourceError> {
         let Some((mut d, setup)) = self.decoder.take() else {
             return Ok(());
@@ -342,8 +353,15 @@ impl Ingest {
         self.stopping.spawn(d.stop());
         self.work.set_decoder(Some(DecoderMode::Off));
         if self.decoder_produced {
-            warn!(camera = %self.camera, "{why}: restarting the decoder (the camera stays connected)");
-            self.start_decoder(setup);
+            if self.decoder_started.elapsed() >= DECODER_HEALTHY {
+                self.quick_exits.reset();
+                warn!(camera = %self.camera, "{why}: restarting the decoder (the camera stays connected)");
+                self.start_decoder(setup);
+            } else {
+                let pause = self.quick_exits.next_delay();
+                warn!(camera = %self.camera, "{why}: the decoder died soon after it started; restarting it in {pause:.1?} (the camera stays connected)");
+                self.decoder_retry_at = Some(Instant::now() + pause);
+            }
             return Ok(());
         }
         self.decoder_failed();
