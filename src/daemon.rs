@@ -275,6 +275,10 @@ async fn check_ffmpeg(config: &Config) {
     if users.is_empty() {
         return;
     }
+    // Chosen (and cleared of scripts that dead farmcams left) now, not at a camera's first open.
+    if let Err(e) = crate::source::ffmpeg::private_dir() {
+        error!("{e}; cameras with a password in their URL cannot start");
+    }
     let program = &config.defaults.ffmpeg;
     match crate::source::ffmpeg::probe(program).await {
         Ok(p) => info!(

@@ -17,6 +17,7 @@ pub mod http;
 pub mod http_client;
 pub mod jpeg;
 pub mod light;
+pub mod lit;
 pub mod log_limit;
 pub mod moonraker;
 pub mod mqtt;

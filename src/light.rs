@@ -1,5 +1,5 @@
-//! Lights over serial ports (tokio-serial): on when a camera's pump starts, off `off_delay` after
-//! the last pump using the light stopped.
+//! Lights over serial ports (tokio-serial): on before a camera opens, off `off_delay` after the
+//! last camera using the light closed (see [`crate::lit`]: the light's part of a camera's source).
 //!
 //! Each light counts the pumps using it. One task per serial port owns the port (opened
 //! exclusively) and serialises the commands of every light on it; it reconciles what each light
@@ -68,10 +68,27 @@ pub struct Light {
     cameras: Vec<String>,
 }
 
+/// A hold on a light: it is on while anyone holds it, and goes off `off_delay` after the last
+/// hold is dropped, however the holder ends (closed, stopped, or unwound by a panic).
+pub struct LightHold(Arc<Light>);
+
+impl Drop for LightHold {
+    fn drop(&mut self) {
+        let light = &self.0;
+        {
+            let mut w = light.want.lock().unwrap();
+            w.users = w.users.saturating_sub(1);
+            if w.users == 0 {
+                w.off_at = Some(Instant::now() + light.config.off_delay);
+            }
+        }
+        light.wake.notify_one();
+    }
+}
+
 impl Light {
-    /// A pump using this light started: switch it on (cancelling a pending switch-off) and wait,
-    /// at most [`ON_WAIT`], until the command was written (or the port is known unavailable).
-    pub async fn acquire(&self) {
+    /// Hold the light on (cancelling a pending switch-off); see [`Light::wait_on`].
+    pub fn hold(self: &Arc<Self>) -> LightHold {
         {
             let mut w = self.want.lock().unwrap();
             w.users += 1;
@@ -79,24 +96,18 @@ impl Light {
             w.off_at = None;
         }
         self.wake.notify_one();
+        LightHold(self.clone())
+    }
+
+    /// Wait, at most [`ON_WAIT`], until the light's "on" command was written (or the port is
+    /// known unavailable). Dropping the wait (a camera stopped meanwhile) is fine.
+    pub async fn wait_on(&self) {
         let mut rx = self.actual.subscribe();
         let _ = timeout(
             ON_WAIT,
             rx.wait_for(|a| matches!(a.state, LightState::On | LightState::Unavailable)),
         )
         .await;
-    }
-
-    /// A pump using this light stopped: the light goes off `off_delay` after the last one.
-    pub fn release(&self) {
-        {
-            let mut w = self.want.lock().unwrap();
-            w.users = w.users.saturating_sub(1);
-            if w.users == 0 {
-                w.off_at = Some(Instant::now() + self.config.off_delay);
-            }
-        }
-        self.wake.notify_one();
     }
 
     /// When a frame must have been captured for a snapshot to count as lit: `settle` after the

@@ -389,15 +389,7 @@ impl Pump {
                 warn!(camera = %self.id(), "previous upstream did not close within {PREVIOUS_CLOSE_WAIT:?}; opening anyway");
             }
         }
-        // The light goes on before the camera opens, so the first frames are lit; it is released
-        // once the upstream is closed.
-        if let Some(light) = &self.shared.light {
-            light.acquire().await;
-        }
         let reason = self.run(source).await;
-        if let Some(light) = &self.shared.light {
-            light.release();
-        }
         {
             let mut inner = self.inner.lock().unwrap();
             inner.stopped = true;

@@ -128,6 +128,11 @@ impl Camera {
         parent: &CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
+        // A camera with a light holds it on from before each open until the upstream closed.
+        let source = match &light {
+            Some(l) => Arc::new(crate::lit::LitSource::new(source, l.clone())) as Arc<dyn Source>,
+            None => source,
+        };
         Camera {
             shared: Arc::new(CameraShared::new(config, events, light)),
             source,

@@ -659,3 +659,49 @@ async fn camera_passwords_are_on_no_command_line() {
         assert!(!err.contains("S3cret"), "{err}");
     }
 }
+
+/// Another local user who creates farmcam's script directory first (in a shared /tmp) cannot
+/// stop the cameras that have a password: farmcam makes a private directory of its own and says
+/// so; scripts that farmcam processes no longer running left behind are removed at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_directory_taken_by_another_user_stops_no_camera() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let uid = unsafe { libc::getuid() };
+    let taken = tmp.path().join(format!("farmcam-{uid}"));
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::set_permissions(&taken, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&taken, Some(65534), Some(65534)).unwrap();
+    // A private directory of ours beside it, with a stale script in it, for the second daemon.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let ours = tmp2.path().join(format!("farmcam-{uid}"));
+    std::fs::create_dir(&ours).unwrap();
+    std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stale = ours.join("cam-999999999-0.ffconcat");
+    std::fs::write(&stale, "ffconcat version 1.0\n").unwrap();
+
+    let http = MjpegServer::start(160, 120).await;
+    let cam = format!(
+        "[[camera]]\nid = \"cam\"\nsource = \"http://user:Taken%23S3cret@127.0.0.1:{}/stream\"\n",
+        http.port
+    );
+    let d = Daemon::start_with_env(&config("", &cam), &[("TMPDIR", tmp.path().to_str().unwrap())]);
+    let mut s = open_stream(&d, "cam").await;
+    live_frame(&mut s).await;
+    let log = d.log_text();
+    assert!(
+        log.contains("is not a private directory of this user") && log.contains("instead"),
+        "{log}"
+    );
+    assert!(
+        std::fs::read_dir(&taken).unwrap().next().is_none(),
+        "nothing written there"
+    );
+
+    let d2 = Daemon::start_with_env(&config("", &cam), &[("TMPDIR", tmp2.path().to_str().unwrap())]);
+    eventually(Duration::from_secs(20), "the stale script removed", || {
+        (!stale.exists()).then_some(())
+    })
+    .await;
+    drop(d2);
+}

@@ -387,3 +387,65 @@ async fn cold_snapshots_wait_for_the_light_to_settle() {
     let f = r.cameras[0].snapshot(None).await.unwrap();
     assert!(f.captured_at <= asked + Duration::from_millis(100));
 }
+
+/// A camera source that panics on its first frame.
+struct Panicking;
+
+#[async_trait]
+impl Source for Panicking {
+    async fn open(&self, _demand: farmcam::source::DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
+        Ok(Box::new(PanicFrames))
+    }
+}
+
+struct PanicFrames;
+
+#[async_trait]
+impl Upstream for PanicFrames {
+    async fn next_frame(&mut self) -> Result<Captured, SourceError> {
+        panic!("a bug in a source");
+    }
+}
+
+/// The light is held by the camera's upstream, not switched by hand: when a bug unwinds the
+/// camera's pump, the light still goes off after its delay (before, it stayed on for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_camera_does_not_leave_its_light_on() {
+    let mut pty = Pty::new();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let events = Arc::new(EventBus::default());
+    let users = HashMap::from([("relay".to_string(), vec!["cam".to_string()])]);
+    let config = light(
+        "relay",
+        pty.path.clone(),
+        Protocol::Lcus { channel: 1 },
+        Duration::from_millis(200),
+    );
+    let lights = Lights::start(&[config], &users, events.clone(), stop.clone(), &tracker);
+    assert_eq!(pty.read(4, WAIT).await.0, lcus(1, false));
+    let mut cam_config = CameraConfig::new("cam", SourceSpec::TestPattern);
+    cam_config.light = Some("relay".into());
+    let light = lights.get("relay").unwrap();
+    let cam = Camera::with_source(
+        Arc::new(cam_config),
+        Arc::new(Panicking),
+        events,
+        Some(light.clone()),
+        &stop,
+        tracker.clone(),
+    );
+    let _sub = cam.subscribe(Viewer);
+    assert_eq!(
+        pty.read(4, WAIT).await.0,
+        lcus(1, true),
+        "on before the camera opened"
+    );
+    assert_eq!(
+        pty.read(4, WAIT).await.0,
+        lcus(1, false),
+        "off after the pump unwound"
+    );
+    assert_eq!(light.status().users, 0);
+    stop.cancel();
+}

@@ -32,6 +32,7 @@ use tracing::debug;
 pub use args::{qscale, DecoderPlan, Plan};
 pub use input::FfmpegInput;
 pub use probe::{probe, Probe};
+pub use script::private_dir;
 
 use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::Size;

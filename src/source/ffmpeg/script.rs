@@ -4,6 +4,7 @@
 //! options go along as `option` lines). The file is removed when the child ends.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -80,29 +81,91 @@ pub fn write(camera: &str, text: &str) -> Result<Script, String> {
     Ok(script)
 }
 
-/// `$RUNTIME_DIRECTORY` under systemd, else `farmcam-UID` in the temporary directory; created
-/// 0700, and refused if someone else owns it or others may read it.
-fn private_dir() -> Result<PathBuf, String> {
-    let dir = match std::env::var_os("RUNTIME_DIRECTORY") {
-        Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()),
-        // SAFETY: getuid cannot fail.
-        None => std::env::temp_dir().join(format!("farmcam-{}", unsafe { libc::getuid() })),
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+/// `$RUNTIME_DIRECTORY` under systemd, else `farmcam-UID` in the temporary directory, created
+/// 0700. When that name is taken by something this user does not own privately (another local
+/// user can create it first in a shared /tmp), a fresh private directory is made instead
+/// (`farmcam-UID-XXXXXX`), so nobody else can stop farmcam's cameras. Chosen once per process;
+/// scripts left there by farmcam processes that no longer run are removed then.
+pub fn private_dir() -> Result<PathBuf, String> {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = choose_dir()?;
+        remove_stale(&dir);
+        Ok(dir)
+    })
+    .clone()
+}
+
+fn choose_dir() -> Result<PathBuf, String> {
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let dir = PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default());
+        return ensure_private(&dir, me).map(|()| dir);
+    }
+    let dir = std::env::temp_dir().join(format!("farmcam-{me}"));
+    match ensure_private(&dir, me) {
+        Ok(()) => Ok(dir),
+        Err(why) => {
+            // mkdtemp makes a new directory, 0700, that nobody else can have made.
+            let template = std::env::temp_dir().join(format!("farmcam-{me}-XXXXXX"));
+            let mut bytes = std::ffi::CString::new(template.as_os_str().as_encoded_bytes())
+                .map_err(|_| "the temporary directory's name holds a NUL".to_string())?
+                .into_bytes_with_nul();
+            // SAFETY: `bytes` is a writable NUL-terminated template, as mkdtemp wants.
+            if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
+                return Err(format!(
+                    "{why}; and cannot create a private directory in {}",
+                    std::env::temp_dir().display()
+                ));
+            }
+            bytes.pop();
+            let made = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+            tracing::warn!("{why}; using {} instead", made.display());
+            Ok(made)
+        }
+    }
+}
+
+/// Create `dir` 0700 if missing; an error unless it is a directory `me` owns that others cannot
+/// read or enter.
+fn ensure_private(dir: &std::path::Path, me: u32) -> Result<(), String> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
     }
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
         return Err(format!(
-            "{} is not a private directory of this user (mode 0700): remove it",
+            "{} is not a private directory of this user (mode 0700)",
             dir.display()
         ));
     }
-    Ok(dir)
+    Ok(())
+}
+
+/// Remove scripts (`CAMERA-PID-N.ffconcat`) of farmcam processes that no longer run.
+fn remove_stale(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".ffconcat") else {
+            continue;
+        };
+        let pid = stem.rsplitn(3, '-').nth(1).and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = pid.is_some_and(|p| {
+            p > 0
+                && unsafe { libc::kill(p, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        });
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
