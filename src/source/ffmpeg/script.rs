@@ -155,7 +155,7 @@ fn remove_stale(dir: &std::path::Path) {
         let Some(stem) = name.strip_suffix(".ffconcat") else {
             continue;
         };
-        let pid = stem.rsplitn(3, '-').nth(1).and_then(|p| p.parse::<i32>().ok());
+        let pid = stem.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
         // SAFETY: kill with signal 0 only checks whether the process exists.
         let gone = pid.is_some_and(|p| {
             p > 0
