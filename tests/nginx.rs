@@ -56,6 +56,17 @@ async fn mainsail_style_proxy_serves_streams_snapshots_and_advertises_its_own_ur
         r[0]["stream_url"], "http://printer.local/webcam/cameras/p1/stream",
         "{r}"
     );
+    assert_eq!(r[0]["url_source"], "proxy");
+    // A non-default port is kept (README's block forwards $http_host, not $host).
+    let r = request_json(n, "/webcam/api/cameras", "printer.local:8443").await;
+    assert_eq!(
+        r[0]["stream_url"], "http://printer.local:8443/webcam/cameras/p1/stream",
+        "{r}"
+    );
+    // MainsailOS's stock block sends no X-Forwarded-*: farmcam cannot know its public address
+    // and says so (the URLs name the proxy's upstream).
+    let r = request_json(n, "/stock/api/cameras", "printer.local").await;
+    assert_eq!(r[0]["url_source"], "host", "{r}");
     // HEAD through the proxy (OctoPrint's URL test).
     let h = common::request(
         n,
@@ -136,6 +147,42 @@ async fn the_wall_works_under_the_prefix() {
             "return document.querySelector('#conn').textContent",
             |v| v == "live updates",
         )
+        .await;
+    // Behind MainsailOS's stock block (no forwarded headers), the live view's copy URLs come
+    // from the page's own address, not the proxy's upstream name.
+    browser.goto(&format!("http://{}/stock/", nginx.addr())).await;
+    browser
+        .wait_for(WAIT, "tiles under /stock/", tiles, |v| {
+            v.as_array().unwrap().len() == 2
+        })
+        .await;
+    browser.click("article[data-camera=p1]").await;
+    let urls = browser
+        .wait_for(
+            WAIT,
+            "the live view's URLs",
+            "return document.querySelector('#live-urls').textContent",
+            |v| v.as_str().is_some_and(|s| s.contains("stream")),
+        )
+        .await;
+    let urls = urls.as_str().unwrap();
+    assert!(
+        urls.contains(&format!("http://{}/stock/cameras/p1/stream", nginx.addr())),
+        "{urls}"
+    );
+    assert!(!urls.contains("mjpgstreamer1"), "{urls}");
+    assert!(
+        urls.contains(&format!(
+            "http://127.0.0.1:{}/?action=stream",
+            d.cameras["p1"].port()
+        )),
+        "the dedicated port on the page's host: {urls}"
+    );
+    browser.goto(&format!("http://{}/webcam/", nginx.addr())).await;
+    browser
+        .wait_for(WAIT, "both tiles again", tiles, |v| {
+            v.as_array().unwrap().len() == 2
+        })
         .await;
     // A camera fails: its badge flips, through the events under the prefix.
     drop(http);

@@ -1,6 +1,7 @@
 //! nginx (Debian's package) in front of farmcam, set up the way MainsailOS and FluiddPI set it
-//! up: `/webcam/` to the main port and `/webcam2/` to a dedicated port with buffering off, and
-//! `/buffered/` to the main port with nginx's default buffering.
+//! up: `/webcam/` to the main port (with README's X-Forwarded-* headers) and `/webcam2/` to a
+//! dedicated port with buffering off, `/buffered/` to the main port with nginx's default
+//! buffering, and `/stock/` as MainsailOS's own block (an upstream name, no forwarded headers).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -38,7 +39,7 @@ http {{
         location /webcam/ {{
             proxy_pass http://{main}/;
             proxy_buffering off;
-            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Prefix /webcam;
         }}
@@ -49,6 +50,14 @@ http {{
         location /buffered/ {{
             proxy_pass http://{main}/;
         }}
+        # MainsailOS's stock block: an upstream name, no X-Forwarded-* headers.
+        location /stock/ {{
+            proxy_pass http://mjpgstreamer1/;
+            proxy_buffering off;
+        }}
+    }}
+    upstream mjpgstreamer1 {{
+        server {main};
     }}
 }}
 "
