@@ -1,10 +1,14 @@
-//! The house's one rule, checked: data and imports flow one way. Every `crate::MODULE` path in a
-//! file of `src/` is an edge from that file's top-level module to MODULE; the graph must have no
-//! cycle (sources never import config, events never import light, …). `src/main.rs` is the
-//! binary and may use anything.
+//! The house's one rule, checked: data and imports flow one way. Every path a file of `src/`
+//! names (`use` trees, grouped or nested, and paths in code) is resolved against the file's own
+//! module (`crate::`, `super::`, `super::super::`, `self::`) to an edge from its top-level module
+//! to another; the graph must have no cycle (sources never import config, events never import
+//! light, …). Code under `#[cfg(test)]` does not count; `src/main.rs` is the binary and may use
+//! anything. The source is parsed (syn), so no spelling of a path is invisible.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use syn::visit::Visit;
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -17,33 +21,167 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Top-level module → the top-level modules it names through `crate::`.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.meta
+                .require_list()
+                .is_ok_and(|l| l.tokens.to_string() == "test")
+    })
+}
+
+/// The top-level modules one file's code names, resolved from its module path.
+struct Names<'a> {
+    /// The module the code is in (`["source", "ffmpeg", "args"]`), inline modules pushed.
+    module: Vec<String>,
+    found: &'a mut BTreeSet<String>,
+}
+
+impl Names<'_> {
+    /// Resolve a path's leading segments; record its top-level module.
+    fn resolve(&mut self, segments: &[String]) {
+        let mut at: Vec<String> = match segments.first().map(String::as_str) {
+            Some("crate") => Vec::new(),
+            Some("super") | Some("self") => self.module.clone(),
+            _ => return,
+        };
+        for s in segments {
+            match s.as_str() {
+                "crate" | "self" => {}
+                "super" => {
+                    at.pop();
+                }
+                _ => {
+                    at.push(s.clone());
+                    break;
+                }
+            }
+        }
+        if let Some(top) = at.first() {
+            self.found.insert(top.clone());
+        }
+    }
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                self.resolve(prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Rename(r) => {
+                prefix.push(r.ident.to_string());
+                self.resolve(prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Glob(_) => self.resolve(prefix),
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(prefix, t);
+                }
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Names<'_> {
+    fn visit_item(&mut self, i: &'ast syn::Item) {
+        let attrs = match i {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Impl(m) => &m.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            syn::Item::Struct(s) => &s.attrs,
+            syn::Item::Enum(e) => &e.attrs,
+            syn::Item::Const(c) => &c.attrs,
+            syn::Item::Static(c) => &c.attrs,
+            _ => return syn::visit::visit_item(self, i),
+        };
+        if is_test_only(attrs) {
+            return;
+        }
+        match i {
+            syn::Item::Mod(m) if m.content.is_some() => {
+                self.module.push(m.ident.to_string());
+                syn::visit::visit_item_mod(self, m);
+                self.module.pop();
+            }
+            syn::Item::Use(u) => self.use_tree(&mut Vec::new(), &u.tree),
+            _ => syn::visit::visit_item(self, i),
+        }
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.resolve(&segments);
+        syn::visit::visit_path(self, p);
+    }
+}
+
+/// A file's module path: `src/http/auth.rs` is `["http", "auth"]`, `src/http/mod.rs` `["http"]`.
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .with_extension("")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|l| l == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The top-level modules `text`, the code of the file at `module`, names.
+fn names_in(text: &str, module: Vec<String>) -> BTreeSet<String> {
+    let file = syn::parse_file(text).expect("the source parses");
+    let mut found = BTreeSet::new();
+    let mut v = Names {
+        module,
+        found: &mut found,
+    };
+    v.visit_file(&file);
+    found
+}
+
+/// Top-level module → the other top-level modules it names.
 fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in files {
-        let rel = f.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
-        let module = first.trim_end_matches(".rs").to_string();
-        if module == "main" || module == "lib" {
+        let module = module_of(f.strip_prefix(&src).unwrap());
+        let top = module[0].clone();
+        if top == "main" || top == "lib" {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap();
-        let deps = graph.entry(module.clone()).or_default();
-        for (i, _) in code.match_indices("crate::") {
-            let name: String = code[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != module {
-                deps.insert(name);
-            }
-        }
+        let deps = graph.entry(top.clone()).or_default();
+        deps.extend(names_in(&text, module).into_iter().filter(|n| *n != top));
     }
     graph
+}
+
+#[test]
+fn every_spelling_of_a_path_is_an_edge_and_test_code_is_not() {
+    let code = "use crate::{alpha, beta::X};\n\
+                use super::super::super::gamma::Y;\n\
+                fn f() { crate::delta::go(); super::sibling::z(); }\n\
+                mod inner { use super::super::super::super::epsilon; use super::super::kappa; }\n\
+                #[cfg(test)]\nmod tests { use crate::hidden; }\n\
+                #[cfg(test)]\nfn helper() { crate::hidden_too::x(); }\n\
+                fn after() { crate::zeta::y(); }\n";
+    let found = names_in(code, vec!["source".into(), "ffmpeg".into(), "args".into()]);
+    // super::sibling and inner's super::super::kappa are inside `source`.
+    let want: BTreeSet<String> = ["alpha", "beta", "gamma", "delta", "source", "epsilon", "zeta"]
+        .map(String::from)
+        .into();
+    assert_eq!(found, want);
 }
 
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
