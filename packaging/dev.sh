@@ -21,7 +21,7 @@ APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev cmake
 # with chromedriver (the wall test), systemd (systemd-analyze checks the unit). The V4L2 tests run
 # in a qemu guest under Debian's kernel (vivid, and v4l2loopback built by dkms against its
 # headers), with busybox as the guest's init and v4l-utils as "another program" using a camera.
-# A real Moonraker (../shared/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
+# A real Moonraker (tests/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
 # for the webcam-registration tests; nginx (as MainsailOS runs it) in front of farmcam.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
@@ -51,12 +51,7 @@ install_rust() {
 }
 
 install_moonraker() {
-    peer=../shared/peers/moonraker/run.sh
-    if [ -f "$peer" ]; then
-        bash "$peer" --install >/dev/null
-    else
-        echo "dev.sh: $peer not found: the Moonraker tests will fail (they need shared/ beside the repository)" >&2
-    fi
+    bash tests/peers/moonraker/run.sh --install >/dev/null
 }
 
 install_test_tools() {

@@ -55,6 +55,8 @@ impl MjpegServer {
     }
 
     async fn start_with(body: Body, width: u32, height: u32) -> MjpegServer {
+        // An HTTP camera is read by farmcam through ffmpeg.
+        super::peers::require_ffmpeg();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frames = Arc::new(body);

@@ -5,6 +5,7 @@ pub mod mjpeg_server;
 pub mod moonraker;
 pub mod mqtt;
 pub mod nginx;
+pub mod peers;
 pub mod proc;
 pub mod pty;
 pub mod rtsp;

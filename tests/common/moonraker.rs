@@ -1,5 +1,6 @@
-//! A real Moonraker (the webcam API Mainsail and Fluidd read), run from `../shared/peers/moonraker`
-//! with its state in a temp dir. No Klipper is needed.
+//! A real Moonraker (the webcam API Mainsail and Fluidd read), run by `tests/peers/moonraker/run.sh`
+//! (a venv from PyPI that `packaging/dev.sh deps` makes) with its state in a temp dir. No Klipper
+//! is needed.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -7,11 +8,9 @@ use std::time::Duration;
 
 use super::proc::{free_port, terminate};
 
-/// The peer's start script: beside the repository (CI lays shared/ there), or `FARMCAM_MOONRAKER`.
+/// The peer's start script, in this repository.
 fn run_sh() -> String {
-    std::env::var("FARMCAM_MOONRAKER").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/moonraker/run.sh").to_string()
-    })
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/moonraker/run.sh").to_string()
 }
 
 pub struct Moonraker {
@@ -31,6 +30,7 @@ impl Moonraker {
     }
 
     fn start_in(port: u16, dir: tempfile::TempDir) -> Moonraker {
+        super::peers::require_moonraker(&run_sh());
         let child = Command::new("bash")
             .arg(run_sh())
             .arg(port.to_string())
@@ -38,7 +38,7 @@ impl Moonraker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("../shared/peers/moonraker/run.sh starts (packaging/dev.sh deps installs its venv)");
+            .expect("tests/peers/moonraker/run.sh starts (packaging/dev.sh deps installs its venv)");
         let m = Moonraker {
             child: Some(child),
             port,

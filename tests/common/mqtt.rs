@@ -23,6 +23,7 @@ impl Mosquitto {
     /// `extra` goes into mosquitto.conf; `{dir}` is replaced by the broker's temp dir and
     /// `{extra_port}` by a second free port.
     pub fn start(extra: &str) -> Mosquitto {
+        super::peers::require("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let mut m = Mosquitto {
             child: None,

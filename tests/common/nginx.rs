@@ -17,6 +17,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(main: SocketAddr, dedicated: SocketAddr) -> Nginx {
+        super::peers::require("nginx", "nginx-light");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();

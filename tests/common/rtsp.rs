@@ -42,6 +42,8 @@ impl RtspServer {
 
     /// Start on `port` (e.g. again after `stop`).
     pub fn start_on(port: u16, options: RtspOptions) -> RtspServer {
+        super::peers::require_gst_rtsp();
+        super::peers::require_ffmpeg();
         let mut cmd = Command::new("/usr/bin/python3");
         cmd.arg(RTSP_SERVER).args(["--port", &port.to_string()]);
         if options.tls {

@@ -17,6 +17,7 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(width: u32, height: u32) -> Browser {
+        super::peers::require_chromium();
         let port = super::proc::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
