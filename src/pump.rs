@@ -179,7 +179,7 @@ struct Inner {
 impl Inner {
     fn demand(&self) -> Demand {
         if self.snapshots {
-            Demand::lingering(&self.wants)
+            Demand::expecting_snapshots(&self.wants)
         } else {
             Demand::of(&self.wants)
         }

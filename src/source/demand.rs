@@ -72,7 +72,7 @@ impl Demand {
     }
 
     /// `wants` plus the single frames that snapshot takers, gone for now, will come back for.
-    pub fn lingering<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
+    pub fn expecting_snapshots<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
         let mut d = Demand::of(wants);
         d.consumers += 1;
         d
@@ -158,11 +158,11 @@ mod tests {
             waiting.wants_frame(Duration::ZERO, k),
             "a waiting snapshot gets the next frame"
         );
-        let lingering = Demand::lingering(&[]);
-        assert!(!lingering.wants_frame(Duration::from_secs(1), k));
-        assert!(lingering.wants_frame(k, k), "kept alive");
-        assert_eq!(lingering.rate, Some(0.0));
-        assert!(lingering.any());
+        let expecting = Demand::expecting_snapshots(&[]);
+        assert!(!expecting.wants_frame(Duration::from_secs(1), k));
+        assert!(expecting.wants_frame(k, k), "kept alive");
+        assert_eq!(expecting.rate, Some(0.0));
+        assert!(expecting.any());
         let one_fps = Demand::of(&[Want::Rate(1.0)]);
         assert!(!one_fps.wants_frame(Duration::from_millis(500), k));
         assert!(one_fps.wants_frame(Duration::from_secs(1), k));
