@@ -123,6 +123,34 @@ async fn an_open_listener_opens_only_its_areas() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("opens only the \"streams\" area"));
 }
 
+/// `open = ["streams"]`: streams and snapshots open, the API and metrics closed however spelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_leave_the_api_closed() {
+    let d = Daemon::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[http.auth]\ntokens = [\"{TOKEN}\"]\nopen = [\"streams\"]\n{CAM}"
+    ));
+    for open in [
+        "/cameras/cam/snapshot",
+        "/cameras/cam/snapshot/",
+        "//cameras//cam//snapshot",
+        "/?action=snapshot",
+    ] {
+        assert_eq!(get_code(d.main, open).await, 200, "{open}");
+        assert_eq!(code(d.main, "HEAD", open, "").await, 200, "HEAD {open}");
+    }
+    for closed in [
+        "/api/cameras",
+        "//api/cameras/",
+        "/api/%63ameras",
+        "/metrics",
+        "/",
+        "/api/gateways",
+    ] {
+        assert_eq!(get_code(d.main, closed).await, 401, "{closed}");
+        assert_eq!(code(d.main, "HEAD", closed, "").await, 401, "HEAD {closed}");
+    }
+}
+
 /// `open = ["wall", "api"]`: a relayed stream or snapshot is a stream (closed), whatever path
 /// form reaches it; nested relays are refused; relayed answers are inert on this origin and the
 /// relayed camera list names this gateway's URLs, never B's address.

@@ -40,11 +40,35 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// reaches the other gateway from this gateway's address, so without this one client could use
 /// up the other gateway's per-client limit for the whole wall.
 const RELAYED_PER_CLIENT: usize = 8;
+/// Relayed requests open at once to one gateway, from all clients: below a gateway's default
+/// `max_connections_per_client` (64), which sees them all as this gateway's address.
+const RELAYED_PER_GATEWAY: usize = 48;
 
-/// What reloads replace: who may use what, and the gateways relayed.
+/// What reloads replace: who may use what, and the gateways relayed (with their relayed
+/// requests open at once).
 struct Access {
     guard: auth::Guard,
     gateways: Vec<WallGateway>,
+    relaying: HashMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Access {
+    fn new(config: &Config, login_stats: Arc<auth::LoginStats>) -> Access {
+        Access {
+            guard: auth::Guard::new(&config.http, login_stats),
+            gateways: config.wall_gateways.clone(),
+            relaying: config
+                .wall_gateways
+                .iter()
+                .map(|g| {
+                    (
+                        g.name.clone(),
+                        Arc::new(tokio::sync::Semaphore::new(RELAYED_PER_GATEWAY)),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Shared by every connection.
@@ -86,10 +110,7 @@ impl Ctx {
             node_id: config.node_id.clone(),
             dedicated_ports,
             shutdown,
-            access: RwLock::new(Arc::new(Access {
-                guard: auth::Guard::new(&config.http, login_stats.clone()),
-                gateways: config.wall_gateways.clone(),
-            })),
+            access: RwLock::new(Arc::new(Access::new(config, login_stats.clone()))),
             relayed: ClientCounts::new(RELAYED_PER_CLIENT),
             login_stats,
         }
@@ -109,10 +130,7 @@ impl Ctx {
         let mut access = self.access.write().unwrap();
         let changed = !access.guard.same_settings(&config.http) || access.gateways != config.wall_gateways;
         if changed {
-            *access = Arc::new(Access {
-                guard: auth::Guard::new(&config.http, self.login_stats.clone()),
-                gateways: config.wall_gateways.clone(),
-            });
+            *access = Arc::new(Access::new(config, self.login_stats.clone()));
         }
         changed
     }
@@ -182,7 +200,9 @@ async fn dispatch(
             Some(cam) => camera(&cam, part, q, at, head).await,
             None if at.scope != Scope::Main => api::error(
                 StatusCode::NOT_FOUND,
-                &format!("camera {id:?} was removed from the configuration; restart farmcam to free this port"),
+                &format!(
+                    "camera {id:?} was removed from the configuration; restart farmcam to free this port"
+                ),
             ),
             None => api::error(
                 StatusCode::NOT_FOUND,
@@ -198,16 +218,31 @@ async fn dispatch(
                 StatusCode::NOT_FOUND,
                 &format!("no gateway {gateway:?}; GET /api/gateways lists them"),
             ),
-            Some(gw) => match ctx.relayed.take(at.peer.ip()) {
-                None => api::error_retry(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "too many relayed requests from {} (at most {RELAYED_PER_CLIENT} at once), retry later",
-                        at.peer.ip()
+            Some(gw) => {
+                let to_gateway = access
+                    .relaying
+                    .get(&gw.name)
+                    .and_then(|s| s.clone().try_acquire_owned().ok());
+                match (ctx.relayed.take(at.peer.ip()), to_gateway) {
+                    (None, _) => api::error_retry(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "too many relayed requests from {} (at most {RELAYED_PER_CLIENT} at once), retry later",
+                            at.peer.ip()
+                        ),
                     ),
-                ),
-                Some(slot) => relay::forward(gw, &inner, &target, head, req, ctx, slot).await,
-            },
+                    (_, None) => api::error_retry(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "too many relayed requests to gateway {} (at most {RELAYED_PER_GATEWAY} at once), retry later",
+                            gw.name
+                        ),
+                    ),
+                    (Some(slot), Some(permit)) => {
+                        relay::forward(gw, &inner, &target, head, req, ctx, (slot, permit)).await
+                    }
+                }
+            }
         },
         Route::NestedRelay => api::error(
             StatusCode::NOT_FOUND,

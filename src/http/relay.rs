@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, BodyStream, Empty, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 
 use super::client_slots::ClientSlot;
@@ -47,7 +48,8 @@ const LIST_MAX: usize = 1 << 20;
 /// Relay `GET`/`HEAD` of `target` (path and query, starting with `/`) to `gw`; `inner` is what
 /// that gateway serves there. The answer is served inert (`nosniff`, a sandboxing CSP: another
 /// gateway's page never runs as this origin's), its camera list names this gateway's relayed
-/// URLs (never the other gateway's own address), and `slot` is held until the answer ends.
+/// URLs (never the other gateway's own address), and `slot` (the client's and the gateway's
+/// share of relayed requests) is held until the answer ends.
 pub async fn forward(
     gw: &WallGateway,
     inner: &Route,
@@ -55,7 +57,7 @@ pub async fn forward(
     head: bool,
     req: &Request<Incoming>,
     ctx: &Ctx,
-    slot: ClientSlot,
+    slot: (ClientSlot, OwnedSemaphorePermit),
 ) -> Response<Body> {
     let unreachable = |why: String| {
         api::error(
