@@ -6,36 +6,22 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::proc::free_port;
-use common::{eventually_async, request, request_from, Daemon, BIN};
+use common::{
+    basic_credentials, eventually_async, hash_password as hash, request, request_from, Daemon, BIN,
+};
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Authorization: Basic {}\r\n", basic_credentials(user, password))
+}
 
 const TOKEN: &str = "0123456789abcdef-token-for-ha";
 /// A base64 token: '+', '/' and '=' must survive the wall's percent-encoding.
 const B64_TOKEN: &str = "q+Zk/9Lw3Xy1Vb0Hn7Tr4Ae==";
 const CAM: &str = "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"160x120\"\n";
-
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Authorization: Basic {b}\r\n")
-}
 
 async fn code(addr: SocketAddr, method: &str, path: &str, headers: &str) -> u16 {
     request(

@@ -3,35 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::proc::free_port;
-use common::{config, request, Daemon, BIN};
+use common::{basic_credentials as basic, config, hash_password as hash, request, Daemon, BIN};
 
 const PASSWORD: &str = "Wall#Pass/2026";
 const TOKEN: &str = "0123456789abcdef-token-for-ha";
-
-/// `farmcam hash-password`, as a user runs it.
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let h = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(h.starts_with("pbkdf2-sha256$") && !h.contains(password), "{h}");
-    h
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
 
 async fn status(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, common::Response) {
     let r = request(

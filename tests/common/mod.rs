@@ -350,15 +350,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
 }
 
 pub async fn request(addr: SocketAddr, raw: &str) -> Response {
-    let mut s = Stream::open(addr, raw).await;
-    let mut body = Vec::new();
-    while s.fill().await {}
-    body.append(&mut s.body);
-    Response {
-        status: s.status,
-        headers: s.headers.clone(),
-        body,
-    }
+    whole(Stream::open(addr, raw).await).await
 }
 
 /// `request` from the local address `from` (another loopback address, 127.0.0.2 say: another
@@ -367,15 +359,40 @@ pub async fn request_from(from: std::net::IpAddr, addr: SocketAddr, raw: &str) -
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(from, 0)).unwrap();
     let tcp = sock.connect(addr).await.unwrap();
-    let mut s = Stream::on(tcp, raw).await;
-    let mut body = Vec::new();
+    whole(Stream::on(tcp, raw).await).await
+}
+
+/// The rest of a response, read to its end.
+async fn whole(mut s: Stream) -> Response {
     while s.fill().await {}
-    body.append(&mut s.body);
     Response {
         status: s.status,
         headers: s.headers.clone(),
-        body,
+        body: std::mem::take(&mut s.body),
     }
+}
+
+/// `farmcam hash-password`, as a user runs it: the hash of `password`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let h = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(h.starts_with("pbkdf2-sha256$") && !h.contains(password), "{h}");
+    h
+}
+
+/// `user:password` for Basic authentication, base64.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
 /// A response read incrementally: status and headers, then a decoded body that grows as `fill`
