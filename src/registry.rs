@@ -161,6 +161,12 @@ impl Camera {
         &self.shared.config
     }
 
+    /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
+    /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
+    pub fn units(&self) -> Option<&crate::source::units::UnitFeed> {
+        self.source.work().map(|w| &w.units)
+    }
+
     /// Counters and histograms shared by every pump of this camera.
     pub fn shared(&self) -> &Arc<CameraShared> {
         &self.shared

@@ -341,3 +341,75 @@ async fn a_decoder_dying_after_each_picture_is_restarted_with_a_growing_pause() 
     assert_eq!(c["upstream_opens"], 1, "the camera stayed connected: {c}");
     assert_eq!(server.clients.load(SeqCst), 1);
 }
+
+/// A consumer of the camera's coded video (what a WebRTC viewer is) keeps the camera connected
+/// and starts no decoder: it gets the latest keyframe with its parameter sets, then every access
+/// unit as the camera's one connection yields it. A JPEG consumer joining starts the decoder;
+/// leaving, it stops it again while the coded video goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_video_consumers_keep_the_camera_and_start_no_decoder() {
+    use farmcam::config::CameraConfig;
+    use farmcam::events::EventBus;
+    use farmcam::pump::ConsumerKind;
+    use farmcam::registry::Camera;
+    use farmcam::source::demand::Want;
+    use farmcam::source::ffmpeg::{FfmpegInput, FfmpegOptions};
+    use farmcam::source::SourceSpec;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(15),
+        ..Default::default()
+    });
+    let input = FfmpegInput::parse(&server.url()).unwrap().unwrap();
+    let stop = CancellationToken::new();
+    let cam = Camera::new(
+        Arc::new(CameraConfig::new(
+            "cam",
+            SourceSpec::Ffmpeg(FfmpegOptions::new(input)),
+        )),
+        Arc::new(EventBus::default()),
+        None,
+        &stop,
+        TaskTracker::new(),
+    );
+    let units = cam.units().expect("an ffmpeg camera yields coded video");
+    let (none, mut rx) = units.subscribe();
+    assert!(none.is_none(), "nothing before the camera opened");
+    let _video = cam.subscribe_wanting(ConsumerKind::Other, Want::Units);
+    // Units arrive, keyframes among them; a new consumer starts at one with parameter sets.
+    let mut seen = 0;
+    let key = tokio::time::timeout(LIVE_WAIT, async {
+        loop {
+            let u = rx.recv().await.unwrap();
+            seen += 1;
+            if u.au.keyframe && u.au.sps.is_some() {
+                return u;
+            }
+        }
+    })
+    .await
+    .expect("a keyframe within the wait");
+    assert!(key.au.data.starts_with(&[0, 0, 0, 1]));
+    let (start, _) = units.subscribe();
+    assert!(start.is_some_and(|u| u.au.keyframe && u.au.sps.is_some()));
+    let status = cam.status();
+    assert_eq!(
+        status.decoder.map(|d| format!("{d:?}")),
+        Some("Off".into()),
+        "no decoder for coded video"
+    );
+    assert_eq!(status.frames_decoded, Some(0));
+    // A snapshot needs a picture: a decoder runs for it, on the same connection.
+    let shot = cam.snapshot(None).await.expect("a snapshot");
+    assert!(shot.jpeg.starts_with(b"\xff\xd8"));
+    assert_eq!(
+        cam.status().upstream_opens,
+        1,
+        "one camera connection: {seen} units"
+    );
+    assert_eq!(server.clients.load(SeqCst), 1);
+    stop.cancel();
+}

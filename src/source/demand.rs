@@ -16,6 +16,9 @@ pub enum Want {
     Rate(f64),
     /// Single frames now and then (a snapshot, a wall tile, MQTT).
     One,
+    /// No JPEG at all: the camera's own coded video (a WebRTC viewer takes the access units the
+    /// camera connection yields). It keeps the camera connected without a decoder.
+    Units,
 }
 
 impl Want {
@@ -31,8 +34,10 @@ impl Want {
 /// What all consumers of a camera need together.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Demand {
-    /// Consumers that take frames (0: nobody; the upstream is kept only for the idle grace).
+    /// Consumers (0: nobody; the upstream is kept only for the idle grace).
     pub consumers: usize,
+    /// Of those, the ones that take JPEG frames (the others take coded video: `Want::Units`).
+    pub pictures: usize,
     /// The highest rate anyone asked for, in frames per second; `None`: every frame. Zero: only
     /// single frames (snapshots).
     pub rate: Option<f64>,
@@ -45,6 +50,7 @@ impl Default for Demand {
     fn default() -> Self {
         Demand {
             consumers: 1,
+            pictures: 1,
             rate: None,
             waiting: false,
         }
@@ -56,16 +62,21 @@ impl Demand {
     pub fn of<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
         let mut d = Demand {
             consumers: 0,
+            pictures: 0,
             rate: Some(0.0),
             waiting: false,
         };
         for w in wants {
             d.consumers += 1;
+            if *w == Want::Units {
+                continue;
+            }
+            d.pictures += 1;
             d.waiting |= *w == Want::One;
             d.rate = match (d.rate, w) {
                 (None, _) | (_, Want::Every) => None,
                 (Some(r), Want::Rate(x)) => Some(r.max(*x)),
-                (Some(r), Want::One) => Some(r),
+                (Some(r), _) => Some(r),
             };
         }
         d
@@ -75,12 +86,18 @@ impl Demand {
     pub fn expecting_snapshots<'a>(wants: impl IntoIterator<Item = &'a Want>) -> Demand {
         let mut d = Demand::of(wants);
         d.consumers += 1;
+        d.pictures += 1;
         d
     }
 
-    /// Whether anyone takes frames at all.
+    /// Whether anyone is there at all (the upstream is needed).
     pub fn any(&self) -> bool {
         self.consumers > 0
+    }
+
+    /// Whether anyone takes JPEG frames.
+    pub fn wants_pictures(&self) -> bool {
+        self.pictures > 0
     }
 
     /// The shortest useful time between two frames: `None` for every frame (or nobody).
@@ -125,6 +142,7 @@ mod tests {
             Demand::of(&[]),
             Demand {
                 consumers: 0,
+                pictures: 0,
                 rate: Some(0.0),
                 waiting: false
             }
@@ -134,10 +152,17 @@ mod tests {
             d,
             Demand {
                 consumers: 3,
+                pictures: 3,
                 rate: Some(5.0),
                 waiting: true
             }
         );
+        // Coded-video takers keep the camera connected and want no pictures.
+        let units = Demand::of(&[Want::Units, Want::Units]);
+        assert!(units.any() && !units.wants_pictures());
+        assert_eq!(units.rate, Some(0.0));
+        let mixed = Demand::of(&[Want::Units, Want::Rate(2.0)]);
+        assert_eq!((mixed.consumers, mixed.pictures, mixed.rate), (2, 1, Some(2.0)));
         assert_eq!(d.min_interval(), Some(Duration::from_millis(200)));
         let d = Demand::of(&[Want::Rate(5.0), Want::Every, Want::One]);
         assert_eq!(d.rate, None);

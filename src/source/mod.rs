@@ -10,6 +10,7 @@ pub mod bambu;
 pub mod demand;
 pub mod ffmpeg;
 mod test_pattern;
+pub mod units;
 pub mod v4l2;
 
 use std::sync::Arc;
@@ -137,9 +138,12 @@ pub enum SourceError {
 }
 
 /// What a source does for its consumers, for status and metrics: whether (and how much of) a
-/// compressed stream it decodes, and how many JPEGs it encodes.
+/// compressed stream it decodes, and how many JPEGs it encodes; and for H.264/H.265 cameras the
+/// access units themselves, for consumers of coded video.
 #[derive(Debug, Default)]
 pub struct Work {
+    /// The camera's access units as its connection yields them (H.264/H.265 cameras).
+    pub units: units::UnitFeed,
     decoder: std::sync::atomic::AtomicU8,
     /// Measured time between keyframes (H.264/H.265 cameras), in milliseconds.
     pub keyframe_interval_ms: std::sync::atomic::AtomicU64,

@@ -156,7 +156,7 @@ impl Ingest {
 
     /// The decoder setup the demand calls for.
     fn wanted(&self, d: &Demand) -> Setup {
-        if !d.any() {
+        if !d.wants_pictures() {
             return Setup {
                 mode: DecoderMode::Off,
                 rate: None,
@@ -277,6 +277,8 @@ impl Ingest {
         let now = Instant::now();
         self.last_unit = Some(now);
         self.units_since_key += 1;
+        // Coded-video consumers (WebRTC) get every unit as the camera sent it.
+        self.work.units.publish(self.codec, &unit);
         if !unit.keyframe {
             self.feed(&unit);
             return;
@@ -480,6 +482,7 @@ impl Upstream for Ingest {
     }
 
     async fn close(mut self: Box<Self>) {
+        self.work.units.reset();
         self.stop_decoder();
         self.ff.stop().await;
         while self.stopping.join_next().await.is_some() {}
