@@ -141,8 +141,7 @@ fn fanout(c: &mut Criterion) {
 fn splitter(c: &mut Criterion) {
     // 30 frames of 720p as ffmpeg would write them, read in 64 KiB pieces.
     let frame = picture(1280, 720).encode(false);
-    let stream: Vec<u8> = std::iter::repeat(frame.as_slice())
-        .take(30)
+    let stream: Vec<u8> = std::iter::repeat_n(frame.as_slice(), 30)
         .flatten()
         .copied()
         .collect();

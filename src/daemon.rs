@@ -74,11 +74,24 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         None => None,
     };
     let mut moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
+    let webrtc_tasks = TaskTracker::new();
+    let webrtc = match &config.webrtc {
+        None => Ok(None),
+        Some(w) => match crate::webrtc::WebRtc::start(w, shutdown.clone(), &webrtc_tasks).await {
+            Ok(rtc) => Ok(Some(rtc)),
+            Err(e) => {
+                // MJPEG and everything else still work; WebRTC requests say why they cannot.
+                error!("{e}");
+                Err(e)
+            }
+        },
+    };
     let server = Server::start(
         listeners,
         &config,
         registry.clone(),
         mqtt.clone(),
+        webrtc,
         shutdown.clone(),
     );
     check_ffmpeg(&config).await;

@@ -341,7 +341,7 @@ mod tests {
         let mut stream = vec![0xff; 10];
         stream.extend(nal(&[0x65, 0x80, 1, 2]));
         let mut big = vec![0x41, 0x80];
-        big.extend(std::iter::repeat(7).take(200));
+        big.extend(std::iter::repeat_n(7, 200));
         stream.extend(nal(&big));
         stream.extend(nal(&[0x41, 0x80, 3]));
         stream.extend(nal(&[0x41, 0x80, 4]));

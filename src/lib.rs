@@ -31,3 +31,4 @@ pub mod sizes;
 pub mod source;
 pub mod systemd;
 pub mod turn;
+pub mod webrtc;

@@ -46,10 +46,7 @@ impl LogLimit {
     }
 
     pub fn check_at(&mut self, msg: &str, now: Instant) -> Option<u64> {
-        if self
-            .window
-            .map_or(true, |w| now.duration_since(w) >= REPEAT_EVERY)
-        {
+        if self.window.is_none_or(|w| now.duration_since(w) >= REPEAT_EVERY) {
             self.window = Some(now);
             self.loud = 0;
             self.recent.retain(|_, at| now.duration_since(*at) < REPEAT_EVERY);

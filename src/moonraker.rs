@@ -137,7 +137,7 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
             config
                 .cameras
                 .as_ref()
-                .map_or(true, |ids| ids.iter().any(|id| id == c.id()))
+                .is_none_or(|ids| ids.iter().any(|id| id == c.id()))
         })
         .collect();
     for cam in &wanted {

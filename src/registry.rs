@@ -217,7 +217,7 @@ impl Camera {
         // SNAPSHOT_FRESH old (a camera making frames on demand may hold an older one: the
         // snapshot's demand then asks for the next one at once).
         let oldest = asked.checked_sub(max_age.unwrap_or(SNAPSHOT_FRESH));
-        let fresh = |f: &Frame| oldest.map_or(true, |oldest| f.captured_at >= oldest);
+        let fresh = |f: &Frame| oldest.is_none_or(|oldest| f.captured_at >= oldest);
         if max_age.is_some() {
             if let Some(f) = self.shared.last_good.lock().unwrap().clone() {
                 if fresh(&f) {

@@ -146,8 +146,8 @@ impl Validator<'_> {
                 }
             }
         }
-        if raw.users.as_ref().map_or(true, Vec::is_empty)
-            && raw.tokens.as_ref().map_or(true, |t| t.get_ref().is_empty())
+        if raw.users.as_ref().is_none_or(Vec::is_empty)
+            && raw.tokens.as_ref().is_none_or(|t| t.get_ref().is_empty())
         {
             self.problem(
                 Some(spanned.span()),

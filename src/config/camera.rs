@@ -337,7 +337,7 @@ impl Validator<'_> {
         );
         let fingerprint = self.tls(c, i, kind);
         let mut v4l2 = V4l2Options::new(Default::default());
-        if kind.map_or(true, |k| k == "v4l2") {
+        if kind.is_none_or(|k| k == "v4l2") {
             self.v4l2(
                 RawV4l2 {
                     format: &c.format,

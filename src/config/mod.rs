@@ -21,6 +21,7 @@ mod mqtt;
 mod v4l2;
 mod values;
 mod wall;
+mod webrtc;
 
 pub use auth::{Area, AuthConfig, OpenListener};
 pub use camera::{CameraConfig, DEFAULT_MAX_FRAME_SIZE};
@@ -34,6 +35,7 @@ pub use moonraker::MoonrakerConfig;
 pub use mqtt::MqttConfig;
 pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
+pub use webrtc::WebrtcConfig;
 
 use crate::source::v4l2::list::Servable;
 
@@ -60,6 +62,8 @@ pub struct Config {
     pub node_id: String,
     /// `[[wall.gateway]]`: other gateways whose cameras the wall shows.
     pub wall_gateways: Vec<WallGateway>,
+    /// `[webrtc]`: None when `enabled = false`.
+    pub webrtc: Option<WebrtcConfig>,
 }
 
 impl Config {
@@ -148,6 +152,8 @@ struct RawConfig {
     moonraker: Vec<moonraker::RawMoonraker>,
     #[serde(default)]
     wall: wall::RawWall,
+    #[serde(default)]
+    webrtc: webrtc::RawWebrtc,
 }
 
 /// Read and validate a configuration file; with no camera in it, serve the V4L2 devices found
@@ -237,6 +243,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url, &gateway);
     let node_id = gateway;
     let wall_gateways = v.wall(&raw.wall);
+    let webrtc = v.webrtc(&raw.webrtc);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -250,6 +257,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         cameras_found: 0,
         node_id,
         wall_gateways,
+        webrtc,
     })
 }
 

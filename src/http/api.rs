@@ -48,25 +48,26 @@ pub fn error_retry(status: StatusCode, message: &str) -> Response<Body> {
     resp
 }
 
-pub fn method_not_allowed() -> Response<Body> {
-    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported");
+/// `405` naming the `methods` this path takes.
+pub fn method_not_allowed(methods: &'static str) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this path takes {methods}"),
+    );
     resp.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        .insert(ALLOW, HeaderValue::from_static(methods));
     resp
 }
 
 /// A CORS preflight (`OPTIONS`): 204 naming the methods and the request headers a page on
 /// another origin may send (`Authorization` among them, so Bearer tokens work across origins).
 /// Whether that origin may read answers at all is said by the guard's CORS header.
-pub fn preflight(req: &Request<Incoming>) -> Response<Body> {
+pub fn preflight(req: &Request<Incoming>, methods: &'static str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()).boxed());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
-    h.insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
+    h.insert(ALLOW, HeaderValue::from_static(methods));
+    h.insert("access-control-allow-methods", HeaderValue::from_static(methods));
     let asked = req
         .headers()
         .get("access-control-request-headers")
@@ -97,6 +98,8 @@ struct Entry<'a> {
     url_source: &'static str,
     /// The camera's dedicated port, if configured (mjpg-streamer style URLs).
     dedicated_url: Option<String>,
+    /// Live WebRTC viewers: peer address, start time, bytes sent.
+    webrtc_sessions: Vec<crate::webrtc::SessionStatus>,
     dedicated_snapshot_url: Option<String>,
 }
 
@@ -151,6 +154,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     // Taken before the statuses: every event up to this id is reflected in the list, so a page
     // that also follows /api/events keeps a newer event's state over an older list.
     let seen = ctx.registry.events.next_id() - 1;
+    let sessions = ctx.webrtc.as_ref().map(|w| w.sessions()).unwrap_or_default();
     let list: Vec<Entry> = ctx
         .registry
         .cameras()
@@ -166,6 +170,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 url_source,
                 stream_url: format!("{base}/cameras/{}/stream", c.id()),
                 snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
+                webrtc_sessions: sessions.iter().filter(|s| s.camera == c.id()).cloned().collect(),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
                 dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
                 status: c.status(),

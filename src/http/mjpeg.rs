@@ -178,7 +178,7 @@ fn lease_size(cam: &Camera, q: &Query) -> Result<Option<SizeLease>, String> {
     // A size not smaller than the camera's frames is the camera's own: it takes no slot.
     let own = cam.shared().output_size();
     scale
-        .filter(|s| own.map_or(true, |own| s.target(own).is_some()))
+        .filter(|s| own.is_none_or(|own| s.target(own).is_some()))
         .map(|s| cam.shared().sizes.lease(s))
         .transpose()
 }

@@ -12,6 +12,7 @@ mod path;
 mod relay;
 mod server;
 mod wall;
+mod webrtc;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,7 +31,7 @@ pub use server::{bind, Listener, Server};
 use crate::config::{Config, WallGateway};
 use crate::registry::{Camera, Registry};
 use client_slots::ClientCounts;
-use path::{CameraPart, Query, Route, Which};
+use path::{CameraPart, Query, Route, Signal, Which};
 use server::Arrival;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -85,6 +86,10 @@ pub struct Ctx {
     pub node_id: String,
     /// Camera id → the port its dedicated listener is bound to.
     pub dedicated_ports: HashMap<String, u16>,
+    /// Live H.264 over WebRTC; None when `[webrtc] enabled = false` or its port could not be
+    /// bound (then `webrtc_error` says why).
+    pub webrtc: Option<Arc<crate::webrtc::WebRtc>>,
+    pub webrtc_error: Option<String>,
     pub shutdown: CancellationToken,
     access: RwLock<Arc<Access>>,
     relayed: ClientCounts,
@@ -99,6 +104,7 @@ impl Ctx {
         mqtt: Option<Arc<crate::mqtt::Mqtt>>,
         shutdown: CancellationToken,
         dedicated_ports: HashMap<String, u16>,
+        webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
     ) -> Ctx {
         let login_stats = Arc::new(auth::LoginStats::default());
         Ctx {
@@ -110,6 +116,8 @@ impl Ctx {
             node_id: config.node_id.clone(),
             dedicated_ports,
             shutdown,
+            webrtc_error: webrtc.as_ref().err().cloned(),
+            webrtc: webrtc.ok().flatten(),
             access: RwLock::new(Arc::new(Access::new(config, login_stats.clone()))),
             relayed: ClientCounts::new(RELAYED_PER_CLIENT),
             login_stats,
@@ -149,20 +157,29 @@ async fn guarded(req: Request<Incoming>, at: &Arrival, ctx: &Ctx, access: &Acces
     if let Some(refused) = access.guard.host_refusal(&req) {
         return refused;
     }
+    // Parsed once: the area the guard checks is the route's own.
+    let query = Query::parse(req.uri().query());
+    let route = Route::parse(&at.scope, req.uri().path(), &query);
+    let methods = match &route {
+        Route::WebRtc(_, Signal::WhepSession(_)) => "PATCH, DELETE, OPTIONS",
+        Route::WebRtc(..) => "POST, OPTIONS",
+        _ => "GET, HEAD, OPTIONS",
+    };
     // A CORS preflight carries no credentials (browsers never send them on one): it is
     // answered for every path, saying what the real request may send.
     if req.method() == Method::OPTIONS {
-        return api::preflight(&req);
+        let mut resp = api::preflight(&req, methods);
+        if let (Route::WebRtc(..), Some(rtc)) = (&route, &ctx.webrtc) {
+            webrtc::ice_links(rtc, &mut resp);
+        }
+        return resp;
     }
     // HEAD answers wherever GET does, with the same status and headers and no body (hyper
     // sends none); it never starts a camera.
     let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
-        return api::method_not_allowed();
+    if !methods.split(", ").any(|m| m == req.method().as_str()) {
+        return api::method_not_allowed(methods);
     }
-    // Parsed once: the area the guard checks is the route's own.
-    let query = Query::parse(req.uri().query());
-    let route = Route::parse(&at.scope, req.uri().path(), &query);
     if let Some(refused) = access
         .guard
         .refusal(&req, &query, route.area(), at.listener, at.peer)
@@ -170,7 +187,31 @@ async fn guarded(req: Request<Incoming>, at: &Arrival, ctx: &Ctx, access: &Acces
     {
         return refused;
     }
+    if let Route::WebRtc(which, signal) = route {
+        let cam = match which {
+            Which::Id(id) => ctx.registry.get(&id),
+            Which::Default => default_of(ctx),
+        };
+        return match cam {
+            None => api::error(
+                StatusCode::NOT_FOUND,
+                "no such camera (or several and no [http] default_camera); GET /api/cameras lists them",
+            ),
+            Some(cam) => webrtc::signal(ctx, &cam, signal, req, at.peer).await,
+        };
+    }
     dispatch(route, &req, &query, ctx, access, at, head).await
+}
+
+/// `[http] default_camera`, or the only camera.
+fn default_of(ctx: &Ctx) -> Option<Arc<Camera>> {
+    match &ctx.default_camera {
+        Some(id) => ctx.registry.get(id),
+        None => {
+            let cameras = ctx.registry.cameras();
+            (cameras.len() == 1).then(|| cameras[0].clone())
+        }
+    }
 }
 
 async fn dispatch(
@@ -209,6 +250,11 @@ async fn dispatch(
                 &format!("no camera {id:?}; GET /api/cameras lists them"),
             ),
         },
+        Route::Relay { inner, .. } if matches!(*inner, Route::WebRtc(..)) => api::error(
+            StatusCode::NOT_IMPLEMENTED,
+            "WebRTC signalling is not relayed (the video goes to the other gateway's UDP port directly): open that gateway's own page",
+        ),
+        Route::WebRtc(..) => api::error(StatusCode::NOT_FOUND, "signalling is answered before dispatch"),
         Route::Relay {
             gateway,
             inner,
@@ -260,12 +306,7 @@ async fn dispatch(
 /// camera; with several and no default, a 404 naming them.
 async fn default_camera(ctx: &Ctx, part: CameraPart, q: &Query, at: &Arrival, head: bool) -> Response<Body> {
     let cameras = ctx.registry.cameras();
-    let chosen = match &ctx.default_camera {
-        Some(id) => ctx.registry.get(id),
-        None if cameras.len() == 1 => cameras.first().cloned(),
-        None => None,
-    };
-    match chosen {
+    match default_of(ctx) {
         Some(cam) => camera(&cam, part, q, at, head).await,
         None => {
             let ids: Vec<&str> = cameras.iter().map(|c| c.id()).collect();

@@ -109,11 +109,24 @@ pub enum Which {
     Default,
 }
 
+/// WebRTC signalling for one camera, in the two forms players use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// camera-streamer's `POST …/webrtc` (JSON: request, answer, remote_candidate).
+    CameraStreamer,
+    /// WHEP: `POST …/whep` with an SDP offer.
+    Whep,
+    /// WHEP's session resource (`PATCH` trickle, `DELETE` end).
+    WhepSession(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /`: the farm wall.
     Wall,
     Camera(Which, CameraPart),
+    /// WebRTC signalling (an area of streams: it starts a live view).
+    WebRtc(Which, Signal),
     /// `/api/cameras`.
     CameraList,
     /// `/api/gateways`.
@@ -162,6 +175,12 @@ impl Route {
         }
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let action = query.get("action");
+        let signal = |rest: &[&str]| match rest {
+            ["webrtc"] => Some(Signal::CameraStreamer),
+            ["whep"] => Some(Signal::Whep),
+            ["whep", id] => Some(Signal::WhepSession(id.to_string())),
+            _ => None,
+        };
         let camera_part = |rest: &[&str]| match rest {
             [] => match action {
                 Some("stream") => CameraPart::Stream,
@@ -174,8 +193,18 @@ impl Route {
             _ => CameraPart::Unknown,
         };
         match scope {
-            Scope::Camera(id) => Route::Camera(Which::Id(id.clone()), camera_part(&segs)),
+            Scope::Camera(id) => match signal(&segs) {
+                Some(sig) => Route::WebRtc(Which::Id(id.clone()), sig),
+                None => Route::Camera(Which::Id(id.clone()), camera_part(&segs)),
+            },
             Scope::Main => match segs.as_slice() {
+                rest @ (["webrtc"] | ["whep"] | ["whep", _]) => {
+                    Route::WebRtc(Which::Default, signal(rest).expect("a signalling path"))
+                }
+                ["cameras", id, rest @ ..] if signal(rest).is_some() => Route::WebRtc(
+                    Which::Id(id.to_string()),
+                    signal(rest).expect("a signalling path"),
+                ),
                 [] if action.is_some() => Route::Camera(Which::Default, camera_part(&[])),
                 [] => Route::Wall,
                 [what @ ("stream" | "snapshot")] => Route::Camera(Which::Default, camera_part(&[what])),
@@ -223,7 +252,7 @@ impl Route {
     pub fn area(&self) -> Area {
         match self {
             Route::Wall => Area::Wall,
-            Route::Camera(..) => Area::Streams,
+            Route::Camera(..) | Route::WebRtc(..) => Area::Streams,
             Route::CameraList | Route::GatewayList | Route::Events => Area::Api,
             Route::Metrics => Area::Metrics,
             Route::Relay { inner, .. } => inner.area(),
@@ -317,6 +346,31 @@ mod tests {
         assert_eq!(
             main("/cameras/%63am/%73napshot"),
             Route::Camera(Which::Id("cam".into()), CameraPart::Snapshot)
+        );
+    }
+
+    #[test]
+    fn signalling_paths_are_streams() {
+        let id = |s: &str| Which::Id(s.into());
+        assert_eq!(
+            main("/cameras/c/webrtc"),
+            Route::WebRtc(id("c"), Signal::CameraStreamer)
+        );
+        assert_eq!(main("/cameras/c/whep"), Route::WebRtc(id("c"), Signal::Whep));
+        assert_eq!(
+            main("/cameras/c/whep/abc"),
+            Route::WebRtc(id("c"), Signal::WhepSession("abc".into()))
+        );
+        assert_eq!(
+            main("/webrtc"),
+            Route::WebRtc(Which::Default, Signal::CameraStreamer)
+        );
+        assert_eq!(main("/cameras/c/whep").area(), Area::Streams);
+        assert_eq!(main("/gateways/b/cameras/c/webrtc").area(), Area::Streams);
+        let cam = Scope::Camera("c".into());
+        assert_eq!(
+            Route::parse(&cam, "/whep", &Query::default()),
+            Route::WebRtc(id("c"), Signal::Whep)
         );
     }
 

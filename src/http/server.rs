@@ -122,6 +122,7 @@ impl Server {
         config: &Config,
         registry: Arc<Registry>,
         mqtt: Option<Arc<crate::mqtt::Mqtt>>,
+        webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
         shutdown: CancellationToken,
     ) -> Server {
         ensure_fd_limit(config.http.max_connections);
@@ -132,7 +133,14 @@ impl Server {
                 Scope::Main => None,
             })
             .collect();
-        let ctx = Arc::new(Ctx::new(config, registry, mqtt, shutdown, dedicated_ports));
+        let ctx = Arc::new(Ctx::new(
+            config,
+            registry,
+            mqtt,
+            shutdown,
+            dedicated_ports,
+            webrtc,
+        ));
         let conns = Arc::new(Connections {
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(REFUSING)),

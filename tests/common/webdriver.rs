@@ -49,6 +49,8 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
+            // WebRTC tests bind and advertise loopback only; Chromium excludes it otherwise.
+            "--allow-loopback-in-peer-connection",
             &format!("--window-size={width},{height}"),
             &format!("--user-data-dir={}", b._profile.path().display()),
         ];

@@ -1,0 +1,303 @@
+//! One WebRTC viewer: its `Rtc`, the camera it watches (held open for coded video), and how its
+//! units are sent. A viewer starts at the camera's latest keyframe with its parameter sets (a
+//! picture as soon as it connects); one that falls behind skips to the next keyframe, alone. A
+//! browser's keyframe request (PLI/FIR) is served by the camera's next keyframe: a printer cannot
+//! be asked for one.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tracing::debug;
+
+use super::SessionStatus;
+use crate::h264::Codec;
+use crate::pump::Subscription;
+use crate::registry::Camera;
+use crate::source::units::Unit;
+
+/// A unit for one session (`None`: the session fell behind and waits for a keyframe).
+pub struct UnitMsg {
+    pub session: String,
+    pub unit: Option<Arc<Unit>>,
+}
+
+pub struct Session {
+    pub id: String,
+    rtc: Rtc,
+    cam: Arc<Camera>,
+    /// Keeps the camera connected for coded video (no decoder).
+    _hold: Subscription,
+    peer: SocketAddr,
+    created: Instant,
+    started_unix: f64,
+    /// The camera-streamer form's offer, until the browser answers.
+    pending: Option<SdpPendingOffer>,
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    connected: bool,
+    waiting_keyframe: bool,
+    bytes: u64,
+    /// Forwards the camera's units to the session task (aborted with the session).
+    forwarder: Option<tokio::task::JoinHandle<()>>,
+    units_tx: mpsc::Sender<UnitMsg>,
+}
+
+fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(str0m::crypto::from_feature_flags()))
+        .clone()
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        cam: Arc<Camera>,
+        hold: Subscription,
+        peer: SocketAddr,
+        candidates: &[SocketAddr],
+        units_tx: mpsc::Sender<UnitMsg>,
+    ) -> Result<Session, String> {
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(crypto())
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_h265(true)
+            .build(Instant::now());
+        for c in candidates {
+            let c = Candidate::host(*c, "udp").map_err(|e| format!("a host candidate for {c}: {e}"))?;
+            rtc.add_local_candidate(c);
+        }
+        Ok(Session {
+            id,
+            rtc,
+            cam,
+            _hold: hold,
+            peer,
+            created: Instant::now(),
+            started_unix: super::unix_now(),
+            pending: None,
+            mid: None,
+            pt: None,
+            connected: false,
+            waiting_keyframe: true,
+            bytes: 0,
+            forwarder: None,
+            units_tx,
+        })
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        SessionStatus {
+            id: self.id.clone(),
+            camera: self.cam.id().to_string(),
+            peer: self.peer.to_string(),
+            started: self.started_unix,
+            connected: self.connected,
+            bytes_sent: self.bytes,
+        }
+    }
+
+    pub fn camera_id(&self) -> &str {
+        self.cam.id()
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn alive(&self) -> bool {
+        self.rtc.is_alive()
+    }
+
+    /// The server's offer (camera-streamer's form): one video line, send only.
+    pub fn make_offer(&mut self, codec: Codec) -> Result<String, String> {
+        let _ = codec;
+        let mut api = self.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+        self.mid = Some(mid);
+        self.pending = Some(pending);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// The browser's answer to our offer.
+    pub fn accept_answer(&mut self, answer: SdpAnswer) -> Result<(), String> {
+        let pending = self.pending.take().ok_or("this session has its answer already")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("the answer does not fit the offer: {e}"))
+    }
+
+    /// WHEP: the browser's offer, answered.
+    pub fn accept_offer(&mut self, _codec: Codec, offer: SdpOffer) -> Result<String, String> {
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("cannot answer this offer: {e}"))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Whether a packet is for this session.
+    pub fn accepts(&self, input: &Input) -> bool {
+        self.rtc.accepts(input)
+    }
+
+    pub fn input(&mut self, input: Input) {
+        if let Err(e) = self.rtc.handle_input(input) {
+            debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id);
+            self.rtc.disconnect();
+        }
+    }
+
+    /// Send what the `Rtc` wants sent and handle its events; returns when it wants input next.
+    pub fn drain(&mut self, socket: &UdpSocket, total: &AtomicU64) -> Instant {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    // UDP: a full socket buffer drops the packet, as the network would.
+                    if socket.try_send_to(&t.contents, t.destination).is_ok() {
+                        self.bytes += t.contents.len() as u64;
+                        total.fetch_add(t.contents.len() as u64, Relaxed);
+                    }
+                }
+                Ok(Output::Event(e)) => self.event(e),
+                Err(e) => {
+                    debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id);
+                    self.rtc.disconnect();
+                    return Instant::now() + std::time::Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::MediaAdded(m) if m.kind == MediaKind::Video && self.mid.is_none() => {
+                self.mid = Some(m.mid);
+            }
+            Event::Connected => {
+                self.connected = true;
+                self.start_units();
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.rtc.disconnect();
+            }
+            Event::KeyframeRequest(_) => {
+                // Served by the camera's next keyframe.
+                debug!(camera = %self.cam.id(), "webrtc: session {} asked for a keyframe", self.id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Connected: the latest keyframe now, then every unit the camera yields.
+    fn start_units(&mut self) {
+        let Some(feed) = self.cam.units() else { return };
+        let (key, mut rx) = feed.subscribe();
+        if let Some(k) = key {
+            self.write(&k);
+        }
+        let (tx, id) = (self.units_tx.clone(), self.id.clone());
+        self.forwarder = Some(tokio::spawn(async move {
+            loop {
+                let unit = match rx.recv().await {
+                    Ok(u) => Some(u),
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let behind = unit.is_none();
+                match tx.try_send(UnitMsg {
+                    session: id.clone(),
+                    unit,
+                }) {
+                    Ok(()) => {}
+                    // The session task is behind: this session skips to the next keyframe.
+                    Err(mpsc::error::TrySendError::Full(_)) if !behind => {
+                        let _ = tx
+                            .send(UnitMsg {
+                                session: id.clone(),
+                                unit: None,
+                            })
+                            .await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+
+    /// A unit from the camera.
+    pub fn unit(&mut self, msg: UnitMsg) {
+        match msg.unit {
+            None => self.waiting_keyframe = true,
+            Some(u) => self.write(&u),
+        }
+    }
+
+    fn write(&mut self, u: &Unit) {
+        if self.waiting_keyframe && !(u.au.keyframe && u.au.sps.is_some()) {
+            return;
+        }
+        let Some(mid) = self.mid else { return };
+        if self.pt.is_none() {
+            let want = match u.codec {
+                Codec::H264 => RtcCodec::H264,
+                Codec::H265 => RtcCodec::H265,
+            };
+            self.pt = self.rtc.writer(mid).and_then(|w| {
+                w.payload_params()
+                    .find(|p| p.spec().codec == want)
+                    .map(|p| p.pt())
+            });
+        }
+        let (Some(pt), Some(writer)) = (self.pt, self.rtc.writer(mid)) else {
+            return;
+        };
+        let now = Instant::now();
+        let rtp = MediaTime::from_90khz((now.duration_since(self.created).as_micros() * 9 / 100) as u64);
+        match writer.write(pt, now, rtp, u.au.data.to_vec()) {
+            Ok(()) => self.waiting_keyframe = false,
+            Err(e) => debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id),
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+        if let Some(f) = self.forwarder.take() {
+            f.abort();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(f) = self.forwarder.take() {
+            f.abort();
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Live H.264 over WebRTC in the real browser (Debian's Chromium): both signalling forms as the
+//! players send them, frames decoded at the camera's size, one camera connection, no decoder for
+//! a WebRTC-only audience, and sessions that end leave nothing behind.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::rtsp::{RtspOptions, RtspServer};
+use common::webdriver::Browser;
+use common::{config, Daemon};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn farm(url: &str) -> Daemon {
+    Daemon::start(&config(
+        "",
+        &format!("[webrtc]\nlisten = \"127.0.0.1:0\"\n[[camera]]\nid = \"cam\"\nsource = \"{url}\"\nidle_grace = \"2s\"\n"),
+    ))
+}
+
+/// What `getStats()` says of the received video.
+const STATS: &str = "return (async () => {
+    const s = await window.pc.getStats();
+    let v = null;
+    s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video')
+        v = { decoded: r.framesDecoded || 0, width: r.frameWidth || 0, height: r.frameHeight || 0,
+              bytes: r.bytesReceived || 0 }; });
+    return { video: v, state: window.pc.connectionState };
+})()";
+
+async fn frames_flow(browser: &Browser, what: &str) -> Value {
+    browser
+        .wait_for(WAIT, what, STATS, |v| {
+            v["video"]["decoded"].as_u64() > Some(10) && v["video"]["width"] == 320
+        })
+        .await
+}
+
+/// camera-streamer's form, as Mainsail sends it (no Content-Type): the server offers, the
+/// browser answers; the picture is the camera's own H.264 (320x240), not a transcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_streamer_signalling_plays_in_chromium() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url());
+    let browser = Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/api/cameras", d.main)).await;
+    let started = browser
+        .eval(
+            "return (async () => {
+                const pc = new RTCPeerConnection();
+                window.pc = pc;
+                const r = await fetch('/cameras/cam/webrtc', { method: 'POST',
+                    body: JSON.stringify({ type: 'request', iceServers: [], keepAlive: true }) });
+                const offer = await r.json();
+                await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
+                const answer = await pc.createAnswer();
+                await pc.setLocalDescription(answer);
+                const a = await fetch('/cameras/cam/webrtc', { method: 'POST',
+                    headers: { 'Content-Type': 'application/json' },
+                    body: JSON.stringify({ type: 'answer', id: offer.id, sdp: answer.sdp }) });
+                return { status: r.status, type: r.headers.get('content-type'), id: offer.id,
+                         answered: a.status, answerType: a.headers.get('content-type'),
+                         body: await a.text() };
+            })()",
+        )
+        .await;
+    assert_eq!(started["status"], 200, "{started}");
+    assert_eq!(started["type"], "application/json");
+    assert_eq!(
+        (started["answered"].as_u64(), started["body"].as_str()),
+        (Some(200), Some("{}"))
+    );
+    let stats = frames_flow(&browser, "frames decoded over WebRTC").await;
+    assert_eq!(stats["video"]["height"], 240, "{stats}");
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["decoder"], "off", "no decoder for a WebRTC viewer: {cam}");
+    assert_eq!(server.clients.load(SeqCst), 1, "one camera connection");
+    browser.quit().await;
+}
+
+/// WHEP as Fluidd sends it (video recvonly, application/sdp): `201` with the answer, a relative
+/// `Location` that resolves under the camera's URL, and `DELETE` ending the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_signalling_plays_and_ends_in_chromium() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url());
+    let browser = Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/api/cameras", d.main)).await;
+    let started = browser
+        .eval(
+            "return (async () => {
+                const pc = new RTCPeerConnection();
+                window.pc = pc;
+                pc.addTransceiver('video', { direction: 'recvonly' });
+                await pc.setLocalDescription(await pc.createOffer());
+                const base = new URL('/cameras/cam/', location.href);
+                const r = await fetch(new URL('whep', base), { method: 'POST',
+                    headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+                const sdp = await r.text();
+                if (r.status === 201) await pc.setRemoteDescription({ type: 'answer', sdp });
+                window.whep = new URL(r.headers.get('location'), base).href;
+                return { status: r.status, type: r.headers.get('content-type'),
+                         location: r.headers.get('location'), etag: r.headers.get('etag'),
+                         resolved: window.whep };
+            })()",
+        )
+        .await;
+    assert_eq!(started["status"], 201, "{started}");
+    assert_eq!(started["type"], "application/sdp");
+    let location = started["location"].as_str().unwrap();
+    assert!(location.starts_with("whep/"), "relative: {started}");
+    assert!(started["etag"].as_str().is_some_and(|e| e.len() > 2));
+    assert!(started["resolved"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/cameras/cam/{location}")));
+    frames_flow(&browser, "frames decoded over WHEP").await;
+    let ended = browser
+        .eval("return (async () => (await fetch(window.whep, { method: 'DELETE' })).status)()")
+        .await;
+    assert_eq!(ended, 200);
+    d.wait_for("cam", WAIT, |c| {
+        c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty())
+    })
+    .await;
+    browser.quit().await;
+}
