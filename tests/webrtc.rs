@@ -40,10 +40,35 @@ async fn frames_flow(browser: &Browser, what: &str) -> Value {
 }
 
 /// camera-streamer's form, as Mainsail sends it (no Content-Type): the server offers, the
-/// browser answers; the picture is the camera's own H.264 (320x240), not a transcode.
+/// browser answers; the picture is the camera's own H.264 (320x240, High profile, which this
+/// Chromium does not list among the profiles it offers), not a transcode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_streamer_signalling_plays_in_chromium() {
-    let server = RtspServer::start(RtspOptions::default());
+    let server = RtspServer::start(RtspOptions {
+        profile: Some("high".into()),
+        ..Default::default()
+    });
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "stream=profile",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(server.url())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "High",
+        "the camera sends High profile"
+    );
     let d = farm(&server.url());
     let browser = Browser::start(800, 600).await;
     browser.goto(&format!("http://{}/api/cameras", d.main)).await;
@@ -77,7 +102,21 @@ async fn camera_streamer_signalling_plays_in_chromium() {
     assert_eq!(stats["video"]["height"], 240, "{stats}");
     let cam = d.camera("cam").await;
     assert_eq!(cam["decoder"], "off", "no decoder for a WebRTC viewer: {cam}");
-    assert_eq!(server.clients.load(SeqCst), 1, "one camera connection");
+    assert_eq!(
+        server.clients.load(SeqCst),
+        2,
+        "one camera connection besides ffprobe's"
+    );
+    let s = &cam["webrtc_sessions"][0];
+    assert_eq!(s["id"], started["id"], "{cam}");
+    assert!(
+        s["connected"] == true && s["bytes_sent"].as_u64() > Some(10_000),
+        "{cam}"
+    );
+    assert!(
+        s["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{cam}"
+    );
     browser.quit().await;
 }
 

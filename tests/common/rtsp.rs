@@ -23,6 +23,8 @@ pub struct RtspOptions {
     pub size: Option<String>,
     /// Frames per second (default 15).
     pub fps: Option<u32>,
+    /// The H.264 profile (`high`; default: x264's ultrafast choice, constrained baseline).
+    pub profile: Option<String>,
 }
 
 /// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
@@ -64,6 +66,9 @@ impl RtspServer {
         }
         if let Some(f) = options.fps {
             cmd.args(["--fps", &f.to_string()]);
+        }
+        if let Some(p) = &options.profile {
+            cmd.args(["--profile", p]);
         }
         let clients = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + Duration::from_secs(20);

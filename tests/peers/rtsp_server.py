@@ -8,6 +8,7 @@ it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
   --user U --password P   require basic authentication
   --size WxH --fps N  the H.264 stream (default 320x240 at 15 fps)
   --keyint N          frames from one keyframe to the next (default: fps, one a second)
+  --profile P         the H.264 profile (e.g. high; default: what x264's ultrafast preset makes)
 Prints "client" on stdout for every client connection.
 """
 import argparse
@@ -29,6 +30,7 @@ p.add_argument("--size", default="320x240")
 p.add_argument("--fps", type=int, default=15)
 p.add_argument("--path", default="/cam")
 p.add_argument("--keyint", type=int, default=0)
+p.add_argument("--profile")
 a = p.parse_args()
 w, h = a.size.split("x")
 
@@ -41,7 +43,10 @@ factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
     f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
     f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.keyint or a.fps} "
-    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    # High profile needs what the ultrafast preset turns off (8x8 transforms, CABAC).
+    + ("dct8x8=true cabac=true " if a.profile == "high" else "")
+    + (f"! video/x-h264,profile={a.profile} " if a.profile else "")
+    + "! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
 factory.set_shared(True)
 
