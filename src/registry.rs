@@ -164,6 +164,9 @@ impl Camera {
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
     /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
     pub fn units(&self) -> Option<&crate::source::units::UnitFeed> {
+        if !self.config().source.uses_ffmpeg() {
+            return None;
+        }
         self.source.work().map(|w| &w.units)
     }
 

@@ -167,3 +167,110 @@ async fn whep_signalling_plays_and_ends_in_chromium() {
     .await;
     browser.quit().await;
 }
+
+/// Signalling mistakes get a clear 4xx and leave nothing behind; the limits answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signalling_is_refused_clearly() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 1\n\
+             [[camera]]\nid = \"cam\"\nsource = \"{}\"\n\
+             [[camera]]\nid = \"pattern\"\nsource = \"test:\"\nsize = \"160x120\"\n",
+            server.url()
+        ),
+    ));
+    let post = |path: &str, content_type: &str, body: &str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = d.main;
+        async move { common::request(addr, &raw).await }
+    };
+    let error = |r: &common::Response| String::from_utf8_lossy(&r.body).into_owned();
+    for (path, ct, body, status, words) in [
+        ("/cameras/cam/webrtc", "text/plain", "not json", 400, "send JSON"),
+        (
+            "/cameras/cam/webrtc",
+            "application/json",
+            "{\"type\":\"dance\"}",
+            400,
+            "remote_candidate",
+        ),
+        (
+            "/cameras/cam/webrtc",
+            "application/json",
+            "{\"type\":\"answer\",\"id\":\"nope\",\"sdp\":\"v=0\"}",
+            400,
+            "SDP answer",
+        ),
+        (
+            "/cameras/cam/whep",
+            "application/sdp",
+            "garbage",
+            400,
+            "SDP offer",
+        ),
+        (
+            "/cameras/pattern/webrtc",
+            "application/json",
+            "{\"type\":\"request\"}",
+            400,
+            "does not send H.264",
+        ),
+        (
+            "/cameras/nope/whep",
+            "application/sdp",
+            "v=0",
+            404,
+            "no such camera",
+        ),
+    ] {
+        let r = post(path, ct, body).await;
+        assert_eq!(r.status, status, "{path} {body}: {}", error(&r));
+        assert!(error(&r).contains(words), "{path} {body}: {}", error(&r));
+    }
+    let r = common::request(
+        d.main,
+        "DELETE /cameras/cam/whep/unknown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", error(&r));
+    let r = common::request(
+        d.main,
+        "GET /cameras/cam/webrtc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST, OPTIONS")));
+    // One session per client here: the second request is refused until the first ends.
+    let first = post(
+        "/cameras/cam/webrtc",
+        "application/json",
+        "{\"type\":\"request\"}",
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", error(&first));
+    let offer: Value = serde_json::from_slice(&first.body).unwrap();
+    assert!(offer["sdp"].as_str().unwrap().contains("H264"), "{offer}");
+    assert!(
+        offer["sdp"].as_str().unwrap().contains("127.0.0.1"),
+        "our candidate: {offer}"
+    );
+    let second = post(
+        "/cameras/cam/webrtc",
+        "application/json",
+        "{\"type\":\"request\"}",
+    )
+    .await;
+    assert_eq!(second.status, 503, "{}", error(&second));
+    assert!(error(&second).contains("max_sessions_per_client"));
+    let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
+    assert!(m.contains("farmcam_webrtc_sessions{camera=\"cam\"} 1"), "{m}");
+    // Never answered: dropped after the connect timeout; the camera is released.
+    d.wait_for("cam", Duration::from_secs(90), |c| {
+        c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty()) && c["state"] == "idle"
+    })
+    .await;
+}

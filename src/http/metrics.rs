@@ -241,6 +241,29 @@ pub fn render(ctx: &Ctx) -> String {
         "CPU time of farmcam (user + system).",
         vec![(String::new(), cpu)],
     );
+    if let Some(rtc) = &ctx.webrtc {
+        let sessions = rtc.sessions();
+        family(
+            &mut out,
+            "webrtc_sessions",
+            "gauge",
+            "WebRTC viewers per camera (live H.264 without transcoding).",
+            cameras
+                .iter()
+                .map(|c| {
+                    let n = sessions.iter().filter(|s| s.camera == c.id()).count();
+                    (format!("{{camera=\"{}\"}}", label(c.id())), n as f64)
+                })
+                .collect(),
+        );
+        family(
+            &mut out,
+            "webrtc_bytes_sent_total",
+            "counter",
+            "Bytes sent to WebRTC viewers (media and control).",
+            vec![(String::new(), rtc.bytes_sent() as f64)],
+        );
+    }
     family(
         &mut out,
         "password_checks_total",
