@@ -153,12 +153,15 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             m.stop().await;
         }
     };
-    // Lights still on are switched off (each port task gives up after a second).
+    // Lights still on are switched off (each port task gives up after a second); WebRTC
+    // sessions end (their cameras are released).
     light_tasks.close();
-    let (closed, (), lights_off) = tokio::join!(
+    webrtc_tasks.close();
+    let (closed, (), lights_off, _) = tokio::join!(
         registry.shutdown(PUMPS_GRACE),
         mqtt_stopped,
-        timeout(PUMPS_GRACE, light_tasks.wait())
+        timeout(PUMPS_GRACE, light_tasks.wait()),
+        timeout(PUMPS_GRACE, webrtc_tasks.wait())
     );
     if !closed {
         warn!("some upstreams did not close within {PUMPS_GRACE:?}");
@@ -252,6 +255,9 @@ fn reload(
     }
     if new.lights != current.lights {
         later.push("[[light]]");
+    }
+    if new.webrtc != current.webrtc {
+        later.push("[webrtc]");
     }
     let listen = |c: &Config| {
         c.cameras
