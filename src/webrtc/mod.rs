@@ -353,7 +353,7 @@ async fn run(
         // Every session drained: what they want sent is sent, and the earliest timeout known.
         let mut next = Instant::now() + Duration::from_secs(1);
         for s in sessions.values_mut() {
-            next = next.min(s.drain(&socket, &shared.bytes_sent));
+            next = next.min(guarded(s, |s| s.drain(&socket, &shared.bytes_sent)).unwrap_or(next));
         }
         let now = Instant::now();
         sessions.retain(|id, s| {
@@ -376,7 +376,7 @@ async fn run(
             _ = sleep => {
                 let now = Instant::now();
                 for s in sessions.values_mut() {
-                    s.input(Input::Timeout(now));
+                    guarded(s, |s| s.input(Input::Timeout(now)));
                 }
             }
             c = commands.recv() => match c {
@@ -388,7 +388,9 @@ async fn run(
                 Some(Command::Answer { id, answer, reply }) => {
                     let r = match sessions.get_mut(&id) {
                         None => Err(SignalError::NoSession(id)),
-                        Some(s) => s.accept_answer(answer).map_err(SignalError::Bad),
+                        Some(s) => guarded(s, |s| s.accept_answer(answer))
+                            .unwrap_or_else(|| Err("the session failed".into()))
+                            .map_err(SignalError::Bad),
                     };
                     let _ = reply.send(r);
                 }
@@ -402,7 +404,7 @@ async fn run(
             },
             u = units.recv() => if let Some(msg) = u {
                 if let Some(s) = sessions.get_mut(&msg.session) {
-                    s.unit(msg);
+                    guarded(s, |s| s.unit(msg));
                 }
             },
             r = socket.recv_from(&mut buf) => match r {
@@ -411,7 +413,7 @@ async fn run(
                     let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
                     // The session this packet is for (ICE credentials, then the peer's address).
                     if let Some(s) = sessions.values_mut().find(|s| s.accepts(&input)) {
-                        s.input(input);
+                        guarded(s, |s| s.input(input));
                     }
                 }
                 Err(e) => {
@@ -425,6 +427,19 @@ async fn run(
         s.close();
     }
     shared.sessions.lock().unwrap().clear();
+}
+
+/// Run `f` on one session; a panic in it (a bug, or input the WebRTC library cannot take) ends
+/// that session only, never the task serving the others.
+fn guarded<T>(s: &mut Session, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *s))) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} failed (a bug); it is closed", s.id);
+            s.kill();
+            None
+        }
+    }
 }
 
 /// Unix seconds now.

@@ -43,6 +43,8 @@ pub struct Session {
     mid: Option<Mid>,
     pt: Option<Pt>,
     connected: bool,
+    /// Failed (a panic while handling it): dropped at once.
+    dead: bool,
     waiting_keyframe: bool,
     bytes: u64,
     /// Forwards the camera's units to the session task (aborted with the session).
@@ -89,6 +91,7 @@ impl Session {
             mid: None,
             pt: None,
             connected: false,
+            dead: false,
             waiting_keyframe: true,
             bytes: 0,
             forwarder: None,
@@ -128,7 +131,15 @@ impl Session {
     }
 
     pub fn alive(&self) -> bool {
-        self.rtc.is_alive()
+        !self.dead && self.rtc.is_alive()
+    }
+
+    /// End the session without touching its `Rtc` again (it may be inconsistent after a panic).
+    pub fn kill(&mut self) {
+        self.dead = true;
+        if let Some(f) = self.forwarder.take() {
+            f.abort();
+        }
     }
 
     /// The server's offer (camera-streamer's form): one video line, send only.
@@ -287,7 +298,9 @@ impl Session {
     }
 
     pub fn close(&mut self) {
-        self.rtc.disconnect();
+        if !self.dead {
+            self.rtc.disconnect();
+        }
         if let Some(f) = self.forwarder.take() {
             f.abort();
         }
