@@ -49,19 +49,38 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// Who is consuming frames: viewers are shown separately in status and events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsumerKind {
+    /// An HTTP (MJPEG) stream viewer.
     Viewer,
+    /// A live viewer over WebRTC: takes the camera's coded video, not JPEG.
+    WebRtc,
     Snapshot,
     Other,
 }
 
 impl ConsumerKind {
+    /// Whether a person watches live (counted as a viewer, by kind).
+    pub fn is_viewer(self) -> bool {
+        matches!(self, ConsumerKind::Viewer | ConsumerKind::WebRtc)
+    }
+
     /// What this kind of consumer needs unless it says more: viewers every frame, snapshots one.
     pub fn usual_want(self) -> Want {
         match self {
             ConsumerKind::Snapshot => Want::One,
+            ConsumerKind::WebRtc => Want::Units,
             ConsumerKind::Viewer | ConsumerKind::Other => Want::Every,
         }
     }
+}
+
+/// Who is attached to a pump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub consumers: usize,
+    /// Live viewers, MJPEG and WebRTC.
+    pub viewers: usize,
+    /// Of those, the WebRTC ones.
+    pub webrtc_viewers: usize,
 }
 
 /// What lives as long as the camera, across pumps: counters, the last good frame, the placeholder.
@@ -74,6 +93,8 @@ pub struct CameraShared {
     pub frames_invalid: AtomicU64,
     /// Bytes handed to HTTP viewers and snapshot clients.
     pub bytes_sent: AtomicU64,
+    /// Bytes sent to this camera's WebRTC viewers (media and control).
+    pub webrtc_bytes_sent: AtomicU64,
     /// Time to answer snapshot requests that got a frame.
     pub snapshot_latency: crate::histogram::Histogram,
     pub frames_delivered: AtomicU64,
@@ -101,6 +122,7 @@ impl CameraShared {
             frames_captured: AtomicU64::new(0),
             frames_invalid: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            webrtc_bytes_sent: AtomicU64::new(0),
             snapshot_latency: Default::default(),
             frames_delivered: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
@@ -169,7 +191,9 @@ struct Inner {
     /// MQTT), so single frames stay wanted for the pump's life (the idle grace after the last
     /// consumer), and a decoding camera keeps its cheapest decoder rather than restarting it.
     snapshots: bool,
+    /// Live viewers of either kind, and of those the WebRTC ones.
     viewers: usize,
+    webrtc_viewers: usize,
     latest: Option<Frame>,
     next_seq: u64,
     stopped: bool,
@@ -210,6 +234,7 @@ impl Pump {
                 wants: Vec::new(),
                 snapshots: false,
                 viewers: 0,
+                webrtc_viewers: 0,
                 latest: None,
                 next_seq: 1,
                 stopped: false,
@@ -253,8 +278,9 @@ impl Pump {
         inner.wants.push(want);
         inner.snapshots |= want == Want::One;
         self.demand.send_replace(inner.demand());
-        if kind == ConsumerKind::Viewer {
+        if kind.is_viewer() {
             inner.viewers += 1;
+            inner.webrtc_viewers += usize::from(kind == ConsumerKind::WebRtc);
             self.event(EventKind::Viewers, *self.state.borrow(), inner.viewers);
         }
         self.changed.notify_one();
@@ -278,10 +304,14 @@ impl Pump {
         *self.state.borrow()
     }
 
-    /// (consumers, viewers)
-    pub fn counts(&self) -> (usize, usize) {
+    /// Who is attached now.
+    pub fn counts(&self) -> Counts {
         let inner = self.inner.lock().unwrap();
-        (inner.consumers, inner.viewers)
+        Counts {
+            consumers: inner.consumers,
+            viewers: inner.viewers,
+            webrtc_viewers: inner.webrtc_viewers,
+        }
     }
 
     /// When the next open attempt is due, while the upstream is down.
@@ -425,7 +455,8 @@ impl Pump {
             let result = match opened {
                 Ok(upstream) => {
                     debug!(camera = %self.id(), "upstream opened in {:?}", started.elapsed());
-                    let (result, healthy) = self.pump_frames(upstream).await;
+                    let units = source.work().map(|w| w.units.watch_codec());
+                    let (result, healthy) = self.pump_frames(upstream, units).await;
                     if healthy {
                         backoff.reset();
                     }
@@ -475,8 +506,14 @@ impl Pump {
 
     /// Deliver frames from one upstream until it fails (Some(error)) or the pump stops (None).
     /// The upstream is always closed (bounded) before returning. Also says whether it was healthy
-    /// long enough to reset the backoff.
-    async fn pump_frames(&self, mut upstream: Box<dyn Upstream>) -> (Option<SourceError>, bool) {
+    /// long enough to reset the backoff. For a camera whose coded video is taken as it is
+    /// (`units`), that video flowing makes it live too: a camera watched only over WebRTC
+    /// decodes nothing, so no frame ever says so.
+    async fn pump_frames(
+        &self,
+        mut upstream: Box<dyn Upstream>,
+        mut units: Option<watch::Receiver<Option<crate::h264::Codec>>>,
+    ) -> (Option<SourceError>, bool) {
         let stall = self.shared.config.stall_timeout;
         let mut first_frame: Option<Instant> = None;
         let mut window = (Instant::now(), 0u64);
@@ -492,12 +529,20 @@ impl Pump {
             (false, true) => stall,
             (false, false) => stall.max(FIRST_FRAME_TIMEOUT),
         };
+        let mut live_at: Option<Instant> = None;
         let result = loop {
             let next = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break None,
                 r = timeout(limit(first_frame.is_some()), upstream.next_frame()) => r,
-                _ = self.placeholders_after(wait.saturating_sub(opened.elapsed())), if first_frame.is_none() => unreachable!("placeholders never ends"),
+                Some(()) = units_flow(&mut units), if live_at.is_none() => {
+                    live_at = Some(Instant::now());
+                    info!(camera = %self.id(), kind = "live", "live: coded video flows");
+                    *self.shared.last_error.lock().unwrap() = None;
+                    self.set_state(CameraState::Live, EventKind::Live);
+                    continue;
+                }
+                _ = self.placeholders_after(wait.saturating_sub(opened.elapsed())), if live_at.is_none() => unreachable!("placeholders never ends"),
             };
             let invalid = upstream.take_invalid();
             if invalid > 0 {
@@ -522,8 +567,10 @@ impl Pump {
                     if first_frame.is_none() {
                         first_frame = Some(Instant::now());
                         info!(camera = %self.id(), kind = "live", "live: {width}x{height}");
-                        *self.shared.last_error.lock().unwrap() = None;
-                        self.set_state(CameraState::Live, EventKind::Live);
+                        if live_at.replace(Instant::now()).is_none() {
+                            *self.shared.last_error.lock().unwrap() = None;
+                            self.set_state(CameraState::Live, EventKind::Live);
+                        }
                     }
                     window.1 += 1;
                     let elapsed = window.0.elapsed();
@@ -551,7 +598,7 @@ impl Pump {
         if timeout(CLOSE_TIMEOUT, upstream.close()).await.is_err() {
             warn!(camera = %self.id(), "upstream did not close within {CLOSE_TIMEOUT:?}");
         }
-        let healthy = first_frame.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER);
+        let healthy = live_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER);
         (result, healthy)
     }
 
@@ -594,6 +641,14 @@ impl Pump {
                 }
             }
         }
+    }
+}
+
+/// Resolves once the camera's coded video flows (never, for a camera without any).
+async fn units_flow(units: &mut Option<watch::Receiver<Option<crate::h264::Codec>>>) -> Option<()> {
+    match units {
+        Some(rx) => rx.wait_for(Option::is_some).await.ok().map(|_| ()),
+        None => std::future::pending().await,
     }
 }
 
@@ -693,8 +748,9 @@ impl Subscription {
             inner.wants.swap_remove(i);
         }
         self.pump.demand.send_replace(inner.demand());
-        if self.kind == ConsumerKind::Viewer {
+        if self.kind.is_viewer() {
             inner.viewers -= 1;
+            inner.webrtc_viewers -= usize::from(self.kind == ConsumerKind::WebRtc);
             self.pump
                 .event(EventKind::Viewers, *self.pump.state.borrow(), inner.viewers);
         }

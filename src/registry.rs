@@ -14,7 +14,7 @@ use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus};
 use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
-use crate::pump::{CameraShared, ConsumerKind, Pump, Subscription, Want};
+use crate::pump::{CameraShared, ConsumerKind, Counts, Pump, Subscription, Want};
 pub use crate::source::DecoderMode;
 use crate::source::{self, Source, Work};
 
@@ -61,14 +61,24 @@ pub enum SnapshotError {
     ShuttingDown,
 }
 
+/// Live viewers by how they watch.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ViewersByKind {
+    pub mjpeg: usize,
+    pub webrtc: usize,
+}
+
 /// A camera's status, as `/api/cameras` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraStatus {
     pub id: String,
     pub name: String,
     pub state: CameraState,
-    /// HTTP stream viewers.
+    /// Live viewers: MJPEG stream viewers and WebRTC viewers (`viewers_by_kind` tells them apart).
     pub viewers: usize,
+    pub viewers_by_kind: ViewersByKind,
+    /// Bytes sent to this camera's WebRTC viewers (media and control).
+    pub webrtc_bytes_sent: u64,
     /// All consumers: viewers, snapshot requests, other publishers.
     pub consumers: usize,
     /// The configured (requested) frame rate, if any.
@@ -235,8 +245,14 @@ impl Camera {
                 match sub.next().await {
                     None => return Err(SnapshotError::ShuttingDown),
                     // A camera still starting shows the placeholder to viewers; a snapshot waits
-                    // for its first frame (up to `snapshot_timeout`).
-                    Some(f) if f.placeholder && sub.state() == CameraState::Starting => continue,
+                    // for its first frame (up to `snapshot_timeout`). So does one live with
+                    // coded video only (WebRTC viewers): its decoder starts for this snapshot.
+                    Some(f)
+                        if f.placeholder
+                            && matches!(sub.state(), CameraState::Starting | CameraState::Live) =>
+                    {
+                        continue
+                    }
                     Some(f) if f.placeholder => {
                         return Err(SnapshotError::Offline {
                             placeholder: f.jpeg,
@@ -271,9 +287,9 @@ impl Camera {
     pub fn status(&self) -> CameraStatus {
         let s = &self.shared;
         let pump = self.pump.lock().unwrap().pump.clone();
-        let (state, (consumers, viewers)) = match &pump {
+        let (state, counts) = match &pump {
             Some(p) if !p.is_stopped() => (p.state(), p.counts()),
-            _ => (CameraState::Idle, (0, 0)),
+            _ => (CameraState::Idle, Counts::default()),
         };
         let work = self.source.work();
         let last = s.last_good.lock().unwrap().clone();
@@ -282,8 +298,13 @@ impl Camera {
             id: s.config.id.clone(),
             name: s.config.name.clone(),
             state,
-            viewers,
-            consumers,
+            viewers: counts.viewers,
+            viewers_by_kind: ViewersByKind {
+                mjpeg: counts.viewers - counts.webrtc_viewers,
+                webrtc: counts.webrtc_viewers,
+            },
+            webrtc_bytes_sent: s.webrtc_bytes_sent.load(Relaxed),
+            consumers: counts.consumers,
             fps: s.config.fps,
             measured_fps: (s.fps_milli.load(Relaxed) as f64 / 1000.0 * 10.0).round() / 10.0,
             frames_captured: s.frames_captured.load(Relaxed),

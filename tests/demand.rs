@@ -349,10 +349,9 @@ async fn a_decoder_dying_after_each_picture_is_restarted_with_a_growing_pause() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coded_video_consumers_keep_the_camera_and_start_no_decoder() {
     use farmcam::config::CameraConfig;
-    use farmcam::events::EventBus;
+    use farmcam::events::{CameraState, EventBus};
     use farmcam::pump::ConsumerKind;
     use farmcam::registry::Camera;
-    use farmcam::source::demand::Want;
     use farmcam::source::ffmpeg::{FfmpegInput, FfmpegOptions};
     use farmcam::source::SourceSpec;
     use std::sync::Arc;
@@ -377,8 +376,8 @@ async fn coded_video_consumers_keep_the_camera_and_start_no_decoder() {
     );
     let units = cam.units().expect("an ffmpeg camera yields coded video");
     let (none, mut rx) = units.subscribe();
-    assert!(none.is_none(), "nothing before the camera opened");
-    let _video = cam.subscribe_wanting(ConsumerKind::Other, Want::Units);
+    assert!(none.units.is_empty(), "nothing before the camera opened");
+    let _video = cam.subscribe(ConsumerKind::WebRtc);
     // Units arrive, keyframes among them; a new consumer starts at one with parameter sets.
     let mut seen = 0;
     let key = tokio::time::timeout(LIVE_WAIT, async {
@@ -394,7 +393,11 @@ async fn coded_video_consumers_keep_the_camera_and_start_no_decoder() {
     .expect("a keyframe within the wait");
     assert!(key.au.data.starts_with(&[0, 0, 0, 1]));
     let (start, _) = units.subscribe();
-    assert!(start.is_some_and(|u| u.au.keyframe && u.au.sps.is_some()));
+    assert!(start.units[0].au.keyframe && start.units[0].au.sps.is_some());
+    common::eventually(LIVE_WAIT, "coded video flowing is live", || {
+        (cam.status().state == CameraState::Live).then_some(())
+    })
+    .await;
     let status = cam.status();
     assert_eq!(
         status.decoder.map(|d| format!("{d:?}")),

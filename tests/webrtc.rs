@@ -100,8 +100,22 @@ async fn camera_streamer_signalling_plays_in_chromium() {
     );
     let stats = frames_flow(&browser, "frames decoded over WebRTC").await;
     assert_eq!(stats["video"]["height"], 240, "{stats}");
-    let cam = d.camera("cam").await;
+    // Watched only over WebRTC: live, one viewer of that kind, and still no decoder.
+    let cam = d
+        .wait_for("cam", WAIT, |c| c["webrtc_bytes_sent"].as_u64() > Some(5_000))
+        .await;
     assert_eq!(cam["decoder"], "off", "no decoder for a WebRTC viewer: {cam}");
+    assert_eq!(cam["state"], "live", "{cam}");
+    assert_eq!(
+        (cam["viewers"].as_u64(), &cam["viewers_by_kind"]),
+        (Some(1), &serde_json::json!({ "mjpeg": 0, "webrtc": 1 })),
+        "{cam}"
+    );
+    let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
+    assert!(
+        m.contains("farmcam_camera_viewers_by_kind{camera=\"cam\",kind=\"webrtc\"} 1"),
+        "{m}"
+    );
     assert_eq!(
         server.clients.load(SeqCst),
         2,
@@ -157,6 +171,42 @@ async fn whep_signalling_plays_and_ends_in_chromium() {
         .unwrap()
         .ends_with(&format!("/cameras/cam/{location}")));
     frames_flow(&browser, "frames decoded over WHEP").await;
+    // Offers farmcam cannot serve without transcoding: refused, saying why.
+    let refused = browser
+        .eval(
+            "return (async () => {
+                const post = async pc => {
+                    await pc.setLocalDescription(await pc.createOffer());
+                    const r = await fetch('/cameras/cam/whep', { method: 'POST',
+                        headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+                    pc.close();
+                    return [r.status, (await r.json()).error];
+                };
+                const audio = new RTCPeerConnection();
+                audio.addTransceiver('audio', { direction: 'recvonly' });
+                const vp8 = new RTCPeerConnection();
+                const t = vp8.addTransceiver('video', { direction: 'recvonly' });
+                t.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs
+                    .filter(c => c.mimeType === 'video/VP8'));
+                return { audio: await post(audio), vp8: await post(vp8) };
+            })()",
+        )
+        .await;
+    assert_eq!(refused["audio"][0], 400, "{refused}");
+    assert!(
+        refused["audio"][1].as_str().unwrap().contains("no video"),
+        "{refused}"
+    );
+    assert_eq!(refused["vp8"][0], 400, "{refused}");
+    assert!(
+        refused["vp8"][1].as_str().unwrap().contains("no H.264"),
+        "{refused}"
+    );
+    assert_eq!(
+        d.camera("cam").await["webrtc_sessions"].as_array().map(Vec::len),
+        Some(1),
+        "refused offers leave no session"
+    );
     let ended = browser
         .eval("return (async () => (await fetch(window.whep, { method: 'DELETE' })).status)()")
         .await;
@@ -190,6 +240,7 @@ async fn bad_signalling_is_refused_clearly() {
         async move { common::request(addr, &raw).await }
     };
     let error = |r: &common::Response| String::from_utf8_lossy(&r.body).into_owned();
+    let fds_before = open_fds(d.child.id());
     for (path, ct, body, status, words) in [
         ("/cameras/cam/webrtc", "text/plain", "not json", 400, "send JSON"),
         (
@@ -258,19 +309,35 @@ async fn bad_signalling_is_refused_clearly() {
         offer["sdp"].as_str().unwrap().contains("127.0.0.1"),
         "our candidate: {offer}"
     );
-    let second = post(
-        "/cameras/cam/webrtc",
-        "application/json",
-        "{\"type\":\"request\"}",
-    )
-    .await;
-    assert_eq!(second.status, 503, "{}", error(&second));
-    assert!(error(&second).contains("max_sessions_per_client"));
+    // A host asking a thousand times gets the limit's answer every time, and nothing piles up.
+    for _ in 0..1000 {
+        let again = post(
+            "/cameras/cam/webrtc",
+            "application/json",
+            "{\"type\":\"request\"}",
+        )
+        .await;
+        assert_eq!(again.status, 503, "{}", error(&again));
+        assert!(error(&again).contains("max_sessions_per_client"));
+    }
+    assert_eq!(
+        d.camera("cam").await["webrtc_sessions"].as_array().map(Vec::len),
+        Some(1)
+    );
     let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
     assert!(m.contains("farmcam_webrtc_sessions{camera=\"cam\"} 1"), "{m}");
-    // Never answered: dropped after the connect timeout; the camera is released.
+    // Never answered: dropped after the connect timeout; the camera is released, and farmcam
+    // holds no more descriptors (sockets, pipes) than before any of this.
     d.wait_for("cam", Duration::from_secs(90), |c| {
         c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty()) && c["state"] == "idle"
     })
     .await;
+    common::eventually(WAIT, "descriptors back to where they were", || {
+        (open_fds(d.child.id()) <= fds_before).then_some(())
+    })
+    .await;
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
 }

@@ -74,8 +74,29 @@ pub fn render(ctx: &Ctx) -> String {
         &mut out,
         "camera_viewers",
         "gauge",
-        "HTTP stream viewers.",
+        "Live viewers: MJPEG streams and WebRTC.",
         per(&|c| c.viewers as f64),
+    );
+    family(
+        &mut out,
+        "camera_viewers_by_kind",
+        "gauge",
+        "Live viewers by kind: mjpeg (HTTP streams) and webrtc.",
+        cams.iter()
+            .flat_map(|c| {
+                let id = label(&c.id);
+                [
+                    (
+                        format!("{{camera=\"{id}\",kind=\"mjpeg\"}}"),
+                        c.viewers_by_kind.mjpeg as f64,
+                    ),
+                    (
+                        format!("{{camera=\"{id}\",kind=\"webrtc\"}}"),
+                        c.viewers_by_kind.webrtc as f64,
+                    ),
+                ]
+            })
+            .collect(),
     );
     family(
         &mut out,
@@ -261,7 +282,7 @@ pub fn render(ctx: &Ctx) -> String {
             "webrtc_bytes_sent_total",
             "counter",
             "Bytes sent to WebRTC viewers (media and control).",
-            vec![(String::new(), rtc.bytes_sent() as f64)],
+            per(&|c| c.webrtc_bytes_sent as f64),
         );
     }
     family(

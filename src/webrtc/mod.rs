@@ -68,7 +68,6 @@ pub struct SessionStatus {
 #[derive(Default)]
 struct Shared {
     sessions: Mutex<HashMap<String, SessionStatus>>,
-    bytes_sent: AtomicU64,
 }
 
 enum Command {
@@ -143,11 +142,6 @@ impl WebRtc {
         self.shared.sessions.lock().unwrap().values().cloned().collect()
     }
 
-    /// Bytes sent to every session since start.
-    pub fn bytes_sent(&self) -> u64 {
-        self.shared.bytes_sent.load(Relaxed)
-    }
-
     /// Whether `peer` may start another session (the limits answer 503).
     fn admit(&self, peer: IpAddr) -> Result<(), SignalError> {
         let sessions = self.shared.sessions.lock().unwrap();
@@ -177,8 +171,8 @@ impl WebRtc {
     /// camera-streamer's form: the server offers. Returns the session id and the offer.
     pub async fn offer(&self, cam: &Arc<Camera>, peer: SocketAddr) -> Result<(String, String), SignalError> {
         self.admit(peer.ip())?;
-        let (mut session, codec) = self.prepare(cam, peer).await?;
-        let offer = session.make_offer(codec).map_err(SignalError::Bad)?;
+        let (mut session, _) = self.prepare(cam, peer).await?;
+        let offer = session.make_offer().map_err(SignalError::Bad)?;
         let id = session.id.clone();
         self.add(session).await?;
         Ok((id, offer))
@@ -212,7 +206,8 @@ impl WebRtc {
             SdpOffer::from_sdp_string(sdp).map_err(|e| SignalError::Bad(format!("not an SDP offer: {e}")))?;
         self.admit(peer.ip())?;
         let (mut session, codec) = self.prepare(cam, peer).await?;
-        let answer = session.accept_offer(codec, offer).map_err(SignalError::Bad)?;
+        offer_fits(sdp, codec).map_err(SignalError::Bad)?;
+        let answer = session.accept_offer(offer).map_err(SignalError::Bad)?;
         let id = session.id.clone();
         self.add(session).await?;
         Ok((id, answer))
@@ -245,10 +240,7 @@ impl WebRtc {
                 cam.id()
             )));
         };
-        let hold = cam.subscribe_wanting(
-            crate::pump::ConsumerKind::Other,
-            crate::source::demand::Want::Units,
-        );
+        let hold = cam.subscribe(crate::pump::ConsumerKind::WebRtc);
         let deadline = tokio::time::Instant::now() + CODEC_WAIT;
         let codec = loop {
             if let Some(c) = feed.codec() {
@@ -285,6 +277,28 @@ impl WebRtc {
             .await
             .map_err(|_| SignalError::Unavailable("farmcam is shutting down".into()))
     }
+}
+
+/// Whether a browser's offer can take the camera's video as it is: it asks for video, and lists
+/// the camera's codec.
+fn offer_fits(sdp: &str, codec: crate::h264::Codec) -> Result<(), String> {
+    if !sdp.lines().any(|l| l.starts_with("m=video ")) {
+        return Err("the offer has no video (add a recvonly video transceiver)".into());
+    }
+    let (name, rtpmap) = match codec {
+        crate::h264::Codec::H264 => ("H.264", "h264/90000"),
+        crate::h264::Codec::H265 => ("H.265", "h265/90000"),
+    };
+    let lists = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=rtpmap:"))
+        .any(|l| l.to_ascii_lowercase().ends_with(rtpmap));
+    if !lists {
+        return Err(format!(
+            "the offer lists no {name}, which this camera sends (farmcam does not transcode); play its MJPEG stream instead"
+        ));
+    }
+    Ok(())
 }
 
 /// The addresses offered as host candidates: the socket's own, or for an unspecified one
@@ -353,7 +367,7 @@ async fn run(
         // Every session drained: what they want sent is sent, and the earliest timeout known.
         let mut next = Instant::now() + Duration::from_secs(1);
         for s in sessions.values_mut() {
-            next = next.min(guarded(s, |s| s.drain(&socket, &shared.bytes_sent)).unwrap_or(next));
+            next = next.min(guarded(s, |s| s.drain(&socket)).unwrap_or(next));
         }
         let now = Instant::now();
         sessions.retain(|id, s| {
@@ -452,6 +466,20 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_must_ask_for_video_in_the_cameras_codec() {
+        use crate::h264::Codec;
+        let video = |codecs: &str| format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{codecs}");
+        let h264 = video("a=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f\r\n");
+        assert!(offer_fits(&h264, Codec::H264).is_ok());
+        let e = offer_fits(&h264, Codec::H265).unwrap_err();
+        assert!(e.contains("no H.265"), "{e}");
+        let vp8 = video("a=rtpmap:96 VP8/90000\r\n");
+        assert!(offer_fits(&vp8, Codec::H264).unwrap_err().contains("MJPEG"));
+        let audio = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(offer_fits(audio, Codec::H264).unwrap_err().contains("no video"));
+    }
 
     #[test]
     fn a_specific_address_is_its_own_candidate_and_any_address_lists_the_interfaces() {

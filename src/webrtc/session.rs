@@ -5,7 +5,7 @@
 //! be asked for one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -143,8 +143,7 @@ impl Session {
     }
 
     /// The server's offer (camera-streamer's form): one video line, send only.
-    pub fn make_offer(&mut self, codec: Codec) -> Result<String, String> {
-        let _ = codec;
+    pub fn make_offer(&mut self) -> Result<String, String> {
         let mut api = self.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or("nothing to offer")?;
@@ -163,7 +162,7 @@ impl Session {
     }
 
     /// WHEP: the browser's offer, answered.
-    pub fn accept_offer(&mut self, _codec: Codec, offer: SdpOffer) -> Result<String, String> {
+    pub fn accept_offer(&mut self, offer: SdpOffer) -> Result<String, String> {
         let answer = self
             .rtc
             .sdp_api()
@@ -185,15 +184,16 @@ impl Session {
     }
 
     /// Send what the `Rtc` wants sent and handle its events; returns when it wants input next.
-    pub fn drain(&mut self, socket: &UdpSocket, total: &AtomicU64) -> Instant {
+    pub fn drain(&mut self, socket: &UdpSocket) -> Instant {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t,
                 Ok(Output::Transmit(t)) => {
                     // UDP: a full socket buffer drops the packet, as the network would.
                     if socket.try_send_to(&t.contents, t.destination).is_ok() {
-                        self.bytes += t.contents.len() as u64;
-                        total.fetch_add(t.contents.len() as u64, Relaxed);
+                        let n = t.contents.len() as u64;
+                        self.bytes += n;
+                        self.cam.shared().webrtc_bytes_sent.fetch_add(n, Relaxed);
                     }
                 }
                 Ok(Output::Event(e)) => self.event(e),
@@ -226,12 +226,19 @@ impl Session {
         }
     }
 
-    /// Connected: the latest keyframe now, then every unit the camera yields.
+    /// Connected: the camera's current group of pictures at once (its keyframe and the units
+    /// after it, so the browser's decoder has every reference and shows the current picture),
+    /// then every unit the camera yields.
     fn start_units(&mut self) {
         let Some(feed) = self.cam.units() else { return };
-        let (key, mut rx) = feed.subscribe();
-        if let Some(k) = key {
-            self.write(&k);
+        let (start, mut rx) = feed.subscribe();
+        let n = start.units.len();
+        for (i, u) in start.units.iter().enumerate() {
+            // Timestamps a tick apart, just before now: shown at once, the last one stays.
+            self.write(u, (n - 1 - i) as u64);
+        }
+        if !start.complete {
+            self.waiting_keyframe = true;
         }
         let (tx, id) = (self.units_tx.clone(), self.id.clone());
         self.forwarder = Some(tokio::spawn(async move {
@@ -266,11 +273,12 @@ impl Session {
     pub fn unit(&mut self, msg: UnitMsg) {
         match msg.unit {
             None => self.waiting_keyframe = true,
-            Some(u) => self.write(&u),
+            Some(u) => self.write(&u, 0),
         }
     }
 
-    fn write(&mut self, u: &Unit) {
+    /// Send one unit, timestamped `early` ticks (of 90 kHz) before now.
+    fn write(&mut self, u: &Unit, early: u64) {
         if self.waiting_keyframe && !(u.au.keyframe && u.au.sps.is_some()) {
             return;
         }
@@ -290,7 +298,9 @@ impl Session {
             return;
         };
         let now = Instant::now();
-        let rtp = MediaTime::from_90khz((now.duration_since(self.created).as_micros() * 9 / 100) as u64);
+        // A second after the session's creation at its creation: never below zero.
+        let ticks = (now.duration_since(self.created).as_micros() * 9 / 100) as u64 + 90_000;
+        let rtp = MediaTime::from_90khz(ticks - early.min(90_000));
         match writer.write(pt, now, rtp, u.au.data.to_vec()) {
             Ok(()) => self.waiting_keyframe = false,
             Err(e) => debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id),
