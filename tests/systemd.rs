@@ -140,7 +140,18 @@ async fn a_wedged_pump_supervisor_stops_the_watchdog() {
     let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stuck = camera("stuck", Arc::new(Blocking(release.clone())));
     let cams = vec![healthy.clone(), stuck.clone()];
-    let _w = stuck.subscribe(Viewer);
+    // The stuck pump runs on a runtime of its own: a task blocking a worker of the test's runtime
+    // could strand the healthy pump's wakeups queued on that worker (not stealable), making the
+    // healthy camera look wedged too, which is not what this test is about.
+    let side = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _w = {
+        let _on = side.enter();
+        stuck.subscribe(Viewer)
+    };
     let (_, seen) = beat_passes(&mut dog, &cams);
     common::eventually(Duration::from_secs(30), "a heartbeat", || {
         (healthy.heartbeat().unwrap_or(0) >= seen + 2).then_some(())
@@ -149,6 +160,7 @@ async fn a_wedged_pump_supervisor_stops_the_watchdog() {
     assert_eq!(dog.wedged(&cams).as_deref(), Some("stuck"));
     release.store(true, std::sync::atomic::Ordering::SeqCst);
     stop.cancel();
+    side.shutdown_background();
 }
 
 /// Started as if by systemd (JOURNAL_STREAM set) on a machine without a journal: logs fall back to
