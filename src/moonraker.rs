@@ -22,9 +22,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::MoonrakerConfig;
+use crate::config::{MoonrakerConfig, MoonrakerService};
 use crate::log_limit::{held_back, LogLimit};
-use crate::registry::Registry;
+use crate::registry::{Camera, Registry};
 
 /// One request to Moonraker may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,13 +151,19 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
             .any(|e| !ours(e) && e["name"].as_str() == Some(name.as_str()));
         let name = if taken { format!("{name} (farmcam)") } else { name };
         let base = format!("{}/cameras/{}", config.farmcam_url, cam.id());
+        let (service, stream_url) = if webrtc(config, cam) {
+            // camera-streamer's signalling, which both players' `webrtc-camerastreamer` POST to.
+            ("webrtc-camerastreamer", format!("{base}/webrtc"))
+        } else {
+            ("mjpegstreamer-adaptive", format!("{base}/stream"))
+        };
         let mut desired = json!({
             "name": name,
             "location": "printer",
-            "service": "mjpegstreamer-adaptive",
+            "service": service,
             "target_fps": cam.config().fps.unwrap_or(15),
             "target_fps_idle": 5,
-            "stream_url": format!("{base}/stream"),
+            "stream_url": stream_url,
             "snapshot_url": format!("{base}/snapshot"),
             // farmcam turns the picture itself (`rotate`, `flip`): frontends must not turn it
             // again. The aspect ratio is the turned picture's.
@@ -204,6 +210,17 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
         changes += 1;
     }
     Ok(changes)
+}
+
+/// Whether `cam` is registered for WebRTC: its `moonraker_service`, or (`auto`) whether it sends
+/// H.264/H.265; never while WebRTC is off.
+fn webrtc(config: &MoonrakerConfig, cam: &Camera) -> bool {
+    config.webrtc
+        && match cam.config().moonraker_service {
+            MoonrakerService::Mjpeg => false,
+            MoonrakerService::Webrtc => true,
+            MoonrakerService::Auto => cam.sends_coded_video(),
+        }
 }
 
 /// `"16:9"` for 1280x720, `"9:16"` turned; Moonraker's default (`"4:3"`) when not known yet.

@@ -16,7 +16,7 @@ use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Pump, Subscription, Want};
 pub use crate::source::DecoderMode;
-use crate::source::{self, Source, Work};
+use crate::source::{self, Source, SourceSpec, Work};
 
 /// One configured camera. It lives as long as the configuration; pumps come and go.
 pub struct Camera {
@@ -169,6 +169,21 @@ impl Camera {
 
     pub fn config(&self) -> &CameraConfig {
         &self.shared.config
+    }
+
+    /// Whether the camera sends H.264/H.265 that WebRTC viewers can take as it is: seen on its
+    /// connection, or an RTSP camera (printers' RTSP is H.264) that has sent nothing else yet.
+    pub fn sends_coded_video(&self) -> bool {
+        use crate::source::ffmpeg::FfmpegInput;
+        let Some(feed) = self.units() else {
+            return false;
+        };
+        feed.seen().is_some()
+            || (self.shared.frames_captured.load(Relaxed) == 0
+                && matches!(
+                    &self.shared.config.source,
+                    SourceSpec::Ffmpeg(o) if matches!(o.input, FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_))
+                ))
     }
 
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras

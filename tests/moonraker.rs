@@ -135,3 +135,64 @@ async fn a_moonraker_started_later_still_gets_the_cameras() {
         "http://10.0.0.5:8080/cameras/p1/stream"
     );
 }
+
+/// H.264 cameras are registered for WebRTC (`webrtc-camerastreamer`, the URL both players POST
+/// camera-streamer's signalling to) with a real JPEG snapshot URL; `moonraker_service = "mjpeg"`
+/// keeps one on MJPEG, and a camera sending JPEG stays on MJPEG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_cameras_are_registered_for_webrtc_with_a_jpeg_snapshot() {
+    let server = common::rtsp::RtspServer::start(common::rtsp::RtspOptions::default());
+    let m = Moonraker::start();
+    let rtsp = |id: &str, extra: &str| {
+        format!(
+            "[[camera]]\nid = \"{id}\"\nsource = \"{}\"\nidle_grace = \"1s\"\n{extra}",
+            server.url()
+        )
+    };
+    let d = Daemon::start(&file(
+        &m.url(),
+        "http://10.0.0.5:8080",
+        &(rtsp("h264", "") + &rtsp("mj", "moonraker_service = \"mjpeg\"\n") + &cam("pattern", "Pattern")),
+    ));
+    let list = list_where(&m, "three cameras registered", |l| ours(l).len() == 3).await;
+    let entry = |id: &str| {
+        list.iter()
+            .find(|w| w["extra_data"]["farmcam"]["camera"] == id)
+            .unwrap()
+            .clone()
+    };
+    let h264 = entry("h264");
+    assert_eq!(h264["service"], "webrtc-camerastreamer", "{h264}");
+    assert_eq!(h264["stream_url"], "http://10.0.0.5:8080/cameras/h264/webrtc");
+    assert_eq!(h264["snapshot_url"], "http://10.0.0.5:8080/cameras/h264/snapshot");
+    for id in ["mj", "pattern"] {
+        let e = entry(id);
+        assert_eq!(e["service"], "mjpegstreamer-adaptive", "{e}");
+        assert_eq!(
+            e["stream_url"],
+            format!("http://10.0.0.5:8080/cameras/{id}/stream")
+        );
+    }
+    // What the registered URLs answer (farmcam reached here on its test address).
+    let path = |url: &Value| url.as_str().unwrap().replace("http://10.0.0.5:8080", "");
+    let shot = common::get(d.main, &path(&h264["snapshot_url"])).await;
+    assert_eq!(shot.status, 200);
+    assert_eq!(
+        common::decode_jpeg(&shot.body),
+        (320, 240),
+        "a real JPEG snapshot"
+    );
+    let body = r#"{"type":"request"}"#;
+    let offer = common::request(
+        d.main,
+        &format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            path(&h264["stream_url"]),
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(offer.status, 200, "{}", String::from_utf8_lossy(&offer.body));
+    let offer: Value = serde_json::from_slice(&offer.body).unwrap();
+    assert_eq!(offer["type"], "offer");
+}

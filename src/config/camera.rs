@@ -46,6 +46,8 @@ pub struct CameraConfig {
     pub light: Option<String>,
     /// How the camera is mounted (`rotate`, `flip`): every consumer gets the turned picture.
     pub orientation: Orientation,
+    /// The player Moonraker registers it for (`[[moonraker]]`).
+    pub moonraker_service: super::MoonrakerService,
 }
 
 impl CameraConfig {
@@ -71,6 +73,7 @@ impl CameraConfig {
             snapshot_width: None,
             light: None,
             orientation: Orientation::default(),
+            moonraker_service: Default::default(),
         }
     }
 
@@ -127,6 +130,7 @@ pub(super) struct RawCamera {
     warmup_frames: Option<Spanned<i64>>,
     rotate: Option<Spanned<i64>>,
     flip: Option<Spanned<String>>,
+    moonraker_service: Option<Spanned<String>>,
 }
 
 /// What the camera blocks are checked against: the other sections, already validated.
@@ -253,6 +257,17 @@ impl Validator<'_> {
             });
             if let (Some(rotate), Some(flip)) = (rotate, flip) {
                 camera.orientation = Orientation { rotate, flip };
+            }
+            if let Some(m) = &c.moonraker_service {
+                match super::MoonrakerService::parse(m.get_ref()) {
+                    Ok(super::MoonrakerService::Webrtc) if !camera.source.uses_ffmpeg() => self.problem(
+                        Some(m.span()),
+                        &at("moonraker_service"),
+                        "\"webrtc\" plays H.264 as the camera sends it, and only rtsp, rtsps and http cameras send it; use \"mjpeg\"",
+                    ),
+                    Ok(service) => camera.moonraker_service = service,
+                    Err(msg) => self.problem(Some(m.span()), &at("moonraker_service"), &msg),
+                }
             }
             cameras.push(Arc::new(camera));
         }

@@ -31,7 +31,7 @@ pub use http::{
     DEFAULT_WRITE_TIMEOUT,
 };
 pub use light::{parse_hex, LightConfig, Protocol};
-pub use moonraker::MoonrakerConfig;
+pub use moonraker::{MoonrakerConfig, MoonrakerService};
 pub use mqtt::MqttConfig;
 pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
@@ -240,10 +240,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|m| m.node_id.clone())
         .unwrap_or_else(mqtt::default_node_id);
-    let moonrakers = v.moonrakers(&raw.moonraker, &ids, default_farmcam_url, &gateway);
+    let webrtc = v.webrtc(&raw.webrtc);
+    let moonrakers = v.moonrakers(
+        &raw.moonraker,
+        &ids,
+        default_farmcam_url,
+        &gateway,
+        webrtc.is_some(),
+    );
     let node_id = gateway;
     let wall_gateways = v.wall(&raw.wall);
-    let webrtc = v.webrtc(&raw.webrtc);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }

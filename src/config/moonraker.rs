@@ -24,6 +24,35 @@ pub struct MoonrakerConfig {
     /// This gateway's name (`[mqtt] node_id`, else the host name): marks the entries it made,
     /// so they are still its own after `farmcam_url` changes, and another gateway's are not.
     pub gateway: String,
+    /// Whether WebRTC is on (`[webrtc]`): H.264 cameras are then registered for it.
+    pub webrtc: bool,
+}
+
+/// How a camera is registered in Moonraker (its `moonraker_service`): the player Mainsail and
+/// Fluidd open for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MoonrakerService {
+    /// WebRTC (`webrtc-camerastreamer`) for a camera that sends H.264/H.265 while WebRTC is on;
+    /// MJPEG otherwise.
+    #[default]
+    Auto,
+    /// `mjpegstreamer-adaptive`: the MJPEG stream and snapshots.
+    Mjpeg,
+    /// `webrtc-camerastreamer`: live H.264 over WebRTC, with the JPEG snapshot URL.
+    Webrtc,
+}
+
+impl MoonrakerService {
+    pub fn parse(s: &str) -> Result<MoonrakerService, String> {
+        match s {
+            "auto" => Ok(MoonrakerService::Auto),
+            "mjpeg" => Ok(MoonrakerService::Mjpeg),
+            "webrtc" => Ok(MoonrakerService::Webrtc),
+            _ => Err(format!(
+                "{s:?}: write \"auto\" (WebRTC for H.264 cameras), \"mjpeg\" or \"webrtc\""
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -43,6 +72,7 @@ impl Validator<'_> {
         camera_ids: &[&str],
         default_farmcam_url: Option<String>,
         gateway: &str,
+        webrtc: bool,
     ) -> Vec<MoonrakerConfig> {
         let mut out = Vec::new();
         for (i, m) in raw.iter().enumerate() {
@@ -102,6 +132,7 @@ impl Validator<'_> {
                 cameras: m.cameras.as_ref().map(|c| c.get_ref().clone()),
                 farmcam_url,
                 gateway: gateway.to_string(),
+                webrtc,
             });
         }
         out

@@ -44,6 +44,8 @@ pub struct UnitFeed {
     tx: broadcast::Sender<Arc<Unit>>,
     group: Mutex<Group>,
     codec: watch::Sender<Option<Codec>>,
+    /// The codec last seen on any connection (kept when it closes).
+    seen: Mutex<Option<Codec>>,
 }
 
 impl Default for UnitFeed {
@@ -52,6 +54,7 @@ impl Default for UnitFeed {
             tx: broadcast::channel(BACKLOG).0,
             group: Mutex::new(Group::default()),
             codec: watch::Sender::new(None),
+            seen: Mutex::new(None),
         }
     }
 }
@@ -72,7 +75,9 @@ impl UnitFeed {
                 units: vec![unit.clone()],
                 complete: true,
             };
-            self.codec.send_if_modified(|c| c.replace(codec) != Some(codec));
+            if self.codec.send_if_modified(|c| c.replace(codec) != Some(codec)) {
+                *self.seen.lock().unwrap() = Some(codec);
+            }
         } else if group.start.complete {
             if group.start.units.len() < GROUP_MAX_UNITS && group.bytes + au.data.len() <= GROUP_MAX_BYTES {
                 group.bytes += au.data.len();
@@ -100,6 +105,11 @@ impl UnitFeed {
     /// The codec of the latest keyframe, once one arrived on this connection.
     pub fn codec(&self) -> Option<Codec> {
         *self.codec.borrow()
+    }
+
+    /// The codec this camera sent last time it was connected, if it ever sent coded video.
+    pub fn seen(&self) -> Option<Codec> {
+        *self.seen.lock().unwrap()
     }
 
     /// Follows [`UnitFeed::codec`]: the camera's coded video flows once it is `Some`.
@@ -150,6 +160,7 @@ mod tests {
         assert_eq!(feed.subscribe().0.units.len(), 1);
         feed.reset();
         assert_eq!(feed.codec(), None);
+        assert_eq!(feed.seen(), Some(Codec::H264), "remembered after the connection");
         assert!(feed.subscribe().0.units.is_empty());
     }
 
