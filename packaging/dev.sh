@@ -22,7 +22,8 @@ APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev cmake
 # in a qemu guest under Debian's kernel (vivid, and v4l2loopback built by dkms against its
 # headers), with busybox as the guest's init and v4l-utils as "another program" using a camera.
 # A real Moonraker (tests/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
-# for the webcam-registration tests; nginx (as MainsailOS runs it) in front of farmcam.
+# for the webcam-registration tests; aiortc (tests/peers/aiortc: a venv from PyPI), a WebRTC
+# viewer that is not a browser; nginx (as MainsailOS runs it) in front of farmcam.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-ugly glib-networking chromium chromium-driver systemd
@@ -50,8 +51,9 @@ install_rust() {
     fi
 }
 
-install_moonraker() {
+install_peers() {
     bash tests/peers/moonraker/run.sh --install >/dev/null
+    bash tests/peers/aiortc/run.sh --install >/dev/null
 }
 
 install_test_tools() {
@@ -75,7 +77,7 @@ case "${1:-}" in
         install_apt
         install_rust
         install_test_tools
-        install_moonraker
+        install_peers
         status=0
         cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
         tests/v4l2/run.sh || status=$?
@@ -86,7 +88,7 @@ case "${1:-}" in
         install_apt
         install_rust
         install_test_tools
-        install_moonraker
+        install_peers
         ;;
     *)
         echo "usage: packaging/dev.sh demo|test|deps" >&2

@@ -75,11 +75,19 @@ async fn camera_streamer_signalling_plays_in_chromium() {
     let started = browser
         .eval(
             "return (async () => {
-                const pc = new RTCPeerConnection();
-                window.pc = pc;
+                // Mainsail's request (no Content-Type), then Fluidd's way on: a recvonly
+                // transceiver before the offer, candidates trickled, JSON with Content-Type.
                 const r = await fetch('/cameras/cam/webrtc', { method: 'POST',
                     body: JSON.stringify({ type: 'request', iceServers: [], keepAlive: true }) });
                 const offer = await r.json();
+                const pc = new RTCPeerConnection({ iceServers: offer.iceServers });
+                window.pc = pc;
+                pc.addTransceiver('video', { direction: 'recvonly' });
+                window.trickled = [];
+                pc.onicecandidate = e => { if (e.candidate) window.trickled.push(fetch('/cameras/cam/webrtc', {
+                    method: 'POST', headers: { 'Content-Type': 'application/json' },
+                    body: JSON.stringify({ type: 'remote_candidate', id: offer.id, candidates: [e.candidate] })
+                }).then(r => r.status)); };
                 await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
                 const answer = await pc.createAnswer();
                 await pc.setLocalDescription(answer);
@@ -99,6 +107,13 @@ async fn camera_streamer_signalling_plays_in_chromium() {
         (Some(200), Some("{}"))
     );
     let stats = frames_flow(&browser, "frames decoded over WebRTC").await;
+    let trickled = browser
+        .eval("return (async () => await Promise.all(window.trickled))()")
+        .await;
+    assert!(
+        trickled.as_array().is_some_and(|t| t.iter().all(|s| s == 200)),
+        "trickled candidates accepted: {trickled}"
+    );
     assert_eq!(stats["video"]["height"], 240, "{stats}");
     // Watched only over WebRTC: live, one viewer of that kind, and still no decoder.
     let cam = d
@@ -340,4 +355,183 @@ async fn bad_signalling_is_refused_clearly() {
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
+}
+
+/// A WebRTC viewer that is not a browser: aiortc (its own ICE, DTLS, SRTP and H.264 decoder),
+/// run by `tests/peers/aiortc/run.sh`. Its progress lines are kept as they come.
+struct Aiortc {
+    child: std::process::Child,
+    last: std::sync::Arc<std::sync::Mutex<Value>>,
+}
+
+impl Aiortc {
+    fn start(form: &str, url: &str) -> Aiortc {
+        common::peers::require_aiortc();
+        let mut child = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc/run.sh"))
+            .args([form, url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the aiortc peer starts");
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+        let out = child.stdout.take().unwrap();
+        let keep = last.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    *keep.lock().unwrap() = v;
+                }
+            }
+        });
+        Aiortc { child, last }
+    }
+
+    fn frames(&self) -> u64 {
+        self.last.lock().unwrap()["frames"].as_u64().unwrap_or(0)
+    }
+
+    async fn wait_frames(&self, n: u64) {
+        common::eventually(WAIT, "frames decoded by aiortc", || {
+            let v = self.last.lock().unwrap().clone();
+            assert!(v["error"].is_null(), "aiortc: {v}");
+            (v["frames"].as_u64() >= Some(n)).then_some(v)
+        })
+        .await;
+        let v = self.last.lock().unwrap().clone();
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{v}"
+        );
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Aiortc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Five WebRTC viewers (aiortc, both signalling forms), three MJPEG viewers and snapshots every
+/// second share one camera connection; the decoder runs for the JPEG consumers only. A viewer
+/// that goes silent (stopped: it reads and answers nothing) is cut after a timeout while the
+/// others keep the camera's rate, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_viewers_shares_one_connection_and_a_silent_one_is_cut() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url());
+    let fds_before = open_fds(d.child.id());
+    let base = format!("http://{}/cameras/cam", d.main);
+    let viewers: Vec<Aiortc> = (0..5)
+        .map(|i| {
+            if i % 2 == 0 {
+                Aiortc::start("--whep", &format!("{base}/whep"))
+            } else {
+                Aiortc::start("--camera-streamer", &format!("{base}/webrtc"))
+            }
+        })
+        .collect();
+    for v in &viewers {
+        v.wait_frames(20).await;
+    }
+    let cam = d.camera("cam").await;
+    assert_eq!(
+        (cam["decoder"].as_str(), cam["state"].as_str()),
+        (Some("off"), Some("live")),
+        "WebRTC viewers alone decode nothing: {cam}"
+    );
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut mjpeg = Vec::new();
+    for _ in 0..3 {
+        let mut s = common::open_stream(&d, "cam").await;
+        let counted = counted.clone();
+        mjpeg.push(tokio::spawn(async move {
+            while let Some(p) = s.next_part().await {
+                if common::is_live(&p) {
+                    counted.fetch_add(1, SeqCst);
+                }
+            }
+        }));
+    }
+    let stop_snapshots = tokio_util::sync::CancellationToken::new();
+    let snapshots = {
+        let (stop, addr) = (stop_snapshots.clone(), d.main);
+        tokio::spawn(async move {
+            let mut ok = 0u32;
+            while !stop.is_cancelled() {
+                let r = common::get(addr, "/cameras/cam/snapshot").await;
+                if r.status == 200 && r.header("x-placeholder").is_none() {
+                    ok += 1;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            ok
+        })
+    };
+    let cam = d
+        .wait_for("cam", WAIT, |c| {
+            c["viewers_by_kind"] == serde_json::json!({ "mjpeg": 3, "webrtc": 5 }) && c["decoder"] == "full"
+        })
+        .await;
+    common::eventually(WAIT, "MJPEG viewers get frames", || {
+        (counted.load(SeqCst) >= 30).then_some(())
+    })
+    .await;
+    assert_eq!(server.clients.load(SeqCst), 1, "one camera connection: {cam}");
+    stop_snapshots.cancel();
+    assert!(snapshots.await.unwrap() >= 1, "snapshots answered with pictures");
+    // The MJPEG viewers leave: full decoding stops (keyframes only are left for the snapshot
+    // takers, who come back), WebRTC goes on.
+    for m in mjpeg {
+        m.abort();
+    }
+    d.wait_for("cam", WAIT, |c| {
+        c["decoder"] == "keyframes" && c["viewers_by_kind"]["mjpeg"] == 0
+    })
+    .await;
+    let now = viewers[1].frames();
+    viewers[1].wait_frames(now + 30).await;
+
+    // One viewer goes silent; the session is cut, the others keep the camera's rate.
+    let (silent, rest) = viewers.split_first().unwrap();
+    let before: Vec<u64> = rest.iter().map(Aiortc::frames).collect();
+    let stopped = std::time::Instant::now();
+    silent.signal(libc::SIGSTOP);
+    let cam = d
+        .wait_for("cam", Duration::from_secs(90), |c| {
+            c["webrtc_sessions"].as_array().map(Vec::len) == Some(4)
+        })
+        .await;
+    assert_eq!(cam["viewers_by_kind"]["webrtc"], 4, "{cam}");
+    let secs = stopped.elapsed().as_secs_f64();
+    for (v, b) in rest.iter().zip(before) {
+        // The camera sends 15 fps; half of it over the whole cut is a loose floor.
+        let got = v.frames() - b;
+        assert!(
+            got as f64 >= secs * 15.0 / 2.0,
+            "a viewer kept {got} frames in {secs:.1} s while another was cut"
+        );
+    }
+    silent.signal(libc::SIGCONT);
+    drop(viewers);
+    d.wait_for("cam", Duration::from_secs(90), |c| {
+        c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty()) && c["state"] == "idle"
+    })
+    .await;
+    assert_eq!(server.clients.load(SeqCst), 1, "still that one connection");
+    common::eventually(WAIT, "descriptors back to where they were", || {
+        (open_fds(d.child.id()) <= fds_before).then_some(())
+    })
+    .await;
 }

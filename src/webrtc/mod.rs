@@ -181,7 +181,7 @@ impl WebRtc {
     /// The browser's answer to [`WebRtc::offer`].
     pub async fn answer(&self, id: &str, sdp: &str) -> Result<(), SignalError> {
         let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| SignalError::Bad(format!("not an SDP answer: {e}")))?;
+            .map_err(|e| SignalError::Bad(format!("not an SDP answer ({})", sdp_problem(&e))))?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Answer {
@@ -202,8 +202,8 @@ impl WebRtc {
         peer: SocketAddr,
         sdp: &str,
     ) -> Result<(String, String), SignalError> {
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SignalError::Bad(format!("not an SDP offer: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| SignalError::Bad(format!("not an SDP offer ({})", sdp_problem(&e))))?;
         self.admit(peer.ip())?;
         let (mut session, codec) = self.prepare(cam, peer).await?;
         offer_fits(sdp, codec).map_err(SignalError::Bad)?;
@@ -277,6 +277,16 @@ impl WebRtc {
             .await
             .map_err(|_| SignalError::Unavailable("farmcam is shutting down".into()))
     }
+}
+
+/// The SDP parser's complaint on one line, without its memory addresses.
+fn sdp_problem(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset") && *l != "sdp line")
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether a browser's offer can take the camera's video as it is: it asks for video, and lists
@@ -466,6 +476,16 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_garbage_offer_is_refused_on_one_line() {
+        let e = SdpOffer::from_sdp_string("v=0").unwrap_err();
+        let said = sdp_problem(&e);
+        assert!(
+            !said.contains('\n') && !said.contains("0x") && !said.is_empty(),
+            "{said}"
+        );
+    }
 
     #[test]
     fn an_offer_must_ask_for_video_in_the_cameras_codec() {

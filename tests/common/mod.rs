@@ -179,6 +179,13 @@ impl Daemon {
     fn start_with(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farmcam.toml");
+        // WebRTC on a free loopback port unless the test sets its own: tests never listen beyond
+        // loopback, nor compete for the default port.
+        let config = if config.contains("[webrtc]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[webrtc]\nlisten = \"127.0.0.1:0\"\n")
+        };
         std::fs::write(&path, config).unwrap();
         // Readiness as systemd sees it: READY=1 on NOTIFY_SOCKET (unless the test listens itself).
         let notify = (!env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET"))

@@ -30,7 +30,7 @@ impl Moonraker {
     }
 
     fn start_in(port: u16, dir: tempfile::TempDir) -> Moonraker {
-        super::peers::require_moonraker(&run_sh());
+        super::peers::require_moonraker();
         let child = Command::new("bash")
             .arg(run_sh())
             .arg(port.to_string())

@@ -51,18 +51,29 @@ pub fn require_gst_rtsp() {
     );
 }
 
-/// The Moonraker venv that `run_sh --install` makes.
-pub fn require_moonraker(run_sh: &str) {
+/// The venv of a Python peer that `tests/peers/<name>/run.sh --install` makes.
+fn require_venv(name: &str) {
+    let run_sh = format!("{}/tests/peers/{name}/run.sh", env!("CARGO_MANIFEST_DIR"));
     let ok = Command::new("bash")
-        .args([run_sh, "--installed"])
+        .args([&run_sh, "--installed"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "test peer missing: Moonraker's venv (bash tests/peers/moonraker/run.sh --install; {INSTALL})"
+        "test peer missing: the {name} venv (bash tests/peers/{name}/run.sh --install; {INSTALL})"
     );
+}
+
+/// The Moonraker venv.
+pub fn require_moonraker() {
+    require_venv("moonraker");
+}
+
+/// The aiortc venv (a WebRTC viewer that is not a browser).
+pub fn require_aiortc() {
+    require_venv("aiortc");
 }
 
 /// Chromium and chromedriver, for the browser tests.
