@@ -249,3 +249,99 @@ async fn one_wall_for_two_gateways() {
         .await;
     browser.quit().await;
 }
+
+/// The live view plays an H.264 camera over WebRTC (the camera's own video, no decoder for it)
+/// and says so; when WebRTC fails (here: the one session this client may have is taken) it plays
+/// MJPEG and says why; a camera without H.264 plays MJPEG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
+    let server = common::rtsp::RtspServer::start(common::rtsp::RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 1\n\
+             [[camera]]\nid = \"h264\"\nname = \"Bambu X1C\"\nsource = \"{}\"\nidle_grace = \"2s\"\n\
+             [[camera]]\nid = \"pattern\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\n",
+            server.url()
+        ),
+    ));
+    let cams = d.cameras_json().await;
+    let h264 = cams
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "h264")
+        .unwrap();
+    assert_eq!(
+        h264["webrtc_url"],
+        format!("http://{}/cameras/h264/webrtc", d.main),
+        "{h264}"
+    );
+    assert!(cams[1]["webrtc_url"].is_null(), "{cams}");
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&format!("http://{}/", d.main)).await;
+    browser
+        .wait_for(WAIT, "tiles", TILES, |v| {
+            v.as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    const LIVE: &str = "const v = document.querySelector('#live-video'),
+            i = document.querySelector('#live-img');
+        return { mode: document.querySelector('#live-mode').textContent,
+                 frames: v.hidden ? 0 : v.getVideoPlaybackQuality().totalVideoFrames,
+                 width: v.videoWidth, imgWidth: i.hidden ? 0 : i.naturalWidth };";
+
+    browser.click("article[data-camera=h264]").await;
+    let live = browser
+        .wait_for(Duration::from_secs(45), "WebRTC playing", LIVE, |v| {
+            v["frames"].as_u64() > Some(10)
+        })
+        .await;
+    assert_eq!(live["width"], 320, "{live}");
+    assert!(live["mode"].as_str().unwrap().starts_with("WebRTC ("), "{live}");
+    let cam = d
+        .wait_for("h264", WAIT, |c| c["viewers_by_kind"]["webrtc"] == 1)
+        .await;
+    assert_eq!(cam["viewers_by_kind"]["mjpeg"], 0, "{cam}");
+    browser.click("#live-close").await;
+    d.wait_for("h264", WAIT, |c| {
+        c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty())
+    })
+    .await;
+
+    // The one session this client may have is taken (signalled, never answered): the live view
+    // falls back to MJPEG and says why.
+    let body = r#"{"type":"request"}"#;
+    let taken = common::request(
+        d.main,
+        &format!(
+            "POST /cameras/h264/webrtc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(taken.status, 200);
+    browser.click("article[data-camera=h264]").await;
+    let live = browser
+        .wait_for(WAIT, "MJPEG after WebRTC failed", LIVE, |v| {
+            v["imgWidth"].as_u64() > Some(0)
+        })
+        .await;
+    let mode = live["mode"].as_str().unwrap();
+    assert!(
+        mode.starts_with("MJPEG (WebRTC failed:") && mode.contains("max_sessions_per_client"),
+        "{live}"
+    );
+    d.wait_for("h264", WAIT, |c| c["viewers_by_kind"]["mjpeg"] == 1)
+        .await;
+    browser.click("#live-close").await;
+
+    browser.click("article[data-camera=pattern]").await;
+    let live = browser
+        .wait_for(WAIT, "the pattern's MJPEG", LIVE, |v| {
+            v["imgWidth"].as_u64() > Some(0)
+        })
+        .await;
+    assert_eq!(live["mode"], "MJPEG", "{live}");
+    browser.quit().await;
+}

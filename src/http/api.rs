@@ -98,6 +98,9 @@ struct Entry<'a> {
     url_source: &'static str,
     /// The camera's dedicated port, if configured (mjpg-streamer style URLs).
     dedicated_url: Option<String>,
+    /// Where players signal WebRTC (camera-streamer's form; WHEP at `…/whep`) when the camera
+    /// sends H.264/H.265 and WebRTC is on; None otherwise.
+    webrtc_url: Option<String>,
     /// Live WebRTC viewers: peer address, start time, bytes sent.
     webrtc_sessions: Vec<crate::webrtc::SessionStatus>,
     dedicated_snapshot_url: Option<String>,
@@ -170,6 +173,8 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 url_source,
                 stream_url: format!("{base}/cameras/{}/stream", c.id()),
                 snapshot_url: format!("{base}/cameras/{}/snapshot", c.id()),
+                webrtc_url: (ctx.webrtc.is_some() && c.sends_coded_video())
+                    .then(|| format!("{base}/cameras/{}/webrtc", c.id())),
                 webrtc_sessions: sessions.iter().filter(|s| s.camera == c.id()).cloned().collect(),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
                 dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
