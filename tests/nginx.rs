@@ -196,3 +196,88 @@ async fn the_wall_works_under_the_prefix() {
         .await;
     browser.quit().await;
 }
+
+/// WHEP through nginx under `/webcam/`, exactly as Fluidd's `webrtc-mediamtx` player calls it
+/// (its stream URL is the camera's base URL under the prefix): `OPTIONS` for the ICE servers,
+/// the offer, the session URL built from the relative `Location`, trickled candidates by
+/// `PATCH`, frames decoded in Chromium, and `DELETE` ending the session. Media goes straight to
+/// farmcam's UDP port, not through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_through_the_prefix_as_fluidd_calls_it() {
+    let server = common::rtsp::RtspServer::start(common::rtsp::RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"cam\"\nsource = \"{}\"\nidle_grace = \"2s\"\n",
+            server.url()
+        ),
+    ));
+    let nginx = Nginx::start(d.main, d.main);
+    let browser = Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/webcam/", nginx.addr())).await;
+    let started = browser
+        .eval(
+            "return (async () => {
+                const base = new URL('/webcam/cameras/cam/', location.href);
+                const whepUrl = new URL('whep', base).toString();
+                const o = await fetch(whepUrl, { method: 'OPTIONS' });
+                const pc = new RTCPeerConnection({ iceServers: [] });
+                window.pc = pc;
+                pc.addTransceiver('video', { direction: 'recvonly' });
+                const queued = [];
+                pc.onicecandidate = e => { if (e.candidate) queued.push(e.candidate); };
+                const offer = await pc.createOffer();
+                await pc.setLocalDescription(offer);
+                const r = await fetch(whepUrl, { method: 'POST',
+                    headers: { 'Content-Type': 'application/sdp' }, body: offer.sdp });
+                const loc = r.headers.get('location') || '';
+                const sessionUrl = whepUrl + '/' + loc.slice(loc.lastIndexOf('/') + 1);
+                window.sessionUrl = sessionUrl;
+                await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+                await new Promise(ok => setTimeout(ok, 200));
+                const ufrag = offer.sdp.match(/a=ice-ufrag:(.*)\\r\\n/)[1];
+                const pwd = offer.sdp.match(/a=ice-pwd:(.*)\\r\\n/)[1];
+                let frag = 'a=ice-ufrag:' + ufrag + '\\r\\na=ice-pwd:' + pwd + '\\r\\nm=video 9 UDP/TLS/RTP/SAVPF 96\\r\\na=mid:0\\r\\n';
+                for (const c of queued) frag += 'a=' + c.candidate + '\\r\\n';
+                const p = await fetch(sessionUrl, { method: 'PATCH', headers: {
+                    'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' }, body: frag });
+                return { options: o.status, status: r.status, location: loc, sessionUrl, patched: p.status };
+            })()",
+        )
+        .await;
+    assert_eq!(
+        (
+            started["options"].as_u64(),
+            started["status"].as_u64(),
+            started["patched"].as_u64()
+        ),
+        (Some(204), Some(201), Some(204)),
+        "{started}"
+    );
+    assert!(
+        started["sessionUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{}/webcam/cameras/cam/whep/", nginx.addr())),
+        "{started}"
+    );
+    browser
+        .wait_for(
+            WAIT,
+            "frames decoded through the prefix",
+            "return (async () => { let n = 0; (await window.pc.getStats()).forEach(r => {
+                if (r.type === 'inbound-rtp' && r.kind === 'video') n = r.framesDecoded || 0; });
+                return n; })()",
+            |v| v.as_u64() > Some(10),
+        )
+        .await;
+    let ended = browser
+        .eval("return (async () => (await fetch(window.sessionUrl, { method: 'DELETE' })).status)()")
+        .await;
+    assert_eq!(ended, 200);
+    d.wait_for("cam", WAIT, |c| {
+        c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty())
+    })
+    .await;
+    browser.quit().await;
+}
