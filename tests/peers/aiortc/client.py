@@ -5,9 +5,12 @@ SRTP and H.264 decoder) plays a farmcam camera over WHEP or camera-streamer's si
   webrtc_client.py --whep URL             POST an SDP offer to URL (…/cameras/ID/whep)
   webrtc_client.py --camera-streamer URL  {"type":"request"} then the answer (…/cameras/ID/webrtc)
 
-It prints one JSON object per line on stdout: {"session": …} once signalled, then
+It prints one JSON object per line on stdout: {"session": …} once signalled,
+{"first_frame_ms": T} (from the signalling POST to the first decoded frame), then
 {"frames": N, "width": W, "height": H} after every decoded frame (at most 10 lines a second),
 and {"error": …} if signalling fails. It runs until killed (or --frames N decoded).
+--no-decode receives (ICE, DTLS, SRTP, RTCP) without decoding: a cheap load generator for
+benches/webrtc.sh; it prints nothing after the session line.
 """
 
 import argparse
@@ -38,7 +41,17 @@ async def main():
     g.add_argument("--whep")
     g.add_argument("--camera-streamer")
     p.add_argument("--frames", type=int, default=0)
+    p.add_argument("--no-decode", action="store_true")
     a = p.parse_args()
+    if a.no_decode:
+        import aiortc.rtcrtpreceiver as receiver
+
+        class Skip:
+            def decode(self, encoded_frame):
+                return []
+
+        receiver.get_decoder = lambda codec: Skip()
+    posted = [0.0]
 
     pc = RTCPeerConnection()
     done = asyncio.Event()
@@ -56,6 +69,8 @@ async def main():
                     return
                 n += 1
                 now = time.monotonic()
+                if n == 1:
+                    say(first_frame_ms=round((now - posted[0]) * 1000))
                 if now - said >= 0.1:
                     said = now
                     say(frames=n, width=frame.width, height=frame.height)
@@ -69,6 +84,7 @@ async def main():
         if a.whep:
             pc.addTransceiver("video", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())
+            posted[0] = time.monotonic()
             status, headers, answer = await loop.run_in_executor(
                 None, post, a.whep, pc.localDescription.sdp, "application/sdp")
             if status != 201:
@@ -78,6 +94,7 @@ async def main():
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         else:
             url = a.camera_streamer
+            posted[0] = time.monotonic()
             _, _, body = await loop.run_in_executor(
                 None, post, url, json.dumps({"type": "request"}), "application/json")
             offer = json.loads(body)

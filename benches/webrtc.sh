@@ -1,0 +1,136 @@
+#!/bin/bash
+# Live viewers of one H.264 camera (GStreamer's test server: 1280x720, 30 fps, a keyframe every
+# second): CPU of farmcam and its ffmpeg children, and bytes per second per viewer, for 1, 5 and
+# 20 WebRTC viewers next to 1, 5 and 20 MJPEG viewers and `ffmpeg -c:v copy` (the floor: what
+# the camera connection alone costs), all in one run; then the time from the signalling POST to
+# the first decoded frame, on a camera already connected. Each case warms up for 5 s, then is
+# measured for SECONDS. Run by hand, not in CI (needs `packaging/dev.sh deps` for aiortc):
+#   benches/webrtc.sh [SECONDS]        (default 20)
+# WebRTC viewers are aiortc (tests/peers/aiortc) receiving without decoding (--no-decode), so
+# 20 of them fit on the same 2 cores; MJPEG viewers are curl.
+set -eu
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+SECS=${1:-20}
+BIN=target/release/farmcam
+AIORTC="bash tests/peers/aiortc/run.sh"
+cargo build --release --bin farmcam
+$AIORTC --install >/dev/null
+DIR=$(mktemp -d)
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+/usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
+until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+URL=http://127.0.0.1:8096/cameras/cam
+
+cat > "$DIR/farmcam.toml" <<TOML
+[http]
+listen = "127.0.0.1:8096"
+[webrtc]
+listen = "127.0.0.1:8556"
+max_sessions = 64
+max_sessions_per_client = 64
+[[camera]]
+id = "cam"
+source = "$SRC"
+idle_grace = "2s"
+TOML
+
+status() { curl -s http://127.0.0.1:8096/api/cameras | python3 -c "import json,sys; c=json.load(sys.stdin)[0]; print(c['$1'])"; }
+connected() { curl -s http://127.0.0.1:8096/api/cameras | python3 -c "import json,sys; c=json.load(sys.stdin)[0]; print(sum(s['connected'] for s in c['webrtc_sessions']))"; }
+# A counter of the camera from /metrics (farmcam_NAME{camera="cam"}).
+metric() { curl -s http://127.0.0.1:8096/metrics | awk -v m="farmcam_$1{camera=\"cam\"}" '$1 == m {print $2}'; }
+
+# One case: farmcam with N viewers of a kind; prints "CPU% bytes/s-per-viewer decoder".
+farmcam_case() {
+    local kind=$1 n=$2 pid t0 s0 t1 s1 b0 b1 i key dec sessions
+    $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
+    pid=$!
+    until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+    local viewers=()
+    for i in $(seq "$n"); do
+        if [ "$kind" = webrtc ]; then
+            $AIORTC --no-decode --whep "$URL/whep" > "$DIR/viewer$i" 2>/dev/null &
+        else
+            curl -s -o /dev/null "$URL/stream" &
+        fi
+        viewers+=($!)
+    done
+    key=$([ "$kind" = webrtc ] && echo webrtc_bytes_sent_total || echo bytes_sent_total)
+    # Every viewer watching (20 aiortc processes take a while to start on 2 cores), then 5 s.
+    for i in $(seq 600); do
+        [ "$(status viewers)" -ge "$n" ] && [ "$kind" = mjpeg -o "$(connected)" -ge "$n" ] && break
+        sleep 0.1
+    done
+    sleep 5
+    t0=$(ticks "$pid"); s0=$(date +%s.%N); b0=$(metric "$key")
+    sleep "$SECS"
+    t1=$(ticks "$pid"); s1=$(date +%s.%N); b1=$(metric "$key")
+    dec=$(status decoder); sessions=$(status viewers)
+    kill "${viewers[@]}" 2>/dev/null || true
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo "$(cpu_pct "$t0" "$t1" "$s0" "$s1") $(python3 -c "print(round(($b1-$b0)/($s1-$s0)/$n/1000))") $dec $sessions"
+}
+
+ffmpeg_copy() {
+    local pid t0 s0 t1 s1
+    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp -i "$SRC" -an -c:v copy -f h264 -y /dev/null &
+    pid=$!
+    sleep 5
+    t0=$(ticks "$pid"); s0=$(date +%s.%N)
+    sleep "$SECS"
+    t1=$(ticks "$pid"); s1=$(date +%s.%N)
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    cpu_pct "$t0" "$t1" "$s0" "$s1"
+}
+
+declare -A R
+for n in 1 5 20; do
+    R[webrtc$n]=$(farmcam_case webrtc "$n")
+    R[mjpeg$n]=$(farmcam_case mjpeg "$n")
+done
+FLOOR=$(ffmpeg_copy)
+
+# First frame: farmcam connected to the camera (one viewer already watching), then a new
+# viewer that decodes; five times.
+$BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
+FPID=$!
+until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+$AIORTC --no-decode --whep "$URL/whep" > /dev/null 2>&1 &
+KEEP=$!
+sleep 5
+FIRST=""
+for i in 1 2 3 4 5; do
+    ms=$(timeout 30 $AIORTC --whep "$URL/whep" --frames 1 | python3 -c "import json,sys
+for l in sys.stdin:
+    v = json.loads(l)
+    if 'first_frame_ms' in v: print(v['first_frame_ms']); break")
+    FIRST="$FIRST $ms"
+done
+kill "$KEEP" "$FPID"; wait "$FPID" 2>/dev/null || true
+
+col() { echo "${R[$1]}" | awk -v i="$2" '{print $i}'; }
+ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b > 0 else 'n/a')"; }
+echo
+echo "H.264 1280x720 at 30 fps, keyframe every 1 s; CPU % of one core over ${SECS} s (farmcam + its ffmpeg children)"
+echo "| viewers | WebRTC CPU | WebRTC kB/s per viewer | MJPEG CPU | MJPEG kB/s per viewer | decoder (WebRTC / MJPEG), viewers seen |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for n in 1 5 20; do
+    echo "| $n | $(col webrtc$n 1) % | $(col webrtc$n 2) | $(col mjpeg$n 1) % | $(col mjpeg$n 2) | $(col webrtc$n 3) / $(col mjpeg$n 3), $(col webrtc$n 4) / $(col mjpeg$n 4) |"
+done
+echo "| ffmpeg -c:v copy (floor) | $FLOOR % | | | | |"
+echo
+echo "First decoded frame after the POST (ms, camera connected):$FIRST"
+echo
+per_viewer=$(python3 -c "print(f'{($(col webrtc20 1)-$(col webrtc1 1))/19:.2f}')")
+echo "| target | measured |"
+echo "| --- | --- |"
+echo "| one WebRTC viewer ≤ 1.5 × the copy floor | $(ratio "$(col webrtc1 1)" "$FLOOR") |"
+echo "| each further WebRTC viewer ≤ 0.2 % of a core | $per_viewer % |"
+echo "| WebRTC bytes per viewer ≤ 1/4 of MJPEG's | $(ratio "$(col webrtc1 2)" "$(col mjpeg1 2)") |"
+echo "| first frame ≤ 1 s on a connected camera | $FIRST ms |"
