@@ -102,17 +102,13 @@ impl UnitFeed {
         (start, self.tx.subscribe())
     }
 
-    /// The codec of the latest keyframe, once one arrived on this connection.
-    pub fn codec(&self) -> Option<Codec> {
-        *self.codec.borrow()
-    }
-
     /// The codec this camera sent last time it was connected, if it ever sent coded video.
     pub fn seen(&self) -> Option<Codec> {
         *self.seen.lock().unwrap()
     }
 
-    /// Follows [`UnitFeed::codec`]: the camera's coded video flows once it is `Some`.
+    /// The codec of the latest keyframe on this connection (`None` until one arrived): the
+    /// camera's coded video flows once it is `Some`.
     pub fn watch_codec(&self) -> watch::Receiver<Option<Codec>> {
         self.codec.subscribe()
     }
@@ -143,7 +139,7 @@ mod tests {
         assert!(feed.subscribe().0.units.is_empty());
         // Before the first keyframe with parameter sets there is nothing to start from.
         feed.publish(Codec::H264, &au(false, false, 9));
-        assert!(feed.subscribe().0.units.is_empty() && feed.codec().is_none());
+        assert!(feed.subscribe().0.units.is_empty() && feed.watch_codec().borrow().is_none());
         feed.publish(Codec::H264, &au(true, true, 1));
         feed.publish(Codec::H264, &au(false, false, 2));
         // A keyframe without parameter sets does not start a new group.
@@ -155,11 +151,11 @@ mod tests {
         feed.publish(Codec::H264, &au(false, false, 4));
         assert_eq!(rx.try_recv().unwrap().au.data[4], 4);
         assert!(rx.try_recv().is_err(), "each unit once");
-        assert_eq!(feed.codec(), Some(Codec::H264));
+        assert_eq!(*feed.watch_codec().borrow(), Some(Codec::H264));
         feed.publish(Codec::H264, &au(true, true, 5));
         assert_eq!(feed.subscribe().0.units.len(), 1);
         feed.reset();
-        assert_eq!(feed.codec(), None);
+        assert_eq!(*feed.watch_codec().borrow(), None);
         assert_eq!(feed.seen(), Some(Codec::H264), "remembered after the connection");
         assert!(feed.subscribe().0.units.is_empty());
     }

@@ -241,18 +241,17 @@ impl WebRtc {
             )));
         };
         let hold = cam.subscribe(crate::pump::ConsumerKind::WebRtc);
-        let deadline = tokio::time::Instant::now() + CODEC_WAIT;
-        let codec = loop {
-            if let Some(c) = feed.codec() {
-                break c;
-            }
-            if tokio::time::Instant::now() >= deadline {
+        // The camera's codec shows with its first keyframe on this connection (bounded).
+        let mut codec = feed.watch_codec();
+        let shown = tokio::time::timeout(CODEC_WAIT, codec.wait_for(Option::is_some)).await;
+        let codec = match shown.ok().and_then(|r| r.ok().and_then(|c| *c)) {
+            Some(c) => c,
+            None => {
                 return Err(SignalError::Unavailable(format!(
                     "camera {:?} sent no H.264/H.265 keyframe within {CODEC_WAIT:?} (offline, or not H.264/H.265: see /api/cameras)",
                     cam.id()
-                )));
+                )))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let session = Session::new(
             self.new_id(),
