@@ -234,7 +234,10 @@ async fn whep_through_the_prefix_as_fluidd_calls_it() {
                 const sessionUrl = whepUrl + '/' + loc.slice(loc.lastIndexOf('/') + 1);
                 window.sessionUrl = sessionUrl;
                 await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
-                await new Promise(ok => setTimeout(ok, 200));
+                // Every candidate gathered (a condition, not a delay), then trickled at once.
+                if (pc.iceGatheringState !== 'complete')
+                    await new Promise(ok => pc.addEventListener('icegatheringstatechange',
+                        () => { if (pc.iceGatheringState === 'complete') ok(); }));
                 const ufrag = offer.sdp.match(/a=ice-ufrag:(.*)\\r\\n/)[1];
                 const pwd = offer.sdp.match(/a=ice-pwd:(.*)\\r\\n/)[1];
                 let frag = 'a=ice-ufrag:' + ufrag + '\\r\\na=ice-pwd:' + pwd + '\\r\\nm=video 9 UDP/TLS/RTP/SAVPF 96\\r\\na=mid:0\\r\\n';

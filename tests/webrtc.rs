@@ -311,12 +311,14 @@ async fn bad_signalling_is_refused_clearly() {
     .await;
     assert_eq!((r.status, r.header("allow")), (405, Some("POST, OPTIONS")));
     // One session per client here: the second request is refused until the first ends.
-    let first = post(
-        "/cameras/cam/webrtc",
-        "application/json",
-        "{\"type\":\"request\"}",
-    )
-    .await;
+    let request = || {
+        post(
+            "/cameras/cam/webrtc",
+            "application/json",
+            "{\"type\":\"request\"}",
+        )
+    };
+    let first = request().await;
     assert_eq!(first.status, 200, "{}", error(&first));
     let offer: Value = serde_json::from_slice(&first.body).unwrap();
     assert!(offer["sdp"].as_str().unwrap().contains("H264"), "{offer}");
@@ -326,12 +328,7 @@ async fn bad_signalling_is_refused_clearly() {
     );
     // A host asking a thousand times gets the limit's answer every time, and nothing piles up.
     for _ in 0..1000 {
-        let again = post(
-            "/cameras/cam/webrtc",
-            "application/json",
-            "{\"type\":\"request\"}",
-        )
-        .await;
+        let again = request().await;
         assert_eq!(again.status, 503, "{}", error(&again));
         assert!(error(&again).contains("max_sessions_per_client"));
     }
@@ -448,7 +445,8 @@ async fn a_crowd_of_viewers_shares_one_connection_and_a_silent_one_is_cut() {
         (Some("off"), Some("live")),
         "WebRTC viewers alone decode nothing: {cam}"
     );
-    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Live MJPEG frames seen by the viewers, counted as they arrive.
+    let counted = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
     let mut mjpeg = Vec::new();
     for _ in 0..3 {
         let mut s = common::open_stream(&d, "cam").await;
@@ -456,14 +454,16 @@ async fn a_crowd_of_viewers_shares_one_connection_and_a_silent_one_is_cut() {
         mjpeg.push(tokio::spawn(async move {
             while let Some(p) = s.next_part().await {
                 if common::is_live(&p) {
-                    counted.fetch_add(1, SeqCst);
+                    counted.send_modify(|n| *n += 1);
                 }
             }
         }));
     }
     let stop_snapshots = tokio_util::sync::CancellationToken::new();
+    // A snapshot per second of the camera's video (every 45 frames the three viewers see, at
+    // 15 fps), paced by the frames themselves rather than the clock.
     let snapshots = {
-        let (stop, addr) = (stop_snapshots.clone(), d.main);
+        let (stop, addr, mut frames) = (stop_snapshots.clone(), d.main, counted.subscribe());
         tokio::spawn(async move {
             let mut ok = 0u32;
             while !stop.is_cancelled() {
@@ -471,9 +471,10 @@ async fn a_crowd_of_viewers_shares_one_connection_and_a_silent_one_is_cut() {
                 if r.status == 200 && r.header("x-placeholder").is_none() {
                     ok += 1;
                 }
+                let next = *frames.borrow() + 45;
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = frames.wait_for(|n| *n >= next) => {}
                 }
             }
             ok
@@ -485,7 +486,7 @@ async fn a_crowd_of_viewers_shares_one_connection_and_a_silent_one_is_cut() {
         })
         .await;
     common::eventually(WAIT, "MJPEG viewers get frames", || {
-        (counted.load(SeqCst) >= 30).then_some(())
+        (*counted.borrow() >= 30).then_some(())
     })
     .await;
     assert_eq!(server.clients.load(SeqCst), 1, "one camera connection: {cam}");
