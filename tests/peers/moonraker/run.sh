@@ -34,29 +34,14 @@ fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 req="$here/requirements.txt"
 
-py=${MOONRAKER_PYTHON:-/usr/bin/python3}
-[ -x "$py" ] || py=$(command -v python3)
-cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}
-venv=${MOONRAKER_VENV:-$cache/moonraker-peer/venv-$(sha256sum "$req" | cut -c1-12)}
+. "$here/../venv.sh"
+PEER_PYTHON=${MOONRAKER_PYTHON:-} peer_venv moonraker "$req" "${MOONRAKER_VENV:-}"
 
 if [ -n "$check_only" ]; then
-    [ -e "$venv/.complete" ] || { echo "run.sh: the Moonraker venv is not installed: run packaging/dev.sh deps (or $0 --install)" >&2; exit 1; }
-    echo "$venv"
+    venv_installed
     exit 0
 fi
-if [ ! -e "$venv/.complete" ]; then
-    mkdir -p "$(dirname "$venv")"
-    exec 9>"$venv.lock"
-    flock 9
-    if [ ! -e "$venv/.complete" ]; then
-        rm -rf "$venv"
-        "$py" -m venv "$venv" >&2 ||
-            { echo "run.sh: '$py -m venv' failed: apt-get install python3-venv" >&2; exit 1; }
-        "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
-        touch "$venv/.complete"
-    fi
-    exec 9>&-
-fi
+venv_ensure
 
 # libnacl (used by Moonraker's core authorization component) loads libsodium at import.
 "$venv/bin/python" -c 'import libnacl' 2>/dev/null ||
