@@ -95,7 +95,13 @@ async fn keep(
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let delay = match sync(&config, &registry).await {
+        // A stopped registration (replaced at a reload) makes no further change, not even the
+        // rest of a pass in flight: it would undo what its successor just wrote.
+        let synced = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sync(&config, &registry) => r,
+        };
+        let delay = match synced {
             Ok(n) => {
                 if n > 0 {
                     info!("moonraker: {} is up to date ({n} change(s))", config.url);
