@@ -1,8 +1,11 @@
 //! A camera's coded video for consumers that take it as it is (WebRTC viewers): the access units
 //! its one connection yields, fanned out without a copy, and the latest keyframe with its
 //! parameter sets, where every new consumer starts (a picture at once, not at the next keyframe).
+//! Each unit carries a presentation time on one 90 kHz clock per camera (what RTP carries), made
+//! from when it arrived, smoothed to the camera's own frame interval.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{broadcast, watch};
 
@@ -21,6 +24,8 @@ const GROUP_MAX_BYTES: usize = 2 << 20;
 pub struct Unit {
     pub codec: Codec,
     pub au: AccessUnit,
+    /// Presentation time, 90 kHz ticks on this camera's unit clock.
+    pub pts: u64,
 }
 
 /// Where a new consumer starts: the latest keyframe (with parameter sets) and the units after it,
@@ -39,10 +44,79 @@ struct Group {
     bytes: usize,
 }
 
+/// Presentation times from arrival times. Units come through a pipe, so they arrive in bursts
+/// around the camera's steady rate: each time is the previous one plus the mean interval, pulled
+/// an eighth of the way towards the arrival; a gap of several intervals (frames the camera did not
+/// send) is kept as a gap.
+#[derive(Debug)]
+struct Clock {
+    origin: Instant,
+    /// When the first unit came, ticks.
+    first: f64,
+    last_pts: u64,
+    /// Mean interval between units, ticks (0 until two units came).
+    interval: f64,
+    units: u64,
+}
+
+impl Clock {
+    const HZ: f64 = 90_000.0;
+    const WARM_UP: u64 = 16;
+
+    fn new() -> Clock {
+        Clock {
+            origin: Instant::now(),
+            first: 0.0,
+            last_pts: 0,
+            interval: 0.0,
+            units: 0,
+        }
+    }
+
+    fn stamp(&mut self, at: Instant) -> u64 {
+        let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ;
+        self.units += 1;
+        let pts = if self.units <= Self::WARM_UP {
+            // The first units: their arrival times, and the mean interval between them.
+            if self.units == 1 {
+                self.first = arrived;
+            } else {
+                self.interval = (arrived - self.first) / (self.units - 1) as f64;
+            }
+            arrived
+        } else {
+            let interval = self.interval.max(Self::HZ / 240.0);
+            let predicted = self.last_pts as f64 + interval;
+            let error = arrived - predicted;
+            // The rate follows slowly (a mean over about 32 units), a gap counting as 4 units.
+            let delta = (arrived - self.last_pts as f64).clamp(0.0, 4.0 * interval);
+            self.interval = interval + (delta - interval) / 32.0;
+            if error.abs() > 4.0 * interval {
+                // A gap (or a stall) of several frames: time jumps with it.
+                arrived
+            } else {
+                predicted + error / 8.0
+            }
+        };
+        self.last_pts = if self.units == 1 {
+            pts as u64
+        } else {
+            (pts as u64).max(self.last_pts + 1)
+        };
+        self.last_pts
+    }
+
+    /// Units per second, once measured.
+    fn rate(&self) -> Option<f64> {
+        (self.units >= Self::WARM_UP && self.interval > 0.0).then(|| Self::HZ / self.interval)
+    }
+}
+
 #[derive(Debug)]
 pub struct UnitFeed {
     tx: broadcast::Sender<Arc<Unit>>,
     group: Mutex<Group>,
+    clock: Mutex<Clock>,
     codec: watch::Sender<Option<Codec>>,
     /// The codec last seen on any connection (kept when it closes).
     seen: Mutex<Option<Codec>>,
@@ -53,6 +127,7 @@ impl Default for UnitFeed {
         UnitFeed {
             tx: broadcast::channel(BACKLOG).0,
             group: Mutex::new(Group::default()),
+            clock: Mutex::new(Clock::new()),
             codec: watch::Sender::new(None),
             seen: Mutex::new(None),
         }
@@ -63,9 +138,11 @@ impl UnitFeed {
     /// A unit from the camera (costs one allocation when nobody takes units, and the group kept
     /// for new consumers).
     pub fn publish(&self, codec: Codec, au: &AccessUnit) {
+        let pts = self.clock.lock().unwrap().stamp(Instant::now());
         let unit = Arc::new(Unit {
             codec,
             au: au.clone(),
+            pts,
         });
         let mut group = self.group.lock().unwrap();
         // A keyframe without its parameter sets cannot start a decoder on its own.
@@ -113,9 +190,15 @@ impl UnitFeed {
         self.codec.subscribe()
     }
 
+    /// The camera's frame rate as its units arrive (`None` until a few came).
+    pub fn rate(&self) -> Option<f64> {
+        self.clock.lock().unwrap().rate()
+    }
+
     /// Forget the kept group (the connection closed: a new one may change the stream).
     pub fn reset(&self) {
         *self.group.lock().unwrap() = Group::default();
+        *self.clock.lock().unwrap() = Clock::new();
         self.codec.send_replace(None);
     }
 }
@@ -158,6 +241,28 @@ mod tests {
         assert_eq!(*feed.watch_codec().borrow(), None);
         assert_eq!(feed.seen(), Some(Codec::H264), "remembered after the connection");
         assert!(feed.subscribe().0.units.is_empty());
+    }
+
+    #[test]
+    fn presentation_times_keep_the_cameras_rate_through_bursts_and_jump_over_gaps() {
+        let mut clock = Clock::new();
+        let t0 = clock.origin;
+        let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+        // 25 fps arriving in pairs: 0, 0, 80, 80, 160, 160 … ms.
+        let mut pts = Vec::new();
+        for i in 0..200u64 {
+            pts.push(clock.stamp(ms(i / 2 * 80)));
+        }
+        let steps: Vec<i64> = pts.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
+        let late = &steps[100..];
+        assert!(late.iter().all(|&d| (2700..=4500).contains(&d)), "{late:?}");
+        let rate = clock.rate().unwrap();
+        assert!((rate - 25.0).abs() < 1.0, "{rate}");
+        // Two seconds without units, then units again: the gap is kept.
+        let before = *pts.last().unwrap();
+        let after = clock.stamp(ms(100 * 80 + 2000));
+        assert!(after - before > 150_000, "{before} {after}");
+        assert!(clock.stamp(ms(100 * 80 + 2000)) > after, "never backwards");
     }
 
     #[test]
