@@ -86,12 +86,21 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             }
         },
     };
+    // RTSP out: the port is bound here (a port in use stops the start, like HTTP's).
+    let rtsp = match &config.rtsp {
+        None => None,
+        Some(r) => {
+            let bound = crate::rtsp::bind(r).await.map_err(anyhow::Error::msg)?;
+            Some(crate::rtsp::Rtsp::new(bound, r, registry.clone()))
+        }
+    };
     let server = Server::start(
         listeners,
         &config,
         registry.clone(),
         mqtt.clone(),
         webrtc,
+        rtsp,
         shutdown.clone(),
     );
     check_ffmpeg(&config).await;
@@ -258,6 +267,9 @@ fn reload(
     }
     if new.webrtc != current.webrtc {
         later.push("[webrtc]");
+    }
+    if new.rtsp != current.rtsp {
+        later.push("[rtsp]");
     }
     let listen = |c: &Config| {
         c.cameras

@@ -270,6 +270,39 @@ impl AuSplitter {
     }
 }
 
+/// The NAL units of an access unit (Annex B), without their start codes or trailing zeros.
+pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = match find_start(data, 0) {
+        Some(at) => &data[at + 3..],
+        None => &[][..],
+    };
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut nal, next) = match find_start(rest, 0) {
+            Some(at) => (&rest[..at], &rest[at + 3..]),
+            None => (rest, &[][..]),
+        };
+        rest = next;
+        while let [head @ .., 0] = nal {
+            nal = head;
+        }
+        if !nal.is_empty() {
+            return Some(nal);
+        }
+    })
+}
+
+/// A NAL unit's type (H.264: 5 bits of its first byte; H.265: 6 bits).
+pub fn nal_type(codec: Codec, nal: &[u8]) -> u8 {
+    let h = nal.first().copied().unwrap_or(0);
+    match codec {
+        Codec::H264 => h & 0x1f,
+        Codec::H265 => (h >> 1) & 0x3f,
+    }
+}
+
 /// An access unit delimiter: sent after a unit to make a decoder finish its picture at once.
 pub fn delimiter(codec: Codec) -> &'static [u8] {
     match codec {
@@ -283,6 +316,18 @@ pub fn delimiter(codec: Codec) -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_access_unit_lists_its_nal_units() {
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 0, 0, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 0, 0, 3, 1,
+        ];
+        let nals: Vec<&[u8]> = nal_units(&data).collect();
+        assert_eq!(nals, [&[0x67, 1][..], &[0x68, 2], &[0x65, 0, 0, 3, 1]]);
+        assert_eq!(nal_type(Codec::H264, nals[2]), 5);
+        assert_eq!(nal_type(Codec::H265, &[0x40, 0x01]), 32);
+        assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
+    }
 
     fn nal(bytes: &[u8]) -> Vec<u8> {
         let mut v = START.to_vec();

@@ -27,6 +27,7 @@ pub mod pump;
 pub mod redact;
 pub mod registry;
 pub mod render;
+pub mod rtsp;
 pub mod sizes;
 pub mod source;
 pub mod systemd;

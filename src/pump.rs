@@ -53,6 +53,9 @@ pub enum ConsumerKind {
     Viewer,
     /// A live viewer over WebRTC: takes the camera's coded video, not JPEG.
     WebRtc,
+    /// An RTSP client (Home Assistant, Frigate, an NVR, VLC): coded video too. Not counted as a
+    /// person watching; `Counts::rtsp_clients` counts them.
+    Rtsp,
     Snapshot,
     Other,
 }
@@ -67,7 +70,7 @@ impl ConsumerKind {
     pub fn usual_want(self) -> Want {
         match self {
             ConsumerKind::Snapshot => Want::One,
-            ConsumerKind::WebRtc => Want::Units,
+            ConsumerKind::WebRtc | ConsumerKind::Rtsp => Want::Units,
             ConsumerKind::Viewer | ConsumerKind::Other => Want::Every,
         }
     }
@@ -81,6 +84,8 @@ pub struct Counts {
     pub viewers: usize,
     /// Of those, the WebRTC ones.
     pub webrtc_viewers: usize,
+    /// RTSP clients (consumers, not viewers).
+    pub rtsp_clients: usize,
 }
 
 /// What lives as long as the camera, across pumps: counters, the last good frame, the placeholder.
@@ -95,6 +100,8 @@ pub struct CameraShared {
     pub bytes_sent: AtomicU64,
     /// Bytes sent to this camera's WebRTC viewers (media and control).
     pub webrtc_bytes_sent: AtomicU64,
+    /// Bytes of RTP sent to this camera's RTSP clients.
+    pub rtsp_bytes_sent: AtomicU64,
     /// Time to answer snapshot requests that got a frame.
     pub snapshot_latency: crate::histogram::Histogram,
     pub frames_delivered: AtomicU64,
@@ -123,6 +130,7 @@ impl CameraShared {
             frames_invalid: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             webrtc_bytes_sent: AtomicU64::new(0),
+            rtsp_bytes_sent: AtomicU64::new(0),
             snapshot_latency: Default::default(),
             frames_delivered: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
@@ -194,6 +202,7 @@ struct Inner {
     /// Live viewers of either kind, and of those the WebRTC ones.
     viewers: usize,
     webrtc_viewers: usize,
+    rtsp_clients: usize,
     latest: Option<Frame>,
     next_seq: u64,
     stopped: bool,
@@ -235,6 +244,7 @@ impl Pump {
                 snapshots: false,
                 viewers: 0,
                 webrtc_viewers: 0,
+                rtsp_clients: 0,
                 latest: None,
                 next_seq: 1,
                 stopped: false,
@@ -278,6 +288,7 @@ impl Pump {
         inner.wants.push(want);
         inner.snapshots |= want == Want::One;
         self.demand.send_replace(inner.demand());
+        inner.rtsp_clients += usize::from(kind == ConsumerKind::Rtsp);
         if kind.is_viewer() {
             inner.viewers += 1;
             inner.webrtc_viewers += usize::from(kind == ConsumerKind::WebRtc);
@@ -311,6 +322,7 @@ impl Pump {
             consumers: inner.consumers,
             viewers: inner.viewers,
             webrtc_viewers: inner.webrtc_viewers,
+            rtsp_clients: inner.rtsp_clients,
         }
     }
 
@@ -748,6 +760,7 @@ impl Subscription {
             inner.wants.swap_remove(i);
         }
         self.pump.demand.send_replace(inner.demand());
+        inner.rtsp_clients -= usize::from(self.kind == ConsumerKind::Rtsp);
         if self.kind.is_viewer() {
             inner.viewers -= 1;
             inner.webrtc_viewers -= usize::from(self.kind == ConsumerKind::WebRtc);

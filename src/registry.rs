@@ -79,6 +79,10 @@ pub struct CameraStatus {
     pub viewers_by_kind: ViewersByKind,
     /// Bytes sent to this camera's WebRTC viewers (media and control).
     pub webrtc_bytes_sent: u64,
+    /// RTSP clients now (Home Assistant, NVRs: consumers, not counted as viewers).
+    pub rtsp_clients: usize,
+    /// Bytes of RTP sent to this camera's RTSP clients.
+    pub rtsp_bytes_sent: u64,
     /// All consumers: viewers, snapshot requests, other publishers.
     pub consumers: usize,
     /// The configured (requested) frame rate, if any.
@@ -319,6 +323,8 @@ impl Camera {
                 webrtc: counts.webrtc_viewers,
             },
             webrtc_bytes_sent: s.webrtc_bytes_sent.load(Relaxed),
+            rtsp_clients: counts.rtsp_clients,
+            rtsp_bytes_sent: s.rtsp_bytes_sent.load(Relaxed),
             consumers: counts.consumers,
             fps: s.config.fps,
             measured_fps: (s.fps_milli.load(Relaxed) as f64 / 1000.0 * 10.0).round() / 10.0,

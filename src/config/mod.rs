@@ -18,6 +18,7 @@ mod http;
 mod light;
 mod moonraker;
 mod mqtt;
+mod rtsp;
 mod v4l2;
 mod values;
 mod wall;
@@ -33,6 +34,7 @@ pub use http::{
 pub use light::{parse_hex, LightConfig, Protocol};
 pub use moonraker::{MoonrakerConfig, MoonrakerService};
 pub use mqtt::MqttConfig;
+pub use rtsp::RtspConfig;
 pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
 pub use webrtc::WebrtcConfig;
@@ -64,6 +66,8 @@ pub struct Config {
     pub wall_gateways: Vec<WallGateway>,
     /// `[webrtc]`: None when `enabled = false`.
     pub webrtc: Option<WebrtcConfig>,
+    /// `[rtsp]`: None unless `listen` is set.
+    pub rtsp: Option<RtspConfig>,
 }
 
 impl Config {
@@ -154,6 +158,8 @@ struct RawConfig {
     wall: wall::RawWall,
     #[serde(default)]
     webrtc: webrtc::RawWebrtc,
+    #[serde(default)]
+    rtsp: rtsp::RawRtsp,
 }
 
 /// Read and validate a configuration file; with no camera in it, serve the V4L2 devices found
@@ -241,6 +247,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .map(|m| m.node_id.clone())
         .unwrap_or_else(mqtt::default_node_id);
     let webrtc = v.webrtc(&raw.webrtc);
+    let rtsp = v.rtsp(&raw.rtsp);
     let moonrakers = v.moonrakers(
         &raw.moonraker,
         &ids,
@@ -264,6 +271,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         node_id,
         wall_gateways,
         webrtc,
+        rtsp,
     })
 }
 
@@ -281,6 +289,39 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.lines(),
         }
+    }
+
+    #[test]
+    fn rtsp_is_off_unless_listen_is_set_and_its_ports_are_checked() {
+        let cam = "[[camera]]\nid = \"a\"\nsource = \"test:\"\n";
+        assert_eq!(parse(cam, Path::new("f.toml")).unwrap().rtsp, None);
+        let c = parse(
+            &format!("[rtsp]\nlisten = \"127.0.0.1:8554\"\n{cam}"),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let r = c.rtsp.unwrap();
+        assert_eq!((r.udp_port, r.max_sessions_per_client), (Some(8000), 8));
+        let c = parse(
+            &format!("[rtsp]\nlisten = \"127.0.0.1:8554\"\nudp = false\nudp_port = 9000\n{cam}"),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.rtsp.unwrap().udp_port, None, "udp = false wins");
+        let e = errors(&format!(
+            "[rtsp]\nlisten = \"127.0.0.1:8554\"\nudp_port = 8001\n{cam}"
+        ));
+        assert!(
+            e.iter()
+                .any(|l| l.contains("rtsp.udp_port") && l.contains("even")),
+            "{e:?}"
+        );
+        let e = errors(&format!("[rtsp]\nlisten = \"box:8554\"\n{cam}"));
+        assert!(e.iter().any(|l| l.contains("rtsp.listen")), "{e:?}");
+        let e = errors(&format!(
+            "[rtsp]\nlisten = \"0.0.0.0:8554\"\nmax_sessions = 0\n{cam}"
+        ));
+        assert!(e.iter().any(|l| l.contains("rtsp.max_sessions")), "{e:?}");
     }
 
     #[test]

@@ -103,6 +103,10 @@ struct Entry<'a> {
     webrtc_url: Option<String>,
     /// Live WebRTC viewers: peer address, start time, bytes sent.
     webrtc_sessions: Vec<crate::webrtc::SessionStatus>,
+    /// `rtsp://host:port/<camera>` when `[rtsp]` is on and the camera sends H.264/H.265.
+    rtsp_url: Option<String>,
+    /// RTSP clients: peer, transport, start time, bytes sent.
+    rtsp_sessions: Vec<crate::rtsp::SessionStatus>,
     dedicated_snapshot_url: Option<String>,
 }
 
@@ -158,6 +162,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     // that also follows /api/events keeps a newer event's state over an older list.
     let seen = ctx.registry.events.next_id() - 1;
     let sessions = ctx.webrtc.as_ref().map(|w| w.sessions()).unwrap_or_default();
+    let rtsp_sessions = ctx.rtsp.as_ref().map(|r| r.sessions()).unwrap_or_default();
     let list: Vec<Entry> = ctx
         .registry
         .cameras()
@@ -176,6 +181,16 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 webrtc_url: (ctx.webrtc.is_some() && c.sends_coded_video())
                     .then(|| format!("{base}/cameras/{}/webrtc", c.id())),
                 webrtc_sessions: sessions.iter().filter(|s| s.camera == c.id()).cloned().collect(),
+                rtsp_url: ctx
+                    .rtsp
+                    .as_ref()
+                    .filter(|_| c.sends_coded_video())
+                    .map(|r| format!("rtsp://{host}:{}/{}", r.port(), c.id())),
+                rtsp_sessions: rtsp_sessions
+                    .iter()
+                    .filter(|s| s.camera == c.id())
+                    .cloned()
+                    .collect(),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
                 dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
                 status: c.status(),

@@ -83,7 +83,7 @@ struct Clients {
 }
 
 /// Why a request is refused.
-enum Refused {
+pub enum Refused {
     Unauthorized,
     /// Too many failed logins from this address: wait this long.
     TooMany(Duration),
@@ -162,28 +162,10 @@ impl Guard {
         listener: SocketAddr,
         peer: SocketAddr,
     ) -> Option<Response<Body>> {
-        let auth = self.auth.as_ref()?;
-        if auth.open_on(listener).contains(&area) {
-            return None;
-        }
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        let token = q.get("token").map(str::as_bytes).or_else(|| {
-            header
-                .and_then(|h| h.strip_prefix(b"Bearer "))
-                .map(|t| t.trim_ascii())
-        });
-        let outcome = match (token, header) {
-            (Some(t), _) => {
-                if auth.tokens.iter().any(|s| same(s.0.as_bytes(), t)) {
-                    Ok(())
-                } else {
-                    self.say_failure(peer.ip(), "a token that is not one of http.auth.tokens");
-                    Err(Refused::Unauthorized)
-                }
-            }
-            (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h, peer.ip()).await,
-            _ => Err(Refused::Unauthorized),
-        };
+        let outcome = self
+            .check(area, listener, peer, header, q.get("token").map(str::as_bytes))
+            .await;
         match outcome {
             Ok(()) => None,
             Err(Refused::TooMany(wait)) => {
@@ -200,15 +182,54 @@ impl Guard {
                     StatusCode::UNAUTHORIZED,
                     "authentication required: a user and password (Basic), or a token as `Authorization: Bearer TOKEN` or ?token=TOKEN",
                 );
-                let challenge = if auth.users.is_empty() {
-                    "Bearer realm=\"farmcam\""
-                } else {
-                    "Basic realm=\"farmcam\", charset=\"UTF-8\""
-                };
                 resp.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(self.challenge()));
                 Some(resp)
             }
+        }
+    }
+
+    /// Whether a client from `peer`, on the listener configured as `listener`, may use `area` with
+    /// this `Authorization` value or `?token=` (the token wins): the HTTP side and RTSP ask this.
+    pub async fn check(
+        &self,
+        area: Area,
+        listener: SocketAddr,
+        peer: SocketAddr,
+        header: Option<&[u8]>,
+        query_token: Option<&[u8]>,
+    ) -> Result<(), Refused> {
+        let Some(auth) = self.auth.as_ref() else {
+            return Ok(());
+        };
+        if auth.open_on(listener).contains(&area) {
+            return Ok(());
+        }
+        let token = query_token.or_else(|| {
+            header
+                .and_then(|h| h.strip_prefix(b"Bearer "))
+                .map(|t| t.trim_ascii())
+        });
+        match (token, header) {
+            (Some(t), _) => {
+                if auth.tokens.iter().any(|s| same(s.0.as_bytes(), t)) {
+                    Ok(())
+                } else {
+                    self.say_failure(peer.ip(), "a token that is not one of http.auth.tokens");
+                    Err(Refused::Unauthorized)
+                }
+            }
+            (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h, peer.ip()).await,
+            _ => Err(Refused::Unauthorized),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub fn challenge(&self) -> &'static str {
+        if self.auth.as_ref().is_some_and(|a| a.users.is_empty()) {
+            "Bearer realm=\"farmcam\""
+        } else {
+            "Basic realm=\"farmcam\", charset=\"UTF-8\""
         }
     }
 

@@ -285,6 +285,29 @@ pub fn render(ctx: &Ctx) -> String {
             per(&|c| c.webrtc_bytes_sent as f64),
         );
     }
+    if let Some(rtsp) = &ctx.rtsp {
+        let sessions = rtsp.sessions();
+        family(
+            &mut out,
+            "rtsp_sessions",
+            "gauge",
+            "RTSP sessions per camera (Home Assistant, Frigate, NVRs, VLC).",
+            cameras
+                .iter()
+                .map(|c| {
+                    let n = sessions.iter().filter(|s| s.camera == c.id()).count();
+                    (format!("{{camera=\"{}\"}}", label(c.id())), n as f64)
+                })
+                .collect(),
+        );
+        family(
+            &mut out,
+            "rtsp_bytes_sent_total",
+            "counter",
+            "Bytes of RTP sent to RTSP clients.",
+            per(&|c| c.rtsp_bytes_sent as f64),
+        );
+    }
     family(
         &mut out,
         "password_checks_total",

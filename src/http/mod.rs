@@ -90,6 +90,8 @@ pub struct Ctx {
     /// bound (then `webrtc_error` says why).
     pub webrtc: Option<Arc<crate::webrtc::WebRtc>>,
     pub webrtc_error: Option<String>,
+    /// RTSP out; None unless `[rtsp] listen` is set (and bound).
+    pub rtsp: Option<Arc<crate::rtsp::Rtsp>>,
     pub shutdown: CancellationToken,
     access: RwLock<Arc<Access>>,
     relayed: ClientCounts,
@@ -105,6 +107,7 @@ impl Ctx {
         shutdown: CancellationToken,
         dedicated_ports: HashMap<String, u16>,
         webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
+        rtsp: Option<Arc<crate::rtsp::Rtsp>>,
     ) -> Ctx {
         let login_stats = Arc::new(auth::LoginStats::default());
         Ctx {
@@ -118,6 +121,7 @@ impl Ctx {
             shutdown,
             webrtc_error: webrtc.as_ref().err().cloned(),
             webrtc: webrtc.ok().flatten(),
+            rtsp,
             access: RwLock::new(Arc::new(Access::new(config, login_stats.clone()))),
             relayed: ClientCounts::new(RELAYED_PER_CLIENT),
             login_stats,
@@ -141,6 +145,38 @@ impl Ctx {
             *access = Arc::new(Access::new(config, self.login_stats.clone()));
         }
         changed
+    }
+}
+
+/// RTSP asks the HTTP side's guard about the `streams` area (`[http.auth]`, as reloaded).
+#[async_trait::async_trait]
+impl crate::rtsp::Gate for Ctx {
+    async fn check(
+        &self,
+        authorization: Option<&str>,
+        token: Option<&str>,
+        peer: std::net::SocketAddr,
+        listener: std::net::SocketAddr,
+    ) -> crate::rtsp::Verdict {
+        use crate::rtsp::Verdict;
+        let access = self.access();
+        let outcome = access
+            .guard
+            .check(
+                crate::config::Area::Streams,
+                listener,
+                peer,
+                authorization.map(str::as_bytes),
+                token.map(str::as_bytes),
+            )
+            .await;
+        match outcome {
+            Ok(()) => Verdict::Allowed,
+            Err(auth::Refused::TooMany(wait)) => Verdict::TooMany(wait),
+            Err(auth::Refused::Unauthorized) => Verdict::Unauthorized {
+                challenge: access.guard.challenge(),
+            },
+        }
     }
 }
 

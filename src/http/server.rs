@@ -123,6 +123,7 @@ impl Server {
         registry: Arc<Registry>,
         mqtt: Option<Arc<crate::mqtt::Mqtt>>,
         webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
+        rtsp: Option<Arc<crate::rtsp::Rtsp>>,
         shutdown: CancellationToken,
     ) -> Server {
         ensure_fd_limit(config.http.max_connections);
@@ -140,6 +141,7 @@ impl Server {
             shutdown,
             dedicated_ports,
             webrtc,
+            rtsp.clone(),
         ));
         let conns = Arc::new(Connections {
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
@@ -151,6 +153,11 @@ impl Server {
         });
         for l in listeners {
             conns.tracker.spawn(accept_loop(l, ctx.clone(), conns.clone()));
+        }
+        if let Some(r) = &rtsp {
+            let ctx: Arc<Ctx> = ctx.clone();
+            let gate: std::sync::Weak<dyn crate::rtsp::Gate> = Arc::downgrade(&ctx) as _;
+            r.serve(gate, ctx.shutdown.clone(), &conns.tracker);
         }
         Server { ctx, conns }
     }

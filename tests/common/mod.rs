@@ -83,6 +83,8 @@ pub struct Daemon {
     pub main: SocketAddr,
     /// Dedicated listeners: camera id → address.
     pub cameras: HashMap<String, SocketAddr>,
+    /// The RTSP listener, when `[rtsp]` is on.
+    pub rtsp: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     _notify: Option<Notify>,
     _dir: tempfile::TempDir,
@@ -231,6 +233,7 @@ impl Daemon {
         // The listeners' addresses (port 0 in tests) are logged before READY=1 is sent.
         let mut main = None;
         let mut cameras = HashMap::new();
+        let mut rtsp = None;
         loop {
             let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
                 not_ready(&log)
@@ -245,6 +248,9 @@ impl Daemon {
                     None => main = main.or(Some(addr)),
                 }
             }
+            if let Some(rest) = line.split("rtsp: listening on rtsp://").nth(1) {
+                rtsp = rest.split('/').next().and_then(|a| a.parse().ok());
+            }
             if line.contains(" ready: ") {
                 break;
             }
@@ -253,6 +259,7 @@ impl Daemon {
             child,
             main: main.expect("main listener logged"),
             cameras,
+            rtsp,
             log,
             _notify: notify,
             _dir: dir,

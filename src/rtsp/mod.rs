@@ -1,0 +1,377 @@
+//! RTSP out: every H.264/H.265 camera re-served as `rtsp://box:8554/<camera>` from its one
+//! connection, for Home Assistant, Frigate, NVRs and VLC. The camera's access units go out as
+//! they came (no decoder, no second connection), packetized per RFC 6184 / 7798, over TCP
+//! (interleaved in the RTSP connection) or UDP (one server port pair for every session).
+//!
+//! [`conn`] answers one client connection's requests (parsed by `rtsp-types`); [`play`] sends one
+//! session's media; this file owns the listener, the session table (limits, status, timeouts) and
+//! the UDP sockets. Who may watch is asked through [`Gate`] (the HTTP side's `[http.auth]`).
+
+mod conn;
+mod play;
+mod rtp;
+mod sdp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::log_limit::{held_back, LogLimit};
+use crate::registry::Registry;
+
+pub use crate::config::RtspConfig;
+
+/// A UDP session without a request or an RTCP report for this long ends (RFC 2326's default).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the access layer says about a client's credentials.
+pub enum Verdict {
+    Allowed,
+    /// Wrong or missing credentials: the challenge to send.
+    Unauthorized {
+        challenge: &'static str,
+    },
+    /// Too many failed logins from this address: wait this long.
+    TooMany(Duration),
+}
+
+/// Who may watch (the `streams` area of `[http.auth]`), asked once per DESCRIBE.
+#[async_trait::async_trait]
+pub trait Gate: Send + Sync {
+    /// `authorization`: the header's value; `token`: the URL's `?token=`.
+    async fn check(
+        &self,
+        authorization: Option<&str>,
+        token: Option<&str>,
+        peer: SocketAddr,
+        listener: SocketAddr,
+    ) -> Verdict;
+}
+
+/// A session as `/api/cameras` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionStatus {
+    pub id: String,
+    pub camera: String,
+    pub peer: String,
+    /// `"tcp"` (interleaved) or `"udp"`.
+    pub transport: &'static str,
+    /// Unix seconds.
+    pub started: f64,
+    pub playing: bool,
+    pub bytes_sent: u64,
+}
+
+struct Entry {
+    status: SessionStatus,
+    peer_ip: IpAddr,
+    /// A UDP session's client RTCP address (its reports keep it alive).
+    rtcp_peer: Option<SocketAddr>,
+    last_seen: Instant,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The UDP pair every UDP session's media uses.
+struct Udp {
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+}
+
+/// What [`bind`] made: the sockets, bound before systemd hears farmcam is ready.
+pub struct Bound {
+    tcp: TcpListener,
+    udp: Option<Udp>,
+    /// Why UDP is not offered, if it was wanted.
+    udp_error: Option<String>,
+}
+
+/// Bind the TCP listener and the UDP pair; the error names the address and the fix. A UDP pair
+/// that cannot be bound leaves RTSP on TCP only (said in the log).
+pub async fn bind(config: &RtspConfig) -> Result<Bound, String> {
+    let tcp = TcpListener::bind(config.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on TCP {} ([rtsp] listen): {e}; choose another port, or another program uses it",
+            config.listen
+        )
+    })?;
+    let (udp, udp_error) = match config.udp_port {
+        None => (None, None),
+        Some(port) => match bind_pair(config.listen.ip(), port).await {
+            Ok(u) => (Some(u), None),
+            Err(e) => (None, Some(e)),
+        },
+    };
+    Ok(Bound { tcp, udp, udp_error })
+}
+
+async fn bind_pair(ip: IpAddr, port: u16) -> Result<Udp, String> {
+    let fail = |p: u16, e: std::io::Error| {
+        format!("cannot bind UDP {} for RTSP media ([rtsp] udp_port): {e}; choose another even port, or set udp = false for TCP only", SocketAddr::new(ip, p))
+    };
+    for _ in 0..if port == 0 { 20 } else { 1 } {
+        let rtp = UdpSocket::bind((ip, port)).await.map_err(|e| fail(port, e))?;
+        let p = rtp.local_addr().map_err(|e| e.to_string())?.port();
+        if p % 2 == 1 || p == u16::MAX {
+            continue;
+        }
+        match UdpSocket::bind((ip, p + 1)).await {
+            Ok(rtcp) => {
+                return Ok(Udp {
+                    rtp: Arc::new(rtp),
+                    rtcp: Arc::new(rtcp),
+                })
+            }
+            Err(e) if port != 0 => return Err(fail(p + 1, e)),
+            Err(_) => continue,
+        }
+    }
+    Err(format!(
+        "found no free UDP port pair on {ip} for RTSP media; set [rtsp] udp_port"
+    ))
+}
+
+/// The RTSP service: its sessions, limits and sockets.
+pub struct Rtsp {
+    config: RtspConfig,
+    local: SocketAddr,
+    registry: Arc<Registry>,
+    sessions: Mutex<HashMap<String, Entry>>,
+    /// Open connections, per client address.
+    connections: Mutex<HashMap<IpAddr, usize>>,
+    udp: Option<Udp>,
+    said: Mutex<LogLimit>,
+    /// Until [`Rtsp::serve`] takes it.
+    tcp: Mutex<Option<TcpListener>>,
+}
+
+impl Rtsp {
+    pub fn new(bound: Bound, config: &RtspConfig, registry: Arc<Registry>) -> Arc<Rtsp> {
+        let local = bound.tcp.local_addr().unwrap_or(config.listen);
+        match (&bound.udp, &bound.udp_error) {
+            (Some(u), _) => info!(
+                "rtsp: listening on rtsp://{local}/<camera> (TCP, and UDP from port {})",
+                u.rtp.local_addr().map_or(0, |a| a.port())
+            ),
+            (None, Some(e)) => warn!("rtsp: listening on rtsp://{local}/<camera>, TCP only: {e}"),
+            (None, None) => info!("rtsp: listening on rtsp://{local}/<camera> (TCP only: udp = false)"),
+        }
+        Arc::new(Rtsp {
+            config: config.clone(),
+            local,
+            registry,
+            sessions: Mutex::default(),
+            connections: Mutex::default(),
+            udp: bound.udp,
+            said: Mutex::new(LogLimit::with_cap(20)),
+            tcp: Mutex::new(Some(bound.tcp)),
+        })
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.local.port()
+    }
+
+    /// Sessions now.
+    pub fn sessions(&self) -> Vec<SessionStatus> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| {
+                let mut s = e.status.clone();
+                s.bytes_sent = e.bytes.load(std::sync::atomic::Ordering::Relaxed);
+                s
+            })
+            .collect()
+    }
+
+    /// Accept connections until shutdown; each is answered by [`conn::serve`].
+    pub fn serve(self: &Arc<Self>, gate: Weak<dyn Gate>, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let Some(tcp) = self.tcp.lock().unwrap().take() else {
+            return;
+        };
+        let rtsp = self.clone();
+        let conns = tracker.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tcp.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Out of file descriptors, say: wait rather than spin.
+                            rtsp.say(&format!("rtsp: accept: {e}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let refusal = rtsp.admit_connection(peer.ip());
+                conns.spawn(conn::serve(
+                    stream,
+                    peer,
+                    rtsp.clone(),
+                    gate.clone(),
+                    refusal,
+                    stop.clone(),
+                ));
+            }
+        });
+        if let Some(udp) = &self.udp {
+            tracker.spawn(reports(self.clone(), udp.rtcp.clone(), shutdown.clone()));
+            tracker.spawn(drain(udp.rtp.clone(), shutdown));
+        }
+    }
+
+    /// Connections one client may hold open, and all clients: a few beyond the sessions.
+    fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<conn::Refusal> {
+        let mut conns = self.connections.lock().unwrap();
+        let total: usize = conns.values().sum();
+        let mine = conns.get(&ip).copied().unwrap_or(0);
+        let refusal = if total >= self.config.max_sessions * 2 + 16 {
+            Some(conn::Refusal::Busy(format!(
+                "{total} RTSP connections open already; retry later"
+            )))
+        } else if mine >= self.config.max_sessions_per_client + 4 {
+            Some(conn::Refusal::Client(format!(
+                "{mine} RTSP connections from {ip} already ([rtsp] max_sessions_per_client); close one"
+            )))
+        } else {
+            None
+        };
+        *conns.entry(ip).or_insert(0) += 1;
+        refusal
+    }
+
+    fn connection_closed(&self, ip: IpAddr) {
+        let mut conns = self.connections.lock().unwrap();
+        if let Some(n) = conns.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                conns.remove(&ip);
+            }
+        }
+    }
+
+    /// Room for a new session from `ip`, or the refusal (453 for this client, 503 for all).
+    fn admit_session(&self, ip: IpAddr) -> Result<(), conn::Refusal> {
+        let sessions = self.sessions.lock().unwrap();
+        if sessions.len() >= self.config.max_sessions {
+            return Err(conn::Refusal::Busy(format!(
+                "{} RTSP sessions already ([rtsp] max_sessions); retry later",
+                sessions.len()
+            )));
+        }
+        let mine = sessions.values().filter(|e| e.peer_ip == ip).count();
+        if mine >= self.config.max_sessions_per_client {
+            return Err(conn::Refusal::Client(format!(
+                "{mine} RTSP sessions from {ip} already ([rtsp] max_sessions_per_client); close one"
+            )));
+        }
+        Ok(())
+    }
+
+    fn add_session(
+        &self,
+        status: SessionStatus,
+        peer_ip: IpAddr,
+        rtcp_peer: Option<SocketAddr>,
+        bytes: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        self.sessions.lock().unwrap().insert(
+            status.id.clone(),
+            Entry {
+                status,
+                peer_ip,
+                rtcp_peer,
+                last_seen: Instant::now(),
+                bytes,
+            },
+        );
+    }
+
+    fn set_playing(&self, id: &str, playing: bool) {
+        if let Some(e) = self.sessions.lock().unwrap().get_mut(id) {
+            e.status.playing = playing;
+            e.last_seen = Instant::now();
+        }
+    }
+
+    /// A request or report for a session: it lives on.
+    fn touch(&self, id: &str) {
+        if let Some(e) = self.sessions.lock().unwrap().get_mut(id) {
+            e.last_seen = Instant::now();
+        }
+    }
+
+    /// Whether a UDP session heard nothing for [`SESSION_TIMEOUT`].
+    fn expired(&self, id: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_none_or(|e| e.rtcp_peer.is_some() && e.last_seen.elapsed() > SESSION_TIMEOUT)
+    }
+
+    fn remove_session(&self, id: &str) {
+        self.sessions.lock().unwrap().remove(id);
+    }
+
+    /// Something worth a warning, at most once a minute per message.
+    fn say(&self, msg: &str) {
+        if let Some(n) = self.said.lock().unwrap().check(msg) {
+            warn!("{msg}{}", held_back(n));
+        }
+    }
+}
+
+/// RTCP from UDP clients: any packet from a session's RTCP address keeps it alive.
+async fn reports(rtsp: Arc<Rtsp>, socket: Arc<UdpSocket>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let from = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((_, from)) => from,
+                // ICMP errors from a vanished client surface here on Linux: not fatal.
+                Err(e) => {
+                    debug!("rtsp: RTCP receive: {e}");
+                    continue;
+                }
+            },
+        };
+        for e in rtsp.sessions.lock().unwrap().values_mut() {
+            if e.rtcp_peer == Some(from) {
+                e.last_seen = Instant::now();
+            }
+        }
+    }
+}
+
+/// What clients send to the RTP port (NAT punching, say) is read and dropped.
+async fn drain(socket: Arc<UdpSocket>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = socket.recv_from(&mut buf) => {}
+        }
+    }
+}
+
+/// Unix seconds now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

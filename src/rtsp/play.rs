@@ -1,0 +1,120 @@
+//! One RTSP session's media: from the camera's latest keyframe with its parameter sets (a
+//! picture at once), then every unit the camera yields. A client that falls behind (its TCP
+//! connection backs up, or the broadcast overtakes it) skips to the next keyframe, alone.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::rtp::Packetizer;
+use crate::registry::Camera;
+use crate::source::units::{Start, Unit};
+
+/// Where a session's packets go.
+#[derive(Clone)]
+pub enum Sink {
+    /// Interleaved in the RTSP connection on this channel (RFC 2326 §10.12); the connection's
+    /// writer takes whole units, and a full queue means the client is behind.
+    Tcp { channel: u8, out: mpsc::Sender<Bytes> },
+    /// To the client's RTP port from the shared server socket; a full socket buffer drops the
+    /// packet, as the network would.
+    Udp { socket: Arc<UdpSocket>, to: SocketAddr },
+}
+
+/// Send `start` and then the feed until `stop` (PAUSE, TEARDOWN, the connection ends) or the
+/// connection's writer is gone; hands the packetizer back so that sequence numbers continue.
+pub async fn run(
+    cam: Arc<Camera>,
+    start: Start,
+    mut rx: broadcast::Receiver<Arc<Unit>>,
+    mut rtp: Packetizer,
+    sink: Sink,
+    bytes: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> Packetizer {
+    let mut sender = Sender {
+        cam,
+        sink,
+        bytes,
+        waiting_keyframe: true,
+        buf: Vec::new(),
+    };
+    for u in &start.units {
+        if !sender.send(&mut rtp, u) {
+            return rtp;
+        }
+    }
+    if !start.complete {
+        sender.waiting_keyframe = true;
+    }
+    loop {
+        let unit = tokio::select! {
+            _ = stop.cancelled() => return rtp,
+            r = rx.recv() => match r {
+                Ok(u) => u,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    sender.waiting_keyframe = true;
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return rtp,
+            },
+        };
+        if !sender.send(&mut rtp, &unit) {
+            return rtp;
+        }
+    }
+}
+
+struct Sender {
+    cam: Arc<Camera>,
+    sink: Sink,
+    bytes: Arc<AtomicU64>,
+    waiting_keyframe: bool,
+    buf: Vec<u8>,
+}
+
+impl Sender {
+    /// One unit; false once the connection is gone.
+    fn send(&mut self, rtp: &mut Packetizer, u: &Unit) -> bool {
+        if self.waiting_keyframe {
+            if !(u.au.keyframe && u.au.sps.is_some()) {
+                return true;
+            }
+            self.waiting_keyframe = false;
+        }
+        let mut sent = 0u64;
+        match &self.sink {
+            Sink::Tcp { channel, out } => {
+                let buf = &mut self.buf;
+                buf.clear();
+                rtp.packetize(&u.au.data, u.pts, &mut |p| {
+                    buf.push(b'$');
+                    buf.push(*channel);
+                    buf.extend_from_slice(&(p.len() as u16).to_be_bytes());
+                    buf.extend_from_slice(p);
+                });
+                let n = buf.len() as u64;
+                match out.try_send(Bytes::copy_from_slice(buf)) {
+                    Ok(()) => sent = n,
+                    Err(mpsc::error::TrySendError::Full(_)) => self.waiting_keyframe = true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            Sink::Udp { socket, to } => {
+                rtp.packetize(&u.au.data, u.pts, &mut |p| {
+                    if socket.try_send_to(p, *to).is_ok() {
+                        sent += p.len() as u64;
+                    }
+                });
+            }
+        }
+        self.bytes.fetch_add(sent, Relaxed);
+        self.cam.shared().rtsp_bytes_sent.fetch_add(sent, Relaxed);
+        true
+    }
+}

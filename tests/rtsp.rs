@@ -1,0 +1,667 @@
+//! RTSP out: real clients (ffmpeg/ffprobe, GStreamer's rtspsrc, Retina, the RTSP library of the
+//! Moonfire NVR) play each camera's H.264 over TCP and UDP from the camera's one connection, while
+//! MJPEG viewers watch the same camera; sessions end with TEARDOWN, a dropped connection or the
+//! limits, and bad requests get clear status codes.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::rtsp::{RtspOptions, RtspServer};
+use common::{config, eventually_async, Daemon};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn farm(camera_url: &str, http_extra: &str, rtsp_extra: &str) -> Daemon {
+    Daemon::start(&config(
+        http_extra,
+        &format!(
+            "[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n{rtsp_extra}\n\
+             [[camera]]\nid = \"cam\"\nsource = \"{camera_url}\"\nidle_grace = \"2s\"\n\
+             [[camera]]\nid = \"pattern\"\nsource = \"test:\"\n"
+        ),
+    ))
+}
+
+fn rtsp_url(d: &Daemon, path: &str) -> String {
+    format!("rtsp://{}/{path}", d.rtsp.expect("RTSP listener logged"))
+}
+
+/// An RTSP exchange as a client makes it, by hand (for what no client library sends).
+struct Client {
+    sock: TcpStream,
+    buf: Vec<u8>,
+    cseq: u32,
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn session(&self) -> String {
+        self.header("session")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Client {
+    async fn connect(d: &Daemon) -> Client {
+        Client {
+            sock: TcpStream::connect(d.rtsp.unwrap()).await.unwrap(),
+            buf: Vec::new(),
+            cseq: 0,
+        }
+    }
+
+    async fn send_raw(&mut self, raw: &[u8]) {
+        self.sock.write_all(raw).await.unwrap();
+    }
+
+    /// One request; `extra` are header lines ending in CRLF.
+    async fn request(&mut self, method: &str, url: &str, extra: &str) -> Option<Reply> {
+        self.cseq += 1;
+        let req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n{extra}\r\n", self.cseq);
+        self.sock.write_all(req.as_bytes()).await.ok()?;
+        self.reply().await
+    }
+
+    /// The next response, skipping interleaved media; None once the server closed.
+    async fn reply(&mut self) -> Option<Reply> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                while self.buf.first() == Some(&b'$') && self.buf.len() >= 4 {
+                    let n = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                    if self.buf.len() < 4 + n {
+                        break;
+                    }
+                    self.buf.drain(..4 + n);
+                }
+                if self.buf.first() != Some(&b'$') {
+                    if let Some(end) = common::find(&self.buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                        let mut lines = head.lines();
+                        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+                        let headers: Vec<(String, String)> = lines
+                            .filter_map(|l| l.split_once(':'))
+                            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                            .collect();
+                        let len: usize = headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                            .map_or(0, |(_, v)| v.parse().unwrap());
+                        if self.buf.len() >= end + 4 + len {
+                            let body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).to_string();
+                            self.buf.drain(..end + 4 + len);
+                            return Some(Reply {
+                                status,
+                                headers,
+                                body,
+                            });
+                        }
+                    }
+                }
+                let mut chunk = [0u8; 16384];
+                let n = self.sock.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("an answer or a close within the limit")
+    }
+
+    /// Interleaved packets until `n` arrived on `channel`.
+    async fn media(&mut self, channel: u8, n: usize) {
+        let mut got = 0;
+        tokio::time::timeout(WAIT, async {
+            while got < n {
+                if self.buf.len() >= 4 && self.buf[0] == b'$' {
+                    let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                    if self.buf.len() >= 4 + len {
+                        got += usize::from(self.buf[1] == channel);
+                        assert_eq!(self.buf[4] >> 6, 2, "RTP version 2");
+                        self.buf.drain(..4 + len);
+                        continue;
+                    }
+                }
+                let mut chunk = [0u8; 16384];
+                let r = self.sock.read(&mut chunk).await.unwrap();
+                assert!(r > 0, "the server closed while playing");
+                self.buf.extend_from_slice(&chunk[..r]);
+            }
+        })
+        .await
+        .expect("media within the limit");
+    }
+
+    /// DESCRIBE, SETUP over TCP, PLAY: the session id.
+    async fn play_tcp(&mut self, url: &str) -> String {
+        let r = self
+            .request("DESCRIBE", url, "Accept: application/sdp\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let r = self
+            .request(
+                "SETUP",
+                &format!("{url}/trackID=0"),
+                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let id = r.session();
+        let r = self
+            .request("PLAY", url, &format!("Session: {id}\r\n"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        id
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
+}
+
+async fn rtsp_sessions(d: &Daemon) -> usize {
+    d.camera("cam").await["rtsp_sessions"]
+        .as_array()
+        .map_or(0, |a| a.len())
+}
+
+/// What ffprobe says of the stream: codec, size, rate.
+fn probe(url: &str, transport: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-select_streams",
+            "v",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
+fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-select_streams",
+            "v",
+        ])
+        .args(["-read_intervals", &format!("%+#{frames}"), "-show_frames"])
+        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let times = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    (times, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn gst_plays(url: &str, protocol: &str) -> std::process::Output {
+    common::peers::require("gst-launch-1.0", "gstreamer1.0-tools gstreamer1.0-libav");
+    Command::new("timeout")
+        .args(["60", "gst-launch-1.0", "-q"])
+        .args([
+            "rtspsrc",
+            &format!("location={url}"),
+            &format!("protocols={protocol}"),
+        ])
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+            "num-buffers=30",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Retina plays `frames` frames: the picture size its parameters say, and the frames it got.
+async fn retina_plays(
+    url: &str,
+    transport: retina::client::Transport,
+    creds: Option<(&str, &str)>,
+) -> ((u32, u32), usize) {
+    use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions};
+    use retina::codec::{CodecItem, ParametersRef};
+    let url = rtsp_types::Url::parse(url).unwrap();
+    let creds = creds.map(|(u, p)| Credentials {
+        username: u.into(),
+        password: p.into(),
+    });
+    let mut session = Session::describe(url, SessionOptions::default().creds(creds))
+        .await
+        .expect("Retina describes");
+    let i = session
+        .streams()
+        .iter()
+        .position(|s| s.media() == "video")
+        .unwrap();
+    let sdp = session.sdp().to_vec();
+    session
+        .setup(i, SetupOptions::default().transport(transport))
+        .await
+        .expect("Retina sets up");
+    let from_sdp = match session.streams()[i].parameters() {
+        Some(ParametersRef::Video(v)) => Some(v.pixel_dimensions()),
+        _ => None,
+    };
+    let mut playing = session
+        .play(PlayOptions::default())
+        .await
+        .expect("Retina plays")
+        .demuxed()
+        .unwrap();
+    let mut frames = 0;
+    tokio::time::timeout(WAIT, async {
+        while frames < 30 {
+            let item = playing
+                .next()
+                .await
+                .expect("the stream goes on")
+                .expect("no protocol error");
+            if let CodecItem::VideoFrame(f) = item {
+                assert!(
+                    frames > 0 || f.is_random_access_point(),
+                    "the first frame is a keyframe"
+                );
+                assert_eq!(f.loss(), 0, "no packet lost");
+                frames += 1;
+            }
+        }
+    })
+    .await
+    .expect("30 frames within the limit");
+    let dims = match playing.streams()[i].parameters() {
+        Some(ParametersRef::Video(v)) => v.pixel_dimensions(),
+        other => panic!("no video parameters: {other:?}"),
+    };
+    assert_eq!(
+        from_sdp,
+        Some(dims),
+        "the SDP's parameter sets say the size: {}",
+        String::from_utf8_lossy(&sdp)
+    );
+    (dims, frames)
+}
+
+/// Every client together, over TCP and UDP, while an MJPEG viewer watches: each sees the
+/// camera's own H.264 (codec, size, rate), frames decode without errors or gaps, and the camera
+/// has one connection. When the last one leaves, the camera closes after its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_play_the_cameras_h264_over_tcp_and_udp_from_one_connection() {
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(15),
+        ..Default::default()
+    });
+    let d = farm(&server.url(), "", "");
+    let url = rtsp_url(&d, "cam");
+    let mut viewer = common::open_stream(&d, "cam").await;
+    common::part_where(&mut viewer, WAIT, "a live MJPEG frame", common::is_live).await;
+    let c = d.camera("cam").await;
+    assert_eq!(
+        c["rtsp_url"],
+        format!("rtsp://127.0.0.1:{}/cam", d.rtsp.unwrap().port()),
+        "{c}"
+    );
+    let pattern = d.camera("pattern").await;
+    assert!(
+        pattern["rtsp_url"].is_null(),
+        "an MJPEG camera has no RTSP URL: {pattern}"
+    );
+
+    let mut clients = Vec::new();
+    for transport in ["tcp", "udp"] {
+        let u = url.clone();
+        clients.push(tokio::task::spawn_blocking(move || {
+            assert_eq!(
+                probe(&u, transport),
+                "h264,320,240,15/1",
+                "ffprobe over {transport}"
+            );
+            let (times, errors) = decode(&u, transport, 60);
+            assert!(
+                errors.trim().is_empty(),
+                "ffmpeg decodes without errors over {transport}: {errors}"
+            );
+            assert!(times.len() >= 55, "frames over {transport}: {times:?}");
+            let worst = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            assert!(
+                worst <= 1.5 / 15.0,
+                "no gap of more than a frame over {transport}: {worst} s in {times:?}"
+            );
+        }));
+        let u = url.clone();
+        clients.push(tokio::task::spawn_blocking(move || {
+            let out = gst_plays(&u, transport);
+            assert!(
+                out.status.success(),
+                "GStreamer's rtspsrc plays over {transport}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }));
+    }
+    for transport in [
+        retina::client::Transport::Tcp(Default::default()),
+        retina::client::Transport::Udp(Default::default()),
+    ] {
+        let u = url.clone();
+        clients.push(tokio::spawn(async move {
+            let (dims, frames) = retina_plays(&u, transport, None).await;
+            assert_eq!((dims, frames), ((320, 240), 30));
+        }));
+    }
+    // All of them at once: one connection at the camera.
+    eventually_async(WAIT, "RTSP clients listed", || async {
+        (rtsp_sessions(&d).await >= 3).then_some(())
+    })
+    .await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        server.clients.load(SeqCst),
+        1,
+        "one connection at the camera for everyone"
+    );
+    let c = d.camera("cam").await;
+    assert!(c["rtsp_bytes_sent"].as_u64() > Some(10_000), "{c}");
+    let metrics = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("farmcam_rtsp_bytes_sent_total{camera=\"cam\"}"),
+        "{metrics}"
+    );
+    eventually_async(WAIT, "every RTSP session ended", || async {
+        (rtsp_sessions(&d).await == 0 && d.camera("cam").await["rtsp_clients"] == 0).then_some(())
+    })
+    .await;
+    drop(viewer);
+    d.wait_for("cam", WAIT, |c| c["state"] == "idle").await;
+    assert_eq!(server.clients.load(SeqCst), 1);
+}
+
+/// TEARDOWN and a dropped TCP connection both free the session: gone from the status, the
+/// camera's consumer released, no descriptor left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_and_a_dropped_connection_free_the_session() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url(), "", "");
+    let pid = d.child.id();
+    let url = rtsp_url(&d, "cam");
+    let before = open_fds(pid);
+
+    let mut c = Client::connect(&d).await;
+    let r = c.request("OPTIONS", &url, "").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("public").unwrap().contains("DESCRIBE"), "{r:?}");
+    let id = c.play_tcp(&url).await;
+    c.media(0, 20).await;
+    let s = d.camera("cam").await;
+    assert_eq!(s["rtsp_clients"], 1, "{s}");
+    let listed = &s["rtsp_sessions"][0];
+    assert_eq!(
+        (
+            listed["id"].as_str(),
+            listed["transport"].as_str(),
+            listed["playing"].as_bool()
+        ),
+        (Some(id.as_str()), Some("tcp"), Some(true)),
+        "{s}"
+    );
+    // GET_PARAMETER keeps it alive; PAUSE stops the media, PLAY resumes it.
+    let r = c
+        .request("GET_PARAMETER", &url, &format!("Session: {id}\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = c
+        .request("PAUSE", &url, &format!("Session: {id}\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    d.wait_for("cam", WAIT, |c| c["rtsp_sessions"][0]["playing"] == false)
+        .await;
+    let r = c
+        .request("PLAY", &url, &format!("Session: {id}\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    c.media(0, 10).await;
+    let r = c
+        .request("TEARDOWN", &url, &format!("Session: {id}\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    d.wait_for("cam", WAIT, |c| {
+        c["rtsp_sessions"].as_array().is_some_and(|a| a.is_empty()) && c["rtsp_clients"] == 0
+    })
+    .await;
+    // The connection stays usable; a PLAY of the ended session is refused.
+    let r = c
+        .request("PLAY", &url, &format!("Session: {id}\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 454, "{r:?}");
+
+    // A client that vanishes mid-stream.
+    let mut c2 = Client::connect(&d).await;
+    c2.play_tcp(&url).await;
+    c2.media(0, 10).await;
+    assert_eq!(rtsp_sessions(&d).await, 1);
+    drop(c2);
+    drop(c);
+    d.wait_for("cam", WAIT, |c| {
+        c["rtsp_sessions"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    d.wait_for("cam", WAIT, |c| c["state"] == "idle").await;
+    eventually_async(WAIT, "descriptors back to where they were", || async {
+        (open_fds(pid) <= before).then_some(())
+    })
+    .await;
+}
+
+/// Requests that are wrong get a status code saying how, and 200 sessions from one host meet
+/// the per-client limit: nothing panics, nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_too_many_sessions_get_clear_status_codes() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url(), "", "max_sessions_per_client = 4");
+    let pid = d.child.id();
+    let url = rtsp_url(&d, "cam");
+    let before = open_fds(pid);
+
+    let mut c = Client::connect(&d).await;
+    let r = c.request("DESCRIBE", &rtsp_url(&d, "nope"), "").await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no camera \"nope\""), "{r:?}");
+    let r = c.request("DESCRIBE", &rtsp_url(&d, "pattern"), "").await.unwrap();
+    assert_eq!(r.status, 415, "an MJPEG camera: {r:?}");
+    assert!(r.body.contains("MJPEG"), "{r:?}");
+    let r = c
+        .request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 455, "SETUP without DESCRIBE: {r:?}");
+    assert!(r.body.contains("DESCRIBE"), "{r:?}");
+    let r = c.request("PLAY", &url, "Session: 12345\r\n").await.unwrap();
+    assert_eq!(r.status, 454, "{r:?}");
+    let r = c.request("ANNOUNCE", &url, "").await.unwrap();
+    assert_eq!(r.status, 405, "{r:?}");
+    let r = c.request("DESCRIBE", &url, "").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("sprop-parameter-sets=") && r.body.contains("a=x-dimensions:320,240"),
+        "{}",
+        r.body
+    );
+    let r = c
+        .request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            "Transport: RTP/AVP;multicast\r\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 461, "{r:?}");
+    // Not RTSP at all: 400, and the connection closes.
+    let mut g = Client::connect(&d).await;
+    g.send_raw(b"\x16\x03\x01\x02\x00garbage garbage\r\n\r\n").await;
+    let r = g.reply().await.unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(g.reply().await.is_none(), "closed after a 400");
+    let mut g = Client::connect(&d).await;
+    g.send_raw(b"OPTIONS * RTSP/1.0\r\n\r\n").await;
+    assert_eq!(g.reply().await.unwrap().status, 400, "no CSeq");
+
+    // 200 sessions from one host, each on its own connection, all kept open.
+    let mut held = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let mut k = Client::connect(&d).await;
+        let status = match k.request("DESCRIBE", &url, "").await {
+            Some(r) if r.status == 200 => k
+                .request(
+                    "SETUP",
+                    &format!("{url}/trackID=0"),
+                    "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+                )
+                .await
+                .map_or(0, |r| r.status),
+            Some(r) => r.status,
+            None => 0,
+        };
+        *statuses.entry(status).or_insert(0) += 1;
+        held.push(k);
+    }
+    assert_eq!(statuses.get(&200), Some(&4), "{statuses:?}");
+    assert_eq!(
+        statuses.get(&453).copied().unwrap_or(0),
+        196,
+        "the rest: Not Enough Bandwidth: {statuses:?}"
+    );
+    assert_eq!(rtsp_sessions(&d).await, 4);
+    drop(held);
+    drop((c, g));
+    d.wait_for("cam", WAIT, |c| {
+        c["rtsp_sessions"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    eventually_async(WAIT, "descriptors back to where they were", || async {
+        (open_fds(pid) <= before).then_some(())
+    })
+    .await;
+    // Still serving.
+    let mut c = Client::connect(&d).await;
+    assert_eq!(c.request("OPTIONS", &url, "").await.unwrap().status, 200);
+    assert!(!d.log_text().contains("panicked"));
+}
+
+/// The `streams` area of `[http.auth]`: Basic for its users, `?token=` in the URL; neither
+/// credential reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
+    let server = RtspServer::start(RtspOptions::default());
+    let token = "rtsp-token-0123456789abcdef";
+    let auth = format!(
+        "[http.auth]\ntokens = [\"{token}\"]\nusers = [{{ name = \"ha\", password_hash = \"{}\" }}]\n",
+        common::hash_password("s3cret-pw")
+    );
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "{auth}[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+            server.url()
+        ),
+    ));
+    let url = rtsp_url(&d, "cam");
+    let mut c = Client::connect(&d).await;
+    let r = c.request("DESCRIBE", &url, "").await.unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic realm=\"farmcam\""),
+        "{r:?}"
+    );
+    let r = c
+        .request(
+            "DESCRIBE",
+            &url,
+            &format!("Authorization: {}\r\n", common::basic_credentials("ha", "wrong")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    // ffprobe answers the challenge with the URL's user and password; Retina too.
+    let with_user = url.replace("rtsp://", "rtsp://ha:s3cret-pw@");
+    assert_eq!(probe(&with_user, "tcp"), "h264,320,240,15/1");
+    let (dims, _) = retina_plays(
+        &url,
+        retina::client::Transport::Tcp(Default::default()),
+        Some(("ha", "s3cret-pw")),
+    )
+    .await;
+    assert_eq!(dims, (320, 240));
+    assert_eq!(probe(&format!("{url}?token={token}"), "udp"), "h264,320,240,15/1");
+    assert_eq!(
+        probe(&format!("{url}?token=not-the-token-at-all"), "tcp"),
+        "",
+        "a wrong token gets nothing"
+    );
+    let log = d.log_text();
+    assert!(!log.contains(token) && !log.contains("s3cret-pw"), "{log}");
+    assert!(log.contains("failed login from 127.0.0.1"), "{log}");
+}
