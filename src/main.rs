@@ -93,7 +93,13 @@ enum Command {
     /// Read a password on standard input (its first line) and print the hash to put in
     /// `[[http.auth.users]] password_hash` (PBKDF2-HMAC-SHA256, random salt). The password is
     /// never echoed, logged or kept. E.g.: `farmcam hash-password < /dev/tty`.
-    HashPassword,
+    HashPassword {
+        /// Print instead the `rtsp_digest` of user NAME (`MD5(NAME:farmcam:password)`), for RTSP
+        /// clients that speak only Digest. It is as good as the password to anyone who reads the
+        /// configuration file: add it only if such a client needs it.
+        #[arg(long, value_name = "NAME")]
+        rtsp_digest: Option<String>,
+    },
 }
 
 /// Run `f` with the terminal on standard input not echoing what is typed.
@@ -234,7 +240,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::HashPassword => {
+        Command::HashPassword { rtsp_digest } => {
             let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
             let mut line = String::new();
             let read = if tty {
@@ -254,7 +260,10 @@ fn main() -> ExitCode {
                 eprintln!("farmcam: the password is empty; give one on standard input, e.g. `farmcam hash-password < file`");
                 return ExitCode::from(1);
             }
-            println!("{}", farmcam::password::PasswordHash::new(password));
+            match rtsp_digest {
+                Some(name) => println!("{}", farmcam::password::digest_ha1(&name, password)),
+                None => println!("{}", farmcam::password::PasswordHash::new(password)),
+            }
             ExitCode::SUCCESS
         }
         Command::Devices { dev } => {

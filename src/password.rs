@@ -1,5 +1,6 @@
 //! Password hashes for `[http.auth]` users: PBKDF2-HMAC-SHA256 (ring), written
 //! `pbkdf2-sha256$ITERATIONS$SALT$HASH` (salt and hash in base64), made by `farmcam hash-password`.
+//! And, for RTSP clients that speak only Digest (RFC 2617), a user's `MD5(name:realm:password)`.
 
 use std::num::NonZeroU32;
 
@@ -12,6 +13,22 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// paid once per client (verified credentials are remembered, see `http::auth`).
 pub const ITERATIONS: u32 = 100_000;
 const PREFIX: &str = "pbkdf2-sha256";
+/// The realm of every challenge (Basic and Digest).
+pub const REALM: &str = "farmcam";
+
+/// Lowercase hex MD5 of `s` (Digest's hash).
+pub fn md5_hex(s: &str) -> String {
+    use md5::Digest;
+    md5::Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Digest's HA1 for a user: what `rtsp_digest` holds.
+pub fn digest_ha1(name: &str, password: &str) -> String {
+    md5_hex(&format!("{name}:{REALM}:{password}"))
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash {
@@ -132,6 +149,16 @@ impl std::fmt::Display for PasswordHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_ha1_is_rfc_2617s() {
+        // RFC 2617 §3.5: Mufasa, "Circle Of Life", realm testrealm@host.com.
+        assert_eq!(
+            md5_hex("Mufasa:testrealm@host.com:Circle Of Life"),
+            "939e7578ed9e3c518a452acee763bce9"
+        );
+        assert_eq!(digest_ha1("farm", "pw"), md5_hex("farm:farmcam:pw"));
+    }
 
     #[test]
     fn a_hash_round_trips_and_verifies_only_its_password() {

@@ -609,31 +609,38 @@ async fn bad_requests_and_too_many_sessions_get_clear_status_codes() {
     assert!(!d.log_text().contains("panicked"));
 }
 
-/// The `streams` area of `[http.auth]`: Basic for its users, `?token=` in the URL; neither
-/// credential reaches the log.
+/// The `streams` area of `[http.auth]`: Basic for its users, `?token=` in the URL, and Digest
+/// once every user has an `rtsp_digest`; no credential reaches the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
     let server = RtspServer::start(RtspOptions::default());
     let token = "rtsp-token-0123456789abcdef";
-    let auth = format!(
-        "[http.auth]\ntokens = [\"{token}\"]\nusers = [{{ name = \"ha\", password_hash = \"{}\" }}]\n",
-        common::hash_password("s3cret-pw")
-    );
-    let d = Daemon::start(&config(
-        "",
-        &format!(
-            "{auth}[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
-            server.url()
-        ),
-    ));
+    let hash = common::hash_password("s3cret-pw");
+    let start = |user: &str| {
+        Daemon::start(&config(
+            "",
+            &format!(
+                "[http.auth]\ntokens = [\"{token}\"]\nusers = [{{ name = \"ha\", password_hash = \"{hash}\"{user} }}]\n\
+                 [rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+                server.url()
+            ),
+        ))
+    };
+    // Basic only (the user has no rtsp_digest).
+    let d = start("");
     let url = rtsp_url(&d, "cam");
     let mut c = Client::connect(&d).await;
     let r = c.request("DESCRIBE", &url, "").await.unwrap();
     assert_eq!(r.status, 401, "{r:?}");
-    assert!(
-        r.header("www-authenticate")
-            .unwrap()
-            .starts_with("Basic realm=\"farmcam\""),
+    let challenges: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        challenges,
+        ["Basic realm=\"farmcam\", charset=\"UTF-8\""],
         "{r:?}"
     );
     let r = c
@@ -645,16 +652,9 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
         .await
         .unwrap();
     assert_eq!(r.status, 401);
-    // ffprobe answers the challenge with the URL's user and password; Retina too.
+    // ffprobe answers the challenge with the URL's user and password.
     let with_user = url.replace("rtsp://", "rtsp://ha:s3cret-pw@");
     assert_eq!(probe(&with_user, "tcp"), "h264,320,240,15/1");
-    let (dims, _) = retina_plays(
-        &url,
-        retina::client::Transport::Tcp(Default::default()),
-        Some(("ha", "s3cret-pw")),
-    )
-    .await;
-    assert_eq!(dims, (320, 240));
     assert_eq!(probe(&format!("{url}?token={token}"), "udp"), "h264,320,240,15/1");
     assert_eq!(
         probe(&format!("{url}?token=not-the-token-at-all"), "tcp"),
@@ -664,4 +664,44 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
     let log = d.log_text();
     assert!(!log.contains(token) && !log.contains("s3cret-pw"), "{log}");
     assert!(log.contains("failed login from 127.0.0.1"), "{log}");
+    drop(d);
+
+    // Digest offered too: ffmpeg and Retina prefer it.
+    let digest = common::rtsp_digest("ha", "s3cret-pw");
+    let d = start(&format!(", rtsp_digest = \"{digest}\""));
+    let url = rtsp_url(&d, "cam");
+    let mut c = Client::connect(&d).await;
+    let r = c.request("DESCRIBE", &url, "").await.unwrap();
+    assert_eq!(r.status, 401);
+    let challenges: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        challenges.len() == 2 && challenges[0].starts_with("Digest realm=\"farmcam\", nonce=\""),
+        "{challenges:?}"
+    );
+    let with_user = url.replace("rtsp://", "rtsp://ha:s3cret-pw@");
+    assert_eq!(
+        probe(&with_user, "tcp"),
+        "h264,320,240,15/1",
+        "ffprobe over Digest"
+    );
+    let (dims, _) = retina_plays(
+        &url,
+        retina::client::Transport::Tcp(Default::default()),
+        Some(("ha", "s3cret-pw")),
+    )
+    .await;
+    assert_eq!(dims, (320, 240));
+    assert_eq!(
+        probe(&url.replace("rtsp://", "rtsp://ha:wrong@"), "tcp"),
+        "",
+        "a wrong password over Digest gets nothing"
+    );
+    let log = d.log_text();
+    assert!(log.contains("wrong password (Digest)"), "{log}");
+    assert!(!log.contains("s3cret-pw") && !log.contains(&digest), "{log}");
 }

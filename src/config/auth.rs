@@ -36,6 +36,9 @@ impl Area {
 pub struct AuthConfig {
     /// Basic authentication: user name and password hash.
     pub users: Vec<(String, PasswordHash)>,
+    /// Digest for RTSP: user name and `MD5(name:farmcam:password)` (lowercase hex), for the
+    /// users that have `rtsp_digest`.
+    pub rtsp_digests: Vec<(String, Secret)>,
     /// Bearer tokens (`Authorization: Bearer …` or `?token=…`).
     pub tokens: Vec<Secret>,
     /// Areas anyone may use.
@@ -87,6 +90,7 @@ enum RawOpenListener {
 struct RawUser {
     name: Spanned<String>,
     password_hash: Spanned<String>,
+    rtsp_digest: Option<Spanned<String>>,
 }
 
 /// Shorter tokens are refused: they can be guessed.
@@ -113,6 +117,7 @@ impl Validator<'_> {
         let spanned = raw.as_ref()?;
         let raw = spanned.get_ref();
         let mut users = Vec::new();
+        let mut rtsp_digests = Vec::new();
         for (i, u) in raw.users.iter().flatten().enumerate() {
             let name = u.name.get_ref();
             if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
@@ -121,6 +126,19 @@ impl Validator<'_> {
                     &format!("http.auth.users[{i}].name"),
                     "must be a non-empty name without ':' (Basic authentication splits on it)",
                 );
+            }
+            if let Some(d) = &u.rtsp_digest {
+                let v = d.get_ref();
+                if v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()) {
+                    rtsp_digests.push((name.clone(), Secret(v.to_ascii_lowercase())));
+                } else {
+                    // The value itself is never quoted.
+                    self.problem(
+                        Some(d.span()),
+                        &format!("http.auth.users[{i}].rtsp_digest"),
+                        "must be 32 hex digits, as `farmcam hash-password --rtsp-digest NAME` prints",
+                    );
+                }
             }
             match PasswordHash::parse(u.password_hash.get_ref()) {
                 Ok(h) => users.push((name.clone(), h)),
@@ -184,6 +202,7 @@ impl Validator<'_> {
         }
         Some(AuthConfig {
             users,
+            rtsp_digests,
             tokens,
             open,
             open_listeners,

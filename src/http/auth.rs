@@ -1,5 +1,6 @@
 //! Who may use what, per request: `allowed_hosts`, `[http.auth]` (Basic users, tokens in a
-//! header or `?token=`), and which origins' pages may read the answers (CORS).
+//! header or `?token=`; for RTSP also Digest, for users with an `rtsp_digest`), and which
+//! origins' pages may read the answers (CORS).
 //!
 //! Password hashes are slow on purpose, so a verified `Authorization` value is remembered for a
 //! while (by a keyed hash of it, never the value), and at most one hash is checked at a time: a
@@ -40,6 +41,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const CLIENTS_MAX: usize = 4096;
 /// A user name as the log shows it, at most this long.
 const NAME_SHOWN: usize = 64;
+/// A Digest nonce is good this long (then the client is challenged again, without a failure).
+const NONCE_LIFE: Duration = Duration::from_secs(300);
 
 /// Password checks and failed logins since start (for `/metrics`; they outlive reloads).
 #[derive(Default)]
@@ -164,7 +167,14 @@ impl Guard {
     ) -> Option<Response<Body>> {
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         let outcome = self
-            .check(area, listener, peer, header, q.get("token").map(str::as_bytes))
+            .check(
+                area,
+                listener,
+                peer,
+                header,
+                q.get("token").map(str::as_bytes),
+                None,
+            )
             .await;
         match outcome {
             Ok(()) => None,
@@ -191,6 +201,7 @@ impl Guard {
 
     /// Whether a client from `peer`, on the listener configured as `listener`, may use `area` with
     /// this `Authorization` value or `?token=` (the token wins): the HTTP side and RTSP ask this.
+    /// `digest_method`: the request's method where Digest is accepted (RTSP), else `None`.
     pub async fn check(
         &self,
         area: Area,
@@ -198,6 +209,7 @@ impl Guard {
         peer: SocketAddr,
         header: Option<&[u8]>,
         query_token: Option<&[u8]>,
+        digest_method: Option<&str>,
     ) -> Result<(), Refused> {
         let Some(auth) = self.auth.as_ref() else {
             return Ok(());
@@ -220,8 +232,95 @@ impl Guard {
                 }
             }
             (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h, peer.ip()).await,
+            (None, Some(h)) if h.starts_with(b"Digest ") => match digest_method {
+                Some(method) => self.digest(auth, h, method, peer.ip()),
+                None => Err(Refused::Unauthorized),
+            },
             _ => Err(Refused::Unauthorized),
         }
+    }
+
+    /// Whether RTSP offers Digest: every user has an `rtsp_digest` (clients prefer Digest when
+    /// offered, so one offered to a user without it would lock that user out).
+    pub fn offers_digest(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| {
+            !a.users.is_empty()
+                && a.users
+                    .iter()
+                    .all(|(n, _)| a.rtsp_digests.iter().any(|(d, _)| d == n))
+        })
+    }
+
+    /// A Digest challenge with a fresh nonce.
+    pub fn digest_challenge(&self) -> String {
+        let t = unix_secs();
+        format!(
+            "Digest realm=\"{}\", nonce=\"{}\"",
+            crate::password::REALM,
+            self.nonce_at(t)
+        )
+    }
+
+    /// A nonce: when it was made and a keyed tag of that time (no state kept).
+    fn nonce_at(&self, t: u64) -> String {
+        let tag = hmac::sign(&self.key, &t.to_be_bytes());
+        let hex: String = tag.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{t:016x}{hex}")
+    }
+
+    fn nonce_fresh(&self, nonce: &str) -> bool {
+        let Some(t) = nonce.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
+            return false;
+        };
+        let now = unix_secs();
+        now.saturating_sub(t) < NONCE_LIFE.as_secs()
+            && t <= now + 1
+            && same(self.nonce_at(t).as_bytes(), nonce.as_bytes())
+    }
+
+    /// `Authorization: Digest …` (RFC 2617, MD5, with or without `qop=auth`) against the users'
+    /// `rtsp_digest`. Cheap (no password hash), so checked at once; failures count like Basic's.
+    fn digest(&self, auth: &AuthConfig, header: &[u8], method: &str, ip: IpAddr) -> Result<(), Refused> {
+        self.clients.permit(ip)?;
+        let text = String::from_utf8_lossy(&header[7..]);
+        let p = digest_params(&text);
+        let get = |k: &str| {
+            p.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        let (Some(user), Some(nonce), Some(uri), Some(response)) =
+            (get("username"), get("nonce"), get("uri"), get("response"))
+        else {
+            return Err(Refused::Unauthorized);
+        };
+        if !self.nonce_fresh(nonce) {
+            // Stale or not ours: a new challenge, not a failure.
+            return Err(Refused::Unauthorized);
+        }
+        let md5 = crate::password::md5_hex;
+        let ha2 = md5(&format!("{method}:{uri}"));
+        let ok = auth
+            .rtsp_digests
+            .iter()
+            .find(|(n, _)| n == user)
+            .is_some_and(|(_, ha1)| {
+                let expected = match (get("qop"), get("nc"), get("cnonce")) {
+                    (Some(q), Some(nc), Some(cnonce)) if q.eq_ignore_ascii_case("auth") => {
+                        md5(&format!("{}:{nonce}:{nc}:{cnonce}:auth:{ha2}", ha1.0))
+                    }
+                    _ => md5(&format!("{}:{nonce}:{ha2}", ha1.0)),
+                };
+                same(expected.as_bytes(), response.to_ascii_lowercase().as_bytes())
+            });
+        self.clients.stats.checks.fetch_add(1, Relaxed);
+        if ok {
+            return Ok(());
+        }
+        self.clients.failed(ip);
+        let name: String = user.chars().take(NAME_SHOWN).collect();
+        self.say_failure(ip, &format!("user {name:?} and a wrong password (Digest)"));
+        Err(Refused::Unauthorized)
     }
 
     /// The `WWW-Authenticate` challenge of a 401.
@@ -385,6 +484,51 @@ impl Clients {
 }
 
 /// Byte strings equal, in time that depends only on their lengths.
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `name=value, name="quoted, value"` as Digest writes its parameters.
+fn digest_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let name = name.trim().trim_start_matches(',').trim().to_string();
+        let after = after.trim_start();
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, e)) = chars.next() {
+                            v.push(e);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => v.push(c),
+                }
+            }
+            (v, &q[end.min(q.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.push((name, value));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

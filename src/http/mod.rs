@@ -155,6 +155,7 @@ impl crate::rtsp::Gate for Ctx {
         &self,
         authorization: Option<&str>,
         token: Option<&str>,
+        method: &str,
         peer: std::net::SocketAddr,
         listener: std::net::SocketAddr,
     ) -> crate::rtsp::Verdict {
@@ -168,14 +169,20 @@ impl crate::rtsp::Gate for Ctx {
                 peer,
                 authorization.map(str::as_bytes),
                 token.map(str::as_bytes),
+                Some(method),
             )
             .await;
         match outcome {
             Ok(()) => Verdict::Allowed,
             Err(auth::Refused::TooMany(wait)) => Verdict::TooMany(wait),
-            Err(auth::Refused::Unauthorized) => Verdict::Unauthorized {
-                challenge: access.guard.challenge(),
-            },
+            Err(auth::Refused::Unauthorized) => {
+                let mut challenges = Vec::new();
+                if access.guard.offers_digest() {
+                    challenges.push(access.guard.digest_challenge());
+                }
+                challenges.push(access.guard.challenge().to_string());
+                Verdict::Unauthorized { challenges }
+            }
         }
     }
 }

@@ -99,6 +99,8 @@ struct Answer {
     content_type: Option<&'static str>,
     body: Vec<u8>,
     close: bool,
+    /// `WWW-Authenticate` values, one header line each (rtsp-types would join them into one).
+    challenges: Vec<String>,
 }
 
 impl Answer {
@@ -109,6 +111,7 @@ impl Answer {
             content_type: None,
             body: Vec::new(),
             close: false,
+            challenges: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Answer {
             content_type: Some("text/plain; charset=utf-8"),
             body: format!("{message}\r\n").into_bytes(),
             close: false,
+            challenges: Vec::new(),
         }
     }
 
@@ -359,6 +363,14 @@ impl Conn {
         if resp.write(&mut bytes).is_err() {
             return false;
         }
+        if let Some(status_line) = bytes.windows(2).position(|w| w == b"\r\n") {
+            let lines: String = a
+                .challenges
+                .iter()
+                .map(|c| format!("WWW-Authenticate: {c}\r\n"))
+                .collect();
+            bytes.splice(status_line + 2..status_line + 2, lines.into_bytes());
+        }
         self.out.send(Bytes::from(bytes)).await.is_ok()
     }
 
@@ -376,14 +388,24 @@ impl Conn {
             return Answer::error(503, "farmcam is shutting down");
         };
         let authorization = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
-        match gate.check(authorization, token.as_deref(), self.peer, self.rtsp.config.listen).await {
+        let verdict = gate
+            .check(
+                authorization,
+                token.as_deref(),
+                "DESCRIBE",
+                self.peer,
+                self.rtsp.config.listen,
+            )
+            .await;
+        match verdict {
             Verdict::Allowed => {}
-            Verdict::Unauthorized { challenge } => {
-                return Answer::error(
+            Verdict::Unauthorized { challenges } => {
+                let mut a = Answer::error(
                     401,
                     "authentication required: a user and password of [http.auth], or ?token=TOKEN in the URL",
-                )
-                .header(headers::WWW_AUTHENTICATE, challenge)
+                );
+                a.challenges = challenges;
+                return a;
             }
             Verdict::TooMany(wait) => {
                 return Answer::error(
@@ -433,6 +455,7 @@ impl Conn {
             content_type: Some("application/sdp"),
             body,
             close: false,
+            challenges: Vec::new(),
         }
     }
 

@@ -34,9 +34,9 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the access layer says about a client's credentials.
 pub enum Verdict {
     Allowed,
-    /// Wrong or missing credentials: the challenge to send.
+    /// Wrong or missing credentials: the challenges to send (`WWW-Authenticate` values).
     Unauthorized {
-        challenge: &'static str,
+        challenges: Vec<String>,
     },
     /// Too many failed logins from this address: wait this long.
     TooMany(Duration),
@@ -45,11 +45,13 @@ pub enum Verdict {
 /// Who may watch (the `streams` area of `[http.auth]`), asked once per DESCRIBE.
 #[async_trait::async_trait]
 pub trait Gate: Send + Sync {
-    /// `authorization`: the header's value; `token`: the URL's `?token=`.
+    /// `authorization`: the header's value; `token`: the URL's `?token=`; `method`: the
+    /// request's (Digest hashes it).
     async fn check(
         &self,
         authorization: Option<&str>,
         token: Option<&str>,
+        method: &str,
         peer: SocketAddr,
         listener: SocketAddr,
     ) -> Verdict;

@@ -387,6 +387,21 @@ async fn whole(mut s: Stream) -> Response {
 }
 
 /// `farmcam hash-password`, as a user runs it: the hash of `password`.
+/// `farmcam hash-password --rtsp-digest NAME`, as a user would run it.
+pub fn rtsp_digest(name: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(["hash-password", "--rtsp-digest", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn hash_password(password: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(BIN)
