@@ -30,6 +30,7 @@ pub mod render;
 pub mod rtsp;
 pub mod sizes;
 pub mod source;
+pub mod sps;
 pub mod systemd;
 pub mod turn;
 pub mod webrtc;

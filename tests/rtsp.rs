@@ -156,6 +156,43 @@ impl Client {
         .expect("media within the limit");
     }
 
+    /// The next `n` RTP packets on `channel`: sequence number and the first NAL unit type (an
+    /// FU-A's own type, with whether it starts the unit).
+    async fn packets(&mut self, channel: u8, n: usize) -> Vec<(u16, u8)> {
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while out.len() < n {
+                if self.buf.len() >= 4 && self.buf[0] == b'$' {
+                    let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                    if self.buf.len() >= 4 + len {
+                        if self.buf[1] == channel {
+                            let p = &self.buf[4..4 + len];
+                            let seq = u16::from_be_bytes([p[2], p[3]]);
+                            let t = p[12] & 0x1f;
+                            let t = if t == 28 && p[13] & 0x80 != 0 {
+                                p[13] & 0x1f
+                            } else if t == 28 {
+                                0
+                            } else {
+                                t
+                            };
+                            out.push((seq, t));
+                        }
+                        self.buf.drain(..4 + len);
+                        continue;
+                    }
+                }
+                let mut chunk = [0u8; 16384];
+                let r = self.sock.read(&mut chunk).await.unwrap();
+                assert!(r > 0, "the server closed while playing");
+                self.buf.extend_from_slice(&chunk[..r]);
+            }
+        })
+        .await
+        .expect("media within the limit");
+        out
+    }
+
     /// DESCRIBE, SETUP over TCP, PLAY: the session id.
     async fn play_tcp(&mut self, url: &str) -> String {
         let r = self
@@ -704,4 +741,129 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
     let log = d.log_text();
     assert!(log.contains("wrong password (Digest)"), "{log}");
     assert!(!log.contains("s3cret-pw") && !log.contains(&digest), "{log}");
+}
+
+/// A client that stops reading falls behind alone: the others keep every packet, and it resumes
+/// at a keyframe (with its parameter sets) after a gap, counted in its status as a skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_skips_to_the_next_keyframe_alone() {
+    // Keyframes five times a second: enough bytes to fill what the kernel buffers soon.
+    let server = RtspServer::start(RtspOptions {
+        size: Some("640x480".into()),
+        fps: Some(30),
+        keyint: Some(6),
+        ..Default::default()
+    });
+    let d = farm(&server.url(), "", "");
+    let url = rtsp_url(&d, "cam");
+    // The slow one reads through a small window, so the server's queue for it fills soon.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Client {
+        sock: sock.connect(d.rtsp.unwrap()).await.unwrap(),
+        buf: Vec::new(),
+        cseq: 0,
+    };
+    let slow_id = slow.play_tcp(&url).await;
+    let mut fast = Client::connect(&d).await;
+    fast.play_tcp(&url).await;
+    slow.packets(0, 5).await;
+    // The slow client reads nothing now; the fast one reads on, without a gap.
+    let mut last = None;
+    let skipped = |c: &serde_json::Value| {
+        c["rtsp_sessions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"] == slow_id.as_str()))
+            .map_or(0, |s| s["skips"].as_u64().unwrap_or(0))
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        for (seq, _) in fast.packets(0, 30).await {
+            if let Some(l) = last {
+                assert_eq!(
+                    seq,
+                    u16::wrapping_add(l, 1),
+                    "the client that keeps up loses nothing"
+                );
+            }
+            last = Some(seq);
+        }
+        if skipped(&d.camera("cam").await) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow client never fell behind"
+        );
+    }
+    // Reading again: what was queued, a gap, then a keyframe's first NAL unit (its SPS).
+    let mut got = Vec::new();
+    let gap = loop {
+        got.extend(slow.packets(0, 50).await);
+        if let Some(g) = got.windows(2).position(|w| w[1].0 != w[0].0.wrapping_add(1)) {
+            if got.len() >= g + 3 {
+                break g;
+            }
+        }
+    };
+    assert!(
+        matches!(got[gap + 1].1, 5 | 7),
+        "resumes at a keyframe: {:?}",
+        &got[gap..gap + 3]
+    );
+    assert_eq!(
+        d.camera("cam").await["rtsp_sessions"].as_array().unwrap().len(),
+        2,
+        "both still there"
+    );
+}
+
+/// A UDP session that sends neither requests nor RTCP reports ends after `session_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_udp_session_times_out() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url(), "", "session_timeout = \"2s\"");
+    let url = rtsp_url(&d, "cam");
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let mut c = Client::connect(&d).await;
+    assert_eq!(c.request("DESCRIBE", &url, "").await.unwrap().status, 200);
+    let r = c
+        .request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            &format!("Transport: RTP/AVP;unicast;client_port={port}-{}\r\n", port + 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let transport = r.header("transport").unwrap().to_string();
+    assert!(
+        transport.contains(&format!("client_port={port}-")) && transport.contains("server_port="),
+        "{transport}"
+    );
+    let id = r.session();
+    assert!(r.header("session").unwrap().ends_with(";timeout=2"), "{r:?}");
+    assert_eq!(
+        c.request("PLAY", &url, &format!("Session: {id}\r\n"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let mut buf = [0u8; 2048];
+    for _ in 0..5 {
+        let n = tokio::time::timeout(WAIT, rtp.recv(&mut buf))
+            .await
+            .expect("RTP over UDP")
+            .unwrap();
+        assert!(n > 12 && buf[0] >> 6 == 2);
+    }
+    d.wait_for("cam", WAIT, |c| {
+        c["rtsp_sessions"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    assert!(d.log_text().contains(&format!("rtsp: session {id} timed out")));
+    // The connection, silent as long and without a session now, is closed too.
+    assert!(c.reply().await.is_none(), "the idle connection closes");
 }

@@ -2,6 +2,7 @@
 //! `crate::rtsp`). Off unless `listen` is set.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -11,6 +12,8 @@ use super::diag::Validator;
 pub const DEFAULT_UDP_PORT: u16 = 8000;
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 8;
+/// RFC 2326's default: a UDP session without a request or RTCP report this long ends.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtspConfig {
@@ -21,6 +24,9 @@ pub struct RtspConfig {
     pub udp_port: Option<u16>,
     pub max_sessions: usize,
     pub max_sessions_per_client: usize,
+    /// A UDP session that sends no request and no RTCP report this long ends; also how long an
+    /// RTSP connection without sessions may stay silent.
+    pub session_timeout: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -31,6 +37,7 @@ pub(super) struct RawRtsp {
     udp_port: Option<Spanned<i64>>,
     max_sessions: Option<Spanned<i64>>,
     max_sessions_per_client: Option<Spanned<i64>>,
+    session_timeout: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
@@ -45,7 +52,22 @@ impl Validator<'_> {
             udp_port: (raw.udp != Some(false)).then_some(DEFAULT_UDP_PORT),
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
         };
+        let t = self.duration(
+            &raw.session_timeout,
+            "rtsp.session_timeout",
+            DEFAULT_SESSION_TIMEOUT,
+        );
+        if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&t) {
+            c.session_timeout = t;
+        } else {
+            self.problem(
+                raw.session_timeout.as_ref().map(|s| s.span()),
+                "rtsp.session_timeout",
+                "must be between 1s and 1h (clients send a keep-alive at half of it)",
+            );
+        }
         if let Some(p) = self.int(
             &raw.udp_port,
             "rtsp.udp_port",

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -21,9 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::play::{self, Sink};
+use super::play::{self, Counters, Sink};
 use super::rtp::Packetizer;
-use super::{sdp, Gate, Rtsp, SessionStatus, Verdict, SESSION_TIMEOUT};
+use super::{sdp, Gate, Rtsp, SessionStatus, Verdict};
 use crate::h264::Codec;
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::Camera;
@@ -78,7 +77,7 @@ struct Session {
     /// The track's URL (RTP-Info).
     control: String,
     started: Instant,
-    bytes: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 struct Conn {
@@ -163,7 +162,7 @@ pub async fn serve(
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut last_request = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval((rtsp.timeout() / 2).min(Duration::from_secs(5)));
     'conn: loop {
         // Every complete message in the buffer.
         loop {
@@ -172,10 +171,11 @@ pub async fn serve(
                     buf.drain(..used);
                     match msg {
                         Message::Request(req) => {
-                            last_request = Instant::now();
                             if !c.request(req).await {
                                 break 'conn;
                             }
+                            // Silence counts from the answer (a DESCRIBE may wait for the camera).
+                            last_request = Instant::now();
                         }
                         // RTCP over the interleaved channels: the client is there.
                         Message::Data(_) => c.touch_all(),
@@ -189,7 +189,10 @@ pub async fn serve(
                     } else {
                         "not an RTSP/1.0 request".to_string()
                     };
-                    debug!(peer = %peer, "rtsp: {why}; closing");
+                    rtsp.say(&format!(
+                        "rtsp: {} sent {why}; answered 400 and closed",
+                        peer.ip()
+                    ));
                     c.send(
                         Answer::error(400, &format!("{why}; farmcam speaks RTSP/1.0 (RFC 2326)")),
                         "0",
@@ -211,7 +214,7 @@ pub async fn serve(
             }
             _ = tick.tick() => {
                 c.expire();
-                if c.sessions.is_empty() && last_request.elapsed() > SESSION_TIMEOUT {
+                if c.sessions.is_empty() && last_request.elapsed() > rtsp.timeout() {
                     debug!(peer = %peer, "rtsp: idle connection closed");
                     break;
                 }
@@ -334,7 +337,7 @@ impl Conn {
             {
                 answer.header(
                     headers::SESSION,
-                    format!("{id};timeout={}", SESSION_TIMEOUT.as_secs()),
+                    format!("{id};timeout={}", self.rtsp.timeout().as_secs().max(1)),
                 )
             }
             _ => answer,
@@ -561,7 +564,7 @@ impl Conn {
                 )
             }
         };
-        let bytes = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
         self.rtsp.add_session(
             SessionStatus {
                 id: sid.clone(),
@@ -571,10 +574,11 @@ impl Conn {
                 started: super::unix_now(),
                 playing: false,
                 bytes_sent: 0,
+                skips: 0,
             },
             self.peer.ip(),
             rtcp_peer,
-            bytes.clone(),
+            counters.clone(),
         );
         let control = req
             .request_uri()
@@ -592,12 +596,12 @@ impl Conn {
                 codec,
                 control,
                 started: Instant::now(),
-                bytes,
+                counters,
             },
         );
         Answer::ok().header(headers::TRANSPORT, transport).header(
             headers::SESSION,
-            format!("{sid};timeout={}", SESSION_TIMEOUT.as_secs()),
+            format!("{sid};timeout={}", self.rtsp.timeout().as_secs().max(1)),
         )
     }
 
@@ -640,7 +644,7 @@ impl Conn {
             rx,
             rtp,
             s.sink.clone(),
-            s.bytes.clone(),
+            s.counters.clone(),
             stop.clone(),
         ));
         s.player = Some((stop, task));
@@ -687,7 +691,7 @@ impl Conn {
             peer = %self.peer,
             "rtsp: session {id} {why} after {:.0?}, {} bytes",
             s.started.elapsed(),
-            s.bytes.load(std::sync::atomic::Ordering::Relaxed)
+            s.counters.bytes.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
 
@@ -705,7 +709,7 @@ impl Conn {
                     stop.cancel();
                 }
                 self.rtsp.remove_session(&id);
-                info!(camera = %s.cam.id(), peer = %self.peer, "rtsp: session {id} timed out (no request or RTCP report for {SESSION_TIMEOUT:?})");
+                info!(camera = %s.cam.id(), peer = %self.peer, "rtsp: session {id} timed out (no request or RTCP report for {:?})", self.rtsp.timeout());
             }
         }
     }

@@ -28,9 +28,6 @@ use crate::registry::Registry;
 
 pub use crate::config::RtspConfig;
 
-/// A UDP session without a request or an RTCP report for this long ends (RFC 2326's default).
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What the access layer says about a client's credentials.
 pub enum Verdict {
     Allowed,
@@ -69,6 +66,8 @@ pub struct SessionStatus {
     pub started: f64,
     pub playing: bool,
     pub bytes_sent: u64,
+    /// Times this client fell behind and skipped to the next keyframe.
+    pub skips: u64,
 }
 
 struct Entry {
@@ -77,7 +76,7 @@ struct Entry {
     /// A UDP session's client RTCP address (its reports keep it alive).
     rtcp_peer: Option<SocketAddr>,
     last_seen: Instant,
-    bytes: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<play::Counters>,
 }
 
 /// The UDP pair every UDP session's media uses.
@@ -176,6 +175,11 @@ impl Rtsp {
         })
     }
 
+    /// `[rtsp] session_timeout`.
+    fn timeout(&self) -> Duration {
+        self.config.session_timeout
+    }
+
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.local.port()
@@ -189,7 +193,8 @@ impl Rtsp {
             .values()
             .map(|e| {
                 let mut s = e.status.clone();
-                s.bytes_sent = e.bytes.load(std::sync::atomic::Ordering::Relaxed);
+                s.bytes_sent = e.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
+                s.skips = e.counters.skips.load(std::sync::atomic::Ordering::Relaxed);
                 s
             })
             .collect()
@@ -218,6 +223,7 @@ impl Rtsp {
                     },
                 };
                 let _ = stream.set_nodelay(true);
+                limit_send_buffer(&stream);
                 let refusal = rtsp.admit_connection(peer.ip());
                 conns.spawn(conn::serve(
                     stream,
@@ -288,7 +294,7 @@ impl Rtsp {
         status: SessionStatus,
         peer_ip: IpAddr,
         rtcp_peer: Option<SocketAddr>,
-        bytes: Arc<std::sync::atomic::AtomicU64>,
+        counters: Arc<play::Counters>,
     ) {
         self.sessions.lock().unwrap().insert(
             status.id.clone(),
@@ -297,7 +303,7 @@ impl Rtsp {
                 peer_ip,
                 rtcp_peer,
                 last_seen: Instant::now(),
-                bytes,
+                counters,
             },
         );
     }
@@ -316,13 +322,13 @@ impl Rtsp {
         }
     }
 
-    /// Whether a UDP session heard nothing for [`SESSION_TIMEOUT`].
+    /// Whether a UDP session heard nothing for `session_timeout`.
     fn expired(&self, id: &str) -> bool {
         self.sessions
             .lock()
             .unwrap()
             .get(id)
-            .is_none_or(|e| e.rtcp_peer.is_some() && e.last_seen.elapsed() > SESSION_TIMEOUT)
+            .is_none_or(|e| e.rtcp_peer.is_some() && e.last_seen.elapsed() > self.config.session_timeout)
     }
 
     fn remove_session(&self, id: &str) {
@@ -334,6 +340,26 @@ impl Rtsp {
         if let Some(n) = self.said.lock().unwrap().check(msg) {
             warn!("{msg}{}", held_back(n));
         }
+    }
+}
+
+/// Socket send buffer of an RTSP connection. Left to autotuning, Linux lets it grow to 4 MiB, many
+/// seconds of a camera's video: a client that stopped reading would be found behind only that
+/// late, and then shown a picture that old. This holds about a second of a 2 Mbit/s camera
+/// (the kernel doubles it), and still 40 Mbit/s to a client 100 ms away.
+const SEND_BUFFER: libc::c_int = 128 << 10;
+
+fn limit_send_buffer(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on the stream's own open socket with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SEND_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

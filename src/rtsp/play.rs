@@ -15,6 +15,14 @@ use super::rtp::Packetizer;
 use crate::registry::Camera;
 use crate::source::units::{Start, Unit};
 
+/// What a session sent: shown in its status.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes: AtomicU64,
+    /// Times it fell behind and skipped to the next keyframe.
+    pub skips: AtomicU64,
+}
+
 /// Where a session's packets go.
 #[derive(Clone)]
 pub enum Sink {
@@ -34,13 +42,13 @@ pub async fn run(
     mut rx: broadcast::Receiver<Arc<Unit>>,
     mut rtp: Packetizer,
     sink: Sink,
-    bytes: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> Packetizer {
     let mut sender = Sender {
         cam,
         sink,
-        bytes,
+        counters,
         waiting_keyframe: true,
         buf: Vec::new(),
     };
@@ -58,7 +66,7 @@ pub async fn run(
             r = rx.recv() => match r {
                 Ok(u) => u,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    sender.waiting_keyframe = true;
+                    sender.behind();
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return rtp,
@@ -73,12 +81,20 @@ pub async fn run(
 struct Sender {
     cam: Arc<Camera>,
     sink: Sink,
-    bytes: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     waiting_keyframe: bool,
     buf: Vec<u8>,
 }
 
 impl Sender {
+    /// Behind: what is queued goes on, then nothing until the next keyframe.
+    fn behind(&mut self) {
+        if !self.waiting_keyframe {
+            self.waiting_keyframe = true;
+            self.counters.skips.fetch_add(1, Relaxed);
+        }
+    }
+
     /// One unit; false once the connection is gone.
     fn send(&mut self, rtp: &mut Packetizer, u: &Unit) -> bool {
         if self.waiting_keyframe {
@@ -101,7 +117,7 @@ impl Sender {
                 let n = buf.len() as u64;
                 match out.try_send(Bytes::copy_from_slice(buf)) {
                     Ok(()) => sent = n,
-                    Err(mpsc::error::TrySendError::Full(_)) => self.waiting_keyframe = true,
+                    Err(mpsc::error::TrySendError::Full(_)) => self.behind(),
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
             }
@@ -113,7 +129,7 @@ impl Sender {
                 });
             }
         }
-        self.bytes.fetch_add(sent, Relaxed);
+        self.counters.bytes.fetch_add(sent, Relaxed);
         self.cam.shared().rtsp_bytes_sent.fetch_add(sent, Relaxed);
         true
     }

@@ -45,70 +45,133 @@ struct Group {
 }
 
 /// Presentation times from arrival times. Units come through a pipe, so they arrive in bursts
-/// around the camera's steady rate: each time is the previous one plus the mean interval, pulled
-/// an eighth of the way towards the arrival; a gap of several intervals (frames the camera did not
-/// send) is kept as a gap.
+/// around the camera's steady rate (and all at once after ffmpeg's probing): each time is the
+/// previous one plus a steady step (the SPS's rate, or the arrivals' measured one rounded to whole
+/// frames per second), drift against the arrivals taken back slowly; a gap of several steps
+/// (frames the camera did not send) is kept as a gap.
 #[derive(Debug)]
 struct Clock {
     origin: Instant,
-    /// When the first unit came, ticks.
-    first: f64,
-    last_pts: u64,
-    /// Mean interval between units, ticks (0 until two units came).
-    interval: f64,
+    /// The rate the stream's SPS says (H.264 VUI timing), if any: the step from the first unit,
+    /// while the arrivals agree with it.
+    hint: Option<f64>,
+    /// The latest arrivals (ticks), at most [`Clock::WINDOW`]: their mean interval is the rate.
+    arrivals: std::collections::VecDeque<f64>,
     units: u64,
+    /// The latest presentation time, unrounded (given rounded).
+    exact: f64,
 }
 
 impl Clock {
     const HZ: f64 = 90_000.0;
+    /// Without an SPS rate, the first units keep their arrival times.
     const WARM_UP: u64 = 16;
+    /// Arrivals the rate is measured over: long enough that units arriving in pairs bias it by
+    /// less than half a percent.
+    const WINDOW: usize = 128;
 
     fn new() -> Clock {
         Clock {
             origin: Instant::now(),
-            first: 0.0,
-            last_pts: 0,
-            interval: 0.0,
+            hint: None,
+            arrivals: std::collections::VecDeque::with_capacity(Self::WINDOW),
             units: 0,
+            exact: 0.0,
         }
+    }
+
+    /// The mean interval of the arrivals in the window (ticks).
+    fn measured(&self) -> Option<f64> {
+        let (first, last) = (self.arrivals.front()?, self.arrivals.back()?);
+        let n = self.arrivals.len();
+        (n >= 2 && last > first).then(|| (last - first) / (n - 1) as f64)
     }
 
     fn stamp(&mut self, at: Instant) -> u64 {
         let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ;
         self.units += 1;
-        let pts = if self.units <= Self::WARM_UP {
-            // The first units: their arrival times, and the mean interval between them.
-            if self.units == 1 {
-                self.first = arrived;
-            } else {
-                self.interval = (arrived - self.first) / (self.units - 1) as f64;
-            }
-            arrived
-        } else {
-            let interval = self.interval.max(Self::HZ / 240.0);
-            let predicted = self.last_pts as f64 + interval;
-            let error = arrived - predicted;
-            // The rate follows slowly (a mean over about 32 units), a gap counting as 4 units.
-            let delta = (arrived - self.last_pts as f64).clamp(0.0, 4.0 * interval);
-            self.interval = interval + (delta - interval) / 32.0;
-            if error.abs() > 4.0 * interval {
-                // A gap (or a stall) of several frames: time jumps with it.
-                arrived
-            } else {
-                predicted + error / 8.0
+        if self.arrivals.len() == Self::WINDOW {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(arrived);
+        if self.units == 1 {
+            self.exact = arrived.round();
+            return self.exact as u64;
+        }
+        let step = self.step();
+        let last = self.exact;
+        let pts = match step {
+            // The warm-up without an SPS rate, or no rate at all (every unit at once so far).
+            None => arrived,
+            Some(step) => {
+                let predicted = last + step;
+                let error = arrived - predicted;
+                if error > 4.0 * step {
+                    // A gap (or a stall) of several frames: time jumps with it, and a measured
+                    // rate is measured again from here (the SPS's is checked against the window
+                    // as it is: a camera sending less than it announces shows as gaps).
+                    if !self.uses_hint() {
+                        self.arrivals.clear();
+                        self.arrivals.push_back(arrived);
+                    }
+                    arrived
+                } else if error < -Self::HZ {
+                    // More than a second ahead of the arrivals (a long burst): wait for them.
+                    last + 1.0
+                } else if error.abs() <= step / 2.0 {
+                    // Steady steps while the arrivals are within half a step of them.
+                    predicted
+                } else {
+                    // Drift beyond that is taken back slowly, at most 1 % of a step at a time,
+                    // so that bursts through the pipe hardly show.
+                    predicted + (error / 64.0).clamp(-step / 100.0, step / 100.0)
+                }
             }
         };
-        self.last_pts = if self.units == 1 {
-            pts as u64
-        } else {
-            (pts as u64).max(self.last_pts + 1)
-        };
-        self.last_pts
+        // Kept exact (a whole number of ticks per step only when rounded at the end).
+        self.exact = pts.max(last + 1.0);
+        self.exact.round() as u64
     }
 
-    /// Units per second, once measured.
+    /// Whether the SPS's rate is the step: unless the arrivals (32 at least) come more than
+    /// 10 % slower (a camera may announce more than it sends). Faster is a burst (what ffmpeg
+    /// buffered while probing), not a rate.
+    fn uses_hint(&self) -> bool {
+        let Some(fps) = self.hint else { return false };
+        match self.measured() {
+            Some(m) if self.arrivals.len() >= 32 => Self::HZ / m >= fps * 0.9,
+            _ => true,
+        }
+    }
+
+    /// The step between units (ticks): the SPS's rate while the arrivals agree with it, else
+    /// the measured rate after the warm-up.
+    fn step(&self) -> Option<f64> {
+        if let (true, Some(fps)) = (self.uses_hint(), self.hint) {
+            return Some(Self::HZ / fps);
+        }
+        if self.units <= Self::WARM_UP {
+            return None;
+        }
+        self.measured().map(|m| Self::nominal(m.max(Self::HZ / 240.0)))
+    }
+
+    /// The step for a mean interval: a whole number of frames per second when the mean is
+    /// within 1 % of one (cameras run at 5, 10, 15, 25, 30 fps: the pipe's jitter should not
+    /// make 15 fps look like 14.98), else the mean itself.
+    fn nominal(mean: f64) -> f64 {
+        let fps = Self::HZ / mean;
+        let whole = fps.round();
+        if whole >= 1.0 && (fps - whole).abs() <= whole * 0.01 {
+            Self::HZ / whole
+        } else {
+            mean
+        }
+    }
+
+    /// Units per second, once known.
     fn rate(&self) -> Option<f64> {
-        (self.units >= Self::WARM_UP && self.interval > 0.0).then(|| Self::HZ / self.interval)
+        self.step().map(|s| Self::HZ / s)
     }
 }
 
@@ -138,7 +201,14 @@ impl UnitFeed {
     /// A unit from the camera (costs one allocation when nobody takes units, and the group kept
     /// for new consumers).
     pub fn publish(&self, codec: Codec, au: &AccessUnit) {
-        let pts = self.clock.lock().unwrap().stamp(Instant::now());
+        let pts = {
+            let mut clock = self.clock.lock().unwrap();
+            if let Some(sps) = &au.sps {
+                // Its start code first (4 bytes).
+                clock.hint = crate::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
+            }
+            clock.stamp(Instant::now())
+        };
         let unit = Arc::new(Unit {
             codec,
             au: au.clone(),
@@ -255,14 +325,38 @@ mod tests {
         }
         let steps: Vec<i64> = pts.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
         let late = &steps[100..];
-        assert!(late.iter().all(|&d| (2700..=4500).contains(&d)), "{late:?}");
-        let rate = clock.rate().unwrap();
-        assert!((rate - 25.0).abs() < 1.0, "{rate}");
+        assert!(
+            late.iter().all(|&d| (3500..=3700).contains(&d)),
+            "steady 25 fps steps: {late:?}"
+        );
+        assert_eq!(clock.rate(), Some(25.0));
         // Two seconds without units, then units again: the gap is kept.
         let before = *pts.last().unwrap();
         let after = clock.stamp(ms(100 * 80 + 2000));
         assert!(after - before > 150_000, "{before} {after}");
         assert!(clock.stamp(ms(100 * 80 + 2000)) > after, "never backwards");
+    }
+
+    #[test]
+    fn the_sps_rate_paces_the_first_units_even_in_a_burst() {
+        let mut clock = Clock::new();
+        clock.hint = Some(15.0);
+        let t0 = clock.origin;
+        // ffmpeg hands on what it buffered while probing all at once, then the camera's pace.
+        let mut pts: Vec<u64> = (0..10).map(|_| clock.stamp(t0)).collect();
+        for i in 1..40u64 {
+            pts.push(clock.stamp(t0 + std::time::Duration::from_micros(i * 66_667)));
+        }
+        let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|d| (5900..=6100).contains(d)), "{steps:?}");
+        assert_eq!(clock.rate(), Some(15.0));
+        // A camera sending a third of what its SPS says: its own rate wins once measured.
+        let mut clock = Clock::new();
+        clock.hint = Some(30.0);
+        for i in 0..100u64 {
+            clock.stamp(t0 + std::time::Duration::from_millis(i * 100));
+        }
+        assert_eq!(clock.rate(), Some(10.0));
     }
 
     #[test]
