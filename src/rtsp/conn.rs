@@ -232,7 +232,6 @@ pub async fn serve(
             writer.abort();
         }
     }
-    rtsp.connection_closed(peer.ip());
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
@@ -725,6 +724,21 @@ impl Conn {
             self.end(&id, s, "ended with its connection").await;
         }
         self.described.clear();
+    }
+}
+
+/// Whatever ends the connection (a bug's panic too), its sessions leave the table and its
+/// client's count of connections goes down.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for (id, s) in self.sessions.drain() {
+            if let Some((stop, task)) = s.player {
+                stop.cancel();
+                task.abort();
+            }
+            self.rtsp.remove_session(&id);
+        }
+        self.rtsp.connection_closed(self.peer.ip());
     }
 }
 
