@@ -24,10 +24,11 @@ APT_PACKAGES="build-essential pkg-config ca-certificates curl libclang-dev cmake
 # A real Moonraker (tests/peers/moonraker: a venv from PyPI, python3-venv and libsodium23)
 # for the webcam-registration tests; aiortc (tests/peers/aiortc: a venv from PyPI), a WebRTC
 # viewer that is not a browser; nginx (as MainsailOS runs it) in front of farmcam. GStreamer's
-# gst-launch-1.0 with rtspsrc and its libav decoder: an RTSP client of farmcam's RTSP out.
+# gst-launch-1.0 with rtspsrc and its libav decoder: an RTSP client of farmcam's RTSP out; the
+# bad plugins' x265enc for an H.265 test camera.
 TEST_APT_PACKAGES="ffmpeg mosquitto openssl python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-ugly gstreamer1.0-tools gstreamer1.0-libav glib-networking chromium chromium-driver systemd
+    gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-tools gstreamer1.0-libav glib-networking chromium chromium-driver systemd
     python3-venv libsodium23 nginx-light
     qemu-system-x86 linux-image-amd64 linux-headers-amd64 v4l2loopback-dkms busybox-static v4l-utils"
 

@@ -867,3 +867,35 @@ async fn a_silent_udp_session_times_out() {
     // The connection, silent as long and without a session now, is closed too.
     assert!(c.reply().await.is_none(), "the idle connection closes");
 }
+
+/// An H.265 camera goes out as H.265 (RFC 7798): its VPS, SPS and PPS in the SDP, ffprobe reads
+/// codec and size, Retina plays it without loss from a keyframe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_is_served_as_h265() {
+    let server = RtspServer::start(RtspOptions {
+        h265: true,
+        ..Default::default()
+    });
+    let d = farm(&server.url(), "", "");
+    let url = rtsp_url(&d, "cam");
+    let mut c = Client::connect(&d).await;
+    let r = c.request("DESCRIBE", &url, "").await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("a=rtpmap:96 H265/90000")
+            && r.body.contains("sprop-vps=")
+            && r.body.contains("sprop-sps=")
+            && r.body.contains("sprop-pps=")
+            && r.body.contains("a=x-dimensions:320,240"),
+        "{}",
+        r.body
+    );
+    drop(c);
+    let u = url.clone();
+    let probed = tokio::task::spawn_blocking(move || probe(&u, "tcp"))
+        .await
+        .unwrap();
+    assert!(probed.starts_with("hevc,320,240,"), "{probed}");
+    let (dims, frames) = retina_plays(&url, retina::client::Transport::Udp(Default::default()), None).await;
+    assert_eq!((dims, frames), ((320, 240), 30));
+}

@@ -25,6 +25,8 @@ pub struct RtspOptions {
     pub fps: Option<u32>,
     /// The H.264 profile (`high`; default: x264's ultrafast choice, constrained baseline).
     pub profile: Option<String>,
+    /// H.265 (x265) instead of H.264.
+    pub h265: bool,
 }
 
 /// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
@@ -69,6 +71,9 @@ impl RtspServer {
         }
         if let Some(p) = &options.profile {
             cmd.args(["--profile", p]);
+        }
+        if options.h265 {
+            cmd.arg("--h265");
         }
         let clients = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""An RTSP or RTSPS H.264 test camera for farmcam's tests, served by GStreamer's RTSP server.
+"""An RTSP or RTSPS H.264 (or H.265) test camera for farmcam's tests, served by GStreamer's RTSP server.
 
 Run with Debian's /usr/bin/python3 (it sees Debian's gi bindings). Prints "ready PORT" on stdout once
 it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
@@ -9,6 +9,7 @@ it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
   --size WxH --fps N  the H.264 stream (default 320x240 at 15 fps)
   --keyint N          frames from one keyframe to the next (default: fps, one a second)
   --profile P         the H.264 profile (e.g. high; default: what x264's ultrafast preset makes)
+  --h265              H.265 instead (x265), for cameras that send it
 Prints "client" on stdout for every client connection.
 """
 import argparse
@@ -28,6 +29,7 @@ p.add_argument("--user")
 p.add_argument("--password")
 p.add_argument("--size", default="320x240")
 p.add_argument("--fps", type=int, default=15)
+p.add_argument("--h265", action="store_true")
 p.add_argument("--path", default="/cam")
 p.add_argument("--keyint", type=int, default=0)
 p.add_argument("--profile")
@@ -40,14 +42,24 @@ server.set_address("127.0.0.1")
 server.set_service(str(a.port))
 
 factory = GstRtspServer.RTSPMediaFactory()
-factory.set_launch(
-    f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
-    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.keyint or a.fps} "
-    # High profile needs what the ultrafast preset turns off (8x8 transforms, CABAC).
-    + ("dct8x8=true cabac=true " if a.profile == "high" else "")
-    + (f"! video/x-h264,profile={a.profile} " if a.profile else "")
-    + "! rtph264pay name=pay0 pt=96 config-interval=1 )"
-)
+if a.h265:
+    factory.set_launch(
+        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
+        # Closed groups of pictures (IDR keyframes, as cameras send), not x265's open-GOP CRAs.
+        f"! x265enc tune=zerolatency speed-preset=ultrafast key-int-max={a.keyint or a.fps} "
+        'option-string="open-gop=0" '
+        "! video/x-h265,profile=main "
+        "! rtph265pay name=pay0 pt=96 config-interval=1 )"
+    )
+else:
+    factory.set_launch(
+        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
+        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.keyint or a.fps} "
+        # High profile needs what the ultrafast preset turns off (8x8 transforms, CABAC).
+        + ("dct8x8=true cabac=true " if a.profile == "high" else "")
+        + (f"! video/x-h264,profile={a.profile} " if a.profile else "")
+        + "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
 factory.set_shared(True)
 
 if a.cert or a.user:
