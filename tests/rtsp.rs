@@ -416,13 +416,18 @@ async fn real_clients_play_the_cameras_h264_over_tcp_and_udp_from_one_connection
                 "no gap of more than a frame over {transport}: {worst} s in {times:?}"
             );
         }));
-        let u = url.clone();
+        let (u, log) = (url.clone(), d.log.clone());
         clients.push(tokio::task::spawn_blocking(move || {
             let out = gst_plays(&u, transport);
             assert!(
                 out.status.success(),
-                "GStreamer's rtspsrc plays over {transport}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "GStreamer's rtspsrc plays over {transport}: {}\nfarmcam's RTSP log: {:#?}",
+                String::from_utf8_lossy(&out.stderr),
+                log.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.contains("rtsp"))
+                    .collect::<Vec<_>>()
             );
         }));
     }
