@@ -27,7 +27,9 @@ const EX_CONFIG: u8 = 78;
           /api/cameras                 JSON status of every camera\n  \
           /api/events                  Server-Sent Events of camera state changes\n\
         A camera with `listen` also answers /?action=stream, /?action=snapshot, /stream, /snapshot \
-        on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\n\
+        on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\
+        H.264/H.265 cameras without transcoding: /cameras/ID/webrtc and /cameras/ID/whep (WebRTC, \
+        [webrtc]), and rtsp://HOST:8554/ID for Home Assistant, Frigate, NVRs, VLC ([rtsp] listen).\n\n\
         Sources: bambu://bblp:CODE@IP (Bambu P1/A1, native); rtsp://, rtsps://, \
         bambu-rtsps://bblp:CODE@IP (Bambu X1/H2), http(s):// MJPEG (e.g. Creality K1: \
         http://IP:8080/?action=stream) and ffmpeg:ARGS need ffmpeg (apt install ffmpeg); \

@@ -128,7 +128,14 @@ fn address_in_use_is_one_clear_error() {
 fn help_and_version() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for word in ["run", "check", "/cameras/ID/stream", "/api/events", "78"] {
+    for word in [
+        "run",
+        "check",
+        "/cameras/ID/stream",
+        "/api/events",
+        "78",
+        "rtsp://HOST:8554/ID",
+    ] {
         assert!(out.contains(word), "--help mentions {word}: {out}");
     }
     let (code, out, _) = run(&["--version"]);
