@@ -26,3 +26,17 @@ rss_kb() {
 
 # CPU share of one core (%) from two tick counts and two `date +%s.%N` times.
 cpu_pct() { python3 -c "print(f'{($2-$1)/100/($4-$3)*100:.1f}')" "$@"; }
+
+# The floor of the coded-video benchmarks: CPU share of `ffmpeg -c:v copy` pulling $SRC (TCP)
+# over $SECS seconds after a 5 s warm-up, what the camera connection alone costs.
+ffmpeg_copy() {
+    local pid t0 s0 t1 s1
+    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp -i "$SRC" -an -c:v copy -f h264 -y /dev/null </dev/null &
+    pid=$!
+    sleep 5
+    t0=$(ticks "$pid"); s0=$(date +%s.%N)
+    sleep "$SECS"
+    t1=$(ticks "$pid"); s1=$(date +%s.%N)
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    cpu_pct "$t0" "$t1" "$s0" "$s1"
+}

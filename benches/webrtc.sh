@@ -77,18 +77,6 @@ farmcam_case() {
     echo "$(cpu_pct "$t0" "$t1" "$s0" "$s1") $(python3 -c "print(round(($b1-$b0)/($s1-$s0)/$n/1000))") $dec $sessions"
 }
 
-ffmpeg_copy() {
-    local pid t0 s0 t1 s1
-    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp -i "$SRC" -an -c:v copy -f h264 -y /dev/null &
-    pid=$!
-    sleep 5
-    t0=$(ticks "$pid"); s0=$(date +%s.%N)
-    sleep "$SECS"
-    t1=$(ticks "$pid"); s1=$(date +%s.%N)
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    cpu_pct "$t0" "$t1" "$s0" "$s1"
-}
-
 declare -A R
 for n in 1 5 20; do
     R[webrtc$n]=$(farmcam_case webrtc "$n")

@@ -33,4 +33,5 @@ pub mod source;
 pub mod sps;
 pub mod systemd;
 pub mod turn;
+pub mod unix_time;
 pub mod webrtc;

@@ -134,26 +134,7 @@ impl Client {
 
     /// Interleaved packets until `n` arrived on `channel`.
     async fn media(&mut self, channel: u8, n: usize) {
-        let mut got = 0;
-        tokio::time::timeout(WAIT, async {
-            while got < n {
-                if self.buf.len() >= 4 && self.buf[0] == b'$' {
-                    let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                    if self.buf.len() >= 4 + len {
-                        got += usize::from(self.buf[1] == channel);
-                        assert_eq!(self.buf[4] >> 6, 2, "RTP version 2");
-                        self.buf.drain(..4 + len);
-                        continue;
-                    }
-                }
-                let mut chunk = [0u8; 16384];
-                let r = self.sock.read(&mut chunk).await.unwrap();
-                assert!(r > 0, "the server closed while playing");
-                self.buf.extend_from_slice(&chunk[..r]);
-            }
-        })
-        .await
-        .expect("media within the limit");
+        self.packets(channel, n).await;
     }
 
     /// The next `n` RTP packets on `channel`: sequence number and the first NAL unit type (an
@@ -167,6 +148,7 @@ impl Client {
                     if self.buf.len() >= 4 + len {
                         if self.buf[1] == channel {
                             let p = &self.buf[4..4 + len];
+                            assert_eq!(p[0] >> 6, 2, "RTP version 2");
                             let seq = u16::from_be_bytes([p[2], p[3]]);
                             let t = p[12] & 0x1f;
                             let t = if t == 28 && p[13] & 0x80 != 0 {

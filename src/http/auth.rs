@@ -253,7 +253,7 @@ impl Guard {
 
     /// A Digest challenge with a fresh nonce.
     pub fn digest_challenge(&self) -> String {
-        let t = unix_secs();
+        let t = crate::unix_time::now_secs();
         format!(
             "Digest realm=\"{}\", nonce=\"{}\"",
             crate::password::REALM,
@@ -272,7 +272,7 @@ impl Guard {
         let Some(t) = nonce.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
             return false;
         };
-        let now = unix_secs();
+        let now = crate::unix_time::now_secs();
         now.saturating_sub(t) < NONCE_LIFE.as_secs()
             && t <= now + 1
             && same(self.nonce_at(t).as_bytes(), nonce.as_bytes())
@@ -483,13 +483,6 @@ impl Clients {
     }
 }
 
-/// Byte strings equal, in time that depends only on their lengths.
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `name=value, name="quoted, value"` as Digest writes its parameters.
 fn digest_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -529,6 +522,7 @@ fn digest_params(s: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Byte strings equal, in time that depends only on their lengths.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

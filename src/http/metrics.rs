@@ -10,6 +10,20 @@ use super::{api, Body, Ctx};
 use crate::events::{CameraState, LightState};
 use crate::registry::{CameraStatus, DecoderMode};
 
+/// Per camera, how many of `of` (camera ids, one per session) are its.
+fn per_camera_count(
+    cameras: &[std::sync::Arc<crate::registry::Camera>],
+    of: &[String],
+) -> Vec<(String, f64)> {
+    cameras
+        .iter()
+        .map(|c| {
+            let n = of.iter().filter(|id| *id == c.id()).count();
+            (format!("{{camera=\"{}\"}}", label(c.id())), n as f64)
+        })
+        .collect()
+}
+
 /// Prometheus label values: backslash, quote and newline escaped.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -263,19 +277,13 @@ pub fn render(ctx: &Ctx) -> String {
         vec![(String::new(), cpu)],
     );
     if let Some(rtc) = &ctx.webrtc {
-        let sessions = rtc.sessions();
+        let sessions: Vec<String> = rtc.sessions().into_iter().map(|s| s.camera).collect();
         family(
             &mut out,
             "webrtc_sessions",
             "gauge",
             "WebRTC viewers per camera (live H.264 without transcoding).",
-            cameras
-                .iter()
-                .map(|c| {
-                    let n = sessions.iter().filter(|s| s.camera == c.id()).count();
-                    (format!("{{camera=\"{}\"}}", label(c.id())), n as f64)
-                })
-                .collect(),
+            per_camera_count(&cameras, &sessions),
         );
         family(
             &mut out,
@@ -286,19 +294,13 @@ pub fn render(ctx: &Ctx) -> String {
         );
     }
     if let Some(rtsp) = &ctx.rtsp {
-        let sessions = rtsp.sessions();
+        let sessions: Vec<String> = rtsp.sessions().into_iter().map(|s| s.camera).collect();
         family(
             &mut out,
             "rtsp_sessions",
             "gauge",
             "RTSP sessions per camera (Home Assistant, Frigate, NVRs, VLC).",
-            cameras
-                .iter()
-                .map(|c| {
-                    let n = sessions.iter().filter(|s| s.camera == c.id()).count();
-                    (format!("{{camera=\"{}\"}}", label(c.id())), n as f64)
-                })
-                .collect(),
+            per_camera_count(&cameras, &sessions),
         );
         family(
             &mut out,

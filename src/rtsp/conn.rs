@@ -570,7 +570,7 @@ impl Conn {
                 camera: id.clone(),
                 peer: self.peer.to_string(),
                 transport: kind,
-                started: super::unix_now(),
+                started: crate::unix_time::now(),
                 playing: false,
                 bytes_sent: 0,
                 skips: 0,

@@ -15,7 +15,7 @@ mod sdp;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
@@ -395,11 +395,4 @@ async fn drain(socket: Arc<UdpSocket>, shutdown: CancellationToken) {
             _ = socket.recv_from(&mut buf) => {}
         }
     }
-}
-
-/// Unix seconds now.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -50,7 +50,6 @@ pub async fn run(
         sink,
         counters,
         waiting_keyframe: true,
-        buf: Vec::new(),
     };
     for u in &start.units {
         if !sender.send(&mut rtp, u) {
@@ -83,7 +82,6 @@ struct Sender {
     sink: Sink,
     counters: Arc<Counters>,
     waiting_keyframe: bool,
-    buf: Vec<u8>,
 }
 
 impl Sender {
@@ -106,8 +104,8 @@ impl Sender {
         let mut sent = 0u64;
         match &self.sink {
             Sink::Tcp { channel, out } => {
-                let buf = &mut self.buf;
-                buf.clear();
+                // Per packet of up to 1200 payload bytes: 12 of RTP header, 4 of interleaving.
+                let mut buf = Vec::with_capacity(u.au.data.len() + u.au.data.len() / 64 + 64);
                 rtp.packetize(&u.au.data, u.pts, &mut |p| {
                     buf.push(b'$');
                     buf.push(*channel);
@@ -115,7 +113,7 @@ impl Sender {
                     buf.extend_from_slice(p);
                 });
                 let n = buf.len() as u64;
-                match out.try_send(Bytes::copy_from_slice(buf)) {
+                match out.try_send(Bytes::from(buf)) {
                     Ok(()) => sent = n,
                     Err(mpsc::error::TrySendError::Full(_)) => self.behind(),
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,

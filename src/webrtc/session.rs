@@ -86,7 +86,7 @@ impl Session {
             _hold: hold,
             peer,
             created: Instant::now(),
-            started_unix: super::unix_now(),
+            started_unix: crate::unix_time::now(),
             pending: None,
             mid: None,
             pt: None,

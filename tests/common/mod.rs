@@ -386,12 +386,12 @@ async fn whole(mut s: Stream) -> Response {
     }
 }
 
-/// `farmcam hash-password`, as a user runs it: the hash of `password`.
-/// `farmcam hash-password --rtsp-digest NAME`, as a user would run it.
-pub fn rtsp_digest(name: &str, password: &str) -> String {
+/// `farmcam hash-password ARGS` with `password` typed on standard input: what it prints.
+fn run_hash_password(args: &[&str], password: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(BIN)
-        .args(["hash-password", "--rtsp-digest", name])
+        .arg("hash-password")
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -402,18 +402,14 @@ pub fn rtsp_digest(name: &str, password: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `farmcam hash-password --rtsp-digest NAME`, as a user would run it.
+pub fn rtsp_digest(name: &str, password: &str) -> String {
+    run_hash_password(&["--rtsp-digest", name], password)
+}
+
+/// `farmcam hash-password`, as a user runs it: the hash of `password`.
 pub fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(BIN)
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let h = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let h = run_hash_password(&[], password);
     assert!(h.starts_with("pbkdf2-sha256$") && !h.contains(password), "{h}");
     h
 }
