@@ -154,43 +154,48 @@ impl I420 {
 
     /// Encode as a baseline 4:2:0 JPEG.
     pub fn encode(&self, quality: u8) -> Result<Vec<u8>, CodecError> {
-        let (w, h) = (self.size.width as usize, self.size.height as usize);
-        let c = Self::chroma_size(self.size);
-        let (cw, ch) = (c.width as usize, c.height as usize);
-        if w == 0 || h == 0 || self.y.len() < w * h || self.u.len() < cw * ch || self.v.len() < cw * ch {
-            return Err(CodecError(format!("incomplete {} YUV picture", self.size)));
-        }
-        // libjpeg-turbo wants the Y plane in whole 2x2 blocks: an odd side repeats its last
-        // column or row.
-        let (pw, ph) = (cw * 2, ch * 2);
-        let padded;
-        let y = if (pw, ph) == (w, h) {
-            &self.y[..]
-        } else {
-            let mut p = Vec::with_capacity(pw * ph);
-            for r in 0..ph {
-                let row = &self.y[r.min(h - 1) * w..][..w];
-                p.extend_from_slice(row);
-                p.resize(p.len() + pw - w, row[w - 1]);
-            }
-            padded = p;
-            &padded[..]
-        };
-        let mut c = Compressor::new()?;
-        c.set_quality(quality as i32)?;
-        let image = YuvPlanesImage {
-            y_plane: y,
-            u_plane: &self.u[..],
-            v_plane: &self.v[..],
-            width: w,
-            height: h,
-            y_stride: pw,
-            u_stride: cw,
-            v_stride: cw,
-            subsamp: Subsamp::Sub2x2,
-        };
-        Ok(c.compress_yuv_planes_to_vec(&image)?)
+        encode_planes(&self.y, &self.u, &self.v, self.size, quality)
     }
+}
+
+/// Encode packed 4:2:0 planes (see [`I420`]) as a baseline JPEG.
+pub fn encode_planes(y: &[u8], u: &[u8], v: &[u8], size: Size, quality: u8) -> Result<Vec<u8>, CodecError> {
+    let (w, h) = (size.width as usize, size.height as usize);
+    let c = I420::chroma_size(size);
+    let (cw, ch) = (c.width as usize, c.height as usize);
+    if w == 0 || h == 0 || y.len() < w * h || u.len() < cw * ch || v.len() < cw * ch {
+        return Err(CodecError(format!("incomplete {size} YUV picture")));
+    }
+    // libjpeg-turbo wants the Y plane in whole 2x2 blocks: an odd side repeats its last
+    // column or row.
+    let (pw, ph) = (cw * 2, ch * 2);
+    let padded;
+    let y = if (pw, ph) == (w, h) {
+        y
+    } else {
+        let mut p = Vec::with_capacity(pw * ph);
+        for r in 0..ph {
+            let row = &y[r.min(h - 1) * w..][..w];
+            p.extend_from_slice(row);
+            p.resize(p.len() + pw - w, row[w - 1]);
+        }
+        padded = p;
+        &padded[..]
+    };
+    let mut c = Compressor::new()?;
+    c.set_quality(quality as i32)?;
+    let image = YuvPlanesImage {
+        y_plane: y,
+        u_plane: u,
+        v_plane: v,
+        width: w,
+        height: h,
+        y_stride: pw,
+        u_stride: cw,
+        v_stride: cw,
+        subsamp: Subsamp::Sub2x2,
+    };
+    Ok(c.compress_yuv_planes_to_vec(&image)?)
 }
 
 /// A JPEG's size, from its header.

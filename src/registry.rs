@@ -110,6 +110,9 @@ pub struct CameraStatus {
     pub keyframe_interval_ms: Option<u64>,
     /// Pictures handed to the decoder (H.264/H.265 cameras).
     pub frames_decoded: Option<u64>,
+    /// Decoder processes started (H.264/H.265 cameras): once per need for pictures, not per
+    /// change of rate.
+    pub decoder_starts: Option<u64>,
     /// JPEGs encoded for this camera (None: frames are passed through as the camera sends them).
     pub frames_encoded: Option<u64>,
     /// Frames made at a size consumers asked for (`?width=`): each size of each frame once.
@@ -347,6 +350,9 @@ impl Camera {
             frames_decoded: work
                 .filter(|w| w.decoder().is_some())
                 .map(|w| w.frames_decoded.load(Relaxed)),
+            decoder_starts: work
+                .filter(|w| w.decoder().is_some())
+                .map(|w| w.decoder_starts.load(Relaxed)),
             frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
             frames_scaled: s.sizes.frames_scaled.load(Relaxed),
             sizes: s.sizes.in_use(),

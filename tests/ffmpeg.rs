@@ -11,7 +11,7 @@ use common::mjpeg_server::MjpegServer;
 use common::proc::{children, cmdline, ffmpeg_children, free_port, proc_state};
 use common::rtsp::{RtspOptions, RtspServer};
 use common::{
-    config, decode_jpeg, get, is_live, live_frame, open_stream, part_where, placeholder_frame, Daemon,
+    config, decode_jpeg, find, get, is_live, live_frame, open_stream, part_where, placeholder_frame, Daemon,
     Stream, BIN, LIVE_WAIT,
 };
 
@@ -70,9 +70,18 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     assert_eq!(children(pid).len(), 5, "no other children");
     assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(cmdline(rtsp_ff[0]).contains("-c:v copy -bsf:v dump_extra=freq=keyframe -f h264"));
-    assert!(
-        decoders.iter().any(|d| cmdline(*d).contains("-qmin 11 -qmax 11")),
-        "quality 70 → q 11 in the rtsps camera's decoder"
+    // farmcam encodes the decoded pictures at the camera's quality: libjpeg's luminance table
+    // starts at 16 scaled to 60 % for quality 70 (10), to 20 % for the default 90 (3).
+    let first_quantizer = |jpeg: &[u8]| {
+        let dqt = find(jpeg, &[0xff, 0xdb]).expect("a quantization table");
+        jpeg[dqt + 5]
+    };
+    let x1c = get(d.main, "/cameras/x1c/snapshot").await;
+    let plain = get(d.main, "/cameras/rtsp/snapshot").await;
+    assert_eq!(
+        (first_quantizer(&x1c.body), first_quantizer(&plain.body)),
+        (10, 3),
+        "quality 70 and the default 90"
     );
     assert!(cmdline(http_ff[0]).contains("-c:v copy -f mjpeg"));
     let k1 = d.camera("k1").await;

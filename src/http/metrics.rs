@@ -182,6 +182,13 @@ pub fn render(ctx: &Ctx) -> String {
     );
     family(
         &mut out,
+        "decoder_starts_total",
+        "counter",
+        "Decoder processes started (H.264/H.265 cameras).",
+        optional(&|c| c.decoder_starts.map(|n| n as f64)),
+    );
+    family(
+        &mut out,
         "frames_encoded_total",
         "counter",
         "JPEGs encoded for the camera (cameras whose frames are not passed through).",

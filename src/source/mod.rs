@@ -149,6 +149,9 @@ pub struct Work {
     pub keyframe_interval_ms: std::sync::atomic::AtomicU64,
     /// Pictures handed to a decoder.
     pub frames_decoded: std::sync::atomic::AtomicU64,
+    /// Decoders started (a change of demand between keyframes and every picture, or of the rate,
+    /// starts none).
+    pub decoder_starts: std::sync::atomic::AtomicU64,
     /// JPEGs encoded (by farmcam or its decoder child).
     pub frames_encoded: std::sync::atomic::AtomicU64,
 }
@@ -161,7 +164,7 @@ pub enum DecoderMode {
     Off,
     /// Only keyframes are decoded: every consumer is served by one frame per keyframe interval.
     Keyframes,
-    /// Every picture is decoded; JPEG only at the rate asked for.
+    /// Every picture is decoded; JPEGs are encoded only for the pictures consumers take.
     Full,
 }
 

@@ -246,7 +246,18 @@ impl UnitFeed {
             units: group.start.units.clone(),
             complete: group.start.complete,
         };
+        // Under the lock: no unit published in between is lost or seen twice.
         (start, self.tx.subscribe())
+    }
+
+    /// Where a new consumer would start now (the decoder replays it when it goes from keyframes
+    /// to every picture).
+    pub fn group(&self) -> Start {
+        let group = self.group.lock().unwrap();
+        Start {
+            units: group.start.units.clone(),
+            complete: group.start.complete,
+        }
     }
 
     /// The codec this camera sent last time it was connected, if it ever sent coded video.

@@ -252,7 +252,19 @@ fn jpeg_output(
     first: Option<String>,
     quality_option: &str,
 ) -> Vec<String> {
-    let mut a = Vec::new();
+    let mut a = full_range(size, zscale, first);
+    let q = qscale(quality).to_string();
+    a.extend(["-c:v", "mjpeg"].map(String::from));
+    match quality_option {
+        "-qmin" => a.extend(["-qmin", &q, "-qmax", &q].map(String::from)),
+        other => a.extend([other, &q].map(String::from)),
+    }
+    a.extend(["-pix_fmt", "yuvj420p"].map(String::from));
+    a
+}
+
+/// The filters that give full-range 4:2:0 pictures at `size` (after `first`), as JPEG wants.
+fn full_range(size: Option<Size>, zscale: bool, first: Option<String>) -> Vec<String> {
     let mut filters: Vec<String> = first.into_iter().collect();
     // JPEG wants full-range YUV; H.264 cameras mostly send video range (16..235). Letting
     // `-pix_fmt yuvj420p` convert it runs swscale's generic scaler on every frame: a third of
@@ -264,37 +276,26 @@ fn jpeg_output(
     } else if zscale {
         filters.push("zscale=r=full".to_string());
     }
-    if !filters.is_empty() {
-        a.extend(["-vf".to_string(), filters.join(",")]);
+    if filters.is_empty() {
+        Vec::new()
+    } else {
+        vec!["-vf".to_string(), filters.join(",")]
     }
-    let q = qscale(quality).to_string();
-    a.extend(["-c:v", "mjpeg"].map(String::from));
-    match quality_option {
-        "-qmin" => a.extend(["-qmin", &q, "-qmax", &q].map(String::from)),
-        other => a.extend([other, &q].map(String::from)),
-    }
-    a.extend(["-pix_fmt", "yuvj420p"].map(String::from));
-    a
 }
 
-/// The decoder child: reads the access units farmcam writes to its stdin, writes JPEGs.
+/// The decoder child: reads the access units farmcam writes to its stdin and writes every
+/// picture it decodes, raw (full-range 4:2:0 in a YUV4MPEG2 stream), for farmcam to encode the
+/// ones its consumers take. What is decoded (keyframes only, or every picture) is which units
+/// farmcam writes, and what is encoded is farmcam's choice per picture: neither needs a restart.
 #[derive(Clone, Debug)]
 pub struct DecoderPlan<'a> {
     pub codec: Codec,
     /// A decoder to use instead of ffmpeg's default, e.g. `h264_v4l2m2m` on a Raspberry Pi.
     pub decoder: Option<&'a str>,
-    /// Only keyframes are fed: decode single-threaded, so each picture comes out at once.
-    pub keyframes_only: bool,
-    /// Encode at most this many frames per second (None: every picture decoded).
-    pub rate: Option<f64>,
     pub size: Option<Size>,
-    pub quality: u8,
     pub zscale: bool,
     /// `-fps_mode` (ffmpeg 5.1 and later) or `-vsync`.
     pub fps_mode_option: &'static str,
-    /// The camera's frame rate as measured: the raw stream has no timestamps, the rate filter
-    /// counts with these.
-    pub framerate: Option<f64>,
 }
 
 impl DecoderPlan<'_> {
@@ -305,15 +306,13 @@ impl DecoderPlan<'_> {
         if let Some(d) = self.decoder {
             a.extend(["-c:v".to_string(), d.to_string()]);
         }
-        if self.keyframes_only {
-            a.extend(["-threads", "1"].map(String::from));
-        }
+        // Each picture comes out as soon as its unit went in: frame threads would hold a
+        // keyframe until the next few units arrive (in keyframes mode: seconds). Slice threads
+        // still share a picture of several slices out.
+        a.extend(["-thread_type", "slice"].map(String::from));
         // Without a tiny probe the decoder reads megabytes before its first picture. (Not
         // "-fflags nobuffer": it drops the first keyframe, the very picture a newcomer waits for.)
         a.extend(["-probesize", "32", "-analyzeduration", "0", "-flags", "low_delay"].map(String::from));
-        if let Some(fps) = self.framerate.filter(|f| f.is_finite() && *f > 0.0) {
-            a.extend(["-framerate".to_string(), format!("{fps:.3}")]);
-        }
         a.extend(
             [
                 "-f",
@@ -325,15 +324,23 @@ impl DecoderPlan<'_> {
             ]
             .map(String::from),
         );
-        // Drop pictures (never duplicate them) to the rate asked for; a little early is fine.
-        let select = self.rate.filter(|r| *r > 0.0).map(|r| {
-            format!(
-                "select='isnan(prev_selected_t)+gte(t-prev_selected_t,{:.4})'",
-                0.9 / r
-            )
-        });
-        a.extend(jpeg_output(self.size, self.zscale, self.quality, select, "-qmin"));
-        a.extend(["-f", "mjpeg", "-flush_packets", "1", "pipe:1"].map(String::from));
+        a.extend(full_range(self.size, self.zscale, None));
+        // yuvj420p (full range) is not in the YUV4MPEG2 standard set: ffmpeg writes it with
+        // "-strict -1" as C420jpeg XCOLORRANGE=FULL.
+        a.extend(
+            [
+                "-pix_fmt",
+                "yuvj420p",
+                "-strict",
+                "-1",
+                "-f",
+                "yuv4mpegpipe",
+                "-flush_packets",
+                "1",
+                "pipe:1",
+            ]
+            .map(String::from),
+        );
         a
     }
 }
@@ -457,17 +464,13 @@ mod tests {
 mod decoder_tests {
     use super::*;
 
-    fn decoder(keyframes_only: bool, rate: Option<f64>, hw: Option<&str>) -> String {
+    fn decoder(hw: Option<&str>) -> String {
         DecoderPlan {
             codec: Codec::H264,
             decoder: hw,
-            keyframes_only,
-            rate,
             size: None,
-            quality: 90,
             zscale: true,
             fps_mode_option: "-fps_mode",
-            framerate: rate.map(|_| 15.0),
         }
         .args()
         .join(" ")
@@ -505,23 +508,21 @@ mod decoder_tests {
     }
 
     #[test]
-    fn decoder_reads_stdin_and_encodes_only_what_is_asked() {
-        let k = decoder(true, None, None);
+    fn decoder_reads_stdin_and_writes_raw_pictures() {
+        let k = decoder(None);
         assert!(
-            k.contains("-threads 1 -probesize 32 -analyzeduration 0 -flags low_delay -f h264 -i pipe:0 -fps_mode passthrough"),
+            k.contains("-thread_type slice -probesize 32 -analyzeduration 0 -flags low_delay -f h264 -i pipe:0 -fps_mode passthrough"),
             "{k}"
         );
-        assert!(k.ends_with("-vf zscale=r=full -c:v mjpeg -qmin 5 -qmax 5 -pix_fmt yuvj420p -f mjpeg -flush_packets 1 pipe:1"), "{k}");
-        let full = decoder(false, Some(2.0), None);
-        assert!(!full.contains("-threads 1"), "{full}");
-        assert!(full.contains("-framerate 15.000 -f h264"), "{full}");
         assert!(
-            full.contains("-vf select='isnan(prev_selected_t)+gte(t-prev_selected_t,0.4500)',zscale=r=full"),
-            "{full}"
+            k.ends_with(
+                "-vf zscale=r=full -pix_fmt yuvj420p -strict -1 -f yuv4mpegpipe -flush_packets 1 pipe:1"
+            ),
+            "{k}"
         );
-        let hw = decoder(false, None, Some("h264_v4l2m2m"));
+        let hw = decoder(Some("h264_v4l2m2m"));
         assert!(
-            hw.contains("-c:v h264_v4l2m2m -probesize 32"),
+            hw.contains("-c:v h264_v4l2m2m -thread_type slice"),
             "the decoder is named before -i: {hw}"
         );
         assert!(

@@ -1,18 +1,23 @@
 //! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam, which
-//! cuts it into access units, keeps the last keyframe, and feeds a separate decoder child only as
-//! much as the demand needs:
+//! cuts it into access units, keeps the current group of pictures (in [`crate::source::units`]),
+//! and feeds a separate decoder child only as much as the demand needs:
 //!
 //! - nobody needs JPEG frames: no decoder at all (the camera connection is kept for the idle
 //!   grace; copying costs almost nothing);
 //! - every consumer is served by one frame per keyframe interval (wall tiles, MQTT, `?fps=1`):
-//!   only keyframes are decoded;
-//! - more: every picture is decoded, and JPEGs are encoded at the rate asked for.
+//!   only keyframes are fed to the decoder;
+//! - more: every unit is fed.
 //!
-//! A change of mode restarts the decoder only, starting from the cached keyframe (a newcomer gets
-//! a picture at once; in full mode every picture follows from the next keyframe on); the camera
-//! connection is never reopened for it.
+//! The decoder writes raw pictures and farmcam encodes (libjpeg-turbo) only those the demand
+//! takes, so one decoder serves every change of rate and mode without a restart: going from
+//! keyframes to every picture replays the kept group into it (the replayed pictures are not
+//! encoded, but the last, which is the current one), so full rate starts at once, not at the
+//! next keyframe. The decoder is restarted only when it dies or the stream's parameters change;
+//! the camera connection is never reopened for it.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::args::DecoderPlan;
 use super::child::{Chatter, Ffmpeg};
-use super::decoder::Decoder;
+use super::decoder::{Decoder, Picture};
 use super::mjpeg::READ_CHUNK;
 use crate::backoff::Backoff;
 use crate::frame::{Captured, Size};
@@ -39,13 +44,6 @@ const DECODER_TRIES: u32 = 3;
 /// A decoder that ran this long was healthy: if it dies, it is restarted at once.
 const DECODER_HEALTHY: Duration = Duration::from_secs(30);
 
-/// What the decoder is set up for: the mode, and in full mode the rate to encode.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Setup {
-    mode: DecoderMode,
-    rate: Option<f64>,
-}
-
 /// How the decoders of one camera are made.
 pub struct DecoderConfig {
     pub program: PathBuf,
@@ -55,6 +53,9 @@ pub struct DecoderConfig {
     pub zscale: bool,
     pub fps_mode_option: &'static str,
     pub max_frame: usize,
+    /// In full mode a picture is encoded at least this often, whatever the rate asked for (a
+    /// snapshot may come at any moment; the pump sees the camera alive).
+    pub keepalive: Duration,
 }
 
 pub struct Ingest {
@@ -63,20 +64,23 @@ pub struct Ingest {
     ff: Ffmpeg,
     splitter: AuSplitter,
     buf: Box<[u8]>,
-    /// The last keyframe (with its parameter sets): where every decoder starts. The pictures
-    /// after it are not kept: replaying them would show a burst of old pictures.
-    keyframe: Option<AccessUnit>,
     last_keyframe: Option<Instant>,
-    /// Units since the last keyframe, and the camera's frame rate they gave.
-    units_since_key: u32,
-    source_fps: Option<f64>,
     sps: Option<Bytes>,
     demand: DemandRx,
     config: DecoderConfig,
     chatter: Chatter,
-    decoder: Option<(Decoder, Setup)>,
+    /// The running decoder, and what it is fed.
+    decoder: Option<(Decoder, DecoderMode)>,
     /// The running decoder waits for a keyframe (it was behind, or started without one).
     resync: bool,
+    /// When each unit fed to the running decoder and not yet decoded arrived, in order: its
+    /// picture's capture time. `None`: a replayed unit whose picture is not encoded (of a replay,
+    /// only the last, current, picture is).
+    fed: VecDeque<Option<SystemTime>>,
+    /// When the kept group's keyframe arrived.
+    keyframe_at: Option<SystemTime>,
+    /// When a JPEG was last encoded.
+    last_encoded: Option<Instant>,
     /// Decoders that exited in a row without a picture.
     decoder_failures: u32,
     decoder_retry_at: Option<Instant>,
@@ -118,16 +122,16 @@ impl Ingest {
             ff,
             splitter: AuSplitter::new(codec, config.max_frame),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            keyframe: None,
             last_keyframe: None,
-            units_since_key: 0,
-            source_fps: None,
             sps: None,
             demand,
             config,
             chatter,
             decoder: None,
             resync: false,
+            fed: VecDeque::new(),
+            keyframe_at: None,
+            last_encoded: None,
             decoder_failures: 0,
             decoder_retry_at: None,
             decoder_produced: false,
@@ -144,53 +148,48 @@ impl Ingest {
     }
 
     fn keyframe_interval(&self) -> Option<Duration> {
-        match self
-            .work
-            .keyframe_interval_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        match self.work.keyframe_interval_ms.load(Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         }
     }
 
-    /// The decoder setup the demand calls for.
-    fn wanted(&self, d: &Demand) -> Setup {
+    /// What the decoder should be fed for the demand.
+    fn wanted(&self, d: &Demand) -> DecoderMode {
         if !d.wants_pictures() {
-            return Setup {
-                mode: DecoderMode::Off,
-                rate: None,
-            };
+            return DecoderMode::Off;
         }
         let interval = self.keyframe_interval().unwrap_or(Duration::from_secs(1));
         match d.rate {
             // One picture per keyframe interval serves everyone (a little slack for jitter).
-            Some(r) if r * interval.as_secs_f64() <= 1.05 => Setup {
-                mode: DecoderMode::Keyframes,
-                rate: None,
-            },
-            rate => Setup {
-                mode: DecoderMode::Full,
-                rate,
-            },
+            Some(r) if r * interval.as_secs_f64() <= 1.05 => DecoderMode::Keyframes,
+            _ => DecoderMode::Full,
         }
     }
 
-    /// Start, restart or stop the decoder to match the demand.
+    /// Start or stop the decoder, or change what it is fed, to match the demand.
     fn apply_demand(&mut self) {
         while self.stopping.try_join_next().is_some() {}
         let demand = *self.demand.borrow_and_update();
         let want = self.wanted(&demand);
-        let running = self.decoder.as_ref().map(|(_, s)| *s);
-        if running == Some(want) || (running.is_none() && want.mode == DecoderMode::Off) {
-            return;
-        }
-        if running.is_none() && self.decoder_retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        self.stop_decoder();
-        if want.mode != DecoderMode::Off {
-            self.start_decoder(want);
+        match self.decoder.as_mut() {
+            None if want == DecoderMode::Off => {}
+            None => {
+                if self.decoder_retry_at.is_none_or(|t| Instant::now() >= t) {
+                    self.start_decoder(want);
+                }
+            }
+            Some(_) if want == DecoderMode::Off => self.stop_decoder(),
+            Some((_, mode)) if *mode == want => {}
+            Some((_, mode)) => {
+                *mode = want;
+                self.work.set_decoder(Some(want));
+                debug!(camera = %self.camera, "decoder: now fed {want:?}");
+                if want == DecoderMode::Full && !self.resync {
+                    // It has the group's keyframe: the rest brings it to the current picture.
+                    self.replay(1);
+                }
+            }
         }
     }
 
@@ -201,34 +200,31 @@ impl Ingest {
         self.work.set_decoder(Some(DecoderMode::Off));
     }
 
-    fn start_decoder(&mut self, setup: Setup) {
+    fn start_decoder(&mut self, mode: DecoderMode) {
         let args = DecoderPlan {
             codec: self.codec,
             decoder: self.config.decoder.as_deref(),
-            keyframes_only: setup.mode == DecoderMode::Keyframes,
-            rate: setup.rate,
             size: self.config.size,
-            quality: self.config.quality,
             zscale: self.config.zscale,
             fps_mode_option: self.config.fps_mode_option,
-            framerate: self.source_fps,
         }
         .args();
-        debug!(camera = %self.camera, "decoder ({:?}): {}", setup.mode, args.join(" "));
-        match Decoder::start(&self.config.program, &args, &self.chatter, self.config.max_frame) {
+        debug!(camera = %self.camera, "decoder ({mode:?}): {}", args.join(" "));
+        match Decoder::start(&self.config.program, &args, &self.chatter) {
             Ok(d) => {
-                self.decoder = Some((d, setup));
+                self.decoder = Some((d, mode));
+                self.work.decoder_starts.fetch_add(1, Relaxed);
                 self.decoder_produced = false;
                 self.decoder_started = Instant::now();
-                self.work.set_decoder(Some(setup.mode));
+                self.work.set_decoder(Some(mode));
                 self.last_picture = Instant::now();
-                // Start from the cached keyframe: a newcomer gets a picture at once. In full mode the
-                // rest of the group is not replayed (a burst of old pictures); decoding goes on
-                // from the next keyframe.
+                self.fed.clear();
+                // Start from the kept keyframe (a newcomer gets a picture at once), in full mode
+                // with the rest of its group (the current picture at once, every one after it).
                 self.resync = true;
-                if let Some(key) = self.keyframe.clone() {
-                    self.feed(&key);
-                    self.resync = true;
+                match mode {
+                    DecoderMode::Full => self.replay(0),
+                    _ => self.feed_keyframe(),
                 }
             }
             Err(e) => {
@@ -238,15 +234,55 @@ impl Ingest {
         }
     }
 
-    /// Hand one unit to the running decoder, as its mode wants.
-    fn feed(&mut self, unit: &AccessUnit) {
-        let Some((decoder, setup)) = &self.decoder else {
+    /// Feed the kept group from its unit `from` on, in one write: the decoder catches up to the
+    /// current picture, and only that one of the replayed pictures is encoded.
+    fn replay(&mut self, from: usize) {
+        let Some((decoder, _)) = &self.decoder else {
+            return;
+        };
+        let group = self.work.units.group();
+        if !group.complete || group.units.len() <= from {
+            // Nothing kept to replay (a group too long to keep): every picture from the next
+            // keyframe on. A decoder starting has at least the keyframe.
+            if from == 0 {
+                self.feed_keyframe();
+            }
+            self.resync |= from > 0 && !group.complete;
+            return;
+        }
+        let units = &group.units[from..];
+        let delimiter = delimiter(self.codec);
+        let mut data = Vec::with_capacity(units.iter().map(|u| u.au.data.len() + delimiter.len()).sum());
+        for u in units {
+            data.extend_from_slice(&u.au.data);
+            data.extend_from_slice(delimiter);
+        }
+        if decoder.feed(Bytes::from(data)) {
+            self.resync = false;
+            self.fed.extend(std::iter::repeat_n(None, units.len() - 1));
+            self.fed.push_back(Some(SystemTime::now()));
+            self.work.frames_decoded.fetch_add(units.len() as u64, Relaxed);
+        } else {
+            self.resync = true;
+        }
+    }
+
+    /// Feed the kept group's keyframe (a decoder starting: a picture at once, of when it arrived).
+    fn feed_keyframe(&mut self) {
+        if let Some(key) = self.work.units.group().units.first() {
+            self.feed(&key.au.clone(), self.keyframe_at.unwrap_or_else(SystemTime::now));
+        }
+    }
+
+    /// Hand one unit, which arrived `at`, to the running decoder, as its mode wants.
+    fn feed(&mut self, unit: &AccessUnit, at: SystemTime) {
+        let Some((decoder, mode)) = &self.decoder else {
             return;
         };
         if self.resync && !unit.keyframe {
             return;
         }
-        if setup.mode == DecoderMode::Off || (setup.mode == DecoderMode::Keyframes && !unit.keyframe) {
+        if *mode == DecoderMode::Off || (*mode == DecoderMode::Keyframes && !unit.keyframe) {
             return;
         }
         // A delimiter after each unit makes the decoder's parser finish the picture now, not when
@@ -257,9 +293,8 @@ impl Ingest {
         let fed = decoder.feed(Bytes::from(data));
         if fed {
             self.resync = false;
-            self.work
-                .frames_decoded
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.fed.push_back(Some(at));
+            self.work.frames_decoded.fetch_add(1, Relaxed);
         } else {
             debug!(camera = %self.camera, "the decoder is behind: waiting for the next keyframe");
             self.resync = true;
@@ -275,23 +310,22 @@ impl Ingest {
     /// A unit from the camera: keep the group, measure the keyframe interval, feed the decoder.
     fn unit(&mut self, unit: AccessUnit) {
         let now = Instant::now();
+        let arrived = SystemTime::now();
         self.last_unit = Some(now);
-        self.units_since_key += 1;
-        // Coded-video consumers (WebRTC) get every unit as the camera sent it.
+        // Coded-video consumers (WebRTC, RTSP) get every unit as the camera sent it; the group
+        // kept there is what a decoder starts from.
         self.work.units.publish(self.codec, &unit);
         if !unit.keyframe {
-            self.feed(&unit);
+            self.feed(&unit, arrived);
             return;
         }
         if let Some(prev) = self.last_keyframe.replace(now) {
             let ms = (now - prev).as_millis().max(1) as u64;
-            self.source_fps = Some((self.units_since_key - 1) as f64 * 1000.0 / ms as f64);
-            self.work
-                .keyframe_interval_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
+            self.work.keyframe_interval_ms.store(ms, Relaxed);
         }
-        self.units_since_key = 1;
-        self.keyframe = Some(unit.clone());
+        if unit.sps.is_some() {
+            self.keyframe_at = Some(arrived);
+        }
         let changed = unit
             .sps
             .as_ref()
@@ -299,14 +333,14 @@ impl Ingest {
         if unit.sps.is_some() {
             self.sps = unit.sps.clone();
         }
-        match self.decoder.as_ref().map(|(_, s)| *s) {
-            Some(setup) if changed => {
+        match self.decoder.as_ref().map(|(_, m)| *m) {
+            Some(mode) if changed => {
                 info!(camera = %self.camera, "the camera changed its stream parameters (resolution?): restarting the decoder");
                 self.stop_decoder();
                 // Starts from this keyframe.
-                self.start_decoder(setup);
+                self.start_decoder(mode);
             }
-            _ => self.feed(&unit),
+            _ => self.feed(&unit, arrived),
         }
     }
 
@@ -326,21 +360,45 @@ impl Ingest {
         Some(self.last_picture + patience)
     }
 
-    /// A picture from the decoder, as the pump takes it.
-    fn picture(&mut self, f: crate::jpeg::Split) -> Captured {
+    /// A picture from the decoder: a JPEG for the pump if the demand takes it (encoded off the
+    /// async threads), else `None`.
+    async fn picture(&mut self, p: Picture) -> Option<Captured> {
         self.decoder_failures = 0;
         self.decoder_retry_at = None;
         self.decoder_produced = true;
         self.last_picture = Instant::now();
-        self.work
-            .frames_encoded
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Captured {
-            jpeg: f.jpeg,
-            width: f.width,
-            height: f.height,
-            captured_at: SystemTime::now(),
-            oriented: false,
+        // A picture the decoder made of nothing farmcam counted (it should not happen) is
+        // taken as of now.
+        let captured_at = match self.fed.pop_front() {
+            Some(None) => return None,
+            Some(Some(t)) => t,
+            None => SystemTime::now(),
+        };
+        let full = matches!(self.decoder, Some((_, DecoderMode::Full)));
+        let since = self.last_encoded.map_or(Duration::MAX, |t| t.elapsed());
+        // Keyframes mode: one picture per keyframe interval, each taken.
+        if full && !self.demand.borrow().wants_frame(since, self.config.keepalive) {
+            return None;
+        }
+        self.last_encoded = Some(Instant::now());
+        let quality = self.config.quality;
+        let size = p.size;
+        match tokio::task::spawn_blocking(move || p.encode(quality)).await {
+            Ok(Ok(jpeg)) => {
+                self.work.frames_encoded.fetch_add(1, Relaxed);
+                Some(Captured {
+                    jpeg: Bytes::from(jpeg),
+                    width: size.width,
+                    height: size.height,
+                    captured_at,
+                    oriented: false,
+                })
+            }
+            Ok(Err(e)) => {
+                debug!(camera = %self.camera, "a decoded picture could not be encoded: {e}");
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -348,7 +406,7 @@ impl Ingest {
     /// a growing pause if it died soon after it worked, else retry a few times with a pause;
     /// then the upstream fails.
     async fn decoder_exited(&mut self) -> Result<(), SourceError> {
-        let Some((mut d, setup)) = self.decoder.take() else {
+        let Some((mut d, mode)) = self.decoder.take() else {
             return Ok(());
         };
         let why = d.exit_reason().await;
@@ -358,7 +416,7 @@ impl Ingest {
             if self.decoder_started.elapsed() >= DECODER_HEALTHY {
                 self.quick_exits.reset();
                 warn!(camera = %self.camera, "{why}: restarting the decoder (the camera stays connected)");
-                self.start_decoder(setup);
+                self.start_decoder(mode);
             } else {
                 let pause = self.quick_exits.next_delay();
                 warn!(camera = %self.camera, "{why}: the decoder died soon after it started; restarting it in {pause:.1?} (the camera stays connected)");
@@ -378,7 +436,7 @@ impl Ingest {
 /// What woke the ingest loop.
 enum Event {
     Read(std::io::Result<usize>),
-    Picture(Option<crate::jpeg::Split>),
+    Picture(Option<Picture>),
     Demand,
     NoUnit,
     NoPicture,
@@ -393,7 +451,10 @@ impl Upstream for Ingest {
             if let Some(why) = self.ended.clone() {
                 return match self.decoder.as_mut() {
                     Some((d, _)) => match tokio::time::timeout(self.stall, d.next()).await {
-                        Ok(Some(f)) => Ok(self.picture(f)),
+                        Ok(Some(p)) => match self.picture(p).await {
+                            Some(c) => Ok(c),
+                            None => continue,
+                        },
                         _ => {
                             self.stop_decoder();
                             Err(SourceError::Failed(why))
@@ -445,7 +506,11 @@ impl Upstream for Ingest {
                     }
                     self.ended = Some(self.ff.exit_reason().await);
                 }
-                Event::Picture(Some(f)) => return Ok(self.picture(f)),
+                Event::Picture(Some(p)) => {
+                    if let Some(c) = self.picture(p).await {
+                        return Ok(c);
+                    }
+                }
                 Event::Picture(None) => self.decoder_exited().await?,
                 Event::Demand => {}
                 Event::Retry => self.decoder_retry_at = None,

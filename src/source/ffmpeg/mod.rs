@@ -244,6 +244,7 @@ impl Source for FfmpegSource {
                     zscale: probe.zscale,
                     fps_mode_option: probe.fps_mode_option,
                     max_frame: self.max_frame,
+                    keepalive: self.stall / 3,
                 },
                 self.chatter.clone(),
                 self.stall,
