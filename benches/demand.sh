@@ -31,12 +31,19 @@ cpu_of() {
     cpu_pct "$t0" "$t1" "$s0" "$s1"
 }
 
-# farmcam with one camera and the given idle_grace; a consumer loop runs while it is measured.
+# A broker for the MQTT case.
+MQTT_PORT=18830
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $MQTT_PORT > "$DIR/mosquitto.conf"
+mosquitto -c "$DIR/mosquitto.conf" > "$DIR/mosquitto.log" 2>&1 &
+
+# farmcam with one camera and the given idle_grace (and $MQTT, a config section); a consumer
+# loop runs while it is measured.
 farmcam_case() {
     local grace=$1 consumer=$2 pid cpid result
     cat > "$DIR/farmcam.toml" <<TOML
 [http]
 listen = "127.0.0.1:8095"
+${MQTT:-}
 [[camera]]
 id = "cam"
 source = "$SRC"
@@ -75,6 +82,11 @@ R[fps1]=$(farmcam_case 5s "curl -s -o /dev/null '$URL/stream?fps=1'")
 R[snap1]=$(farmcam_case 5s "$SNAP1")
 R[snap10]=$(farmcam_case 5s "$SNAP10")
 R[snap10g]=$(farmcam_case 30s "$SNAP10")
+R[mqtt10]=$(MQTT="[mqtt]
+url = \"mqtt://127.0.0.1:$MQTT_PORT\"
+snapshot_interval = \"10s\"" farmcam_case 5s "sleep 100000")
+R[fps15]=$(farmcam_case 5s "curl -s -o /dev/null '$URL/stream?fps=15'")
+R[fps5_15]=$(farmcam_case 5s "curl -s -o /dev/null '$URL/stream?fps=5' & sleep 2; curl -s -o /dev/null '$URL/stream?fps=15'; wait")
 F_copy=$(ffmpeg_case -i "$SRC" -an -c:v copy -f h264 -y /dev/null)
 F_key=$(ffmpeg_case -skip_frame nokey -i "$SRC" -an -fps_mode passthrough -f null -)
 F_keyenc=$(ffmpeg_case -skip_frame nokey -i "$SRC" -an -fps_mode passthrough -c:v mjpeg -q:v 5 -f null -)
@@ -87,11 +99,13 @@ echo
 echo "H.264 1280x720 at 30 fps, keyframe every 1 s; CPU % of one core over ${SECS} s (farmcam + its ffmpeg children)"
 echo "| consumer | farmcam | decoder, decoded, encoded, opens |"
 echo "| --- | --- | --- |"
-for k in idle full fps1 snap1 snap10 snap10g; do
+for k in idle full fps1 snap1 snap10 snap10g mqtt10 fps15 fps5_15; do
     case $k in
         idle) n="nobody" ;; full) n="one full-rate viewer" ;; fps1) n="one ?fps=1 viewer" ;;
-        snap1) n="a snapshot every 1 s (wall tile)" ;; snap10) n="a snapshot every 10 s (idle_grace 5 s)" ;;
-        snap10g) n="a snapshot every 10 s (idle_grace 30 s)" ;;
+        snap1) n="a snapshot every 1 s (wall tile)" ;; snap10) n="an HTTP snapshot every 10 s (idle_grace 5 s)" ;;
+        snap10g) n="an HTTP snapshot every 10 s (idle_grace 30 s)" ;;
+        mqtt10) n="MQTT snapshots every 10 s (default idle_grace 5 s)" ;;
+        fps15) n="one ?fps=15 viewer" ;; fps5_15) n="a ?fps=5 and a ?fps=15 viewer" ;;
     esac
     set -- ${R[$k]}
     echo "| $n | $1 % | $2, $3, $4, $5 |"
@@ -110,5 +124,7 @@ echo "| --- | --- |"
 echo "| 1 s snapshots / keyframe decode + encode (≤ 1.5) | $(ratio "$(cpu snap1)" "$F_keyenc") |"
 echo "| 10 s snapshots / keyframe-only decode (≤ 1.5), idle_grace 5 s | $(ratio "$(cpu snap10)" "$F_key") |"
 echo "| 10 s snapshots / keyframe-only decode (≤ 1.5), idle_grace 30 s | $(ratio "$(cpu snap10g)" "$F_key") |"
+echo "| MQTT every 10 s, default configuration / keyframe-only decode (≤ 1.5) | $(ratio "$(cpu mqtt10)" "$F_key") |"
+echo "| ?fps=5 + ?fps=15 / one ?fps=15 (≤ 1.1) | $(ratio "$(cpu fps5_15)" "$(cpu fps15)") |"
 echo "| full-rate viewer / full transcode (≤ 1.05) | $(ratio "$(cpu full)" "$F_trans") |"
 echo "| idle (0) | $(cpu idle) % |"

@@ -40,3 +40,16 @@ ffmpeg_copy() {
     kill "$pid"; wait "$pid" 2>/dev/null || true
     cpu_pct "$t0" "$t1" "$s0" "$s1"
 }
+
+# Proportional memory (kB: shared pages split between the processes using them) of process $1
+# and its live children, and how many processes that is.
+pss_kb() {
+    local pid=$1 p c v n=1
+    p=$(awk '/^Pss:/{print $2}' "/proc/$pid/smaps_rollup")
+    for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        v=$(awk '/^Pss:/{print $2}' "/proc/$c/smaps_rollup" 2>/dev/null)
+        p=$((p + ${v:-0}))
+        n=$((n + 1))
+    done
+    echo "$p $n"
+}

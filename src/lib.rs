@@ -23,6 +23,7 @@ pub mod moonraker;
 pub mod mqtt;
 pub mod orientation;
 pub mod password;
+pub mod polls;
 pub mod pump;
 pub mod redact;
 pub mod registry;

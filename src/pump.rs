@@ -45,6 +45,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const PLACEHOLDER_EVERY: Duration = Duration::from_secs(1);
 /// An upstream that delivered this long resets the backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// A new viewer is given the latest frame only if it is at most one frame interval old (else
+/// the next one, which a camera making frames on demand makes at once); after this long without
+/// one, the latest after all (its `X-Timestamp` says how old it is).
+pub const STALE_FIRST_FRAME_WAIT: Duration = Duration::from_secs(1);
+/// A consumer coming back at most this often keeps a cheap camera open between its visits.
+pub const KEEP_FOR_PERIODIC: Duration = Duration::from_secs(60);
 
 /// Who is consuming frames: viewers are shown separately in status and events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +124,39 @@ pub struct CameraShared {
     pub turner: Turner,
     /// The sizes consumers ask for.
     pub sizes: Arc<Sizes>,
+    /// Consumers that come back periodically (MQTT snapshots), as they declared themselves.
+    periodic: Mutex<Vec<(u64, Periodic)>>,
+    next_periodic: AtomicU64,
     placeholder: OnceLock<Bytes>,
+}
+
+/// A consumer that takes a frame every `every` (MQTT snapshots, an uploader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Periodic {
+    pub who: &'static str,
+    pub every: Duration,
+}
+
+impl std::fmt::Display for Periodic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} every {}", self.who, humantime::format_duration(self.every))
+    }
+}
+
+/// A periodic consumer's declaration; dropping it withdraws it.
+pub struct PeriodicGuard {
+    shared: Arc<CameraShared>,
+    id: u64,
+}
+
+impl Drop for PeriodicGuard {
+    fn drop(&mut self) {
+        self.shared
+            .periodic
+            .lock()
+            .unwrap()
+            .retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl CameraShared {
@@ -140,9 +178,33 @@ impl CameraShared {
             light,
             turner: Turner::new(&config.id, config.orientation),
             sizes: Arc::default(),
+            periodic: Mutex::new(Vec::new()),
+            next_periodic: AtomicU64::new(0),
             placeholder: OnceLock::new(),
             config,
         }
+    }
+
+    /// Declare a consumer that comes back every `every`, for as long as the guard lives: a cheap
+    /// camera (see [`Source::cheap_to_keep`]) stays open between its visits, up to
+    /// [`KEEP_FOR_PERIODIC`], instead of closing after `idle_grace` and reconnecting.
+    pub fn expect_periodic(self: &Arc<Self>, periodic: Periodic) -> PeriodicGuard {
+        let id = self.next_periodic.fetch_add(1, Relaxed);
+        self.periodic.lock().unwrap().push((id, periodic));
+        PeriodicGuard {
+            shared: self.clone(),
+            id,
+        }
+    }
+
+    /// The most frequent periodic consumer that an idle camera is kept open for.
+    fn keeps_open(&self) -> Option<Periodic> {
+        let periodic = self.periodic.lock().unwrap();
+        periodic
+            .iter()
+            .map(|(_, p)| *p)
+            .filter(|p| p.every <= KEEP_FOR_PERIODIC)
+            .min_by_key(|p| p.every)
     }
 
     /// The "<name> — offline" JPEG, rendered once.
@@ -189,6 +251,8 @@ pub struct Pump {
     /// Cancelled once this pump's upstream, and every earlier one of the camera, is closed.
     closed: CancellationToken,
     beats: AtomicU64,
+    /// The camera's source (its frame rate, for a new viewer's first frame).
+    source: Arc<dyn Source>,
 }
 
 struct Inner {
@@ -207,6 +271,8 @@ struct Inner {
     next_seq: u64,
     stopped: bool,
     retry_at: Option<Instant>,
+    /// Nobody is attached, and the upstream is kept open for this periodic consumer.
+    kept_for: Option<Periodic>,
 }
 
 impl Inner {
@@ -249,19 +315,21 @@ impl Pump {
                 next_seq: 1,
                 stopped: false,
                 retry_at: None,
+                kept_for: None,
             }),
             tx: broadcast::channel(RING).0,
             state: watch::Sender::new(CameraState::Starting),
             changed: Notify::new(),
             demand: watch::Sender::new(Demand::of(&[])),
             beats: AtomicU64::new(0),
+            source: source.clone(),
             shared,
         });
         info!(camera = %pump.id(), kind = "started", "pump started");
         pump.event(EventKind::Started, CameraState::Starting, 0);
         let sub = pump.attach(&mut pump.inner.lock().unwrap(), first, want);
+        tracker.spawn(pump.clone().idle_watch(source.clone()));
         tracker.spawn(pump.clone().supervise_with_heartbeat(source, previous));
-        tracker.spawn(pump.clone().idle_watch());
         (pump, sub)
     }
 
@@ -285,6 +353,7 @@ impl Pump {
 
     fn attach(self: &Arc<Self>, inner: &mut Inner, kind: ConsumerKind, want: Want) -> Subscription {
         inner.consumers += 1;
+        inner.kept_for = None;
         inner.wants.push(want);
         inner.snapshots |= want == Want::One;
         self.demand.send_replace(inner.demand());
@@ -295,16 +364,42 @@ impl Pump {
             self.event(EventKind::Viewers, *self.state.borrow(), inner.viewers);
         }
         self.changed.notify_one();
+        // A viewer starts with a current picture: the latest frame if it is (or it is the
+        // offline image), else the next one.
+        let mut pending = inner.latest.clone();
+        let mut stale = None;
+        if matches!(want, Want::Every | Want::Rate(_)) {
+            if let Some(f) = pending.take_if(|f| !f.placeholder && !self.current(f)) {
+                stale = Some((f, Instant::now() + STALE_FIRST_FRAME_WAIT));
+            }
+        }
         Subscription {
             pump: self.clone(),
             rx: self.tx.subscribe(),
-            pending: inner.latest.clone(),
+            pending,
+            stale,
             kind,
             want,
             attached: true,
             last_seq: None,
             skipped: 0,
         }
+    }
+
+    /// Whether a frame is at most one frame interval old: the camera's rate as its video
+    /// arrives (H.264/H.265), else its configured `fps`, else 10 fps.
+    fn current(&self, f: &Frame) -> bool {
+        let fps = self
+            .source
+            .work()
+            .and_then(|w| w.units.rate())
+            .or(self.shared.config.fps.map(f64::from))
+            .filter(|r| *r >= 1.0)
+            .unwrap_or(10.0);
+        let age = SystemTime::now()
+            .duration_since(f.captured_at)
+            .unwrap_or_default();
+        age.as_secs_f64() <= 1.0 / fps
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -324,6 +419,11 @@ impl Pump {
             webrtc_viewers: inner.webrtc_viewers,
             rtsp_clients: inner.rtsp_clients,
         }
+    }
+
+    /// The periodic consumer the upstream is kept open for while nobody is attached.
+    pub fn kept_for(&self) -> Option<Periodic> {
+        self.inner.lock().unwrap().kept_for
     }
 
     /// When the next open attempt is due, while the upstream is down.
@@ -630,14 +730,24 @@ impl Pump {
     }
 
     /// Stops the pump `idle_grace` after the consumer count dropped to zero; an arrival during the
-    /// grace cancels the teardown.
-    async fn idle_watch(self: Arc<Self>) {
-        let grace = self.shared.config.idle_grace;
+    /// grace cancels the teardown. A cheap camera with a periodic consumer (MQTT every 10 s) is
+    /// kept until a little after that consumer's next visit is due.
+    async fn idle_watch(self: Arc<Self>, source: Arc<dyn Source>) {
+        let idle_grace = self.shared.config.idle_grace;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let idle = self.inner.lock().unwrap().consumers == 0;
+            let periodic = self.shared.keeps_open().filter(|_| source.cheap_to_keep());
+            // Its next visit may come a little late: a quarter of its period, at least 2 s.
+            let kept = periodic
+                .map(|p| p.every + (p.every / 4).max(Duration::from_secs(2)))
+                .filter(|&k| k > idle_grace);
+            let grace = kept.unwrap_or(idle_grace);
+            if idle && kept.is_some() {
+                self.inner.lock().unwrap().kept_for = periodic;
+            }
             tokio::select! {
                 _ = self.kill.cancelled() => return,
                 _ = changed => continue,
@@ -645,6 +755,7 @@ impl Pump {
                     let mut inner = self.inner.lock().unwrap();
                     if inner.consumers == 0 {
                         inner.stopped = true;
+                        inner.kept_for = None;
                         drop(inner);
                         debug!(camera = %self.id(), "idle for {grace:?}: stopping");
                         self.stop.cancel();
@@ -669,6 +780,9 @@ pub struct Subscription {
     pump: Arc<Pump>,
     rx: broadcast::Receiver<Frame>,
     pending: Option<Frame>,
+    /// The latest frame at attach time, too old to start a viewer with: given only if no newer
+    /// one comes by the deadline.
+    stale: Option<(Frame, Instant)>,
     kind: ConsumerKind,
     want: Want,
     attached: bool,
@@ -688,11 +802,17 @@ impl Subscription {
             return Some(self.seen(f));
         }
         loop {
+            let stale_until = self.stale.as_ref().map(|(_, t)| *t);
             let r = tokio::select! {
                 biased;
                 _ = self.pump.kill.cancelled() => return None,
                 r = self.rx.recv() => r,
+                _ = tokio::time::sleep_until(stale_until.unwrap_or_else(Instant::now)), if stale_until.is_some() => {
+                    let (f, _) = self.stale.take().expect("checked");
+                    return Some(self.seen(f));
+                }
             };
+            self.stale = None;
             match r {
                 Ok(f) => return Some(self.seen(f)),
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -14,7 +14,8 @@ use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus};
 use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
-use crate::pump::{CameraShared, ConsumerKind, Counts, Pump, Subscription, Want};
+use crate::polls::{self, Polls};
+use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
 pub use crate::source::DecoderMode;
 use crate::source::{self, Source, SourceSpec, Work};
 
@@ -24,6 +25,8 @@ pub struct Camera {
     source: Arc<dyn Source>,
     /// The current (or last) pump. Replaced, under this lock, when it has stopped.
     pump: Mutex<Slot>,
+    /// Clients polling this camera's snapshots.
+    polls: Arc<Polls>,
     kill: CancellationToken,
     tracker: TaskTracker,
 }
@@ -85,6 +88,9 @@ pub struct CameraStatus {
     pub rtsp_bytes_sent: u64,
     /// All consumers: viewers, snapshot requests, other publishers.
     pub consumers: usize,
+    /// Why the camera is open with nobody attached: the periodic consumer it is kept for
+    /// (`"mqtt every 10s"`), instead of closing after `idle_grace` and reconnecting.
+    pub kept_for: Option<String>,
     /// The configured (requested) frame rate, if any.
     pub fps: Option<u32>,
     pub measured_fps: f64,
@@ -157,6 +163,7 @@ impl Camera {
                 pump: None,
                 previous: None,
             }),
+            polls: Arc::default(),
             kill: parent.child_token(),
             tracker,
         }
@@ -200,6 +207,12 @@ impl Camera {
             return None;
         }
         self.source.work().map(|w| &w.units)
+    }
+
+    /// Declare a consumer that takes a frame every `every` while the guard lives (see
+    /// [`CameraShared::expect_periodic`]).
+    pub fn expect_periodic(&self, who: &'static str, every: Duration) -> PeriodicGuard {
+        self.shared.expect_periodic(Periodic { who, every })
     }
 
     /// Counters and histograms shared by every pump of this camera.
@@ -247,12 +260,46 @@ impl Camera {
     /// is at most [`SNAPSHOT_FRESH`] old, else the next good frame (waiting at most
     /// `snapshot_timeout`; a camera that was idle is started for it).
     pub async fn snapshot(&self, max_age: Option<Duration>) -> Result<Frame, SnapshotError> {
+        self.snapshot_for(max_age, None).await
+    }
+
+    /// [`Self::snapshot`] for a `client` (by address) that may be polling: a polling client gets
+    /// a frame it has not had yet, and its polling is a rate demand (see [`crate::polls`]).
+    pub async fn snapshot_for(
+        &self,
+        max_age: Option<Duration>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Frame, SnapshotError> {
+        let poll = match (client, max_age) {
+            (Some(ip), None) => {
+                let (poll, spawn) = self.polls.request(ip, |rate| {
+                    self.subscribe_wanting(ConsumerKind::Snapshot, Want::Rate(rate))
+                });
+                if spawn {
+                    self.tracker
+                        .spawn(polls::expire_until_idle(self.polls.clone(), self.kill.clone()));
+                }
+                poll.map(|p| (ip, p))
+            }
+            _ => None,
+        };
+        let result = self
+            .snapshot_newer(max_age, poll.map_or(0, |(_, p)| p.seen))
+            .await;
+        if let (Some((ip, _)), Ok(f)) = (poll, &result) {
+            self.polls.delivered(ip, f.seq);
+        }
+        result
+    }
+
+    /// A snapshot newer than the frame `seen` (0: any).
+    async fn snapshot_newer(&self, max_age: Option<Duration>, seen: u64) -> Result<Frame, SnapshotError> {
         let asked = std::time::SystemTime::now();
         // Measured from the request; without `max_age`, a glance gets a frame at most
         // SNAPSHOT_FRESH old (a camera making frames on demand may hold an older one: the
         // snapshot's demand then asks for the next one at once).
         let oldest = asked.checked_sub(max_age.unwrap_or(SNAPSHOT_FRESH));
-        let fresh = |f: &Frame| oldest.is_none_or(|oldest| f.captured_at >= oldest);
+        let fresh = |f: &Frame| f.seq > seen && oldest.is_none_or(|oldest| f.captured_at >= oldest);
         if max_age.is_some() {
             if let Some(f) = self.shared.last_good.lock().unwrap().clone() {
                 if fresh(&f) {
@@ -309,9 +356,9 @@ impl Camera {
     pub fn status(&self) -> CameraStatus {
         let s = &self.shared;
         let pump = self.pump.lock().unwrap().pump.clone();
-        let (state, counts) = match &pump {
-            Some(p) if !p.is_stopped() => (p.state(), p.counts()),
-            _ => (CameraState::Idle, Counts::default()),
+        let (state, counts, kept_for) = match &pump {
+            Some(p) if !p.is_stopped() => (p.state(), p.counts(), p.kept_for()),
+            _ => (CameraState::Idle, Counts::default(), None),
         };
         let work = self.source.work();
         let last = s.last_good.lock().unwrap().clone();
@@ -329,6 +376,7 @@ impl Camera {
             rtsp_clients: counts.rtsp_clients,
             rtsp_bytes_sent: s.rtsp_bytes_sent.load(Relaxed),
             consumers: counts.consumers,
+            kept_for: kept_for.map(|p| p.to_string()),
             fps: s.config.fps,
             measured_fps: (s.fps_milli.load(Relaxed) as f64 / 1000.0 * 10.0).round() / 10.0,
             frames_captured: s.frames_captured.load(Relaxed),

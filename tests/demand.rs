@@ -516,3 +516,85 @@ async fn a_full_rate_viewer_joining_a_snapshot_camera_gets_full_rate_at_once() {
         assert_eq!(c["decoder_starts"], 1, "{c}");
     }
 }
+
+/// MQTT snapshots every 10 s with the default `idle_grace` (5 s): the H.264 camera stays
+/// connected between them (its video is only copied meanwhile), not reconnected each time, and
+/// status says why it is open with nobody attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_consumer_keeps_a_cheap_camera_connected() {
+    use common::mqtt::{Mosquitto, Sub};
+    let server = RtspServer::start(RtspOptions::default());
+    let broker = Mosquitto::start("");
+    let mut sub = Sub::connect(broker.port, &["farmcam/testnode/cam/snapshot"], None).await;
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nnode_id = \"testnode\"\nsnapshot_interval = \"10s\"\n\
+             [[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+            broker.url(),
+            server.url()
+        ),
+    ));
+    let snapshot = |m: &common::mqtt::Msg| m.topic == "farmcam/testnode/cam/snapshot";
+    sub.wait_for(LIVE_WAIT, "the first snapshot", snapshot).await;
+    let c = d
+        .wait_for("cam", LIVE_WAIT, |c| {
+            c["consumers"] == 0 && !c["kept_for"].is_null()
+        })
+        .await;
+    assert_eq!(c["kept_for"], "mqtt every 10s", "{c}");
+    assert_eq!(c["state"], "live", "{c}");
+    // A minute of snapshots.
+    for n in 0..6 {
+        sub.wait_for(LIVE_WAIT, &format!("snapshot {}", n + 2), snapshot)
+            .await;
+    }
+    let c = d.camera("cam").await;
+    assert_eq!(c["upstream_opens"], 1, "{c}");
+    assert_eq!(server.clients.load(SeqCst), 1, "the RTSP server saw one client");
+}
+
+/// Poll snapshots as Mainsail's adaptive mode does (`?bypassCache=N`, 10 a second, one after
+/// the other) `n` times; the sequence numbers got.
+async fn poll_snapshots(d: &Daemon, n: usize) -> Vec<u64> {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        tick.tick().await;
+        let r = get(d.main, &format!("/cameras/cam/snapshot?bypassCache={i}")).await;
+        assert_eq!(r.status, 200, "{}", d.log_text());
+        seqs.push(r.header("x-sequence").unwrap().parse().unwrap());
+    }
+    seqs
+}
+
+/// A client polling snapshots 10 times a second gets a new picture each time from a 30 fps
+/// camera (not the cached one again), H.264 included: its polling is a rate demand, which ends
+/// when the polling stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_polling_gets_a_new_picture_per_request() {
+    let server = RtspServer::start(RtspOptions {
+        fps: Some(30),
+        ..Default::default()
+    });
+    for source in [server.url(), "test:".to_string()] {
+        let d = Daemon::start(&camera(&source, "fps = 30\nsize = \"320x240\""));
+        poll_snapshots(&d, 5).await;
+        let seqs = poll_snapshots(&d, 30).await;
+        let mut distinct = seqs.clone();
+        distinct.dedup();
+        let c = d.camera("cam").await;
+        assert!(
+            distinct.len() >= 27,
+            "{source}: {} distinct pictures for 30 requests at 10/s: {seqs:?} {c}",
+            distinct.len()
+        );
+        if source.starts_with("rtsp") {
+            assert_eq!(c["decoder"], "full", "polling is a rate demand: {c}");
+            // It stops with the polling (snapshots keep the keyframe decoder).
+            d.wait_for("cam", LIVE_WAIT, |c| c["decoder"] == "keyframes")
+                .await;
+        }
+    }
+}

@@ -192,7 +192,7 @@ fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
     resp
 }
 
-pub async fn snapshot(cam: &Arc<Camera>, q: &Query) -> Response<Body> {
+pub async fn snapshot(cam: &Arc<Camera>, q: &Query, peer: std::net::SocketAddr) -> Response<Body> {
     let max_age = match q.get("max_age").map(|v| v.parse::<u64>()) {
         None => None,
         Some(Ok(ms)) => Some(Duration::from_millis(ms)),
@@ -208,7 +208,7 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &Query) -> Response<Body> {
         Err(msg) => return api::error(StatusCode::BAD_REQUEST, &msg),
     };
     let asked = Instant::now();
-    match cam.snapshot(max_age).await {
+    match cam.snapshot_for(max_age, Some(peer.ip())).await {
         Ok(f) => {
             let f = match &size {
                 Some(size) => size.apply(f).await,

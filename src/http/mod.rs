@@ -376,7 +376,7 @@ async fn camera(cam: &Arc<Camera>, part: CameraPart, q: &Query, at: &Arrival, he
     match part {
         CameraPart::Stream | CameraPart::Snapshot if head => mjpeg::head(cam, part == CameraPart::Stream),
         CameraPart::Stream => mjpeg::stream(cam, q, at.peer),
-        CameraPart::Snapshot => mjpeg::snapshot(cam, q).await,
+        CameraPart::Snapshot => mjpeg::snapshot(cam, q, at.peer).await,
         CameraPart::Page => api::camera_page(cam, q),
         CameraPart::Unknown => api::error(
             StatusCode::NOT_FOUND,

@@ -130,14 +130,20 @@ impl Shared {
         // The snapshot size is held for the publisher's life (asked again while refused).
         let mut size: Option<SizeLease> = None;
         let mut due = Instant::now();
+        // While connected, the camera knows these snapshots come back every `interval`.
+        let mut periodic = None;
         loop {
             if !*connected.borrow_and_update() {
+                periodic = None;
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = connected.changed() => {}
                 }
                 due = Instant::now();
                 continue;
+            }
+            if periodic.is_none() {
+                periodic = interval.map(|i| camera.expect_periodic("mqtt", i));
             }
             let scheduled = tokio::select! {
                 _ = stop.cancelled() => return,

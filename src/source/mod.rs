@@ -198,6 +198,12 @@ pub trait Source: Send + Sync + 'static {
     fn work(&self) -> Option<&Work> {
         None
     }
+    /// Whether an open upstream with nobody to serve costs next to nothing (an H.264 camera
+    /// whose video is only copied), so that keeping it open for a consumer that comes back
+    /// periodically is cheaper than reconnecting each time.
+    fn cheap_to_keep(&self) -> bool {
+        false
+    }
 }
 
 /// One open upstream: frames until it fails or ends; then the pump calls `close`.

@@ -10,6 +10,9 @@ it serves rtsp[s]://127.0.0.1:PORT/cam (or --path). Options:
   --keyint N          frames from one keyframe to the next (default: fps, one a second)
   --profile P         the H.264 profile (e.g. high; default: what x264's ultrafast preset makes)
   --h265              H.265 instead (x265), for cameras that send it
+  --clip F            serve this H.264 byte stream (Annex B) in a loop at --fps, encoding nothing
+                      (many cameras on one machine: benches/farm.sh)
+  --cameras N         serve N cameras, at PATH1 .. PATHN (with --clip)
 Prints "client" on stdout for every client connection.
 """
 import argparse
@@ -33,6 +36,8 @@ p.add_argument("--h265", action="store_true")
 p.add_argument("--path", default="/cam")
 p.add_argument("--keyint", type=int, default=0)
 p.add_argument("--profile")
+p.add_argument("--clip")
+p.add_argument("--cameras", type=int, default=0)
 a = p.parse_args()
 w, h = a.size.split("x")
 
@@ -42,7 +47,15 @@ server.set_address("127.0.0.1")
 server.set_service(str(a.port))
 
 factory = GstRtspServer.RTSPMediaFactory()
-if a.h265:
+if a.clip:
+    # Paced by the sink's clock from the timestamps h264parse gives at the caps' rate; the file
+    # is read again at its end, as one endless stream.
+    factory.set_launch(
+        f'( multifilesrc location="{a.clip}" loop=true '
+        f'caps="video/x-h264,stream-format=byte-stream,framerate={a.fps}/1" '
+        "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+elif a.h265:
     factory.set_launch(
         f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 "
         # Closed groups of pictures (IDR keyframes, as cameras send), not x265's open-GOP CRAs.
@@ -79,7 +92,14 @@ if a.cert or a.user:
         )
     )
 
-server.get_mount_points().add_factory(a.path, factory)
+if a.cameras:
+    for n in range(1, a.cameras + 1):
+        f = GstRtspServer.RTSPMediaFactory()
+        f.set_launch(factory.get_launch())
+        f.set_shared(True)
+        server.get_mount_points().add_factory(f"{a.path}{n}", f)
+else:
+    server.get_mount_points().add_factory(a.path, factory)
 server.connect("client-connected", lambda *_: print("client", flush=True))
 if server.attach(None) == 0:
     sys.exit(f"rtsp_server.py: cannot bind 127.0.0.1:{a.port}")

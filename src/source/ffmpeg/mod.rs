@@ -190,6 +190,11 @@ impl Source for FfmpegSource {
         Some(&self.work)
     }
 
+    /// H.264/H.265 cameras: their video is copied, not decoded, when nobody needs pictures.
+    fn cheap_to_keep(&self) -> bool {
+        matches!(self.route(), Route::Ingest(_))
+    }
+
     async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let probe = probe(&self.program).await.map_err(SourceError::Open)?;
         let route = self.route();

@@ -1,0 +1,117 @@
+#!/bin/bash
+# The farm: N H.264 720p30 cameras (default 20; a keyframe a second) with a farm's consumers at
+# once: the wall open in Chromium (sized tiles, a snapshot of each camera a second), MQTT
+# snapshots of every camera every 10 s, and two full-rate MJPEG viewers (cameras 1 and 2). The
+# cameras are one GStreamer RTSP server looping a clip encoded once (it encodes nothing, so this
+# machine can hold twenty). Reported: farmcam's CPU, RSS and PSS (with its ffmpeg children; total
+# and per camera), its processes, the cameras' connections, the wall's bytes per second; and in
+# the same run ffmpeg's floor for the same work: a stream copy of each camera, a keyframe decode +
+# JPEG encode of each (what 1 Hz snapshots need), and two full transcodes (the viewers).
+# Run by hand, not in CI:
+#   benches/farm.sh [CAMERAS] [SECONDS]     (defaults 20 and 60)
+set -eu
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+N=${1:-20}
+SECS=${2:-60}
+BIN=target/release/farmcam
+cargo build --release --bin farmcam
+DIR=$(mktemp -d)
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# The clip: 10 s of 720p30 H.264, a keyframe a second, no B-frames (as cameras send).
+ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -t 10 \
+    -c:v libx264 -preset veryfast -g 30 -bf 0 -pix_fmt yuv420p -b:v 2M -f h264 -y "$DIR/clip.h264"
+/usr/bin/python3 tests/peers/rtsp_server.py --clip "$DIR/clip.h264" --fps 30 --cameras "$N" > "$DIR/rtsp" &
+until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+RTSP_PORT=$(awk '/ready/{print $2}' "$DIR/rtsp")
+src() { echo "rtsp://127.0.0.1:$RTSP_PORT/cam$1"; }
+
+MQTT_PORT=18831
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $MQTT_PORT > "$DIR/mosquitto.conf"
+mosquitto -c "$DIR/mosquitto.conf" > "$DIR/mosquitto.log" 2>&1 &
+
+# farmcam
+{
+    printf '[http]\nlisten = "127.0.0.1:8096"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nsnapshot_interval = "10s"\n' $MQTT_PORT
+    for i in $(seq 1 "$N"); do
+        printf '[[camera]]\nid = "cam%s"\nsource = "%s"\n' "$i" "$(src "$i")"
+    done
+} > "$DIR/farmcam.toml"
+$BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
+FC=$!
+until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+CHROMIUM=$(command -v chromium || command -v chromium-browser)
+"$CHROMIUM" --headless=new --no-sandbox --disable-gpu --window-size=1920,1080 \
+    --user-data-dir="$DIR/chrome" http://127.0.0.1:8096/ > "$DIR/chrome.log" 2>&1 &
+for i in 1 2; do
+    curl -s -o "$DIR/viewer$i" "http://127.0.0.1:8096/cameras/cam$i/stream" &
+done
+# Warm-up: every camera connected, the wall's tiles sized.
+sleep 15
+bytes_sent() {
+    curl -s http://127.0.0.1:8096/api/cameras | python3 -c "import json,sys;print(sum(c['bytes_sent'] for c in json.load(sys.stdin)))"
+}
+viewer_bytes() { cat "$DIR/viewer1" "$DIR/viewer2" | wc -c; }
+b0=$(bytes_sent); v0=$(viewer_bytes)
+t0=$(ticks "$FC"); s0=$(date +%s.%N)
+sleep "$SECS"
+t1=$(ticks "$FC"); s1=$(date +%s.%N)
+b1=$(bytes_sent); v1=$(viewer_bytes)
+read -r PSS PROCS < <(pss_kb "$FC")
+RSS=$(rss_kb "$FC")
+curl -s http://127.0.0.1:8096/api/cameras > "$DIR/status.json"
+FARM_CPU=$(cpu_pct "$t0" "$t1" "$s0" "$s1")
+WALL_BPS=$(python3 -c "print(int((($b1-$b0)-($v1-$v0))/($s1-$s0)))")
+kill "$FC"; wait "$FC" 2>/dev/null || true
+CLIENTS=$(grep -c client "$DIR/rtsp" || true)
+pkill -f "user-data-dir=$DIR/chrome" 2>/dev/null || true
+
+# ffmpeg's floor for the same work, on the same server.
+FLOOR=()
+ff() {
+    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp "$@" </dev/null &
+    FLOOR+=($!)
+}
+for i in $(seq 1 "$N"); do
+    ff -i "$(src "$i")" -an -c:v copy -f h264 -y /dev/null
+    ff -skip_frame nokey -i "$(src "$i")" -an -fps_mode passthrough -vf scale=320:-2 -c:v mjpeg -q:v 5 -f null -
+done
+for i in 1 2; do
+    ff -i "$(src "$i")" -an -c:v mjpeg -q:v 5 -f mjpeg -y /dev/null
+done
+sleep 15
+floor_ticks() { local t=0 p; for p in "${FLOOR[@]}"; do t=$((t + $(ticks "$p"))); done; echo $t; }
+floor_rss() { local r=0 p; for p in "${FLOOR[@]}"; do r=$((r + $(rss_kb "$p"))); done; echo $r; }
+floor_pss() { local r=0 p; for p in "${FLOOR[@]}"; do r=$((r + $(pss_kb "$p" | cut -d' ' -f1))); done; echo $r; }
+f0=$(floor_ticks); s0=$(date +%s.%N)
+sleep "$SECS"
+f1=$(floor_ticks); s1=$(date +%s.%N)
+FLOOR_CPU=$(cpu_pct "$f0" "$f1" "$s0" "$s1")
+FLOOR_RSS=$(floor_rss); FLOOR_PSS=$(floor_pss)
+kill "${FLOOR[@]}" 2>/dev/null || true
+
+per() { python3 -c "print(f'{$1/$N:.2f}')"; }
+mb() { python3 -c "print(f'{$1/1024:.0f}')"; }
+OPENS=$(python3 -c "import json;c=json.load(open('$DIR/status.json'));print(sorted(set(x['upstream_opens'] for x in c)))")
+DECODERS=$(python3 -c "import json,collections;c=json.load(open('$DIR/status.json'));print(dict(collections.Counter(x.get('decoder') for x in c)))")
+echo
+echo "Farm: $N cameras, H.264 1280x720 at 30 fps (keyframe every 1 s); wall in Chromium (1 Hz sized tiles), MQTT every 10 s, 2 full-rate MJPEG viewers; ${SECS} s"
+echo "| | farmcam (+ ffmpeg children) | ffmpeg floor |"
+echo "| --- | --- | --- |"
+echo "| CPU, % of one core | $FARM_CPU % ($(per "$FARM_CPU") % per camera) | $FLOOR_CPU % ($(per "$FLOOR_CPU") % per camera) |"
+echo "| RSS | $(mb "$RSS") MB ($(per "$RSS/1024") MB per camera) | $(mb "$FLOOR_RSS") MB |"
+echo "| PSS | $(mb "$PSS") MB ($(per "$PSS/1024") MB per camera) | $(mb "$FLOOR_PSS") MB |"
+echo "| processes | $PROCS | ${#FLOOR[@]} |"
+echo
+echo "camera connections: upstream_opens per camera $OPENS; the RTSP server accepted $CLIENTS connections from farmcam"
+echo "decoder modes at the end: $DECODERS"
+echo "the wall's bytes per second (snapshots): $WALL_BPS"
+echo "| target | ratio |"
+echo "| --- | --- |"
+echo "| farmcam / ffmpeg floor (≤ 1.5) | $(python3 -c "print(f'{$FARM_CPU/$FLOOR_CPU:.2f}')") |"
