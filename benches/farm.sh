@@ -1,19 +1,22 @@
 #!/bin/bash
 # The farm: N H.264 720p30 cameras (default 20; a keyframe a second) with a farm's consumers at
 # once: the wall open in Chromium (sized tiles, a snapshot of each camera a second), MQTT
-# snapshots of every camera every 10 s, and two full-rate MJPEG viewers (cameras 1 and 2). The
+# snapshots of every camera every 10 s, and two full-rate live viewers of cameras 1 and 2 (WebRTC,
+# aiortc receiving without decoding, as a browser would take the camera's H.264; or MJPEG). The
 # cameras are one GStreamer RTSP server looping a clip encoded once (it encodes nothing, so this
 # machine can hold twenty). Reported: farmcam's CPU, RSS and PSS (with its ffmpeg children; total
 # and per camera), its processes, the cameras' connections, the wall's bytes per second; and in
-# the same run ffmpeg's floor for the same work: a stream copy of each camera, a keyframe decode +
-# JPEG encode of each (what 1 Hz snapshots need), and two full transcodes (the viewers).
-# Run by hand, not in CI:
-#   benches/farm.sh [CAMERAS] [SECONDS]     (defaults 20 and 60)
+# the same run ffmpeg's floor for the same work: a stream copy of each camera (what WebRTC viewers
+# take), a keyframe decode + JPEG encode of each (what 1 Hz snapshots need), and for MJPEG viewers
+# two full transcodes. Run by hand, not in CI (WebRTC viewers need `packaging/dev.sh deps`):
+#   benches/farm.sh [CAMERAS] [SECONDS] [webrtc|mjpeg]     (defaults 20, 60, webrtc)
 set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 N=${1:-20}
 SECS=${2:-60}
+VIEWERS=${3:-webrtc}
+AIORTC="bash tests/peers/aiortc/run.sh"
 BIN=target/release/farmcam
 cargo build --release --bin farmcam
 DIR=$(mktemp -d)
@@ -50,12 +53,17 @@ CHROMIUM=$(command -v chromium || command -v chromium-browser)
 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --window-size=1920,1080 \
     --user-data-dir="$DIR/chrome" http://127.0.0.1:8096/ > "$DIR/chrome.log" 2>&1 &
 for i in 1 2; do
-    curl -s -o "$DIR/viewer$i" "http://127.0.0.1:8096/cameras/cam$i/stream" &
+    if [ "$VIEWERS" = webrtc ]; then
+        $AIORTC --no-decode --whep "http://127.0.0.1:8096/cameras/cam$i/whep" > /dev/null 2>&1 &
+        : > "$DIR/viewer$i"
+    else
+        curl -s -o "$DIR/viewer$i" "http://127.0.0.1:8096/cameras/cam$i/stream" &
+    fi
 done
 # Warm-up: every camera connected, the wall's tiles sized.
 sleep 15
 bytes_sent() {
-    curl -s http://127.0.0.1:8096/api/cameras | python3 -c "import json,sys;print(sum(c['bytes_sent'] for c in json.load(sys.stdin)))"
+    curl -s http://127.0.0.1:8096/metrics | awk '/^farmcam_bytes_sent_total/{s+=$2} END{printf "%d\n", s}'
 }
 viewer_bytes() { cat "$DIR/viewer1" "$DIR/viewer2" | wc -c; }
 b0=$(bytes_sent); v0=$(viewer_bytes)
@@ -71,20 +79,24 @@ WALL_BPS=$(python3 -c "print(int((($b1-$b0)-($v1-$v0))/($s1-$s0)))")
 kill "$FC"; wait "$FC" 2>/dev/null || true
 CLIENTS=$(grep -c client "$DIR/rtsp" || true)
 pkill -f "user-data-dir=$DIR/chrome" 2>/dev/null || true
+pkill -f "client.py --no-decode --whep http://127.0.0.1:8096" 2>/dev/null || true
 
 # ffmpeg's floor for the same work, on the same server.
 FLOOR=()
 ff() {
-    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp "$@" </dev/null &
+    # As farmcam reads cameras (the looped clip restarts its timestamps, as printers do).
+    ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport tcp -use_wallclock_as_timestamps 1 "$@" </dev/null &
     FLOOR+=($!)
 }
 for i in $(seq 1 "$N"); do
     ff -i "$(src "$i")" -an -c:v copy -f h264 -y /dev/null
     ff -skip_frame nokey -i "$(src "$i")" -an -fps_mode passthrough -vf scale=320:-2 -c:v mjpeg -q:v 5 -f null -
 done
-for i in 1 2; do
-    ff -i "$(src "$i")" -an -c:v mjpeg -q:v 5 -f mjpeg -y /dev/null
-done
+if [ "$VIEWERS" = mjpeg ]; then
+    for i in 1 2; do
+        ff -i "$(src "$i")" -an -c:v mjpeg -q:v 5 -f mjpeg -y /dev/null
+    done
+fi
 sleep 15
 floor_ticks() { local t=0 p; for p in "${FLOOR[@]}"; do t=$((t + $(ticks "$p"))); done; echo $t; }
 floor_rss() { local r=0 p; for p in "${FLOOR[@]}"; do r=$((r + $(rss_kb "$p"))); done; echo $r; }
@@ -101,7 +113,7 @@ mb() { python3 -c "print(f'{$1/1024:.0f}')"; }
 OPENS=$(python3 -c "import json;c=json.load(open('$DIR/status.json'));print(sorted(set(x['upstream_opens'] for x in c)))")
 DECODERS=$(python3 -c "import json,collections;c=json.load(open('$DIR/status.json'));print(dict(collections.Counter(x.get('decoder') for x in c)))")
 echo
-echo "Farm: $N cameras, H.264 1280x720 at 30 fps (keyframe every 1 s); wall in Chromium (1 Hz sized tiles), MQTT every 10 s, 2 full-rate MJPEG viewers; ${SECS} s"
+echo "Farm: $N cameras, H.264 1280x720 at 30 fps (keyframe every 1 s); wall in Chromium (1 Hz sized tiles), MQTT every 10 s, 2 full-rate $VIEWERS viewers; ${SECS} s"
 echo "| | farmcam (+ ffmpeg children) | ffmpeg floor |"
 echo "| --- | --- | --- |"
 echo "| CPU, % of one core | $FARM_CPU % ($(per "$FARM_CPU") % per camera) | $FLOOR_CPU % ($(per "$FLOOR_CPU") % per camera) |"
