@@ -118,17 +118,6 @@ impl Polls {
         clients.expiring = !clients.by_address.is_empty();
         clients.expiring
     }
-
-    /// Clients polling now.
-    pub fn polling(&self) -> usize {
-        self.clients
-            .lock()
-            .unwrap()
-            .by_address
-            .values()
-            .filter(|c| c.demand.is_some())
-            .count()
-    }
 }
 
 /// Expire `polls` until no client is followed (run while a camera has any), or `stop`.
