@@ -41,7 +41,7 @@ mosquitto -c "$DIR/mosquitto.conf" > "$DIR/mosquitto.log" 2>&1 &
 
 # farmcam
 {
-    printf '[http]\nlisten = "127.0.0.1:8096"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nsnapshot_interval = "10s"\n' $MQTT_PORT
+    printf '[http]\nlisten = "127.0.0.1:8096"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nsnapshot_interval = "10s"\n[webrtc]\nlisten = "127.0.0.1:8557"\n' $MQTT_PORT
     for i in $(seq 1 "$N"); do
         printf '[[camera]]\nid = "cam%s"\nsource = "%s"\n' "$i" "$(src "$i")"
     done
@@ -54,7 +54,7 @@ CHROMIUM=$(command -v chromium || command -v chromium-browser)
     --user-data-dir="$DIR/chrome" http://127.0.0.1:8096/ > "$DIR/chrome.log" 2>&1 &
 for i in 1 2; do
     if [ "$VIEWERS" = webrtc ]; then
-        $AIORTC --no-decode --whep "http://127.0.0.1:8096/cameras/cam$i/whep" > /dev/null 2>&1 &
+        $AIORTC --no-decode --whep "http://127.0.0.1:8096/cameras/cam$i/whep" > "$DIR/aiortc$i.log" 2>&1 &
         : > "$DIR/viewer$i"
     else
         curl -s -o "$DIR/viewer$i" "http://127.0.0.1:8096/cameras/cam$i/stream" &
@@ -123,6 +123,7 @@ echo "| processes | $PROCS | ${#FLOOR[@]} |"
 echo
 echo "camera connections: upstream_opens per camera $OPENS; the RTSP server accepted $CLIENTS connections from farmcam"
 echo "decoder modes at the end: $DECODERS"
+echo "live viewers at the end: $(python3 -c "import json;c=json.load(open('$DIR/status.json'));k=[x['viewers_by_kind'] for x in c];print(sum(v['webrtc'] for v in k), 'WebRTC,', sum(v['mjpeg'] for v in k), 'MJPEG')")"
 echo "the wall's bytes per second (snapshots): $WALL_BPS"
 echo "| target | ratio |"
 echo "| --- | --- |"
