@@ -33,7 +33,7 @@ start() {
     done
     "$BIN" run --config "$DIR/f.toml" 2>/dev/null &
     PID=$!
-    until curl -sf http://127.0.0.1:8090/api/cameras >/dev/null; do sleep 0.1; done
+    wait_until 60 "farmcam at http://127.0.0.1:8090/api/cameras" curl -sf http://127.0.0.1:8090/api/cameras
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 . benches/lib.sh
@@ -43,7 +43,7 @@ if part idle; then
 echo "## idle"
 "$BIN" run --config config/farmcam.toml 2>/dev/null &
 PID=$!
-until curl -sf http://127.0.0.1:8080/api/cameras >/dev/null; do sleep 0.1; done
+wait_until 60 "farmcam at http://127.0.0.1:8080/api/cameras" curl -sf http://127.0.0.1:8080/api/cameras
 sleep 2
 ns() { cat /proc/"$PID"/task/*/schedstat | awk '{s+=$1} END {print s}'; }
 n0=$(ns)

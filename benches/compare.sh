@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 PORT=$(awk '{print $2}' "$DIR/rtsp")
 SRC="rtsp://127.0.0.1:$PORT/cam"
 

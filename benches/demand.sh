@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
 
 # CPU (% of one core) of process tree $1 over SECS, after a 5 s warm-up.
@@ -51,7 +51,7 @@ idle_grace = "$grace"
 TOML
     $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
     pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8095/api/cameras; do sleep 0.1; done
+    wait_until 60 "farmcam at http://127.0.0.1:8095/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8095/api/cameras
     bash -c "$consumer" &
     cpid=$!
     result=$(cpu_of "$pid")

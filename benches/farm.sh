@@ -31,7 +31,7 @@ trap cleanup EXIT
 ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -t 10 \
     -c:v libx264 -preset veryfast -g 30 -bf 0 -pix_fmt yuv420p -b:v 2M -f h264 -y "$DIR/clip.h264"
 /usr/bin/python3 tests/peers/rtsp_server.py --clip "$DIR/clip.h264" --fps 30 --cameras "$N" > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 RTSP_PORT=$(awk '/ready/{print $2}' "$DIR/rtsp")
 src() { echo "rtsp://127.0.0.1:$RTSP_PORT/cam$1"; }
 
@@ -48,7 +48,7 @@ mosquitto -c "$DIR/mosquitto.conf" > "$DIR/mosquitto.log" 2>&1 &
 } > "$DIR/farmcam.toml"
 $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
 FC=$!
-until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+wait_until 60 "farmcam at http://127.0.0.1:8096/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras
 CHROMIUM=$(command -v chromium || command -v chromium-browser)
 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --window-size=1920,1080 \
     --user-data-dir="$DIR/chrome" http://127.0.0.1:8096/ > "$DIR/chrome.log" 2>&1 &

@@ -53,3 +53,17 @@ pss_kb() {
     done
     echo "$p $n"
 }
+
+# Run the command until it succeeds, for at most SECONDS; then fail the bench with what it waited for.
+#   wait_until SECONDS WHAT COMMAND...
+wait_until() {
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "bench: gave up waiting for $what" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}

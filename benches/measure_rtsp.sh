@@ -5,13 +5,14 @@
 #   cargo build --release && benches/measure_rtsp.sh 50 10
 set -eu
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 VIEWERS=${1:-1}
 SECONDS_=${2:-10}
 BIN=target/release/farmcam
 DIR=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 PORT=$(awk '{print $2}' "$DIR/rtsp")
 cat > "$DIR/farmcam.toml" <<TOML
 [http]

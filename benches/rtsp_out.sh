@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
 OUT=rtsp://127.0.0.1:8597/cam
 
@@ -47,7 +47,7 @@ farmcam_case() {
     local transport=$1 n=$2 pid t0 s0 t1 s1 b0 b1 i seen
     $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
     pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+    wait_until 60 "farmcam at http://127.0.0.1:8096/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras
     local clients=()
     for i in $(seq "$n"); do
         ffmpeg -hide_banner -nostats -loglevel error -rtsp_transport "$transport" -i "$OUT" -c copy -f null - </dev/null &

@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-until grep -q ready "$DIR/rtsp"; do sleep 0.1; done
+wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
 SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
 URL=http://127.0.0.1:8096/cameras/cam
 
@@ -51,7 +51,7 @@ farmcam_case() {
     local kind=$1 n=$2 pid t0 s0 t1 s1 b0 b1 i key dec sessions
     $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
     pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+    wait_until 60 "farmcam at http://127.0.0.1:8096/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras
     local viewers=()
     for i in $(seq "$n"); do
         if [ "$kind" = webrtc ]; then
@@ -88,7 +88,7 @@ FLOOR=$(ffmpeg_copy)
 # viewer that decodes; five times.
 $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
 FPID=$!
-until curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras; do sleep 0.1; done
+wait_until 60 "farmcam at http://127.0.0.1:8096/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras
 $AIORTC --no-decode --whep "$URL/whep" > /dev/null 2>&1 &
 KEEP=$!
 sleep 5
