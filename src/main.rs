@@ -92,6 +92,10 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// The decoder helper farmcam starts for itself (one process decoding every H.264/H.265
+    /// camera with libavcodec); not for use by hand.
+    #[command(hide = true)]
+    DecodeHelper,
     /// Read a password on standard input (its first line) and print the hash to put in
     /// `[[http.auth.users]] password_hash` (PBKDF2-HMAC-SHA256, random salt). The password is
     /// never echoed, logged or kept. E.g.: `farmcam hash-password < /dev/tty`.
@@ -203,7 +207,12 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, St
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The shared decoder helper is this program.
+    farmcam::source::ffmpeg::set_decode_helper(
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+    );
     match cli.command {
+        Command::DecodeHelper => ExitCode::from(farmcam::source::ffmpeg::decode_helper() as u8),
         Command::Bench {
             url,
             viewers,

@@ -16,8 +16,8 @@ use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
 use crate::polls::{self, Polls};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
-pub use crate::source::DecoderMode;
 use crate::source::{self, Source, SourceSpec, Work};
+pub use crate::source::{DecodedBy, DecoderMode};
 
 /// One configured camera. It lives as long as the configuration; pumps come and go.
 pub struct Camera {
@@ -112,6 +112,9 @@ pub struct CameraStatus {
     pub light: Option<LightStatus>,
     /// For H.264/H.265 cameras: what the decoder does now (`off`, `keyframes`, `full`).
     pub decoder: Option<DecoderMode>,
+    /// For H.264/H.265 cameras with a decoder running: `helper` (the shared libavcodec helper)
+    /// or `ffmpeg` (a decoder child of its own).
+    pub decoded_by: Option<DecodedBy>,
     /// For H.264/H.265 cameras: the measured time between keyframes.
     pub keyframe_interval_ms: Option<u64>,
     /// Pictures handed to the decoder (H.264/H.265 cameras).
@@ -392,6 +395,7 @@ impl Camera {
             last_error: s.last_error.lock().unwrap().clone(),
             light: s.light.as_ref().map(|l| l.status()),
             decoder: work.and_then(Work::decoder),
+            decoded_by: work.and_then(Work::decoded_by),
             keyframe_interval_ms: work
                 .map(|w| w.keyframe_interval_ms.load(Relaxed))
                 .filter(|ms| *ms > 0),

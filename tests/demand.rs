@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::proc::{children, cmdline, ffmpeg_children, proc_state};
+use common::proc::{children, ffmpeg_children, proc_state};
 use common::rtsp::{RtspOptions, RtspServer};
 use common::{
     config, decode_jpeg, eventually, get, live_frame, open_stream, unix_now, Daemon, Stream, LIVE_WAIT,
@@ -25,8 +25,9 @@ fn gone(pid: u32) -> bool {
     proc_state(pid).is_none()
 }
 
+/// The shared decoder helper (one process for every camera farmcam decodes).
 fn decoders(farmcam: u32) -> Vec<u32> {
-    ffmpeg_children(farmcam, "-i pipe:0")
+    common::proc::decoder_helpers(farmcam)
 }
 
 /// One snapshot, checked: a JPEG of the camera's size; returns its age in seconds.
@@ -118,11 +119,8 @@ async fn a_rate_above_one_per_keyframe_interval_decodes_everything_and_encodes_t
         .await;
     let decoder = decoders(pid);
     assert_eq!(decoder.len(), 1, "{c}");
-    assert!(
-        cmdline(decoder[0]).contains("-f yuv4mpegpipe"),
-        "raw pictures, encoded by farmcam: {}",
-        cmdline(decoder[0])
-    );
+    assert_eq!(c["decoded_by"], "helper", "the shared decoder: {c}");
+    assert!(ffmpeg_children(pid, "-i pipe:0").is_empty(), "no decoder child");
     // Every picture decoded, about one a second encoded.
     let (decoded0, encoded0) = (
         c["frames_decoded"].as_u64().unwrap(),
@@ -322,7 +320,11 @@ async fn a_decoder_dying_after_each_picture_is_restarted_with_a_growing_pause() 
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::start(&config(
         &format!("[ffmpeg]\npath = \"{}\"", wrapper.display()),
-        &format!("[[camera]]\nid = \"cam\"\nsource = \"{}\"\n", server.url()),
+        // ffmpeg's decoder, not the shared one: a decoder child of the camera's own.
+        &format!(
+            "[[camera]]\nid = \"cam\"\nsource = \"{}\"\ndecoder = \"h264\"\n",
+            server.url()
+        ),
     ));
     let mut viewer = open_stream(&d, "cam").await;
     live_frame(&mut viewer).await;

@@ -532,3 +532,121 @@ async fn broken_configs_and_reloads() {
     assert_eq!(answered.status, 200);
     println!("fault: {refused} broken reloads refused, the viewer kept its camera; then a good one applied");
 }
+
+/// An H.264 clip (ffmpeg's test source), its pictures then damaged the way the splitter's fuzz
+/// targets damage input: bytes flipped in slices, slices cut short, NAL units of random bytes
+/// between them; the parameter sets are kept, so the stream still opens and reaches the decoder.
+fn hostile_clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let clean = dir.join("clean.h264");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=15",
+            "-frames:v",
+            "60",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "15",
+            "-bsf:v",
+            "dump_extra=freq=keyframe",
+            "-y",
+        ])
+        .arg(&clean)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(ok.success(), "ffmpeg made the clip");
+    let data = std::fs::read(&clean).unwrap();
+    let mut starts: Vec<usize> = (0..data.len().saturating_sub(3))
+        .filter(|&i| data[i..i + 3] == [0, 0, 1])
+        .collect();
+    starts.push(data.len());
+    let mut rng = fastrand::Rng::with_seed(29);
+    let mut out = Vec::new();
+    for w in starts.windows(2) {
+        let nal = &data[w[0]..w[1]];
+        let kind = nal.get(3).map_or(0, |b| b & 0x1f);
+        let mut nal = nal.to_vec();
+        if kind == 1 || kind == 5 {
+            match rng.u8(0..4) {
+                0 => {
+                    for _ in 0..rng.usize(1..16) {
+                        let i = rng.usize(4..nal.len().max(5));
+                        if i < nal.len() {
+                            nal[i] ^= 1 << rng.u8(0..8);
+                        }
+                    }
+                }
+                1 => nal.truncate(rng.usize(4..nal.len().max(5))),
+                2 => {
+                    let len = rng.usize(1..400);
+                    let junk: Vec<u8> = std::iter::repeat_with(|| rng.u8(1..)).take(len).collect();
+                    out.extend_from_slice(&[0, 0, 1, 0x01]);
+                    out.extend_from_slice(&junk);
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(&nal);
+    }
+    let hostile = dir.join("hostile.h264");
+    std::fs::write(&hostile, out).unwrap();
+    hostile
+}
+
+/// A hostile H.264 stream over RTSP, decoded for a viewer and snapshots: farmcam neither panics
+/// nor dies, keeps serving, and once everyone left no process and no descriptor is left over.
+/// (The shared decoder helper takes the damage: if libavcodec crashed on it, only the helper
+/// would die and be started again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_h264_stream_over_rtsp_neither_panics_nor_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rtsp = RtspServer::start(RtspOptions {
+        clip: Some(hostile_clip(dir.path())),
+        ..Default::default()
+    });
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"cam\"\nsource = \"{}\"\nidle_grace = \"1s\"\n",
+            rtsp.url()
+        ),
+    ));
+    let pid = d.child.id();
+    let (base, base_rss) = (fds(pid), rss_kb(pid));
+    let s = open_stream(&d, "cam").await;
+    // Several passes of the clip through the decoder.
+    let c = d
+        .wait_for("cam", Duration::from_secs(120), |c| {
+            c["frames_decoded"].as_u64().is_some_and(|n| n >= 180)
+        })
+        .await;
+    assert_eq!(c["decoded_by"], "helper", "{c}");
+    for _ in 0..3 {
+        let r = get(d.main, "/cameras/cam/snapshot").await;
+        assert!(r.status == 200 || r.status == 503, "{}", r.status);
+    }
+    assert!(proc_state(pid).is_some_and(|s| s != 'Z'), "farmcam runs");
+    let r = get(d.main, "/api/cameras").await;
+    assert_eq!(r.status, 200);
+    drop(s);
+    eventually(Duration::from_secs(60), "no child once the viewer left", || {
+        children(pid).is_empty().then_some(())
+    })
+    .await;
+    let (f, rss) = back_to_baseline(&d, base, base_rss, 30_000).await;
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    println!(
+        "fault: hostile H.264 over RTSP: {} units decoded; fds {base} -> {f}, RSS {base_rss} -> {rss} kB",
+        c["frames_decoded"]
+    );
+}

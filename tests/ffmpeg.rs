@@ -63,11 +63,15 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
     let rtsps_ff = ffmpeg_children(pid, "/x1c-");
     let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
     assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
-    // H.264 is copied to farmcam and decoded by one decoder per camera (full rate: viewers);
-    // MJPEG over HTTP is copied untouched.
-    let decoders = ffmpeg_children(pid, "-i pipe:0");
-    assert_eq!(decoders.len(), 2, "one decoder per H.264 camera");
-    assert_eq!(children(pid).len(), 5, "no other children");
+    // H.264 is copied to farmcam and decoded (full rate: viewers) by the one decoder helper
+    // shared by every camera; MJPEG over HTTP is copied untouched.
+    let decoders = common::proc::decoder_helpers(pid);
+    assert_eq!(decoders.len(), 1, "one decoder helper for both H.264 cameras");
+    assert!(
+        ffmpeg_children(pid, "-i pipe:0").is_empty(),
+        "no decoder child per camera"
+    );
+    assert_eq!(children(pid).len(), 4, "no other children");
     assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(cmdline(rtsp_ff[0]).contains("-c:v copy -bsf:v dump_extra=freq=keyframe -f h264"));
     // farmcam encodes the decoded pictures at the camera's quality: libjpeg's luminance table
@@ -90,11 +94,12 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
         (Some(3), Some("live"))
     );
 
-    // The last viewer leaves: after the grace, every ffmpeg is stopped and reaped.
+    // The last viewer leaves: after the grace, every ffmpeg is stopped and reaped (the helper
+    // after its linger).
     drop(viewers);
     let all: Vec<u32> = [rtsp_ff, rtsps_ff, http_ff, decoders].concat();
     eventually(
-        Duration::from_secs(15),
+        Duration::from_secs(40),
         "ffmpeg children stopped and reaped",
         || all.iter().all(|p| gone(*p)).then_some(()),
     )
@@ -305,6 +310,7 @@ async fn missing_ffmpeg_is_one_clear_error_not_a_crash_loop() {
 }
 
 /// Credentials in source URLs appear nowhere: logs (at debug, including ffmpeg's own output),
+/// the process table (children's command lines and environments, the decoder helper's too),
 /// /api/cameras, events, pages, error bodies and `farmcam check`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_leak() {
@@ -339,7 +345,18 @@ async fn credentials_never_leak() {
     })
     .await;
 
-    let mut seen = vec![d.log_text()];
+    // The process table: every child's command line and environment (the decoder helper
+    // decodes x1c's video for the viewer).
+    let helpers = common::proc::decoder_helpers(d.child.id());
+    assert_eq!(helpers.len(), 1, "the decoder helper runs");
+    let mut table = String::new();
+    for c in children(d.child.id()) {
+        table.push_str(&cmdline(c));
+        table.push_str(&String::from_utf8_lossy(
+            &std::fs::read(format!("/proc/{c}/environ")).unwrap_or_default(),
+        ));
+    }
+    let mut seen = vec![d.log_text(), table];
     for path in [
         "/api/cameras",
         "/",
@@ -357,9 +374,9 @@ async fn credentials_never_leak() {
     let _ = tokio::time::timeout(Duration::from_secs(1), async { while events.fill().await {} }).await;
     seen.push(String::from_utf8_lossy(&events.body).into_owned());
     assert!(
-        seen[1].contains("rtsps://***@127.0.0.1"),
+        seen[2].contains("rtsps://***@127.0.0.1"),
         "status shows the redacted URL: {}",
-        seen[1]
+        seen[2]
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -56,7 +56,9 @@ impl CameraConfig {
     pub fn with_defaults(id: &str, mut source: SourceSpec, defaults: &Defaults) -> Self {
         if let SourceSpec::Ffmpeg(o) = &mut source {
             o.program = defaults.ffmpeg.clone();
-            o.decoder = defaults.decoder.clone();
+            if o.decoder.is_none() {
+                o.decoder = defaults.decoder.clone();
+            }
         }
         CameraConfig {
             id: id.to_string(),

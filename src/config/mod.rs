@@ -426,6 +426,26 @@ mod tests {
         assert_eq!((fb.quality, b.max_frame_size), (None, 1 << 20));
         assert_eq!(fb.program, PathBuf::from("/opt/ffmpeg/bin/ffmpeg"));
 
+        // A camera's own decoder wins over [ffmpeg] decoder, which the others get.
+        let c = parse(
+            "[ffmpeg]\ndecoder = \"h264_v4l2m2m\"\n[[camera]]\nid = \"a\"\nsource = \"rtsp://10.0.0.2/s\"\n\
+             decoder = \"h264\"\n[[camera]]\nid = \"b\"\nsource = \"rtsp://10.0.0.3/s\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let decoders: Vec<_> = c
+            .cameras
+            .iter()
+            .map(|c| match &c.source {
+                SourceSpec::Ffmpeg(f) => f.decoder.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            decoders,
+            [Some("h264".to_string()), Some("h264_v4l2m2m".to_string())]
+        );
+
         let e = errors(
             "[ffmpeg]\npath = \"\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\nquality = 50\nffmpeg_args = []\n\
              [[camera]]\nid = \"b\"\nsource = \"rtsp://x/\"\nquality = 0\nmax_frame_size = \"8 parsecs\"\n\

@@ -145,6 +145,7 @@ pub struct Work {
     /// The camera's access units as its connection yields them (H.264/H.265 cameras).
     pub units: units::UnitFeed,
     decoder: std::sync::atomic::AtomicU8,
+    decoded_by: std::sync::atomic::AtomicU8,
     /// Measured time between keyframes (H.264/H.265 cameras), in milliseconds.
     pub keyframe_interval_ms: std::sync::atomic::AtomicU64,
     /// Pictures handed to a decoder.
@@ -168,7 +169,35 @@ pub enum DecoderMode {
     Full,
 }
 
+/// Who decodes an H.264/H.265 camera's pictures (`decoded_by` in `/api/cameras`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodedBy {
+    /// The shared decoder helper: libavcodec in one process for every camera.
+    Helper,
+    /// A decoder child of the camera's own (an ffmpeg process).
+    Ffmpeg,
+}
+
 impl Work {
+    /// Who decodes now (`None`: no decoder is running).
+    pub fn decoded_by(&self) -> Option<DecodedBy> {
+        match self.decoded_by.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(DecodedBy::Helper),
+            2 => Some(DecodedBy::Ffmpeg),
+            _ => None,
+        }
+    }
+
+    pub fn set_decoded_by(&self, by: Option<DecodedBy>) {
+        let v = match by {
+            None => 0,
+            Some(DecodedBy::Helper) => 1,
+            Some(DecodedBy::Ffmpeg) => 2,
+        };
+        self.decoded_by.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn decoder(&self) -> Option<DecoderMode> {
         match self.decoder.load(std::sync::atomic::Ordering::Relaxed) {
             1 => Some(DecoderMode::Off),

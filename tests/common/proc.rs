@@ -36,6 +36,14 @@ pub fn proc_state(pid: u32) -> Option<char> {
 }
 
 /// farmcam's ffmpeg children whose command line contains `needle`.
+/// farmcam's shared decoder helper (`farmcam decode-helper`), if it runs.
+pub fn decoder_helpers(farmcam: u32) -> Vec<u32> {
+    children(farmcam)
+        .into_iter()
+        .filter(|p| cmdline(*p).contains("decode-helper"))
+        .collect()
+}
+
 pub fn ffmpeg_children(farmcam: u32, needle: &str) -> Vec<u32> {
     children(farmcam)
         .into_iter()

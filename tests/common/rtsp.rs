@@ -27,6 +27,8 @@ pub struct RtspOptions {
     pub profile: Option<String>,
     /// H.265 (x265) instead of H.264.
     pub h265: bool,
+    /// An H.264 Annex B file served in a loop instead of the test camera.
+    pub clip: Option<std::path::PathBuf>,
 }
 
 /// GStreamer's RTSP server serving an H.264 test camera at `/cam` (320x240, 15 fps).
@@ -74,6 +76,9 @@ impl RtspServer {
         }
         if options.h265 {
             cmd.arg("--h265");
+        }
+        if let Some(c) = &options.clip {
+            cmd.arg("--clip").arg(c);
         }
         let clients = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -21,8 +21,8 @@ use crate::frame::Size;
 /// Access units queued for the decoder (about two seconds of video), and their bytes at most
 /// (a unit larger than that alone is still taken when nothing is queued); beyond that the
 /// decoder is behind and is resynchronised at the next keyframe.
-const FEED_QUEUE: usize = 64;
-const FEED_BYTES: usize = 8 << 20;
+pub(super) const FEED_QUEUE: usize = 64;
+pub(super) const FEED_BYTES: usize = 8 << 20;
 /// Decoded pictures waiting for farmcam (a 720p one is 1.4 MB).
 const FRAME_QUEUE: usize = 2;
 /// The pipe the pictures come through: a 720p picture in a few reads, not twenty.
@@ -47,7 +47,7 @@ impl Picture {
 }
 
 /// Bytes of the Y plane and of each chroma plane of a 4:2:0 picture.
-fn planes_len(size: Size) -> (usize, usize) {
+pub(super) fn planes_len(size: Size) -> (usize, usize) {
     let c = I420::chroma_size(size);
     (
         size.width as usize * size.height as usize,

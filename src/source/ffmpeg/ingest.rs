@@ -31,10 +31,12 @@ use tracing::{debug, info, warn};
 use super::args::DecoderPlan;
 use super::child::{Chatter, Ffmpeg};
 use super::decoder::{Decoder, Picture};
+use super::decoding::Decoding;
+use super::libav::Session;
 use super::mjpeg::READ_CHUNK;
 use crate::backoff::Backoff;
 use crate::frame::{Captured, Size};
-use crate::h264::{delimiter, AccessUnit, AuSplitter, Codec};
+use crate::h264::{AccessUnit, AuSplitter, Codec};
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
 
 /// A fresh connection may take this long (or the stall timeout, if longer) for its first unit.
@@ -70,7 +72,10 @@ pub struct Ingest {
     config: DecoderConfig,
     chatter: Chatter,
     /// The running decoder, and what it is fed.
-    decoder: Option<(Decoder, DecoderMode)>,
+    decoder: Option<(Decoding, DecoderMode)>,
+    /// The shared decoder could not decode this stream: this camera has a decoder child of its
+    /// own from now on.
+    shared_failed: bool,
     /// The running decoder waits for a keyframe (it was behind, or started without one).
     resync: bool,
     /// When each unit fed to the running decoder and not yet decoded arrived, in order: its
@@ -128,6 +133,7 @@ impl Ingest {
             config,
             chatter,
             decoder: None,
+            shared_failed: false,
             resync: false,
             fed: VecDeque::new(),
             keyframe_at: None,
@@ -198,9 +204,19 @@ impl Ingest {
             self.stopping.spawn(d.stop());
         }
         self.work.set_decoder(Some(DecoderMode::Off));
+        self.work.set_decoded_by(None);
     }
 
-    fn start_decoder(&mut self, mode: DecoderMode) {
+    /// The shared decoder helper, unless this camera needs ffmpeg's: another decoder
+    /// (`decoder`), a `size` (ffmpeg's scaler), or the helper failed on this stream.
+    fn open_decoder(&mut self) -> Result<Decoding, String> {
+        let own = self.config.decoder.is_some() || self.config.size.is_some() || self.shared_failed;
+        if !own {
+            match Session::open(self.codec == Codec::H265) {
+                Ok(s) => return Ok(Decoding::Shared(s)),
+                Err(e) => self.shared_failing(&e),
+            }
+        }
         let args = DecoderPlan {
             codec: self.codec,
             decoder: self.config.decoder.as_deref(),
@@ -209,9 +225,20 @@ impl Ingest {
             fps_mode_option: self.config.fps_mode_option,
         }
         .args();
-        debug!(camera = %self.camera, "decoder ({mode:?}): {}", args.join(" "));
-        match Decoder::start(&self.config.program, &args, &self.chatter) {
+        debug!(camera = %self.camera, "decoder: {}", args.join(" "));
+        Decoder::start(&self.config.program, &args, &self.chatter).map(|d| Decoding::Own(Box::new(d)))
+    }
+
+    fn shared_failing(&mut self, why: &str) {
+        warn!(camera = %self.camera, "{why}: decoding this camera with ffmpeg instead");
+        self.shared_failed = true;
+    }
+
+    fn start_decoder(&mut self, mode: DecoderMode) {
+        match self.open_decoder() {
             Ok(d) => {
+                debug!(camera = %self.camera, "decoder ({mode:?}): {:?}", d.by());
+                self.work.set_decoded_by(Some(d.by()));
                 self.decoder = Some((d, mode));
                 self.work.decoder_starts.fetch_add(1, Relaxed);
                 self.decoder_produced = false;
@@ -237,9 +264,9 @@ impl Ingest {
     /// Feed the kept group from its unit `from` on, in one write: the decoder catches up to the
     /// current picture, and only that one of the replayed pictures is encoded.
     fn replay(&mut self, from: usize) {
-        let Some((decoder, _)) = &self.decoder else {
+        if self.decoder.is_none() {
             return;
-        };
+        }
         let group = self.work.units.group();
         if !group.complete || group.units.len() <= from {
             // Nothing kept to replay (a group too long to keep): every picture from the next
@@ -250,14 +277,11 @@ impl Ingest {
             self.resync |= from > 0 && !group.complete;
             return;
         }
-        let units = &group.units[from..];
-        let delimiter = delimiter(self.codec);
-        let mut data = Vec::with_capacity(units.iter().map(|u| u.au.data.len() + delimiter.len()).sum());
-        for u in units {
-            data.extend_from_slice(&u.au.data);
-            data.extend_from_slice(delimiter);
-        }
-        if decoder.feed(Bytes::from(data)) {
+        let units: Vec<Bytes> = group.units[from..].iter().map(|u| u.au.data.clone()).collect();
+        let Some((decoder, _)) = self.decoder.as_mut() else {
+            return;
+        };
+        if decoder.feed(self.codec, &units, true) {
             self.resync = false;
             self.fed.extend(std::iter::repeat_n(None, units.len() - 1));
             self.fed.push_back(Some(SystemTime::now()));
@@ -276,7 +300,7 @@ impl Ingest {
 
     /// Hand one unit, which arrived `at`, to the running decoder, as its mode wants.
     fn feed(&mut self, unit: &AccessUnit, at: SystemTime) {
-        let Some((decoder, mode)) = &self.decoder else {
+        let Some((decoder, mode)) = self.decoder.as_mut() else {
             return;
         };
         if self.resync && !unit.keyframe {
@@ -285,12 +309,7 @@ impl Ingest {
         if *mode == DecoderMode::Off || (*mode == DecoderMode::Keyframes && !unit.keyframe) {
             return;
         }
-        // A delimiter after each unit makes the decoder's parser finish the picture now, not when
-        // the next unit (in keyframes mode: the next keyframe) arrives.
-        let mut data = Vec::with_capacity(unit.data.len() + 8);
-        data.extend_from_slice(&unit.data);
-        data.extend_from_slice(delimiter(self.codec));
-        let fed = decoder.feed(Bytes::from(data));
+        let fed = decoder.feed(self.codec, std::slice::from_ref(&unit.data), false);
         if fed {
             self.resync = false;
             self.fed.push_back(Some(at));
@@ -410,8 +429,17 @@ impl Ingest {
             return Ok(());
         };
         let why = d.exit_reason().await;
+        let refused = d.refused();
         self.stopping.spawn(d.stop());
         self.work.set_decoder(Some(DecoderMode::Off));
+        self.work.set_decoded_by(None);
+        if refused && !self.shared_failed {
+            // The helper could not decode this stream (a pixel format it does not convert):
+            // ffmpeg's decoder, at once.
+            self.shared_failing(&why);
+            self.start_decoder(mode);
+            return Ok(());
+        }
         if self.decoder_produced {
             if self.decoder_started.elapsed() >= DECODER_HEALTHY {
                 self.quick_exits.reset();

@@ -14,8 +14,10 @@
 mod args;
 mod child;
 mod decoder;
+mod decoding;
 mod ingest;
 mod input;
+mod libav;
 mod mjpeg;
 mod probe;
 mod script;
@@ -31,6 +33,8 @@ use tracing::debug;
 
 pub use args::{qscale, DecoderPlan, Plan};
 pub use input::FfmpegInput;
+pub use libav::helper::run as decode_helper;
+pub use libav::set_program as set_decode_helper;
 pub use probe::{probe, Probe};
 pub use script::private_dir;
 

@@ -1,0 +1,78 @@
+//! Who decodes one camera's video: a session in the shared decoder helper ([`super::libav`],
+//! the default), or a decoder child of its own (an ffmpeg process) when the camera asks for
+//! something only ffmpeg does: another decoder (`decoder = "h264_v4l2m2m"`), a `size`, or the
+//! helper could not decode this stream. Both take access units and give pictures alike.
+
+use bytes::Bytes;
+
+use super::decoder::{Decoder, Picture};
+use super::libav::Session;
+use crate::h264::{delimiter, Codec};
+use crate::source::DecodedBy;
+
+pub enum Decoding {
+    Shared(Session),
+    Own(Box<Decoder>),
+}
+
+impl Decoding {
+    pub fn by(&self) -> DecodedBy {
+        match self {
+            Decoding::Shared(_) => DecodedBy::Helper,
+            Decoding::Own(_) => DecodedBy::Ffmpeg,
+        }
+    }
+
+    /// The shared helper could not decode this stream: ffmpeg should.
+    pub fn refused(&self) -> bool {
+        matches!(self, Decoding::Shared(s) if s.refused())
+    }
+
+    /// Queue access units (of a replay, `last_only`, only the last one's picture is wanted);
+    /// false when the decoder is behind (nothing was queued).
+    pub fn feed(&mut self, codec: Codec, units: &[Bytes], last_only: bool) -> bool {
+        match self {
+            Decoding::Shared(s) => s.feed(units, last_only),
+            Decoding::Own(d) => {
+                // A delimiter after each unit makes ffmpeg's parser finish the picture now, not
+                // when the next unit (in keyframes mode: the next keyframe) arrives.
+                let delimiter = delimiter(codec);
+                let len = units.iter().map(|u| u.len() + delimiter.len()).sum();
+                let mut data = Vec::with_capacity(len);
+                for u in units {
+                    data.extend_from_slice(u);
+                    data.extend_from_slice(delimiter);
+                }
+                d.feed(Bytes::from(data))
+            }
+        }
+    }
+
+    pub fn finish(&mut self) {
+        match self {
+            Decoding::Shared(s) => s.finish(),
+            Decoding::Own(d) => d.finish(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Picture> {
+        match self {
+            Decoding::Shared(s) => s.next().await,
+            Decoding::Own(d) => d.next().await,
+        }
+    }
+
+    pub async fn exit_reason(&mut self) -> String {
+        match self {
+            Decoding::Shared(s) => s.exit_reason(),
+            Decoding::Own(d) => d.exit_reason().await,
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Decoding::Shared(s) => drop(s),
+            Decoding::Own(d) => d.stop().await,
+        }
+    }
+}

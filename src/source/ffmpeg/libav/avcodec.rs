@@ -1,0 +1,343 @@
+//! libavcodec, loaded at run time (`dlopen`) from the ffmpeg farmcam already depends on: one
+//! H.264/H.265 decoder per camera, single-threaded, turning whole access units into full-range
+//! I420 pictures. Only the decoder helper process ([`super::helper`]) calls it, so a crash in
+//! the library never takes farmcam down.
+//!
+//! Only the stable head of each structure is read (`AVPacket`'s `data`/`size`, `AVFrame`'s
+//! planes, size and format: unchanged from ffmpeg 4 to 7); everything else goes through
+//! functions and `AVOption`s.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+
+use libloading::Library;
+
+/// The libavcodec sonames tried, newest first: ffmpeg 7.1 (Debian 13) back to 4.4.
+const SONAMES: &[&str] = &[
+    "libavcodec.so.62",
+    "libavcodec.so.61",
+    "libavcodec.so.60",
+    "libavcodec.so.59",
+    "libavcodec.so.58",
+];
+/// `AV_INPUT_BUFFER_PADDING_SIZE`: zero bytes the decoder may read past a packet's end.
+pub const PADDING: usize = 64;
+const AV_CODEC_ID_H264: c_int = 27;
+const AV_CODEC_ID_HEVC: c_int = 173;
+const AVERROR_EAGAIN: c_int = -libc::EAGAIN;
+/// `AVERROR_EOF`: `-MKTAG('E','O','F',' ')`.
+const AVERROR_EOF: c_int =
+    -(b'E' as c_int | (b'O' as c_int) << 8 | (b'F' as c_int) << 16 | (b' ' as c_int) << 24);
+const AV_LOG_QUIET: c_int = -8;
+/// `AVCOL_RANGE_JPEG`: full range.
+const AVCOL_RANGE_JPEG: i64 = 2;
+/// The largest picture decoded (as [`crate::codec::MAX_PIXELS`]).
+const MAX_PIXELS: usize = crate::codec::MAX_PIXELS;
+
+/// `AVPacket`'s head, the same in every libavcodec since `av_packet_alloc` (58).
+#[repr(C)]
+struct PacketHead {
+    buf: *mut c_void,
+    pts: i64,
+    dts: i64,
+    data: *mut u8,
+    size: c_int,
+}
+
+/// `AVFrame`'s head, the same from libavutil 56 to 59.
+#[repr(C)]
+struct FrameHead {
+    data: [*mut u8; 8],
+    linesize: [c_int; 8],
+    extended_data: *mut *mut u8,
+    width: c_int,
+    height: c_int,
+    nb_samples: c_int,
+    format: c_int,
+}
+
+type FindDecoder = unsafe extern "C" fn(c_int) -> *const c_void;
+type AllocContext = unsafe extern "C" fn(*const c_void) -> *mut c_void;
+type FreeContext = unsafe extern "C" fn(*mut *mut c_void);
+type Open2 = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void) -> c_int;
+type OptSet = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, c_int) -> c_int;
+type OptGetInt = unsafe extern "C" fn(*mut c_void, *const c_char, c_int, *mut i64) -> c_int;
+type PacketAlloc = unsafe extern "C" fn() -> *mut PacketHead;
+type PacketFree = unsafe extern "C" fn(*mut *mut PacketHead);
+type FrameAlloc = unsafe extern "C" fn() -> *mut FrameHead;
+type FrameFree = unsafe extern "C" fn(*mut *mut FrameHead);
+type FrameUnref = unsafe extern "C" fn(*mut FrameHead);
+type SendPacket = unsafe extern "C" fn(*mut c_void, *const PacketHead) -> c_int;
+type ReceiveFrame = unsafe extern "C" fn(*mut c_void, *mut FrameHead) -> c_int;
+type SetLevel = unsafe extern "C" fn(c_int);
+
+/// The functions used, resolved once.
+pub struct Libav {
+    _lib: Library,
+    find_decoder: FindDecoder,
+    alloc_context: AllocContext,
+    free_context: FreeContext,
+    open2: Open2,
+    opt_set: OptSet,
+    opt_get_int: OptGetInt,
+    packet_alloc: PacketAlloc,
+    packet_free: PacketFree,
+    frame_alloc: FrameAlloc,
+    frame_free: FrameFree,
+    frame_unref: FrameUnref,
+    send_packet: SendPacket,
+    receive_frame: ReceiveFrame,
+}
+
+impl Libav {
+    /// Load libavcodec (and, through it, libavutil).
+    pub fn load() -> Result<Libav, String> {
+        let mut last = String::new();
+        for name in SONAMES {
+            // SAFETY: loading ffmpeg's own library runs only its initialisers.
+            match unsafe { Library::new(name) } {
+                Ok(lib) => return Self::resolve(lib).map_err(|e| format!("{name}: {e}")),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!(
+            "cannot load libavcodec ({last}); install Debian's ffmpeg (apt install ffmpeg)"
+        ))
+    }
+
+    fn resolve(lib: Library) -> Result<Libav, String> {
+        /// SAFETY (each use): the symbol is ffmpeg's public function of this signature.
+        macro_rules! sym {
+            ($name:literal) => {
+                *unsafe { lib.get(concat!($name, "\0").as_bytes()) }
+                    .map_err(|e| format!("no {}: {e}", $name))?
+            };
+        }
+        let set_level: SetLevel = sym!("av_log_set_level");
+        // SAFETY: a plain setter; the helper's stderr carries its own messages only.
+        unsafe { set_level(AV_LOG_QUIET) };
+        Ok(Libav {
+            find_decoder: sym!("avcodec_find_decoder"),
+            alloc_context: sym!("avcodec_alloc_context3"),
+            free_context: sym!("avcodec_free_context"),
+            open2: sym!("avcodec_open2"),
+            opt_set: sym!("av_opt_set"),
+            opt_get_int: sym!("av_opt_get_int"),
+            packet_alloc: sym!("av_packet_alloc"),
+            packet_free: sym!("av_packet_free"),
+            frame_alloc: sym!("av_frame_alloc"),
+            frame_free: sym!("av_frame_free"),
+            frame_unref: sym!("av_frame_unref"),
+            send_packet: sym!("avcodec_send_packet"),
+            receive_frame: sym!("avcodec_receive_frame"),
+            _lib: lib,
+        })
+    }
+}
+
+/// One picture: full-range I420, packed (Y, then U, then V).
+pub struct Decoded {
+    pub width: u32,
+    pub height: u32,
+    pub planes: Vec<u8>,
+}
+
+/// One open decoder.
+pub struct AvDecoder<'a> {
+    av: &'a Libav,
+    ctx: *mut c_void,
+    packet: *mut PacketHead,
+    frame: *mut FrameHead,
+    /// A unit with the padding the decoder may read past its end.
+    buf: Vec<u8>,
+}
+
+impl<'a> AvDecoder<'a> {
+    pub fn open(av: &'a Libav, hevc: bool) -> Result<AvDecoder<'a>, String> {
+        let id = if hevc { AV_CODEC_ID_HEVC } else { AV_CODEC_ID_H264 };
+        let what = if hevc { "H.265" } else { "H.264" };
+        // SAFETY: ffmpeg's documented sequence; every pointer is checked before use and freed
+        // in Drop (which takes null pointers).
+        unsafe {
+            let codec = (av.find_decoder)(id);
+            if codec.is_null() {
+                return Err(format!("this libavcodec has no {what} decoder"));
+            }
+            let d = AvDecoder {
+                av,
+                ctx: (av.alloc_context)(codec),
+                packet: (av.packet_alloc)(),
+                frame: (av.frame_alloc)(),
+                buf: Vec::new(),
+            };
+            if d.ctx.is_null() || d.packet.is_null() || d.frame.is_null() {
+                return Err("libavcodec is out of memory".into());
+            }
+            // One thread, and each picture out as soon as its unit went in (as the ffmpeg
+            // decoder child: `-thread_type slice -flags low_delay`).
+            for (k, v) in [("threads", "1"), ("flags", "+low_delay")] {
+                let (k, v) = (
+                    CString::new(k).unwrap_or_default(),
+                    CString::new(v).unwrap_or_default(),
+                );
+                (av.opt_set)(d.ctx, k.as_ptr(), v.as_ptr(), 0);
+            }
+            let r = (av.open2)(d.ctx, codec, std::ptr::null_mut());
+            if r < 0 {
+                return Err(format!("cannot open libavcodec's {what} decoder (error {r})"));
+            }
+            Ok(d)
+        }
+    }
+
+    /// Decode one access unit (`None`: flush what the decoder holds), appending its pictures.
+    pub fn decode(&mut self, unit: Option<&[u8]>, out: &mut Vec<Decoded>) -> Result<(), String> {
+        // SAFETY: the packet points into `buf`, padded and alive for the call (the decoder
+        // copies a packet that has no reference-counted buffer); a null packet flushes.
+        unsafe {
+            let r = match unit {
+                Some(unit) => {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(unit);
+                    self.buf.resize(unit.len() + PADDING, 0);
+                    let p = &mut *self.packet;
+                    p.buf = std::ptr::null_mut();
+                    p.data = self.buf.as_mut_ptr();
+                    p.size = unit.len() as c_int;
+                    let r = (self.av.send_packet)(self.ctx, self.packet);
+                    p.data = std::ptr::null_mut();
+                    p.size = 0;
+                    r
+                }
+                None => (self.av.send_packet)(self.ctx, std::ptr::null()),
+            };
+            // A broken unit is skipped, as ffmpeg does; the next keyframe starts over.
+            if r < 0 && r != AVERROR_EAGAIN && r != AVERROR_EOF && unit.is_none() {
+                return Err(format!("libavcodec refused to flush (error {r})"));
+            }
+            loop {
+                let r = (self.av.receive_frame)(self.ctx, self.frame);
+                if r == AVERROR_EAGAIN || r == AVERROR_EOF {
+                    return Ok(());
+                }
+                if r < 0 {
+                    // A unit it could not decode: no picture of it.
+                    return Ok(());
+                }
+                let picture = self.picture();
+                (self.av.frame_unref)(self.frame);
+                out.push(picture?);
+            }
+        }
+    }
+
+    /// Whether the stream says its samples are full range.
+    fn full_range(&self) -> bool {
+        let mut range = 0i64;
+        let name = c"color_range";
+        // SAFETY: an int option of AVCodecContext, read into a local.
+        let r = unsafe { (self.av.opt_get_int)(self.ctx, name.as_ptr(), 0, &mut range) };
+        r >= 0 && range == AVCOL_RANGE_JPEG
+    }
+
+    /// The frame just received, as full-range I420.
+    unsafe fn picture(&self) -> Result<Decoded, String> {
+        let f = &*self.frame;
+        let (w, h) = (f.width, f.height);
+        if w <= 0 || h <= 0 || (w as usize) * (h as usize) > MAX_PIXELS {
+            return Err(format!("the camera's pictures are {w}x{h}"));
+        }
+        // (chroma subsampled horizontally, vertically, full range by format)
+        let (sx, sy, yuvj) = match f.format {
+            0 => (true, true, false),   // yuv420p
+            12 => (true, true, true),   // yuvj420p
+            4 => (true, false, false),  // yuv422p
+            13 => (true, false, true),  // yuvj422p
+            5 => (false, false, false), // yuv444p
+            14 => (false, false, true), // yuvj444p
+            other => {
+                return Err(format!(
+                    "the camera's pictures are in pixel format {other} (10-bit?), which the shared \
+                     decoder does not convert; set decoder = \"{}\" for this camera to decode it with ffmpeg",
+                    "h264"
+                ))
+            }
+        };
+        let full = yuvj || self.full_range();
+        let (w, h) = (w as usize, h as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut planes = Vec::with_capacity(w * h + 2 * cw * ch);
+        let row = |plane: usize, y: usize, len: usize| -> &[u8] {
+            let stride = f.linesize[plane] as isize;
+            // SAFETY: row y of a plane of this frame, of at least `len` bytes.
+            std::slice::from_raw_parts(f.data[plane].offset(stride * y as isize), len)
+        };
+        let (luma, chroma) = (table(full, false), table(full, true));
+        for y in 0..h {
+            planes.extend(row(0, y, w).iter().map(|&v| luma[v as usize]));
+        }
+        for plane in [1, 2] {
+            let src_w = if sx { cw } else { w };
+            for y in 0..ch {
+                let src_y = if sy { y } else { (2 * y).min(h - 1) };
+                let src = row(plane, src_y, src_w);
+                if sx {
+                    planes.extend(src.iter().map(|&v| chroma[v as usize]));
+                } else {
+                    planes.extend((0..cw).map(|x| chroma[src[2 * x] as usize]));
+                }
+            }
+        }
+        Ok(Decoded {
+            width: w as u32,
+            height: h as u32,
+            planes,
+        })
+    }
+}
+
+/// A sample in full range: limited-range luma 16..=235 and chroma 16..=240 stretched to 0..=255.
+pub fn to_full_range(v: u8, full: bool, chroma: bool) -> u8 {
+    if full {
+        return v;
+    }
+    let (mid, scale) = if chroma {
+        (128.0, 255.0 / 224.0)
+    } else {
+        (16.0, 255.0 / 219.0)
+    };
+    let base = if chroma { 128.0 } else { 0.0 };
+    ((v as f32 - mid) * scale + base).round().clamp(0.0, 255.0) as u8
+}
+
+/// [`to_full_range`] of every sample value.
+fn table(full: bool, chroma: bool) -> [u8; 256] {
+    std::array::from_fn(|v| to_full_range(v as u8, full, chroma))
+}
+
+impl Drop for AvDecoder<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each free function takes a pointer to the (possibly null) pointer.
+        unsafe {
+            (self.av.frame_free)(&mut self.frame);
+            (self.av.packet_free)(&mut self.packet);
+            (self.av.free_context)(&mut self.ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limited_range_samples_are_stretched_to_full_range() {
+        assert_eq!(to_full_range(16, false, false), 0);
+        assert_eq!(to_full_range(235, false, false), 255);
+        assert_eq!(to_full_range(0, false, false), 0);
+        assert_eq!(to_full_range(255, false, false), 255);
+        assert_eq!(to_full_range(128, false, true), 128);
+        assert!(to_full_range(16, false, true) <= 1);
+        assert_eq!(to_full_range(240, false, true), 255);
+        assert_eq!(to_full_range(77, true, false), 77);
+    }
+}

@@ -1,0 +1,337 @@
+//! The shared decoder: one helper process (`farmcam decode-helper`, [`helper`]) decodes the
+//! H.264/H.265 video of every camera that needs pictures, with libavcodec ([`avcodec`]) loaded
+//! once, one thread and one decoder per camera; [`wire`] is what they say on the pipes. This
+//! module is farmcam's side: it starts the helper when the first camera needs it, gives each
+//! camera a [`Session`], and stops the helper [`LINGER`] after the last session ends.
+//!
+//! A camera's decoder costs a thread and a decoder context in the helper instead of a process
+//! that loads all of ffmpeg's 200 libraries (BENCHMARKS.md). If the helper dies (a crash in
+//! libavcodec on a hostile stream, a kill), every session ends as a decoder child's would, and
+//! the cameras that still need pictures start a new helper; farmcam itself is untouched.
+
+mod avcodec;
+pub mod helper;
+mod wire;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::args::Invocation;
+use super::child::{self, Chatter};
+use super::decoder::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
+use crate::frame::Size;
+use crate::log_limit::LogLimit;
+
+/// The helper stays this long after its last session ended (a camera's decoder stops and
+/// starts again as demand comes and goes).
+pub const LINGER: Duration = Duration::from_secs(10);
+/// What the helper's messages are logged as.
+const NAME: &str = "decoder helper";
+
+/// What a session hears from the helper.
+enum Event {
+    Picture(Picture),
+    /// A unit of this many bytes was decoded.
+    Done(usize),
+    /// The slot's decoder could not decode this stream.
+    Refused(String),
+    /// The slot closed after its input ended, or the helper ended.
+    Ended(String),
+}
+
+struct Helper {
+    /// Messages to the helper's stdin (header and payload).
+    to_helper: mpsc::UnboundedSender<([u8; wire::HEADER], Bytes)>,
+    sessions: Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>,
+    next_slot: AtomicU32,
+    /// Why the helper ended, once it did.
+    exit: Mutex<Option<String>>,
+}
+
+static HELPER: Mutex<Option<Arc<Helper>>> = Mutex::new(None);
+/// The program that runs `decode-helper` (farmcam's own binary), set by `main`; a program that
+/// embeds the library without setting it decodes with ffmpeg children.
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Decode through `program decode-helper` from now on.
+pub fn set_program(program: PathBuf) {
+    let _ = PROGRAM.set(program);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Helper {
+    fn send(&self, slot: u32, kind: u8, payload: Bytes) -> bool {
+        let h = wire::header(slot, kind, payload.len());
+        self.to_helper.send((h, payload)).is_ok()
+    }
+
+    /// The running helper, or a new one.
+    fn get() -> Result<Arc<Helper>, String> {
+        let mut current = lock(&HELPER);
+        if let Some(h) = current.as_ref() {
+            if lock(&h.exit).is_none() {
+                return Ok(h.clone());
+            }
+        }
+        let h = Self::start()?;
+        *current = Some(h.clone());
+        Ok(h)
+    }
+
+    fn start() -> Result<Arc<Helper>, String> {
+        let program = PROGRAM
+            .get()
+            .ok_or("the shared decoder is not available in this program")?;
+        let run = Invocation {
+            args: vec!["decode-helper".to_string()],
+            script: None,
+        };
+        let chatter = Chatter {
+            camera: NAME.to_string(),
+            secrets: Arc::new(Vec::new()),
+            log: Arc::new(Mutex::new(LogLimit::new())),
+            codec: Arc::new(AtomicU8::new(0)),
+        };
+        let mut ff = child::spawn(program, &run, &chatter, true, None, NAME)?;
+        let mut stdin = ff.stdin.take().ok_or("the decoder helper has no stdin")?;
+        let stdout = ff.stdout.take().ok_or("the decoder helper has no stdout")?;
+        let (to_helper, mut queue) = mpsc::unbounded_channel::<([u8; wire::HEADER], Bytes)>();
+        let helper = Arc::new(Helper {
+            to_helper,
+            sessions: Mutex::new(HashMap::new()),
+            next_slot: AtomicU32::new(0),
+            exit: Mutex::new(None),
+        });
+        tokio::spawn(async move {
+            while let Some((h, payload)) = queue.recv().await {
+                if stdin.write_all(&h).await.is_err() || stdin.write_all(&payload).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping stdin: the helper exits.
+        });
+        let weak = Arc::downgrade(&helper);
+        tokio::spawn(async move {
+            let mut r = BufReader::with_capacity(1 << 20, stdout);
+            let broken = loop {
+                match read(&mut r).await {
+                    Ok(Some((slot, kind, payload))) => {
+                        let Some(h) = weak.upgrade() else { break None };
+                        h.dispatch(slot, kind, payload);
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(e.to_string()),
+                }
+            };
+            drop(r);
+            let mut why = ff.exit_reason().await;
+            if let Some(b) = broken {
+                why = format!("{why} (its output was broken: {b})");
+            }
+            ff.stop().await;
+            debug!("{why}");
+            if let Some(h) = weak.upgrade() {
+                *lock(&h.exit) = Some(why.clone());
+                // Every session ends: their cameras start a new helper when they need one.
+                for (_, s) in lock(&h.sessions).drain() {
+                    let _ = s.send(Event::Ended(why.clone()));
+                }
+                let mut current = lock(&HELPER);
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h)) {
+                    *current = None;
+                }
+            }
+        });
+        debug!("{NAME} started");
+        Ok(helper)
+    }
+
+    fn dispatch(&self, slot: u32, kind: u8, payload: Vec<u8>) {
+        let sessions = lock(&self.sessions);
+        let Some(s) = sessions.get(&slot) else { return };
+        let event = match kind {
+            wire::PICTURE if payload.len() >= 8 => {
+                let w = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                let h = u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                let size = Size { width: w, height: h };
+                let (y, c) = planes_len(size);
+                if payload.len() != 8 + y + 2 * c {
+                    return;
+                }
+                Event::Picture(Picture {
+                    planes: Bytes::from(payload).slice(8..),
+                    size,
+                })
+            }
+            wire::DONE if payload.len() == 4 => {
+                Event::Done(u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize)
+            }
+            wire::FAILED => Event::Refused(format!(
+                "the {NAME} failed: {}",
+                String::from_utf8_lossy(&payload)
+            )),
+            wire::CLOSED => Event::Ended("the decoder's input ended".into()),
+            _ => return,
+        };
+        let _ = s.send(event);
+    }
+}
+
+/// One message from the helper: `None` at its end.
+async fn read(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<(u32, u8, Vec<u8>)>> {
+    let mut h = [0u8; wire::HEADER];
+    match r.read_exact(&mut h).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (slot, kind, len) = wire::parse(&h);
+    if len > wire::MAX_PAYLOAD {
+        return Err(std::io::Error::other(format!("a {len}-byte message")));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some((slot, kind, payload)))
+}
+
+/// One camera's decoder in the helper: the interface of the decoder child.
+pub struct Session {
+    helper: Arc<Helper>,
+    slot: u32,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Units and bytes sent and not yet decoded.
+    in_flight: (usize, usize),
+    /// Input ended (CLOSE sent).
+    finished: bool,
+    ended: Option<String>,
+    /// The helper could not decode this camera's stream (not that it died).
+    refused: bool,
+}
+
+impl Session {
+    pub fn open(hevc: bool) -> Result<Session, String> {
+        let helper = Helper::get()?;
+        let slot = helper.next_slot.fetch_add(1, Relaxed);
+        let (tx, events) = mpsc::unbounded_channel();
+        lock(&helper.sessions).insert(slot, tx);
+        if !helper.send(
+            slot,
+            wire::OPEN,
+            Bytes::from_static(if hevc { &[1] } else { &[0] }),
+        ) {
+            lock(&helper.sessions).remove(&slot);
+            return Err(format!("the {NAME} is not running"));
+        }
+        Ok(Session {
+            helper,
+            slot,
+            events,
+            in_flight: (0, 0),
+            finished: false,
+            ended: None,
+            refused: false,
+        })
+    }
+
+    /// Queue access units; of a replay (`last_only`) only the last one's picture comes back.
+    /// False when the decoder is behind (nothing was queued).
+    pub fn feed(&mut self, units: &[Bytes], last_only: bool) -> bool {
+        let bytes: usize = units.iter().map(Bytes::len).sum();
+        let (n, b) = self.in_flight;
+        if self.finished || n + units.len() > FEED_QUEUE || (b > 0 && b + bytes > FEED_BYTES) {
+            return false;
+        }
+        for (i, u) in units.iter().enumerate() {
+            let kind = if last_only && i + 1 < units.len() {
+                wire::QUIET_UNIT
+            } else {
+                wire::UNIT
+            };
+            if !self.helper.send(self.slot, kind, u.clone()) {
+                return false;
+            }
+        }
+        self.in_flight = (n + units.len(), b + bytes);
+        true
+    }
+
+    /// No more input: the pictures it holds come out, then the session ends.
+    pub fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.helper.send(self.slot, wire::CLOSE, Bytes::new());
+        }
+    }
+
+    /// The next picture; `None` once the session ended (see [`Self::exit_reason`]).
+    pub async fn next(&mut self) -> Option<Picture> {
+        loop {
+            if self.ended.is_some() {
+                return None;
+            }
+            match self.events.recv().await {
+                Some(Event::Picture(p)) => return Some(p),
+                Some(Event::Done(len)) => {
+                    self.in_flight.0 = self.in_flight.0.saturating_sub(1);
+                    self.in_flight.1 = self.in_flight.1.saturating_sub(len);
+                }
+                Some(Event::Ended(why)) => self.ended = Some(why),
+                Some(Event::Refused(why)) => {
+                    self.refused = true;
+                    self.ended = Some(why);
+                }
+                None => self.ended = Some(format!("the {NAME} ended")),
+            }
+        }
+    }
+
+    /// Whether the helper could not decode this stream (rather than died or was closed).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    pub fn exit_reason(&self) -> String {
+        self.ended.clone().unwrap_or_else(|| format!("the {NAME} ended"))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.finish();
+        let empty = {
+            let mut sessions = lock(&self.helper.sessions);
+            sessions.remove(&self.slot);
+            sessions.is_empty()
+        };
+        if !empty {
+            return;
+        }
+        // The last session: the helper goes after a while unless a camera needs it again.
+        let helper = Arc::downgrade(&self.helper);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                let mut current = lock(&HELPER);
+                let idle = helper.upgrade().is_some_and(|h| {
+                    lock(&h.sessions).is_empty() && current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h))
+                });
+                if idle {
+                    // Its stdin closes with the last reference: it exits, and is reaped.
+                    *current = None;
+                    debug!("{NAME}: no camera needs it; stopping it");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The decoder helper's pipe protocol, both ways: a 9-byte header (slot `u32`, kind `u8`,
+//! payload length `u32`, little-endian) and the payload. A slot is one camera's decoder.
+
+use std::io::{self, Read, Write};
+
+/// farmcam → helper: open a decoder in the slot (payload: 0 H.264, 1 H.265).
+pub const OPEN: u8 = 1;
+/// farmcam → helper: one access unit to decode, its pictures sent back.
+pub const UNIT: u8 = 2;
+/// farmcam → helper: one access unit to decode, its pictures not sent back (a replay: only the
+/// current picture is wanted).
+pub const QUIET_UNIT: u8 = 3;
+/// farmcam → helper: the slot's input ended: flush its pictures, then close it.
+pub const CLOSE: u8 = 4;
+/// helper → farmcam: a picture (width `u32`, height `u32`, full-range I420 planes).
+pub const PICTURE: u8 = 5;
+/// helper → farmcam: a unit was decoded (payload: its length `u32`), its pictures sent before.
+pub const DONE: u8 = 6;
+/// helper → farmcam: the slot's decoder failed (payload: why, UTF-8); the slot is closed.
+pub const FAILED: u8 = 7;
+/// helper → farmcam: the slot closed after CLOSE, its last pictures sent before.
+pub const CLOSED: u8 = 8;
+
+pub const HEADER: usize = 9;
+/// The largest payload either side accepts: a picture of [`crate::codec::MAX_PIXELS`] (its
+/// chroma rounded up) or a unit as large as a camera's `max_frame_size` may be.
+pub const MAX_PAYLOAD: usize = 8 + crate::codec::MAX_PIXELS * 2 + (256 << 20);
+
+pub fn header(slot: u32, kind: u8, len: usize) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&slot.to_le_bytes());
+    h[4] = kind;
+    h[5..].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
+pub fn parse(h: &[u8; HEADER]) -> (u32, u8, usize) {
+    let slot = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let len = u32::from_le_bytes([h[5], h[6], h[7], h[8]]) as usize;
+    (slot, h[4], len)
+}
+
+/// One message from `r`: `None` at a clean end between messages.
+pub fn read(r: &mut impl Read) -> io::Result<Option<Message>> {
+    let mut h = [0u8; HEADER];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (slot, kind, len) = parse(&h);
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a {len}-byte message"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some(Message { slot, kind, payload }))
+}
+
+pub fn write(w: &mut impl Write, slot: u32, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    w.write_all(&header(slot, kind, len))?;
+    for p in parts {
+        w.write_all(p)?;
+    }
+    w.flush()
+}
+
+pub struct Message {
+    pub slot: u32,
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_oversized_ones_are_refused() {
+        let mut buf = Vec::new();
+        write(&mut buf, 7, UNIT, &[b"ab", b"c"]).unwrap();
+        write(&mut buf, 1, CLOSE, &[]).unwrap();
+        let mut r = &buf[..];
+        let m = read(&mut r).unwrap().unwrap();
+        assert_eq!((m.slot, m.kind, &m.payload[..]), (7, UNIT, &b"abc"[..]));
+        let m = read(&mut r).unwrap().unwrap();
+        assert_eq!((m.slot, m.kind, m.payload.len()), (1, CLOSE, 0));
+        assert!(read(&mut r).unwrap().is_none());
+        let huge = header(0, UNIT, MAX_PAYLOAD + 1);
+        assert!(read(&mut &huge[..]).is_err());
+        assert!(
+            read(&mut &huge[..4]).unwrap().is_none(),
+            "a cut header is the end"
+        );
+    }
+}
