@@ -72,6 +72,17 @@ sleep "$SECS"
 t1=$(ticks "$FC"); s1=$(date +%s.%N)
 b1=$(bytes_sent); v1=$(viewer_bytes)
 read -r PSS PROCS < <(pss_kb "$FC")
+# By kind: farmcam itself, its shared decoder helper, its ffmpeg children.
+OWN_PSS=$(awk '/^Pss:/{print $2}' "/proc/$FC/smaps_rollup")
+HELPER_PSS=0; FF_PSS=0; FF_N=0
+for c in $(cat /proc/"$FC"/task/*/children 2>/dev/null); do
+    v=$(awk '/^Pss:/{print $2}' "/proc/$c/smaps_rollup" 2>/dev/null)
+    if tr '\0' ' ' < "/proc/$c/cmdline" | grep -q decode-helper; then
+        HELPER_PSS=$((HELPER_PSS + ${v:-0}))
+    else
+        FF_PSS=$((FF_PSS + ${v:-0})); FF_N=$((FF_N + 1))
+    fi
+done
 RSS=$(rss_kb "$FC")
 curl -s http://127.0.0.1:8096/api/cameras > "$DIR/status.json"
 FARM_CPU=$(cpu_pct "$t0" "$t1" "$s0" "$s1")
@@ -120,6 +131,9 @@ echo "| CPU, % of one core | $FARM_CPU % ($(per "$FARM_CPU") % per camera) | $FL
 echo "| RSS | $(mb "$RSS") MB ($(per "$RSS/1024") MB per camera) | $(mb "$FLOOR_RSS") MB |"
 echo "| PSS | $(mb "$PSS") MB ($(per "$PSS/1024") MB per camera) | $(mb "$FLOOR_PSS") MB |"
 echo "| processes | $PROCS | ${#FLOOR[@]} |"
+echo
+echo "PSS by process: farmcam $(mb "$OWN_PSS") MB, decoder helper $(mb "$HELPER_PSS") MB, $FF_N ffmpeg children $(mb "$FF_PSS") MB"
+echo "decoded by at the end: $(python3 -c "import json,collections;c=json.load(open('$DIR/status.json'));print(dict(collections.Counter(x.get('decoded_by') for x in c)))")"
 echo
 echo "camera connections: upstream_opens per camera $OPENS; the RTSP server accepted $CLIENTS connections from farmcam"
 echo "decoder modes at the end: $DECODERS"
