@@ -103,7 +103,7 @@ pub fn scrub(s: &str, secrets: &[String]) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

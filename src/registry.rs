@@ -17,7 +17,7 @@ use crate::light::{Light, LightStatus, Lights};
 use crate::polls::{self, Polls};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
 use crate::source::{self, Source, SourceSpec, Work};
-pub use crate::source::{DecodedBy, DecoderMode};
+pub use crate::source::{DecodedBy, DecoderMode, IngestBy};
 
 /// One configured camera. It lives as long as the configuration; pumps come and go.
 pub struct Camera {
@@ -115,6 +115,9 @@ pub struct CameraStatus {
     /// For H.264/H.265 cameras with a decoder running: `helper` (the shared libavcodec helper)
     /// or `ffmpeg` (a decoder child of its own).
     pub decoded_by: Option<DecodedBy>,
+    /// For connected H.264/H.265 cameras: `farmcam` (its own RTSP client) or `ffmpeg` (an
+    /// ingest child).
+    pub ingest: Option<IngestBy>,
     /// For H.264/H.265 cameras: the measured time between keyframes.
     pub keyframe_interval_ms: Option<u64>,
     /// Pictures handed to the decoder (H.264/H.265 cameras).
@@ -396,6 +399,7 @@ impl Camera {
             light: s.light.as_ref().map(|l| l.status()),
             decoder: work.and_then(Work::decoder),
             decoded_by: work.and_then(Work::decoded_by),
+            ingest: work.and_then(Work::ingest),
             keyframe_interval_ms: work
                 .map(|w| w.keyframe_interval_ms.load(Relaxed))
                 .filter(|ms| *ms > 0),

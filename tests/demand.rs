@@ -143,7 +143,8 @@ async fn a_rate_above_one_per_keyframe_interval_decodes_everything_and_encodes_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_children_recover_without_orphans() {
     let server = RtspServer::start(RtspOptions::default());
-    let d = Daemon::start(&camera(&server.url(), ""));
+    // An ffmpeg ingest, to kill it too.
+    let d = Daemon::start(&camera(&server.url(), common::FFMPEG_INGEST));
     let pid = d.child.id();
     let mut viewer = open_stream(&d, "cam").await;
     live_frame(&mut viewer).await;

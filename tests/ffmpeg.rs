@@ -57,12 +57,26 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
         }
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{id}: {seqs:?}");
     }
-    // One ffmpeg per camera, however many viewers; the HTTP camera saw one connection.
+    // One connection per camera, however many viewers: the plain RTSP camera read by farmcam's
+    // own RTSP client, the others by one ffmpeg each; the HTTP camera saw one connection.
     let rtsp_ff = ffmpeg_children(pid, &format!(":{}/cam", rtsp.port));
+    assert_eq!(rtsp.clients.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let statuses = d.cameras_json().await;
+    let ingest: Vec<_> = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ingest"].as_str())
+        .collect();
+    assert_eq!(
+        ingest,
+        [Some("farmcam"), Some("ffmpeg"), None],
+        "rtsp, x1c, k1 (MJPEG)"
+    );
     // The RTSPS camera has a password: its URL is in a private file named after the camera.
     let rtsps_ff = ffmpeg_children(pid, "/x1c-");
     let http_ff = ffmpeg_children(pid, &format!(":{}/", http.port));
-    assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (1, 1, 1));
+    assert_eq!((rtsp_ff.len(), rtsps_ff.len(), http_ff.len()), (0, 1, 1));
     // H.264 is copied to farmcam and decoded (full rate: viewers) by the one decoder helper
     // shared by every camera; MJPEG over HTTP is copied untouched.
     let decoders = common::proc::decoder_helpers(pid);
@@ -71,9 +85,9 @@ async fn rtsp_rtsps_and_http_cameras_serve_many_viewers_from_one_ffmpeg_each() {
         ffmpeg_children(pid, "-i pipe:0").is_empty(),
         "no decoder child per camera"
     );
-    assert_eq!(children(pid).len(), 4, "no other children");
+    assert_eq!(children(pid).len(), 3, "no other children");
     assert_eq!(http.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert!(cmdline(rtsp_ff[0]).contains("-c:v copy -bsf:v dump_extra=freq=keyframe -f h264"));
+    assert!(cmdline(rtsps_ff[0]).contains("-c:v copy -bsf:v dump_extra=freq=keyframe -f h264"));
     // farmcam encodes the decoded pictures at the camera's quality: libjpeg's luminance table
     // starts at 16 scaled to 60 % for quality 70 (10), to 20 % for the default 90 (3).
     let first_quantizer = |jpeg: &[u8]| {
@@ -151,6 +165,10 @@ async fn server_restart_mid_stream_keeps_viewers_and_resumes() {
     server.restart();
     let after = live_frame(&mut s).await.seq();
     assert!(after > before);
+    // A plain rtsp:// camera is read by farmcam's own RTSP client, which reconnected.
+    let c = d.camera("p1").await;
+    assert_eq!(c["ingest"], "farmcam", "{c}");
+    assert!(c["upstream_opens"].as_u64() >= Some(2), "{c}");
     assert_eq!(
         d.camera("p1").await["viewers"],
         1,
@@ -165,7 +183,11 @@ async fn killed_ffmpeg_is_restarted_and_viewers_stay_attached_and_never_sees_not
     let d = Daemon::start_with_env(
         &config(
             "",
-            &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+            &format!(
+                "[[camera]]\nid = \"p1\"\nsource = \"{}\"\n{}",
+                server.url(),
+                common::FFMPEG_INGEST
+            ),
         ),
         &[("NOTIFY_SOCKET", "/nonexistent/notify")],
     );
@@ -197,8 +219,9 @@ async fn stalled_stream_gets_ffmpeg_killed_and_restarted() {
     let d = Daemon::start(&config(
         "",
         &format!(
-            "[[camera]]\nid = \"p1\"\nsource = \"{}\"\nstall_timeout = \"2s\"\n",
-            server.url()
+            "[[camera]]\nid = \"p1\"\nsource = \"{}\"\nstall_timeout = \"2s\"\n{}",
+            server.url(),
+            common::FFMPEG_INGEST
         ),
     ));
     let pid = d.child.id();
@@ -219,12 +242,53 @@ async fn stalled_stream_gets_ffmpeg_killed_and_restarted() {
     live_frame(&mut s).await;
 }
 
+/// farmcam's own RTSP client (a plain rtsp:// camera): a stalled camera is noticed after
+/// `stall_timeout`, the viewer sees the offline image, and the camera is reconnected when it
+/// answers again, with no ffmpeg involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_camera_read_by_farmcam_is_reconnected() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"p1\"\nsource = \"{}\"\nstall_timeout = \"2s\"\n",
+            server.url()
+        ),
+    ));
+    let pid = d.child.id();
+    let mut s = open_stream(&d, "p1").await;
+    live_frame(&mut s).await;
+    let c = d.camera("p1").await;
+    assert_eq!(
+        (c["ingest"].as_str(), c["upstream_opens"].as_u64()),
+        (Some("farmcam"), Some(1)),
+        "{c}"
+    );
+    assert!(
+        ffmpeg_children(pid, "/cam").is_empty(),
+        "no ffmpeg reads the camera"
+    );
+    server.pause();
+    placeholder_frame(&mut s).await;
+    assert!(d.log_text().contains("no video for 2s"), "{}", d.log_text());
+    server.resume();
+    live_frame(&mut s).await;
+    let c = d.camera("p1").await;
+    assert!(c["upstream_opens"].as_u64() >= Some(2), "reconnected: {c}");
+    assert_eq!(c["ingest"], "farmcam", "{c}");
+    assert_eq!(c["viewers"], 1, "the same viewer: {c}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_dies_with_farmcam_even_when_farmcam_is_sigkilled() {
     let server = RtspServer::start(RtspOptions::default());
     let cfg = config(
         "",
-        &format!("[[camera]]\nid = \"p1\"\nsource = \"{}\"\n", server.url()),
+        &format!(
+            "[[camera]]\nid = \"p1\"\nsource = \"{}\"\n{}",
+            server.url(),
+            common::FFMPEG_INGEST
+        ),
     );
 
     // SIGTERM: a clean stop reaps ffmpeg before farmcam exits.
@@ -247,12 +311,21 @@ async fn ffmpeg_dies_with_farmcam_even_when_farmcam_is_sigkilled() {
     let mut s = open_stream(&d, "p1").await;
     live_frame(&mut s).await;
     let child = ffmpeg_children(d.child.id(), "/cam")[0];
+    let helper = common::proc::decoder_helpers(d.child.id());
+    assert_eq!(helper.len(), 1, "the decoder helper runs");
     d.signal(libc::SIGKILL);
     d.wait_exit(Duration::from_secs(5)).expect("farmcam killed");
     // An orphan is reparented and reaped by init; a zombie left with no reaper is dead too.
-    eventually(Duration::from_secs(5), "orphaned ffmpeg killed", || {
-        matches!(proc_state(child), None | Some('Z')).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "orphaned ffmpeg and decoder helper killed",
+        || {
+            [child, helper[0]]
+                .iter()
+                .all(|c| matches!(proc_state(*c), None | Some('Z')))
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -322,6 +395,14 @@ async fn credentials_never_leak() {
     });
     let good = server.url();
     assert!(good.contains(CODE));
+    // The same over plain RTSP: read by farmcam's own RTSP client.
+    let plain = RtspServer::start(RtspOptions {
+        credentials: Some(("admin".into(), CODE.into())),
+        ..Default::default()
+    });
+    let plain_good = plain.url();
+    assert!(plain_good.starts_with("rtsp://") && plain_good.contains(CODE));
+    let plain_wrong = plain_good.replace(CODE, &format!("{CODE}x"));
     let wrong_port = good.replace(&format!(":{}/", server.port), &format!(":{}/", free_port()));
     let wrong_code = format!("rtsps://bblp:{CODE}x@127.0.0.1:{}/cam", server.port);
     let cfg = config(
@@ -329,7 +410,9 @@ async fn credentials_never_leak() {
         &format!(
             "[[camera]]\nid = \"x1c\"\nsource = \"{good}\"\n\
              [[camera]]\nid = \"h2d\"\nsource = \"{wrong_port}\"\nsnapshot_timeout = \"3s\"\n\
-             [[camera]]\nid = \"p2s\"\nsource = \"{wrong_code}\"\nffmpeg_args = [\"-user_agent\", \"farmcam\"]\n"
+             [[camera]]\nid = \"p2s\"\nsource = \"{wrong_code}\"\nffmpeg_args = [\"-user_agent\", \"farmcam\"]\n\
+             [[camera]]\nid = \"ipcam\"\nsource = \"{plain_good}\"\n\
+             [[camera]]\nid = \"ipcam2\"\nsource = \"{plain_wrong}\"\n"
         ),
     );
     let d = Daemon::start_with_log(&cfg, "debug");
@@ -340,6 +423,19 @@ async fn credentials_never_leak() {
     placeholder_frame(&mut bad).await;
     let mut bad2 = open_stream(&d, "p2s").await;
     placeholder_frame(&mut bad2).await;
+    let mut ipcam = open_stream(&d, "ipcam").await;
+    live_frame(&mut ipcam).await;
+    let mut bad3 = open_stream(&d, "ipcam2").await;
+    placeholder_frame(&mut bad3).await;
+    let c = d.camera("ipcam").await;
+    assert_eq!(c["ingest"], "farmcam", "{c}");
+    eventually(Duration::from_secs(20), "ipcam2's refusal in its status", || {
+        let log = d.log_text();
+        log.lines()
+            .any(|l| l.contains("ipcam2") && l.contains("401"))
+            .then_some(())
+    })
+    .await;
     eventually(Duration::from_secs(20), "401 seen", || {
         d.log_text().contains("401").then_some(())
     })

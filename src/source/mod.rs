@@ -9,6 +9,7 @@
 pub mod bambu;
 pub mod demand;
 pub mod ffmpeg;
+pub mod rtsp_client;
 mod test_pattern;
 pub mod units;
 pub mod v4l2;
@@ -146,6 +147,7 @@ pub struct Work {
     pub units: units::UnitFeed,
     decoder: std::sync::atomic::AtomicU8,
     decoded_by: std::sync::atomic::AtomicU8,
+    ingest: std::sync::atomic::AtomicU8,
     /// Measured time between keyframes (H.264/H.265 cameras), in milliseconds.
     pub keyframe_interval_ms: std::sync::atomic::AtomicU64,
     /// Pictures handed to a decoder.
@@ -179,7 +181,36 @@ pub enum DecodedBy {
     Ffmpeg,
 }
 
+/// What reads an H.264/H.265 camera's connection (`ingest` in `/api/cameras`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestBy {
+    /// An ffmpeg child copying the video (RTSPS, HTTP, `ffmpeg:`, and what farmcam's own client
+    /// cannot read).
+    Ffmpeg,
+    /// farmcam's own RTSP client (plain `rtsp://`).
+    Farmcam,
+}
+
 impl Work {
+    /// What reads the camera's connection now (`None`: not connected, or not H.264/H.265).
+    pub fn ingest(&self) -> Option<IngestBy> {
+        match self.ingest.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(IngestBy::Ffmpeg),
+            2 => Some(IngestBy::Farmcam),
+            _ => None,
+        }
+    }
+
+    pub fn set_ingest(&self, by: Option<IngestBy>) {
+        let v = match by {
+            None => 0,
+            Some(IngestBy::Ffmpeg) => 1,
+            Some(IngestBy::Farmcam) => 2,
+        };
+        self.ingest.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Who decodes now (`None`: no decoder is running).
     pub fn decoded_by(&self) -> Option<DecodedBy> {
         match self.decoded_by.load(std::sync::atomic::Ordering::Relaxed) {

@@ -16,7 +16,7 @@ use crate::h264::{AccessUnit, Codec};
 const BACKLOG: usize = 64;
 /// The group of pictures kept for new consumers is at most this long; a longer one keeps only
 /// its keyframe (a new consumer then shows that picture and waits for the next keyframe).
-const GROUP_MAX_UNITS: usize = 300;
+pub const GROUP_MAX_UNITS: usize = 300;
 const GROUP_MAX_BYTES: usize = 2 << 20;
 
 /// One unit as consumers get it.

@@ -75,6 +75,10 @@ pub fn bin() -> String {
 
 /// How long a camera may take to go live or show its placeholder in these tests: generous, for a
 /// loaded machine and the emulated V4L2 guest (a test that passes does not wait for it).
+/// A camera key that has an `rtsp://` camera read by an ffmpeg child rather than farmcam's own
+/// RTSP client (any `ffmpeg_args` do; this one is ffmpeg's default anyway).
+pub const FFMPEG_INGEST: &str = "ffmpeg_args = [\"-rtsp_transport\", \"tcp\"]\n";
+
 pub const LIVE_WAIT: Duration = Duration::from_secs(90);
 
 /// A running farmcam, killed (and reaped) on drop.

@@ -1,6 +1,7 @@
-//! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam, which
-//! cuts it into access units, keeps the current group of pictures (in [`crate::source::units`]),
-//! and feeds a separate decoder child only as much as the demand needs:
+//! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam (or
+//! farmcam's own RTSP client reads it, [`Connection`]), which cuts it into access units, keeps
+//! the current group of pictures (in [`crate::source::units`]), and feeds a decoder (the shared
+//! helper or a child of its own, [`super::decoding`]) only as much as the demand needs:
 //!
 //! - nobody needs JPEG frames: no decoder at all (the camera connection is kept for the idle
 //!   grace; copying costs almost nothing);
@@ -8,7 +9,7 @@
 //!   only keyframes are fed to the decoder;
 //! - more: every unit is fed.
 //!
-//! The decoder writes raw pictures and farmcam encodes (libjpeg-turbo) only those the demand
+//! The decoder gives raw pictures and farmcam encodes (libjpeg-turbo) only those the demand
 //! takes, so one decoder serves every change of rate and mode without a restart: going from
 //! keyframes to every picture replays the kept group into it (the replayed pictures are not
 //! encoded, but the last, which is the current one), so full rate starts at once, not at the
@@ -37,6 +38,7 @@ use super::mjpeg::READ_CHUNK;
 use crate::backoff::Backoff;
 use crate::frame::{Captured, Size};
 use crate::h264::{AccessUnit, AuSplitter, Codec};
+use crate::source::rtsp_client::RtspClient;
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
 
 /// A fresh connection may take this long (or the stall timeout, if longer) for its first unit.
@@ -60,10 +62,61 @@ pub struct DecoderConfig {
     pub keepalive: Duration,
 }
 
+/// Where a camera's video comes from.
+pub enum Connection {
+    /// An ffmpeg child copying it (`-c:v copy`) to its stdout.
+    Ffmpeg(Box<Ffmpeg>),
+    /// farmcam's own RTSP client (plain `rtsp://` cameras).
+    Rtsp(Box<RtspClient>),
+}
+
+impl Connection {
+    /// The next access units into `out` (cancel-safe); `Err` once the video ended, with why
+    /// when it is known without asking ffmpeg.
+    async fn next(
+        &mut self,
+        splitter: &mut AuSplitter,
+        buf: &mut [u8],
+        out: &mut Vec<AccessUnit>,
+    ) -> Result<(), Option<String>> {
+        match self {
+            Connection::Ffmpeg(ff) => {
+                let Some(stdout) = ff.stdout.as_mut() else {
+                    return Err(None);
+                };
+                match stdout.read(buf).await {
+                    Ok(n) if n > 0 => {
+                        splitter.push(&buf[..n], out);
+                        Ok(())
+                    }
+                    _ => {
+                        ff.stdout = None;
+                        Err(None)
+                    }
+                }
+            }
+            Connection::Rtsp(c) => c.next(out).await.map_err(Some),
+        }
+    }
+
+    async fn exit_reason(&mut self) -> String {
+        match self {
+            Connection::Ffmpeg(ff) => ff.exit_reason().await,
+            Connection::Rtsp(_) => "the camera's RTSP connection ended".into(),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Connection::Ffmpeg(ff) = self {
+            ff.stop().await;
+        }
+    }
+}
+
 pub struct Ingest {
     camera: String,
     codec: Codec,
-    ff: Ffmpeg,
+    conn: Connection,
     splitter: AuSplitter,
     buf: Box<[u8]>,
     last_keyframe: Option<Instant>,
@@ -112,7 +165,7 @@ impl Ingest {
     pub fn new(
         camera: String,
         codec: Codec,
-        ff: Ffmpeg,
+        conn: Connection,
         demand: DemandRx,
         config: DecoderConfig,
         chatter: Chatter,
@@ -124,7 +177,7 @@ impl Ingest {
         Ingest {
             camera,
             codec,
-            ff,
+            conn,
             splitter: AuSplitter::new(codec, config.max_frame),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             last_keyframe: None,
@@ -463,7 +516,7 @@ impl Ingest {
 
 /// What woke the ingest loop.
 enum Event {
-    Read(std::io::Result<usize>),
+    Units(Result<(), Option<String>>),
     Picture(Option<Picture>),
     Demand,
     NoUnit,
@@ -495,35 +548,36 @@ impl Upstream for Ingest {
             let unit_deadline = self.unit_deadline();
             let picture_deadline = self.picture_deadline();
             let retry_at = self.decoder_retry_at.filter(|_| self.decoder.is_none());
+            let mismatch = match &self.conn {
+                Connection::Ffmpeg(ff) => Some(ff.mismatch.clone()),
+                Connection::Rtsp(_) => None,
+            };
+            let mut units = Vec::new();
             let event = {
-                let Some(stdout) = self.ff.stdout.as_mut() else {
-                    return Err(SourceError::Ended);
-                };
+                let conn = &mut self.conn;
+                let splitter = &mut self.splitter;
                 let buf = &mut self.buf;
+                let units = &mut units;
                 let decoder = self.decoder.as_mut().map(|(d, _)| d);
                 let has_decoder = decoder.is_some();
                 let demand = &mut self.demand;
-                let mismatch = &self.ff.mismatch;
                 tokio::select! {
-                    r = stdout.read(buf) => Event::Read(r),
+                    r = conn.next(splitter, buf, units) => Event::Units(r),
                     f = async { match decoder { Some(d) => d.next().await, None => std::future::pending().await } }, if has_decoder => Event::Picture(f),
                     _ = async { if demand.changed().await.is_err() { std::future::pending::<()>().await } } => Event::Demand,
                     _ = sleep_until(unit_deadline) => Event::NoUnit,
                     _ = sleep_until(picture_deadline.unwrap_or(unit_deadline)), if picture_deadline.is_some() => Event::NoPicture,
                     _ = sleep_until(retry_at.unwrap_or(unit_deadline)), if retry_at.is_some() => Event::Retry,
-                    _ = mismatch.cancelled() => Event::Mismatch,
+                    _ = async { match &mismatch { Some(m) => m.cancelled().await, None => std::future::pending().await } } => Event::Mismatch,
                 }
             };
             match event {
-                Event::Read(Ok(n)) if n > 0 => {
-                    let mut units = Vec::new();
-                    self.splitter.push(&self.buf[..n], &mut units);
+                Event::Units(Ok(())) => {
                     for u in units {
                         self.unit(u);
                     }
                 }
-                Event::Read(_) => {
-                    self.ff.stdout = None;
+                Event::Units(Err(why)) => {
                     let mut last = Vec::new();
                     self.splitter.finish(&mut last);
                     for u in last {
@@ -532,7 +586,10 @@ impl Upstream for Ingest {
                     if let Some((d, _)) = self.decoder.as_mut() {
                         d.finish();
                     }
-                    self.ended = Some(self.ff.exit_reason().await);
+                    self.ended = Some(match why {
+                        Some(why) => why,
+                        None => self.conn.exit_reason().await,
+                    });
                 }
                 Event::Picture(Some(p)) => {
                     if let Some(c) = self.picture(p).await {
@@ -576,8 +633,9 @@ impl Upstream for Ingest {
 
     async fn close(mut self: Box<Self>) {
         self.work.units.reset();
+        self.work.set_ingest(None);
         self.stop_decoder();
-        self.ff.stop().await;
+        self.conn.stop().await;
         while self.stopping.join_next().await.is_some() {}
     }
 }

@@ -2,7 +2,9 @@
 //! ffmpeg children. One room each: [`input`] (what ffmpeg reads), [`probe`] (the installed
 //! ffmpeg), [`args`] (command lines), [`child`] (starting and stopping children), [`stderr`] (what
 //! they print), [`mjpeg`] (an MJPEG pipe cut into frames), [`ingest`] (an H.264/H.265 camera's
-//! video copied to farmcam) and [`decoder`] (the child that turns it into JPEGs on demand).
+//! video copied to farmcam by ffmpeg, or read by farmcam's own RTSP client,
+//! [`crate::source::rtsp_client`], for plain `rtsp://` cameras), [`decoding`] (who decodes it:
+//! the shared decoder helper, [`libav`], or a decoder child of its own, [`decoder`]).
 //!
 //! Per open upstream: MJPEG cameras are copied through (or transcoded when `size`/`fps` ask for
 //! it); H.264 and H.265 cameras are copied to farmcam, which decodes only what the demand needs.
@@ -24,12 +26,12 @@ mod script;
 mod stderr;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use args::{qscale, DecoderPlan, Plan};
 pub use input::FfmpegInput;
@@ -38,7 +40,8 @@ pub use libav::set_program as set_decode_helper;
 pub use probe::{probe, Probe};
 pub use script::private_dir;
 
-use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
+use super::rtsp_client::{Connect, RtspClient};
+use super::{Common, DemandRx, IngestBy, Source, SourceError, Upstream, Work};
 use crate::frame::Size;
 use crate::h264::Codec;
 use crate::log_limit::LogLimit;
@@ -117,6 +120,13 @@ const CODEC_OTHER: u8 = 2;
 const CODEC_H264: u8 = 3;
 const CODEC_HEVC: u8 = 4;
 
+fn codec_code(c: Codec) -> u8 {
+    match c {
+        Codec::H264 => CODEC_H264,
+        Codec::H265 => CODEC_HEVC,
+    }
+}
+
 /// How an open upstream gets its frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
@@ -140,6 +150,8 @@ pub struct FfmpegSource {
     max_frame: usize,
     chatter: child::Chatter,
     work: Arc<Work>,
+    /// farmcam's own RTSP client could not read this camera: ffmpeg does from now on.
+    rtsp_unsupported: AtomicBool,
 }
 
 impl FfmpegSource {
@@ -166,7 +178,25 @@ impl FfmpegSource {
                 codec: Arc::new(AtomicU8::new(CODEC_UNKNOWN)),
             },
             work: Arc::default(),
+            rtsp_unsupported: AtomicBool::new(false),
             input: options.input,
+        }
+    }
+
+    /// The URL farmcam's own RTSP client reads, if it reads this camera: a plain `rtsp://`
+    /// H.264/H.265 camera without `ffmpeg_args` (those are ffmpeg's options), unless the client
+    /// could not read it before.
+    fn own_client_url(&self, route: Route) -> Option<&str> {
+        match &self.input {
+            FfmpegInput::Rtsp(u)
+                if u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtsp://"))
+                    && self.extra_input_args.is_empty()
+                    && matches!(route, Route::Ingest(_))
+                    && !self.rtsp_unsupported.load(Relaxed) =>
+            {
+                Some(u)
+            }
+            _ => None,
         }
     }
 
@@ -202,16 +232,46 @@ impl Source for FfmpegSource {
     async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let probe = probe(&self.program).await.map_err(SourceError::Open)?;
         let route = self.route();
+        let decoders = ingest::DecoderConfig {
+            program: self.program.clone(),
+            decoder: self.decoder.clone(),
+            size: self.size,
+            quality: self.quality,
+            zscale: probe.zscale,
+            fps_mode_option: probe.fps_mode_option,
+            max_frame: self.max_frame,
+            keepalive: self.stall / 3,
+        };
+        let make_ingest = |codec, conn| {
+            Box::new(ingest::Ingest::new(
+                self.camera.clone(),
+                codec,
+                conn,
+                demand,
+                decoders,
+                self.chatter.clone(),
+                self.stall,
+                self.work.clone(),
+            ))
+        };
+        if let Some(url) = self.own_client_url(route) {
+            match RtspClient::connect(url, self.max_frame, self.io_timeout).await {
+                Ok(client) => {
+                    let codec = client.codec();
+                    self.chatter.codec.store(codec_code(codec), Relaxed);
+                    self.work.set_ingest(Some(IngestBy::Farmcam));
+                    return Ok(make_ingest(codec, ingest::Connection::Rtsp(Box::new(client))));
+                }
+                Err(Connect::Failed(why)) => return Err(SourceError::Open(why)),
+                Err(Connect::Unsupported(why)) => {
+                    warn!(camera = %self.camera, "{why}: reading this camera with ffmpeg instead");
+                    self.rtsp_unsupported.store(true, Relaxed);
+                }
+            }
+        }
         let (copy, ingest, expect) = match route {
             Route::Mjpeg { copy } => (copy, None, copy.then_some(CODEC_MJPEG)),
-            Route::Ingest(c) => (
-                false,
-                Some(c),
-                Some(match c {
-                    Codec::H264 => CODEC_H264,
-                    Codec::H265 => CODEC_HEVC,
-                }),
-            ),
+            Route::Ingest(c) => (false, Some(c), Some(codec_code(c))),
         };
         let run = Plan {
             input: &self.input,
@@ -232,6 +292,7 @@ impl Source for FfmpegSource {
         Ok(match route {
             Route::Mjpeg { copy } => {
                 self.work.set_decoder(None);
+                self.work.set_ingest(None);
                 Box::new(mjpeg::MjpegUpstream::new(
                     self.camera.clone(),
                     ff,
@@ -240,25 +301,10 @@ impl Source for FfmpegSource {
                     self.work.clone(),
                 ))
             }
-            Route::Ingest(codec) => Box::new(ingest::Ingest::new(
-                self.camera.clone(),
-                codec,
-                ff,
-                demand,
-                ingest::DecoderConfig {
-                    program: self.program.clone(),
-                    decoder: self.decoder.clone(),
-                    size: self.size,
-                    quality: self.quality,
-                    zscale: probe.zscale,
-                    fps_mode_option: probe.fps_mode_option,
-                    max_frame: self.max_frame,
-                    keepalive: self.stall / 3,
-                },
-                self.chatter.clone(),
-                self.stall,
-                self.work.clone(),
-            )),
+            Route::Ingest(codec) => {
+                self.work.set_ingest(Some(IngestBy::Ffmpeg));
+                make_ingest(codec, ingest::Connection::Ffmpeg(Box::new(ff)))
+            }
         })
     }
 }

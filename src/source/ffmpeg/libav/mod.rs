@@ -29,6 +29,7 @@ use super::child::{self, Chatter};
 use super::decoder::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
 use crate::frame::Size;
 use crate::log_limit::LogLimit;
+use crate::source::units::GROUP_MAX_UNITS;
 
 /// The helper stays this long after its last session ended (a camera's decoder stops and
 /// starts again as demand comes and goes).
@@ -249,7 +250,10 @@ impl Session {
     pub fn feed(&mut self, units: &[Bytes], last_only: bool) -> bool {
         let bytes: usize = units.iter().map(Bytes::len).sum();
         let (n, b) = self.in_flight;
-        if self.finished || n + units.len() > FEED_QUEUE || (b > 0 && b + bytes > FEED_BYTES) {
+        // A unit is a message here, not a part of one write as for a decoder child: a replay of
+        // the whole kept group fits besides the usual queue (the bytes bound the memory).
+        let max_units = FEED_QUEUE + GROUP_MAX_UNITS;
+        if self.finished || n + units.len() > max_units || (b > 0 && b + bytes > FEED_BYTES) {
             return false;
         }
         for (i, u) in units.iter().enumerate() {
