@@ -256,9 +256,7 @@ impl<'a> AvDecoder<'a> {
             14 => (false, false, true), // yuvj444p
             other => {
                 return Err(format!(
-                    "the camera's pictures are in pixel format {other} (10-bit?), which the shared \
-                     decoder does not convert; set decoder = \"{}\" for this camera to decode it with ffmpeg",
-                    "h264"
+                    "the camera's pictures are in pixel format {other} (10-bit?), which the shared decoder does not convert"
                 ))
             }
         };
