@@ -827,3 +827,64 @@ async fn a_script_directory_taken_by_another_user_stops_no_camera() {
     .await;
     drop(d2);
 }
+
+/// A stream the shared decoder helper does not convert (10-bit H.264) is decoded by an ffmpeg
+/// decoder child of the camera's own instead: said once in the log, shown as `decoded_by`, and
+/// the snapshot is a picture of the camera's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_helper_cannot_convert_is_decoded_by_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("high10.h264");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=15",
+            "-frames:v",
+            "45",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-g",
+            "15",
+            "-y",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg made a 10-bit clip");
+    let server = RtspServer::start(RtspOptions {
+        clip: Some(clip),
+        ..Default::default()
+    });
+    let d = Daemon::start(&config(
+        "",
+        &format!("[[camera]]\nid = \"cam\"\nsource = \"{}\"\n", server.url()),
+    ));
+    let mut s = open_stream(&d, "cam").await;
+    let p = live_frame(&mut s).await;
+    assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
+    let c = d
+        .wait_for("cam", common::LIVE_WAIT, |c| c["decoded_by"] == "ffmpeg")
+        .await;
+    assert_eq!(c["ingest"], "farmcam", "{c}");
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("decoding this camera with ffmpeg instead").count(),
+        1,
+        "said once: {log}"
+    );
+    assert_eq!(
+        ffmpeg_children(d.child.id(), "-i pipe:0").len(),
+        1,
+        "its own decoder child"
+    );
+}

@@ -62,13 +62,8 @@ fn slot(av: &'static Libav, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver<
 
 /// Run the helper until stdin closes. Returns the exit status.
 pub fn run() -> i32 {
-    let av: &'static Libav = match Libav::load() {
-        Ok(av) => Box::leak(Box::new(av)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    // Without libavcodec every camera is told why when it opens, and decodes with ffmpeg.
+    let av: Result<&'static Libav, String> = Libav::load().map(|av| &*Box::leak(Box::new(av)));
     let out: Out = Arc::new(Mutex::new(io::stdout()));
     let mut slots: HashMap<u32, mpsc::Sender<Message>> = HashMap::new();
     let mut stdin = io::stdin().lock();
@@ -83,6 +78,13 @@ pub fn run() -> i32 {
         };
         let id = m.slot;
         if m.kind == wire::OPEN {
+            let av = match av {
+                Ok(av) => av,
+                Err(ref e) => {
+                    send(&out, id, wire::FAILED, &[e.as_bytes()]);
+                    continue;
+                }
+            };
             let (tx, rx) = mpsc::channel();
             let hevc = m.payload.first() == Some(&1);
             let slot_out = out.clone();
