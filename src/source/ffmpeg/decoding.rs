@@ -28,6 +28,12 @@ impl Decoding {
         matches!(self, Decoding::Shared(s) if s.refused())
     }
 
+    /// Whether every picture of a replay comes back (a decoder child), or only the last one
+    /// (the shared helper decodes the others without sending them).
+    pub fn returns_replayed(&self) -> bool {
+        matches!(self, Decoding::Own(_))
+    }
+
     /// Queue access units (of a replay, `last_only`, only the last one's picture is wanted);
     /// false when the decoder is behind (nothing was queued).
     pub fn feed(&mut self, codec: Codec, units: &[Bytes], last_only: bool) -> bool {

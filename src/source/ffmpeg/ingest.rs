@@ -336,7 +336,14 @@ impl Ingest {
         };
         if decoder.feed(self.codec, &units, true) {
             self.resync = false;
-            self.fed.extend(std::iter::repeat_n(None, units.len() - 1));
+            // Pictures of the replay that come back and are not encoded (the shared helper
+            // sends only the last).
+            let skipped = if decoder.returns_replayed() {
+                units.len() - 1
+            } else {
+                0
+            };
+            self.fed.extend(std::iter::repeat_n(None, skipped));
             self.fed.push_back(Some(SystemTime::now()));
             self.work.frames_decoded.fetch_add(units.len() as u64, Relaxed);
         } else {
