@@ -538,33 +538,11 @@ async fn broken_configs_and_reloads() {
 /// targets damage input: bytes flipped in slices, slices cut short, NAL units of random bytes
 /// between them; the parameter sets are kept, so the stream still opens and reaches the decoder.
 fn hostile_clip(dir: &std::path::Path) -> std::path::PathBuf {
-    let clean = dir.join("clean.h264");
-    let ok = std::process::Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=15",
-            "-frames:v",
-            "60",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "15",
-            "-bsf:v",
-            "dump_extra=freq=keyframe",
-            "-y",
-        ])
-        .arg(&clean)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(ok.success(), "ffmpeg made the clip");
+    let clean = common::rtsp::h264_clip(
+        &dir.join("clean.h264"),
+        60,
+        &["-bsf:v", "dump_extra=freq=keyframe"],
+    );
     let data = std::fs::read(&clean).unwrap();
     let mut starts: Vec<usize> = (0..data.len().saturating_sub(3))
         .filter(|&i| data[i..i + 3] == [0, 0, 1])

@@ -834,33 +834,8 @@ async fn a_script_directory_taken_by_another_user_stops_no_camera() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_helper_cannot_convert_is_decoded_by_ffmpeg() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("high10.h264");
-    let made = std::process::Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=15",
-            "-frames:v",
-            "45",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p10le",
-            "-g",
-            "15",
-            "-y",
-        ])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(made.success(), "ffmpeg made a 10-bit clip");
+    // 10-bit, which the helper does not convert.
+    let clip = common::rtsp::h264_clip(&dir.path().join("high10.h264"), 45, &["-pix_fmt", "yuv420p10le"]);
     let server = RtspServer::start(RtspOptions {
         clip: Some(clip),
         ..Default::default()

@@ -166,3 +166,34 @@ impl Drop for RtspServer {
         self.stop();
     }
 }
+
+/// A 320x240 15 fps H.264 Annex B clip of `frames` frames (ffmpeg's test source, libx264, a
+/// keyframe every 15 frames), at `path`, for [`RtspOptions::clip`]; `extra`: more encoder options.
+pub fn h264_clip(path: &std::path::Path, frames: u32, extra: &[&str]) -> std::path::PathBuf {
+    let made = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=15",
+        ])
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "15",
+        ])
+        .args(extra)
+        .arg("-y")
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(made.success(), "ffmpeg made the clip {}", path.display());
+    path.to_path_buf()
+}
