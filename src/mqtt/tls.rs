@@ -30,36 +30,8 @@ pub fn options(c: &MqttConfig) -> Result<MqttOptions, String> {
 fn tls_config(c: &MqttConfig) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match &c.ca_file {
-        Some(path) => {
-            let shown = path.display();
-            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| format!("mqtt.ca_file: cannot read certificates from {shown}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("mqtt.ca_file: no PEM certificate in {shown}"));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("mqtt.ca_file: unusable certificate in {shown}: {e}"))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("mqtt.ca_file: no system CA certificates found; set ca_file".into());
-            }
-        }
-    }
-    let builder =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("mqtt: TLS setup: {e}"))?
-            .with_root_certificates(roots);
+    let roots = crate::tls_roots::roots(c.ca_file.as_deref(), "mqtt.ca_file")?;
+    let builder = crate::tls_roots::builder(roots, "mqtt")?;
     match &c.client_auth {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
