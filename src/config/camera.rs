@@ -109,7 +109,7 @@ impl CameraConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCamera {
-    id: Spanned<String>,
+    pub(super) id: Spanned<String>,
     name: Option<String>,
     source: Spanned<String>,
     size: Option<Spanned<String>>,
@@ -133,6 +133,8 @@ pub(super) struct RawCamera {
     rotate: Option<Spanned<i64>>,
     flip: Option<Spanned<String>>,
     moonraker_service: Option<Spanned<String>>,
+    /// Validated with `[prusa_connect]` (the uploads are not part of the camera).
+    pub(super) prusa_connect: Option<Spanned<super::prusa_connect::RawCameraPrusa>>,
 }
 
 /// What the camera blocks are checked against: the other sections, already validated.

@@ -11,13 +11,14 @@ pub(super) struct Validator<'a> {
 }
 
 /// Keys whose values may hold a password, an access code or a URL with credentials.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 7] = [
     "password",
     "source",
     "url",
     "ffmpeg_args",
     "tls_fingerprint",
     "api_key",
+    "token",
 ];
 
 impl<'a> Validator<'a> {

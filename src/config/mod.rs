@@ -18,6 +18,7 @@ mod http;
 mod light;
 mod moonraker;
 mod mqtt;
+mod prusa_connect;
 mod rtsp;
 mod v4l2;
 mod values;
@@ -34,6 +35,7 @@ pub use http::{
 pub use light::{parse_hex, LightConfig, Protocol};
 pub use moonraker::{MoonrakerConfig, MoonrakerService};
 pub use mqtt::MqttConfig;
+pub use prusa_connect::{Endpoint, PrusaCamera, PrusaConnectConfig};
 pub use rtsp::RtspConfig;
 pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
@@ -68,6 +70,8 @@ pub struct Config {
     pub webrtc: Option<WebrtcConfig>,
     /// `[rtsp]`: None unless `listen` is set.
     pub rtsp: Option<RtspConfig>,
+    /// `[prusa_connect]` and the cameras with a `[camera.prusa_connect]` block.
+    pub prusa_connect: PrusaConnectConfig,
 }
 
 impl Config {
@@ -78,6 +82,13 @@ impl Config {
             .iter()
             .filter_map(|c| c.source.exposure().map(|why| format!("camera {}: {why}", c.id)))
             .collect();
+        let p = &self.prusa_connect;
+        if !p.cameras.is_empty() && !p.endpoint.https && !is_loopback(&p.endpoint.host) {
+            out.push(format!(
+                "prusa_connect.url: {} is http://: the cameras' tokens cross the network unencrypted; use https:// unless this is a proxy on a trusted network",
+                p.endpoint.url
+            ));
+        }
         if let Some(auth) = &self.http.auth {
             for l in auth.open_listeners.iter().filter(|l| l.address_only) {
                 out.push(format!(
@@ -160,6 +171,13 @@ struct RawConfig {
     webrtc: webrtc::RawWebrtc,
     #[serde(default)]
     rtsp: rtsp::RawRtsp,
+    #[serde(default)]
+    prusa_connect: prusa_connect::RawPrusaConnect,
+}
+
+/// `localhost`, `127.0.0.1`, `::1` and the rest of 127/8.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Read and validate a configuration file; with no camera in it, serve the V4L2 devices found
@@ -257,6 +275,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     );
     let node_id = gateway;
     let wall_gateways = v.wall(&raw.wall);
+    let uploads: Vec<_> = raw
+        .camera
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.prusa_connect.as_ref().map(|p| (i, c.id.get_ref().as_str(), p)))
+        .collect();
+    let prusa_connect = v.prusa_connect(&raw.prusa_connect, &uploads);
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -272,6 +297,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         wall_gateways,
         webrtc,
         rtsp,
+        prusa_connect,
     })
 }
 
