@@ -23,15 +23,17 @@ const HTTP_GRACE: Duration = Duration::from_millis(1000);
 
 /// Read and check a configuration as `farmcam run`, `farmcam check` and every reload do: the
 /// file itself (see [`crate::config::load`]), then what can only be checked by opening files it
-/// names (MQTT TLS certificates and keys).
+/// names (MQTT TLS certificates and keys, the CA certificates Prusa Connect is checked with).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let config = crate::config::load(path)?;
+    let invalid = |e: String| ConfigError::Invalid {
+        problems: vec![format!("{}: {e}", path.display())],
+    };
     if let Some(m) = &config.mqtt {
-        if let Err(e) = crate::mqtt::options(m) {
-            return Err(ConfigError::Invalid {
-                problems: vec![format!("{}: {e}", path.display())],
-            });
-        }
+        crate::mqtt::options(m).map_err(invalid)?;
+    }
+    if !config.prusa_connect.cameras.is_empty() {
+        crate::prusa_connect::tls_config(&config.prusa_connect.endpoint).map_err(invalid)?;
     }
     Ok(config)
 }
@@ -74,6 +76,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         None => None,
     };
     let mut moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
+    let prusa = crate::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
+    prusa.apply(&config);
     let webrtc_tasks = TaskTracker::new();
     let webrtc = match &config.webrtc {
         None => Ok(None),
@@ -98,9 +102,12 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         listeners,
         &config,
         registry.clone(),
-        mqtt.clone(),
-        webrtc,
-        rtsp,
+        http::Services {
+            mqtt: mqtt.clone(),
+            prusa: prusa.clone(),
+            webrtc,
+            rtsp,
+        },
         shutdown.clone(),
     );
     check_ffmpeg(&config).await;
@@ -139,6 +146,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 let before = config.moonrakers.clone();
                 config = reload(config, path, &registry, &server, mqtt.as_deref(), moonraker.as_ref());
+                prusa.apply(&config);
                 if config.moonrakers != before {
                     // New Moonraker settings: the registrations start over with them.
                     if let Some(m) = moonraker.take() {
@@ -161,6 +169,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         if let Some(m) = &moonraker {
             m.stop().await;
         }
+        prusa.stop().await;
     };
     // Lights still on are switched off (each port task gives up after a second); WebRTC
     // sessions end (their cameras are released).
@@ -188,8 +197,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 /// SIGHUP: re-read and validate the file. An invalid file is rejected (problems logged, the
 /// running configuration kept). Otherwise cameras are reconciled: unchanged ones untouched, new
 /// ones added, changed ones restarted, removed ones stopped. Access settings (`[http.auth]`,
-/// `allowed_hosts`, `allowed_origins`) and `[[wall.gateway]]` apply at once: a revoked token or
-/// user stops working with the reload. Listener, MQTT and light settings take effect at the next
+/// `allowed_hosts`, `allowed_origins`), `[[wall.gateway]]` and Prusa Connect uploads apply at
+/// once: a revoked token or user stops working with the reload. Listener, MQTT and light settings take effect at the next
 /// restart (said in the log). Returns the configuration now in force.
 fn reload(
     current: Config,
@@ -288,11 +297,12 @@ fn reload(
         );
     }
     crate::systemd::ready(&crate::systemd::status_line(registry, mqtt));
-    // What is in force: the new cameras, Moonraker registrations, access settings and gateways;
-    // the old listeners, MQTT and lights.
+    // What is in force: the new cameras, Moonraker registrations, Prusa Connect uploads, access
+    // settings and gateways; the old listeners, MQTT and lights.
     Config {
         cameras: new.cameras,
         moonrakers: new.moonrakers,
+        prusa_connect: new.prusa_connect,
         wall_gateways: new.wall_gateways,
         http,
         ..current

@@ -29,7 +29,9 @@ const EX_CONFIG: u8 = 78;
         A camera with `listen` also answers /?action=stream, /?action=snapshot, /stream, /snapshot \
         on its own port (for OctoPrint, Mainsail, Fluidd, Obico).\n\
         H.264/H.265 cameras without transcoding: /cameras/ID/webrtc and /cameras/ID/whep (WebRTC, \
-        [webrtc]), and rtsp://HOST:8554/ID for Home Assistant, Frigate, NVRs, VLC ([rtsp] listen).\n\n\
+        [webrtc]), and rtsp://HOST:8554/ID for Home Assistant, Frigate, NVRs, VLC ([rtsp] listen).\n\
+        Prusa Connect: a camera's [camera.prusa_connect] token = \"…\" (the printer's Camera tab → \
+        Add new other camera) uploads its snapshot every 10 s.\n\n\
         Sources: bambu://bblp:CODE@IP (Bambu P1/A1, native); rtsp://, rtsps://, \
         bambu-rtsps://bblp:CODE@IP (Bambu X1/H2), http(s):// MJPEG (e.g. Creality K1: \
         http://IP:8080/?action=stream) and ffmpeg:ARGS need ffmpeg (apt install ffmpeg); \
@@ -371,6 +373,15 @@ fn main() -> ExitCode {
                             .as_ref()
                             .map_or("every camera".to_string(), |ids| ids.join(", ")),
                         m.farmcam_url
+                    );
+                }
+                for u in &c.prusa_connect.cameras {
+                    out!(
+                        "  prusa connect {}: a snapshot every {}{} to {}",
+                        u.camera,
+                        humantime::format_duration(u.interval),
+                        u.width.map(|w| format!(", {w} wide")).unwrap_or_default(),
+                        c.prusa_connect.endpoint.url
                     );
                 }
                 if let Some(m) = &c.mqtt {

@@ -108,6 +108,8 @@ struct Entry<'a> {
     /// RTSP clients: peer, transport, start time, bytes sent.
     rtsp_sessions: Vec<crate::rtsp::SessionStatus>,
     dedicated_snapshot_url: Option<String>,
+    /// Snapshot uploads to Prusa Connect (`[camera.prusa_connect]`); None without.
+    prusa_connect: Option<crate::prusa_connect::UploadStatus>,
 }
 
 /// A header's value if it is a plain host, prefix or scheme (nothing that could smuggle markup
@@ -193,6 +195,7 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                     .collect(),
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
                 dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
+                prusa_connect: ctx.prusa.status(c.id()),
                 status: c.status(),
             }
         })

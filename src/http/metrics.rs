@@ -331,6 +331,51 @@ pub fn render(ctx: &Ctx) -> String {
         "Basic logins refused for a wrong user name or password.",
         vec![(String::new(), ctx.login_stats.failures.load(Relaxed) as f64)],
     );
+    let uploads = ctx.prusa.statuses();
+    if !uploads.is_empty() {
+        family(
+            &mut out,
+            "prusa_connect_attempts_total",
+            "counter",
+            "Snapshot uploads to Prusa Connect by result: ok, refused (token or fingerprint), rejected (other 4xx), failed (unreachable, 5xx), offline (no picture, nothing sent).",
+            uploads
+                .iter()
+                .flat_map(|(id, s)| {
+                    crate::prusa_connect::Outcome::ALL.iter().map(move |o| {
+                        (
+                            format!("{{camera=\"{}\",result=\"{}\"}}", label(id), o.name()),
+                            s.attempts.get(o.name()).copied().unwrap_or(0) as f64,
+                        )
+                    })
+                })
+                .collect(),
+        );
+        family(
+            &mut out,
+            "prusa_connect_bytes_uploaded_total",
+            "counter",
+            "Bytes of JPEG Prusa Connect took.",
+            uploads
+                .iter()
+                .map(|(id, s)| (format!("{{camera=\"{}\"}}", label(id)), s.bytes_uploaded as f64))
+                .collect(),
+        );
+        family(
+            &mut out,
+            "prusa_connect_last_upload_timestamp_seconds",
+            "gauge",
+            "Unix time of the last snapshot Prusa Connect took (0: none yet).",
+            uploads
+                .iter()
+                .map(|(id, s)| {
+                    (
+                        format!("{{camera=\"{}\"}}", label(id)),
+                        s.last_upload.unwrap_or(0.0),
+                    )
+                })
+                .collect(),
+        );
+    }
     if let Some(m) = &ctx.mqtt {
         family(
             &mut out,

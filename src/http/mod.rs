@@ -72,10 +72,21 @@ impl Access {
     }
 }
 
+/// What the daemon runs besides HTTP that the API, pages and metrics show or use.
+pub struct Services {
+    pub mqtt: Option<Arc<crate::mqtt::Mqtt>>,
+    pub prusa: Arc<crate::prusa_connect::PrusaConnect>,
+    /// `Err`: WebRTC is configured but its port could not be bound (requests say why).
+    pub webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
+    pub rtsp: Option<Arc<crate::rtsp::Rtsp>>,
+}
+
 /// Shared by every connection.
 pub struct Ctx {
     pub registry: Arc<Registry>,
     pub mqtt: Option<Arc<crate::mqtt::Mqtt>>,
+    /// Snapshot uploads to Prusa Connect (none without `[camera.prusa_connect]` blocks).
+    pub prusa: Arc<crate::prusa_connect::PrusaConnect>,
     /// How often a wall tile refreshes its snapshot.
     pub wall_refresh: Duration,
     /// `[http] default_camera`.
@@ -103,16 +114,21 @@ impl Ctx {
     fn new(
         config: &Config,
         registry: Arc<Registry>,
-        mqtt: Option<Arc<crate::mqtt::Mqtt>>,
+        services: Services,
         shutdown: CancellationToken,
         dedicated_ports: HashMap<String, u16>,
-        webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
-        rtsp: Option<Arc<crate::rtsp::Rtsp>>,
     ) -> Ctx {
+        let Services {
+            mqtt,
+            prusa,
+            webrtc,
+            rtsp,
+        } = services;
         let login_stats = Arc::new(auth::LoginStats::default());
         Ctx {
             registry,
             mqtt,
+            prusa,
             wall_refresh: config.http.wall_refresh,
             default_camera: config.http.default_camera.clone(),
             public_url: config.http.public_url.clone(),

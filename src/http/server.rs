@@ -121,11 +121,10 @@ impl Server {
         listeners: Vec<Listener>,
         config: &Config,
         registry: Arc<Registry>,
-        mqtt: Option<Arc<crate::mqtt::Mqtt>>,
-        webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
-        rtsp: Option<Arc<crate::rtsp::Rtsp>>,
+        services: super::Services,
         shutdown: CancellationToken,
     ) -> Server {
+        let rtsp = services.rtsp.clone();
         ensure_fd_limit(config.http.max_connections);
         let dedicated_ports = listeners
             .iter()
@@ -134,15 +133,7 @@ impl Server {
                 Scope::Main => None,
             })
             .collect();
-        let ctx = Arc::new(Ctx::new(
-            config,
-            registry,
-            mqtt,
-            shutdown,
-            dedicated_ports,
-            webrtc,
-            rtsp.clone(),
-        ));
+        let ctx = Arc::new(Ctx::new(config, registry, services, shutdown, dedicated_ports));
         let conns = Arc::new(Connections {
             limit: Arc::new(Semaphore::new(config.http.max_connections)),
             rejecting: Arc::new(Semaphore::new(REFUSING)),
