@@ -15,7 +15,7 @@ use common::rtsp::{RtspOptions, RtspServer};
 use common::tls::test_certificate;
 use common::{config, decode_jpeg, get, Daemon, Stream, BIN};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -78,15 +78,7 @@ impl FakePrinter {
             .map(|c| c.unwrap())
             .collect();
         let cert_der = certs[0].as_ref().to_vec();
-        let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        let tls =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let acceptor = tokio_rustls::TlsAcceptor::from(common::tls::server_config(cert, key));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frames: Arc<Vec<Vec<u8>>> = Arc::new(

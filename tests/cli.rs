@@ -135,6 +135,7 @@ fn help_and_version() {
         "/api/events",
         "78",
         "rtsp://HOST:8554/ID",
+        "[camera.prusa_connect] token",
     ] {
         assert!(out.contains(word), "--help mentions {word}: {out}");
     }

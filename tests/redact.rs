@@ -56,7 +56,8 @@ proptest! {
 
 /// Every surface a secret could reach, end to end, for random secrets in every source kind:
 /// the log at every level, `farmcam check`, `/api/cameras`, events, metrics, error bodies and
-/// everything published over MQTT, while each camera fails (so its errors are all produced).
+/// everything published over MQTT, while each camera fails (so its errors are all produced), and
+/// a Prusa Connect token whose uploads fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_output_surface_shows_a_secret() {
     const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789#/?@:%!$&*+=~-";
@@ -90,6 +91,15 @@ async fn no_output_surface_shows_a_secret() {
         }
     }
     assert!(secrets.len() >= 15, "most random secrets make valid sources");
+    // A Prusa Connect token, on a camera that works, uploading to a server that is not there.
+    let token: String = (0..20)
+        .map(|_| b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"[rng.usize(..56)] as char)
+        .collect();
+    cams.push_str(&format!(
+        "[[camera]]\nid = \"prusa\"\nsource = \"test:\"\n[camera.prusa_connect]\ntoken = \"{token}\"\ninterval = \"1s\"\n\
+         [prusa_connect]\nurl = \"https://127.0.0.1:{closed}\"\n"
+    ));
+    secrets.push(token);
     let cfg = config(
         "",
         &format!(
@@ -102,6 +112,15 @@ async fn no_output_surface_shows_a_secret() {
     let ids: Vec<String> = (0..3)
         .flat_map(|r| (0..TEMPLATES.len()).map(move |i| format!("c{r}-{i}")))
         .collect();
+    eventually_async(
+        Duration::from_secs(60),
+        "an upload to Prusa Connect failed",
+        || async {
+            let c = d.camera("prusa").await;
+            (c["prusa_connect"]["last_result"] == "failed").then_some(())
+        },
+    )
+    .await;
     for id in &ids {
         let r = get(d.main, &format!("/cameras/{id}/snapshot")).await;
         assert!(r.status == 503 || r.status == 404, "{id}: {}", r.status);

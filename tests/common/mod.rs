@@ -7,6 +7,7 @@ pub mod mqtt;
 pub mod nginx;
 pub mod peers;
 pub mod proc;
+pub mod prusa_connect;
 pub mod pty;
 pub mod rtsp;
 pub mod tls;
