@@ -196,6 +196,9 @@ impl PrusaConnect {
                     .any(|(u, cam)| u.camera == *id && **u == r.settings && Arc::ptr_eq(cam, &r.camera));
             if !keep {
                 r.stop.cancel();
+                if !wanted.iter().any(|(u, _)| u.camera == *id) {
+                    info!(camera = %id, "prusa connect: uploads stopped (no [camera.prusa_connect] any more)");
+                }
             }
             keep
         });
