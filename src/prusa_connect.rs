@@ -31,7 +31,7 @@ use crate::frame::Size;
 use crate::http_client::Driver;
 use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry, SnapshotError};
-use crate::sizes::{Scale, SizeLease};
+use crate::sizes::WidthWanted;
 
 /// A refused token is tried again this often (someone may fix it in Prusa Connect).
 pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
@@ -106,6 +106,18 @@ pub struct UploadStatus {
 struct State {
     status: Mutex<UploadStatus>,
     next: Mutex<Option<Instant>>,
+}
+
+impl State {
+    fn status(&self) -> UploadStatus {
+        let mut s = self.status.lock().unwrap().clone();
+        s.next_attempt_in_ms = self
+            .next
+            .lock()
+            .unwrap()
+            .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
+        s
+    }
 }
 
 struct Running {
@@ -262,23 +274,18 @@ impl PrusaConnect {
 
     /// A camera's uploads, if it has any.
     pub fn status(&self, camera: &str) -> Option<UploadStatus> {
-        let inner = self.inner.lock().unwrap();
-        let state = &inner.uploads.get(camera)?.state;
-        let mut s = state.status.lock().unwrap().clone();
-        s.next_attempt_in_ms = state
-            .next
-            .lock()
-            .unwrap()
-            .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
-        Some(s)
+        Some(self.inner.lock().unwrap().uploads.get(camera)?.state.status())
     }
 
-    /// Every camera uploading, for the metrics: (camera id, status).
+    /// Every camera uploading, for the metrics: (camera id, status), by id.
     pub fn statuses(&self) -> Vec<(String, UploadStatus)> {
-        let ids: Vec<String> = self.inner.lock().unwrap().uploads.keys().cloned().collect();
-        let mut out: Vec<_> = ids
-            .into_iter()
-            .filter_map(|id| Some((id.clone(), self.status(&id)?)))
+        let mut out: Vec<_> = self
+            .inner
+            .lock()
+            .unwrap()
+            .uploads
+            .iter()
+            .map(|(id, r)| (id.clone(), r.state.status()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -317,7 +324,7 @@ impl Upload {
         let id = self.camera.id().to_string();
         // The cameras of a farm do not all upload at the same instant.
         let mut due = Instant::now() + interval.min(Duration::from_secs(10)).mul_f64(fastrand::f64());
-        let mut size: Option<SizeLease> = None;
+        let mut size = WidthWanted::new(self.settings.width);
         let mut periodic = None;
         let mut failures = 0u32;
         let mut refused = false;
@@ -398,11 +405,7 @@ impl Upload {
     }
 
     /// Take a snapshot and upload it. None: farmcam is shutting down.
-    async fn attempt(
-        &mut self,
-        size: &mut Option<SizeLease>,
-        info_sent: &mut Option<Size>,
-    ) -> Option<Attempt> {
+    async fn attempt(&mut self, size: &mut WidthWanted, info_sent: &mut Option<Size>) -> Option<Attempt> {
         let frame = match self.camera.snapshot(None).await {
             Ok(f) => f,
             Err(SnapshotError::ShuttingDown) => return None,
@@ -418,21 +421,9 @@ impl Upload {
                 });
             }
         };
-        if let (None, Some(w)) = (&size, self.settings.width) {
-            *size = self
-                .camera
-                .shared()
-                .sizes
-                .lease(Scale::Width(w))
-                .map_err(
-                    |e| debug!(camera = %self.camera.id(), "prusa connect: full-size snapshots for now: {e}"),
-                )
-                .ok();
-        }
-        let frame = match size {
-            Some(s) => s.apply(frame).await,
-            None => frame,
-        };
+        let frame = size
+            .apply(self.camera.id(), &self.camera.shared().sizes, frame)
+            .await;
         let bytes = frame.jpeg.len();
         if bytes > MAX_PICTURE {
             return Some(Attempt {
@@ -579,12 +570,7 @@ impl Connection {
             Err("the connection closed".to_string())
         };
         match timeout(UPLOAD_TIMEOUT, exchange).await {
-            Ok(r) => {
-                if r.is_err() {
-                    self.open = None;
-                }
-                r
-            }
+            Ok(r) => r,
             Err(_) => {
                 self.open = None;
                 Err(format!("no answer within {UPLOAD_TIMEOUT:?}"))

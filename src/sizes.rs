@@ -178,6 +178,34 @@ impl Sizes {
     }
 }
 
+/// A periodic consumer that wants its pictures `width` wide (MQTT snapshots, Prusa Connect
+/// uploads): the size is leased at its first picture and held for the consumer's life; while the
+/// camera refuses it (too many sizes), pictures come at full size and it is asked again next time.
+pub struct WidthWanted {
+    width: Option<u32>,
+    lease: Option<SizeLease>,
+}
+
+impl WidthWanted {
+    pub fn new(width: Option<u32>) -> Self {
+        WidthWanted { width, lease: None }
+    }
+
+    /// `f` at the wanted width (of camera `camera`, whose sizes are `sizes`).
+    pub async fn apply(&mut self, camera: &str, sizes: &Arc<Sizes>, f: Frame) -> Frame {
+        if let (None, Some(w)) = (&self.lease, self.width) {
+            self.lease = sizes
+                .lease(Scale::Width(w))
+                .map_err(|e| debug!(camera, "full-size pictures for now: {e}"))
+                .ok();
+        }
+        match &self.lease {
+            Some(lease) => lease.apply(f).await,
+            None => f,
+        }
+    }
+}
+
 /// A consumer's hold on one size; dropping it releases the size (after [`LINGER`]).
 pub struct SizeLease {
     sizes: Arc<Sizes>,

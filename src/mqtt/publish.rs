@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use crate::events::CameraState;
 use crate::registry::{Camera, SnapshotError};
-use crate::sizes::{Scale, SizeLease};
+use crate::sizes::WidthWanted;
 
 impl Shared {
     /// On every connect (and when Home Assistant restarts): subscribe, say online, announce
@@ -127,8 +127,7 @@ impl Shared {
         stop: CancellationToken,
     ) {
         let mut connected = self.connected.clone();
-        // The snapshot size is held for the publisher's life (asked again while refused).
-        let mut size: Option<SizeLease> = None;
+        let mut size = WidthWanted::new(width);
         let mut due = Instant::now();
         // While connected, the camera knows these snapshots come back every `interval`.
         let mut periodic = None;
@@ -159,20 +158,9 @@ impl Shared {
                 _ = stop.cancelled() => return,
                 s = camera.snapshot(None) => s,
             };
-            if let (None, Some(w)) = (&size, width) {
-                size = camera
-                    .shared()
-                    .sizes
-                    .lease(Scale::Width(w))
-                    .map_err(|e| debug!(camera = %camera.id(), "mqtt: full-size snapshots for now: {e}"))
-                    .ok();
-            }
             match snapshot {
                 Ok(frame) => {
-                    let frame = match &size {
-                        Some(size) => size.apply(frame).await,
-                        None => frame,
-                    };
+                    let frame = size.apply(camera.id(), &camera.shared().sizes, frame).await;
                     self.publish_snapshot(&camera, &frame.jpeg)
                 }
                 Err(e) => {
