@@ -5,12 +5,13 @@
 //! The API is Prusa's camera API: `PUT /c/snapshot` with the camera's `Token` and `Fingerprint`
 //! headers and the JPEG as the body (`Content-Type: image/jpg`), answered 204; and `PUT /c/info`
 //! with the camera's name and picture size as JSON, sent after the first snapshot and whenever
-//! the size changes. A refused token (401/403, or 409 for a fingerprint that is not the one the
-//! token was first used with) is said once with the fix and retried every [`REFUSED_RETRY`];
-//! network errors and a busy server back off from the interval to [`FAILING_MAX`]. A camera that
-//! is offline uploads nothing: Prusa Connect keeps showing its last real picture. Each upload is
-//! a periodic consumer ([`Camera::expect_periodic`]) while it keeps its cadence; the token never
-//! reaches a log line, the status or an error.
+//! the size changes. A refused token (401/403; 404 for a camera deleted in Prusa Connect; or 409
+//! for a fingerprint that is not the one the token was first used with) is said once with the
+//! fix and retried every [`REFUSED_RETRY`]; network errors and a busy server back off from the
+//! interval to [`FAILING_MAX`]. A camera that is offline uploads nothing: Prusa Connect keeps
+//! showing its last real picture. Each upload is a periodic consumer
+//! ([`Camera::expect_periodic`]) while it keeps its cadence; the token never reaches a log line,
+//! the status or an error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ const MAX_PICTURE: usize = 16 << 20;
 pub enum Outcome {
     /// Uploaded (2xx).
     Ok,
-    /// The token (401, 403) or the fingerprint (409) was refused.
+    /// The token (401, 403), the camera (404: deleted) or the fingerprint (409) was refused.
     Refused,
     /// Another 4xx: the request was not taken (too large, invalid).
     Rejected,
@@ -448,7 +449,7 @@ impl Upload {
                 &self.fingerprint,
             )
             .await;
-        let attempt = self.judge(answer, bytes);
+        let attempt = judge(&self.conn.endpoint.url, &self.fingerprint, answer, bytes);
         if attempt.outcome == Outcome::Ok && *info_sent != Some(picture) {
             let info = serde_json::json!({
                 "config": {
@@ -475,49 +476,6 @@ impl Upload {
         Some(attempt)
     }
 
-    /// What Prusa Connect's answer means.
-    fn judge(&self, answer: Result<(StatusCode, String), String>, bytes: usize) -> Attempt {
-        let url = &self.conn.endpoint.url;
-        let (status, text) = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return Attempt {
-                    outcome: Outcome::Failed,
-                    error: Some(format!("cannot upload to {url}: {e}")),
-                    bytes: 0,
-                }
-            }
-        };
-        let said = if text.is_empty() {
-            String::new()
-        } else {
-            format!(": {text}")
-        };
-        let (outcome, error) = match status.as_u16() {
-            200..=299 => (Outcome::Ok, None),
-            401 | 403 => (
-                Outcome::Refused,
-                Some(format!(
-                    "Prusa Connect refused the token ({status}{said}): copy the camera's token again from Prusa Connect (the printer's Camera tab → Add new other camera) into [camera.prusa_connect] token and reload farmcam"
-                )),
-            ),
-            409 => (
-                Outcome::Refused,
-                Some(format!(
-                    "Prusa Connect refused the fingerprint {} ({status}{said}): the token was first used with another one; set [camera.prusa_connect] fingerprint to that one, or make a new token for this camera",
-                    self.fingerprint
-                )),
-            ),
-            408 | 429 | 500..=599 => (Outcome::Failed, Some(format!("{url} answered {status}{said}"))),
-            _ => (Outcome::Rejected, Some(format!("{url} did not take the snapshot ({status}{said})"))),
-        };
-        Attempt {
-            outcome,
-            error,
-            bytes: if outcome == Outcome::Ok { bytes } else { 0 },
-        }
-    }
-
     fn record(&self, a: &Attempt) {
         let now = crate::unix_time::now();
         let mut s = self.state.status.lock().unwrap();
@@ -529,6 +487,60 @@ impl Upload {
             s.bytes_uploaded += a.bytes as u64;
         }
         s.last_error = a.error.clone();
+    }
+}
+
+/// What Prusa Connect's answer to a snapshot means. Its codes (as its camera clients read them):
+/// 401/403 the token is missing, wrong or outdated; 404 the camera is not found (deleted in
+/// Prusa Connect, so its token is void); 409 a conflict (the token was first used with another
+/// fingerprint); 503 unavailable for now.
+fn judge(
+    url: &str,
+    fingerprint: &str,
+    answer: Result<(StatusCode, String), String>,
+    bytes: usize,
+) -> Attempt {
+    let (status, text) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            return Attempt {
+                outcome: Outcome::Failed,
+                error: Some(format!("cannot upload to {url}: {e}")),
+                bytes: 0,
+            }
+        }
+    };
+    let said = if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    };
+    let new_token = "copy the camera's token again from Prusa Connect (the printer's Camera tab → Add new other camera) into [camera.prusa_connect] token and reload farmcam";
+    let (outcome, error) = match status.as_u16() {
+        200..=299 => (Outcome::Ok, None),
+        401 | 403 => (
+            Outcome::Refused,
+            Some(format!("Prusa Connect refused the token ({status}{said}): {new_token}")),
+        ),
+        404 => (
+            Outcome::Refused,
+            Some(format!(
+                "{url} does not know this camera ({status}{said}): if it was deleted in Prusa Connect, {new_token}; if [prusa_connect] url is a proxy, check its path"
+            )),
+        ),
+        409 => (
+            Outcome::Refused,
+            Some(format!(
+                "Prusa Connect refused the fingerprint {fingerprint} ({status}{said}): the token was first used with another one; set [camera.prusa_connect] fingerprint to that one, or make a new token for this camera"
+            )),
+        ),
+        408 | 429 | 500..=599 => (Outcome::Failed, Some(format!("{url} answered {status}{said}"))),
+        _ => (Outcome::Rejected, Some(format!("{url} did not take the snapshot ({status}{said})"))),
+    };
+    Attempt {
+        outcome,
+        error,
+        bytes: if outcome == Outcome::Ok { bytes } else { 0 },
     }
 }
 
@@ -651,7 +663,59 @@ async fn answer(resp: Response<hyper::body::Incoming>, token: &str) -> (StatusCo
 
 #[cfg(test)]
 mod tests {
-    use super::derived_fingerprint;
+    use hyper::StatusCode;
+
+    use super::{derived_fingerprint, judge, Outcome};
+
+    fn outcome(code: u16) -> (Outcome, String) {
+        let a = judge(
+            "https://webcam.connect.prusa3d.com",
+            "farmcam-0123456789abcdef",
+            Ok((StatusCode::from_u16(code).unwrap(), "said".into())),
+            1000,
+        );
+        (a.outcome, a.error.unwrap_or_default())
+    }
+
+    #[test]
+    fn prusa_connects_answers_are_read_as_its_camera_clients_read_them() {
+        assert_eq!(outcome(204).0, Outcome::Ok);
+        for code in [401, 403] {
+            let (o, e) = outcome(code);
+            assert_eq!(o, Outcome::Refused, "{code}");
+            assert!(
+                e.contains("refused the token") && e.contains("Add new other camera"),
+                "{e}"
+            );
+        }
+        // A camera deleted in Prusa Connect: its token is void, so no upload every interval.
+        let (o, e) = outcome(404);
+        assert_eq!(o, Outcome::Refused);
+        assert!(
+            e.contains("does not know this camera (404 Not Found: said)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("Add new other camera") && e.contains("[prusa_connect] url"),
+            "{e}"
+        );
+        let (o, e) = outcome(409);
+        assert_eq!(o, Outcome::Refused);
+        assert!(e.contains("fingerprint farmcam-0123456789abcdef (409"), "{e}");
+        for code in [408, 429, 500, 502, 503] {
+            assert_eq!(outcome(code).0, Outcome::Failed, "{code}");
+        }
+        for code in [400, 413, 415] {
+            assert_eq!(outcome(code).0, Outcome::Rejected, "{code}");
+        }
+        let down = judge("https://x", "f", Err("connection refused".into()), 10);
+        assert_eq!(down.outcome, Outcome::Failed);
+        assert_eq!(
+            down.error.as_deref(),
+            Some("cannot upload to https://x: connection refused")
+        );
+        assert_eq!(down.bytes, 0);
+    }
 
     #[test]
     fn the_derived_fingerprint_is_stable_per_gateway_and_camera() {

@@ -337,7 +337,7 @@ pub fn render(ctx: &Ctx) -> String {
             &mut out,
             "prusa_connect_attempts_total",
             "counter",
-            "Snapshot uploads to Prusa Connect by result: ok, refused (token or fingerprint), rejected (other 4xx), failed (unreachable, 5xx), offline (no picture, nothing sent).",
+            "Snapshot uploads to Prusa Connect by result: ok, refused (token, deleted camera or fingerprint), rejected (other 4xx), failed (unreachable, 5xx), offline (no picture, nothing sent).",
             uploads
                 .iter()
                 .flat_map(|(id, s)| {
