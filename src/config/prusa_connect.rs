@@ -117,15 +117,16 @@ impl Validator<'_> {
             let at = |k: &str| format!("camera[{i}].prusa_connect.{k}");
             let span = c.span();
             let c = c.get_ref();
+            // Every value is checked, so that one `farmcam check` names all of a block's problems.
             let token = match &c.token {
-                Some(t) if valid_header_word(t.get_ref().trim()) => t.get_ref().trim().to_string(),
+                Some(t) if valid_header_word(t.get_ref().trim()) => Some(t.get_ref().trim().to_string()),
                 Some(t) => {
                     self.problem(
                         Some(t.span()),
                         &at("token"),
                         "is not a Prusa Connect token: copy it again from Prusa Connect (the printer's Camera tab → Add new other camera)",
                     );
-                    continue;
+                    None
                 }
                 None => {
                     self.problem(
@@ -133,7 +134,7 @@ impl Validator<'_> {
                         &at("token"),
                         "is missing: in Prusa Connect, open the printer's Camera tab, choose \"Add new other camera\" and copy its token here",
                     );
-                    continue;
+                    None
                 }
             };
             let fingerprint = c.fingerprint.as_ref().and_then(|f| {
@@ -144,7 +145,7 @@ impl Validator<'_> {
                     self.problem(
                         Some(f.span()),
                         &at("fingerprint"),
-                        "must be 16 to 64 letters, digits or -_.+/= (e.g. from uuidgen), and the same one for as long as the token is used; or remove it to let farmcam derive one",
+                        "must be 16 to 64 letters, digits or -_.+/=: (e.g. from uuidgen), and the same one for as long as the token is used; or remove it to let farmcam derive one",
                     );
                     None
                 }
@@ -172,6 +173,7 @@ impl Validator<'_> {
                 },
             };
             let width = self.snapshot_width(&c.width, &at("width"));
+            let Some(token) = token else { continue };
             out.push(PrusaCamera {
                 camera: id.to_string(),
                 token: Secret(token),
@@ -313,11 +315,13 @@ mod tests {
             Endpoint::default()
         );
 
+        // Every problem of a block is named at once, also when the token is missing.
         let e = errors(&format!("{CAM}[camera.prusa_connect]\ninterval = \"5s\"\n"));
         assert!(
-            e.len() == 1
+            e.len() == 2
                 && e[0].contains("camera[0].prusa_connect.token: is missing")
-                && e[0].contains("Add new other camera"),
+                && e[0].contains("Add new other camera")
+                && e[1].contains("camera[0].prusa_connect.interval"),
             "{e:?}"
         );
         let e = errors(&format!(
