@@ -127,8 +127,8 @@ fn h264_size(r: &mut Bits) -> Option<(u32, u32)> {
             _ => (1, 1),
         };
         let unit_y = sub_h * if frame_mbs_only { 1 } else { 2 };
-        width = width.checked_sub(sub_w * (l.checked_add(rt)?))?;
-        height = height.checked_sub(unit_y * (t.checked_add(b)?))?;
+        width = width.checked_sub(l.checked_add(rt)?.checked_mul(sub_w)?)?;
+        height = height.checked_sub(t.checked_add(b)?.checked_mul(unit_y)?)?;
     }
     (width > 0 && height > 0).then_some((width, height))
 }
@@ -167,8 +167,8 @@ fn h265_size(r: &mut Bits) -> Option<(u32, u32)> {
             (2, _) => (2, 1),
             _ => (1, 1),
         };
-        width = width.checked_sub(sub_w * l.checked_add(rt)?)?;
-        height = height.checked_sub(sub_h * t.checked_add(b)?)?;
+        width = width.checked_sub(l.checked_add(rt)?.checked_mul(sub_w)?)?;
+        height = height.checked_sub(t.checked_add(b)?.checked_mul(sub_h)?)?;
     }
     (width > 0 && height > 0).then_some((width, height))
 }

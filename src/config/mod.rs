@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn ice_servers_are_stun_servers_and_a_turn_server_is_refused_saying_why() {
+        let cam = "[[camera]]\nid = \"a\"\nsource = \"test:\"\n";
+        let c = parse(
+            &format!("[webrtc]\nice_servers = [\"stun:stun.example.net:3478\"]\n{cam}"),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.webrtc.unwrap().ice_servers, ["stun:stun.example.net:3478"]);
+        let e = parse(
+            &format!("[webrtc]\nice_servers = [\"turn:turn.example.net:3478\"]\n{cam}"),
+            Path::new("f.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("TURN server") && e.contains("credential"), "{e}");
+    }
+
+    #[test]
     fn minimal_camera_gets_defaults() {
         let c = parse(
             "[[camera]]\nid = \"a\"\nsource = \"test:\"\n",

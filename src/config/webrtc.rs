@@ -57,7 +57,17 @@ impl Validator<'_> {
                     url.strip_prefix(p)
                         .is_some_and(|r| !r.is_empty() && r.chars().all(|ch| ch.is_ascii_graphic()))
                 });
-                if ok {
+                if ok && (url.starts_with("turn:") || url.starts_with("turns:")) {
+                    // Browsers refuse a TURN server without a user name and credential, and
+                    // farmcam has no way to hand them one.
+                    self.problem(
+                        Some(s.span()),
+                        "webrtc.ice_servers",
+                        &format!(
+                            "{url:?} is a TURN server, which browsers take only with a user name and credential that farmcam cannot give them; list STUN servers only (\"stun:…\"), or reach the box over a VPN"
+                        ),
+                    );
+                } else if ok {
                     c.ice_servers.push(url.clone());
                 } else {
                     self.problem(
