@@ -643,7 +643,12 @@ async fn answer(resp: Response<hyper::body::Incoming>, token: &str) -> (StatusCo
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
+    (status, echoed_line(&String::from_utf8_lossy(&body), token))
+}
+
+/// An answer's first line as farmcam repeats it: printable, the token removed in any letter
+/// case, and only then cut short (a cut first could leave a token's start behind).
+fn echoed_line(text: &str, token: &str) -> String {
     let line: String = text
         .lines()
         .map(str::trim)
@@ -651,18 +656,30 @@ async fn answer(resp: Response<hyper::body::Incoming>, token: &str) -> (StatusCo
         .unwrap_or("")
         .chars()
         .filter(|c| !c.is_control())
-        .take(200)
         .collect();
-    let line = if token.is_empty() {
-        line
-    } else {
-        line.replace(token, "***")
-    };
-    (status, line)
+    crate::redact::replace_ignoring_case(&line, token)
+        .chars()
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_echoed_token_is_hidden_in_any_case_and_before_the_line_is_cut() {
+        let token = "AbCdEf0123456789xyzTOKEN";
+        let said = super::echoed_line(
+            &format!("bad token {} or {token}\nmore", token.to_uppercase()),
+            token,
+        );
+        assert_eq!(said, "bad token *** or ***");
+        // Straddling the 200th character: nothing of it is left.
+        let long = format!("{}{token} end", "x".repeat(190));
+        let said = super::echoed_line(&long, token);
+        assert!(!said.contains("AbCd") && said.ends_with("*** end"), "{said}");
+        assert_eq!(super::echoed_line("  \n\x07first\u{1b} line", ""), "first line");
+    }
+
     use hyper::StatusCode;
 
     use super::{derived_fingerprint, judge, Outcome};

@@ -103,6 +103,24 @@ pub fn scrub(s: &str, secrets: &[String]) -> String {
     out
 }
 
+/// `s` with every occurrence of `secret`, in any ASCII letter case, replaced by `***` (an
+/// empty secret changes nothing).
+pub fn replace_ignoring_case(s: &str, secret: &str) -> String {
+    if secret.is_empty() || secret.len() > s.len() {
+        return s.to_string();
+    }
+    let (hay, needle) = (s.to_ascii_lowercase(), secret.to_ascii_lowercase());
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    while let Some(i) = hay[at..].find(&needle) {
+        out.push_str(&s[at..at + i]);
+        out.push_str("***");
+        at += i + needle.len();
+    }
+    out.push_str(&s[at..]);
+    out
+}
+
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
