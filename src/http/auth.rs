@@ -69,6 +69,10 @@ pub struct Guard {
     settings: (Option<AuthConfig>, Vec<String>, Vec<String>),
     key: hmac::Key,
     verified: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// Per user, a keyed hash of the password last verified for it: a right login checks
+    /// against this at once, never waiting behind strangers' slow checks (a flood of wrong
+    /// logins from many addresses delays no one who logged in before).
+    proven: Mutex<HashMap<String, Vec<u8>>>,
     /// Failures per client address (shared with the checks, which count their own failure
     /// before they let the next check of that address start, even when their client left).
     clients: Arc<Clients>,
@@ -108,6 +112,7 @@ impl Guard {
             settings: Self::settings_of(http),
             key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system's random source works"),
             verified: Mutex::default(),
+            proven: Mutex::default(),
             clients: Arc::new(Clients {
                 map: Mutex::default(),
                 stats,
@@ -201,7 +206,7 @@ impl Guard {
 
     /// Whether a client from `peer`, on the listener configured as `listener`, may use `area` with
     /// this `Authorization` value or `?token=` (the token wins): the HTTP side and RTSP ask this.
-    /// `digest_method`: the request's method where Digest is accepted (RTSP), else `None`.
+    /// `digest`: the request's method and URI where Digest is accepted (RTSP), else `None`.
     pub async fn check(
         &self,
         area: Area,
@@ -209,7 +214,7 @@ impl Guard {
         peer: SocketAddr,
         header: Option<&[u8]>,
         query_token: Option<&[u8]>,
-        digest_method: Option<&str>,
+        digest: Option<(&str, &str)>,
     ) -> Result<(), Refused> {
         let Some(auth) = self.auth.as_ref() else {
             return Ok(());
@@ -232,8 +237,8 @@ impl Guard {
                 }
             }
             (None, Some(h)) if h.starts_with(b"Basic ") => self.basic(auth, h, peer.ip()).await,
-            (None, Some(h)) if h.starts_with(b"Digest ") => match digest_method {
-                Some(method) => self.digest(auth, h, method, peer.ip()),
+            (None, Some(h)) if h.starts_with(b"Digest ") => match digest {
+                Some((method, uri)) => self.digest(auth, h, method, uri, peer),
                 None => Err(Refused::Unauthorized),
             },
             _ => Err(Refused::Unauthorized),
@@ -251,36 +256,48 @@ impl Guard {
         })
     }
 
-    /// A Digest challenge with a fresh nonce.
-    pub fn digest_challenge(&self) -> String {
+    /// A Digest challenge with a fresh nonce for the client connection at `peer`.
+    pub fn digest_challenge(&self, peer: SocketAddr) -> String {
         let t = crate::unix_time::now_secs();
         format!(
             "Digest realm=\"{}\", nonce=\"{}\"",
             crate::password::REALM,
-            self.nonce_at(t)
+            self.nonce_at(t, peer)
         )
     }
 
-    /// A nonce: when it was made and a keyed tag of that time (no state kept).
-    fn nonce_at(&self, t: u64) -> String {
-        let tag = hmac::sign(&self.key, &t.to_be_bytes());
+    /// A nonce: when it was made and a keyed tag of that time and the client connection's
+    /// address and port (no state kept): a header seen on one connection opens nothing on
+    /// another.
+    fn nonce_at(&self, t: u64, peer: SocketAddr) -> String {
+        let mut msg = t.to_be_bytes().to_vec();
+        msg.extend_from_slice(peer.to_string().as_bytes());
+        let tag = hmac::sign(&self.key, &msg);
         let hex: String = tag.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
         format!("{t:016x}{hex}")
     }
 
-    fn nonce_fresh(&self, nonce: &str) -> bool {
+    fn nonce_fresh(&self, nonce: &str, peer: SocketAddr) -> bool {
         let Some(t) = nonce.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
             return false;
         };
         let now = crate::unix_time::now_secs();
         now.saturating_sub(t) < NONCE_LIFE.as_secs()
             && t <= now + 1
-            && same(self.nonce_at(t).as_bytes(), nonce.as_bytes())
+            && same(self.nonce_at(t, peer).as_bytes(), nonce.as_bytes())
     }
 
     /// `Authorization: Digest …` (RFC 2617, MD5, with or without `qop=auth`) against the users'
     /// `rtsp_digest`. Cheap (no password hash), so checked at once; failures count like Basic's.
-    fn digest(&self, auth: &AuthConfig, header: &[u8], method: &str, ip: IpAddr) -> Result<(), Refused> {
+    fn digest(
+        &self,
+        auth: &AuthConfig,
+        header: &[u8],
+        method: &str,
+        request_uri: &str,
+        peer: SocketAddr,
+    ) -> Result<(), Refused> {
+        let ip = peer.ip();
         self.clients.permit(ip)?;
         let text = String::from_utf8_lossy(&header[7..]);
         let p = digest_params(&text);
@@ -294,8 +311,12 @@ impl Guard {
         else {
             return Err(Refused::Unauthorized);
         };
-        if !self.nonce_fresh(nonce) {
-            // Stale or not ours: a new challenge, not a failure.
+        if !self.nonce_fresh(nonce, peer) {
+            // Stale, not ours, or made for another connection: a new challenge, not a failure.
+            return Err(Refused::Unauthorized);
+        }
+        if !same_stream(uri, request_uri) {
+            // Computed for another URL: it proves nothing about this one.
             return Err(Refused::Unauthorized);
         }
         let md5 = crate::password::md5_hex;
@@ -348,6 +369,17 @@ impl Guard {
         else {
             return Err(Refused::Unauthorized);
         };
+        let proof = self.proof(&user, &password);
+        if self
+            .proven
+            .lock()
+            .unwrap()
+            .get(&user)
+            .is_some_and(|p| same(p, &proof))
+        {
+            self.remember(tag);
+            return Ok(());
+        }
         let one = self.clients.permit(ip)?;
         let Ok(mine) = one.acquire_owned().await else {
             return Err(Refused::Unauthorized);
@@ -367,10 +399,12 @@ impl Guard {
             .map(|(_, h)| Arc::new(h.clone()));
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy.clone());
+        // Every name costs the largest count of iterations (the decoy's).
+        let floor = self.decoy.iterations();
         let clients = self.clients.clone();
         clients.stats.checks.fetch_add(1, Relaxed);
         let ok = tokio::task::spawn_blocking(move || {
-            let ok = hash.verify(&password) && known;
+            let ok = hash.verify_at_least(&password, floor) && known;
             if !ok {
                 clients.failed(ip);
             }
@@ -382,11 +416,22 @@ impl Guard {
         .unwrap_or(false);
         if ok {
             self.remember(tag);
+            self.proven.lock().unwrap().insert(user, proof);
             return Ok(());
         }
         let name: String = user.chars().take(NAME_SHOWN).collect();
         self.say_failure(ip, &format!("user {name:?} and a wrong password"));
         Err(Refused::Unauthorized)
+    }
+
+    /// A keyed hash of a user's name and password (cheap; the key never leaves this process).
+    fn proof(&self, user: &str, password: &str) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(b"proof\0");
+        ctx.update(user.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(password.as_bytes());
+        ctx.sign().as_ref().to_vec()
     }
 
     fn is_verified(&self, tag: &[u8]) -> bool {
@@ -481,6 +526,20 @@ impl Clients {
             }
         }
     }
+}
+
+/// Whether Digest's `uri` names the stream the request does: the same path (clients send the
+/// whole URL or only its path, with or without the query and a trailing slash).
+fn same_stream(digest_uri: &str, request_uri: &str) -> bool {
+    fn path(u: &str) -> &str {
+        let u = u.split(['?', '#']).next().unwrap_or("");
+        let u = match u.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            None => u,
+        };
+        u.trim_end_matches('/')
+    }
+    path(digest_uri) == path(request_uri)
 }
 
 /// `name=value, name="quoted, value"` as Digest writes its parameters.

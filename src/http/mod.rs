@@ -172,6 +172,7 @@ impl crate::rtsp::Gate for Ctx {
         authorization: Option<&str>,
         token: Option<&str>,
         method: &str,
+        uri: &str,
         peer: std::net::SocketAddr,
         listener: std::net::SocketAddr,
     ) -> crate::rtsp::Verdict {
@@ -185,7 +186,7 @@ impl crate::rtsp::Gate for Ctx {
                 peer,
                 authorization.map(str::as_bytes),
                 token.map(str::as_bytes),
-                Some(method),
+                Some((method, uri)),
             )
             .await;
         match outcome {
@@ -194,7 +195,7 @@ impl crate::rtsp::Gate for Ctx {
             Err(auth::Refused::Unauthorized) => {
                 let mut challenges = Vec::new();
                 if access.guard.offers_digest() {
-                    challenges.push(access.guard.digest_challenge());
+                    challenges.push(access.guard.digest_challenge(peer));
                 }
                 challenges.push(access.guard.challenge().to_string());
                 Verdict::Unauthorized { challenges }
