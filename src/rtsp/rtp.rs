@@ -35,6 +35,10 @@ impl Packetizer {
         }
     }
 
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }

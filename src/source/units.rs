@@ -38,6 +38,25 @@ pub struct Start {
     pub complete: bool,
 }
 
+impl Start {
+    /// The presentation times a consumer starting here gives its units: the latest unit's own,
+    /// and the earlier ones whole steps of `rate` before it, so that a client's first packets
+    /// are already at the camera's steady rate (the kept units may have been timed by their
+    /// arrival, before the rate was known).
+    pub fn steady_pts(&self, rate: Option<f64>) -> Vec<u64> {
+        let Some(last) = self.units.last().map(|u| u.pts) else {
+            return Vec::new();
+        };
+        let Some(step) = rate.filter(|r| *r > 0.0).map(|r| Clock::HZ / r) else {
+            return self.units.iter().map(|u| u.pts).collect();
+        };
+        let n = self.units.len();
+        (0..n)
+            .map(|i| last.saturating_sub(((n - 1 - i) as f64 * step).round() as u64))
+            .collect()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Group {
     start: Start,
@@ -46,37 +65,55 @@ struct Group {
 
 /// Presentation times from arrival times. Units come through a pipe, so they arrive in bursts
 /// around the camera's steady rate (and all at once after ffmpeg's probing): each time is the
-/// previous one plus a steady step (the SPS's rate, or the arrivals' measured one rounded to whole
-/// frames per second), drift against the arrivals taken back slowly; a gap of several steps
-/// (frames the camera did not send) is kept as a gap.
+/// previous one plus a steady step, drift against the arrivals taken back slowly; a gap of several
+/// steps (frames the camera did not send) is kept as a gap of whole steps, so that the times stay
+/// on the camera's rate.
+///
+/// The step is known before the first consumer's first unit leaves (see [`UnitFeed::watch_codec`]):
+/// the SPS's rate (H.264 VUI timing) where it has one, else the camera's configured `fps`, else
+/// the arrivals' rate measured over the first units, rounded to whole frames per second. Once a
+/// consumer follows the feed, the step is locked: it never changes under a session (a camera
+/// sending slower than its SPS says shows as gaps), also across a reconnect, after which the
+/// times go on from where they were (never backwards).
 #[derive(Debug)]
 struct Clock {
     origin: Instant,
     /// The rate the stream's SPS says (H.264 VUI timing), if any: the step from the first unit,
     /// while the arrivals agree with it.
     hint: Option<f64>,
+    /// The camera's configured `fps`: the step when the SPS says none.
+    configured: Option<f64>,
+    /// The step consumers were given: kept while any follows the feed.
+    locked: Option<f64>,
     /// The latest arrivals (ticks), at most [`Clock::WINDOW`]: their mean interval is the rate.
     arrivals: std::collections::VecDeque<f64>,
+    /// Units on this connection.
     units: u64,
-    /// The latest presentation time, unrounded (given rounded).
-    exact: f64,
+    /// The latest presentation time, unrounded (given rounded); `None` before the first unit.
+    exact: Option<f64>,
 }
 
 impl Clock {
     const HZ: f64 = 90_000.0;
-    /// Without an SPS rate, the first units keep their arrival times.
+    /// Without a rate from the SPS or the config, the first units keep their arrival times and
+    /// consumers wait for these many before they get any.
     const WARM_UP: u64 = 16;
     /// Arrivals the rate is measured over: long enough that units arriving in pairs bias it by
     /// less than half a percent.
     const WINDOW: usize = 128;
+    /// Where times start: far from zero, so that a consumer's first units can be timed back from
+    /// the latest one (see [`Start::steady_pts`]).
+    const BASE: f64 = 90_000.0 * 3600.0;
 
     fn new() -> Clock {
         Clock {
             origin: Instant::now(),
             hint: None,
+            configured: None,
+            locked: None,
             arrivals: std::collections::VecDeque::with_capacity(Self::WINDOW),
             units: 0,
-            exact: 0.0,
+            exact: None,
         }
     }
 
@@ -88,36 +125,39 @@ impl Clock {
     }
 
     fn stamp(&mut self, at: Instant) -> u64 {
-        let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ;
+        let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ + Self::BASE;
         self.units += 1;
         if self.arrivals.len() == Self::WINDOW {
             self.arrivals.pop_front();
         }
         self.arrivals.push_back(arrived);
-        if self.units == 1 {
-            self.exact = arrived.round();
-            return self.exact as u64;
-        }
+        let Some(last) = self.exact else {
+            self.exact = Some(arrived.round());
+            return arrived.round() as u64;
+        };
         let step = self.step();
-        let last = self.exact;
         let pts = match step {
-            // The warm-up without an SPS rate, or no rate at all (every unit at once so far).
+            // The warm-up without a known rate: arrival times (nobody gets these units timed so).
             None => arrived,
+            // The first unit after a reconnect: one step on, or where it arrived if later.
+            Some(step) if self.units == 1 => arrived.max(last + step),
             Some(step) => {
                 let predicted = last + step;
                 let error = arrived - predicted;
                 if error > 4.0 * step {
-                    // A gap (or a stall) of several frames: time jumps with it, and a measured
-                    // rate is measured again from here (the SPS's is checked against the window
-                    // as it is: a camera sending less than it announces shows as gaps).
+                    // A gap (or a stall) of several frames: time jumps with it, by whole steps,
+                    // and a measured rate is measured again from here (the SPS's is checked
+                    // against the window as it is: a camera sending less than it announces
+                    // shows as gaps).
                     if !self.uses_hint() {
                         self.arrivals.clear();
                         self.arrivals.push_back(arrived);
                     }
-                    arrived
+                    last + step * ((arrived - last) / step).round()
                 } else if error < -Self::HZ {
-                    // More than a second ahead of the arrivals (a long burst): wait for them.
-                    last + 1.0
+                    // More than a second ahead of the arrivals (a long burst): half steps until
+                    // they catch up.
+                    last + step / 2.0
                 } else if error.abs() <= step / 2.0 {
                     // Steady steps while the arrivals are within half a step of them.
                     predicted
@@ -129,8 +169,9 @@ impl Clock {
             }
         };
         // Kept exact (a whole number of ticks per step only when rounded at the end).
-        self.exact = pts.max(last + 1.0);
-        self.exact.round() as u64
+        let pts = pts.max(last + 1.0);
+        self.exact = Some(pts);
+        pts.round() as u64
     }
 
     /// Whether the SPS's rate is the step: unless the arrivals (32 at least) come more than
@@ -144,16 +185,40 @@ impl Clock {
         }
     }
 
-    /// The step between units (ticks): the SPS's rate while the arrivals agree with it, else
-    /// the measured rate after the warm-up.
+    /// The step between units (ticks): the locked one; else the SPS's rate while the arrivals
+    /// agree with it; else the configured rate; else the measured rate after the warm-up.
     fn step(&self) -> Option<f64> {
+        if let Some(step) = self.locked {
+            return Some(step);
+        }
         if let (true, Some(fps)) = (self.uses_hint(), self.hint) {
+            return Some(Self::HZ / fps);
+        }
+        if let Some(fps) = self.configured {
             return Some(Self::HZ / fps);
         }
         if self.units <= Self::WARM_UP {
             return None;
         }
         self.measured().map(|m| Self::nominal(m.max(Self::HZ / 240.0)))
+    }
+
+    /// A consumer follows: the step stays as it is from now on (if known).
+    fn lock(&mut self) {
+        if self.locked.is_none() {
+            self.locked = self.step();
+        }
+    }
+
+    /// A new connection: its rate is learnt again (unless a consumer still follows: `keep`),
+    /// and times go on from the last one.
+    fn reconnect(&mut self, keep: bool) {
+        self.hint = None;
+        self.arrivals.clear();
+        self.units = 0;
+        if !keep {
+            self.locked = None;
+        }
     }
 
     /// The step for a mean interval: a whole number of frames per second when the mean is
@@ -201,13 +266,14 @@ impl UnitFeed {
     /// A unit from the camera (costs one allocation when nobody takes units, and the group kept
     /// for new consumers).
     pub fn publish(&self, codec: Codec, au: &AccessUnit) {
-        let pts = {
+        let (pts, stepped) = {
             let mut clock = self.clock.lock().unwrap();
             if let Some(sps) = &au.sps {
                 // Its start code first (4 bytes).
                 clock.hint = crate::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
             }
-            clock.stamp(Instant::now())
+            let pts = clock.stamp(Instant::now());
+            (pts, clock.step().is_some())
         };
         let unit = Arc::new(Unit {
             codec,
@@ -222,9 +288,7 @@ impl UnitFeed {
                 units: vec![unit.clone()],
                 complete: true,
             };
-            if self.codec.send_if_modified(|c| c.replace(codec) != Some(codec)) {
-                *self.seen.lock().unwrap() = Some(codec);
-            }
+            *self.seen.lock().unwrap() = Some(codec);
         } else if group.start.complete {
             if group.start.units.len() < GROUP_MAX_UNITS && group.bytes + au.data.len() <= GROUP_MAX_BYTES {
                 group.bytes += au.data.len();
@@ -235,13 +299,26 @@ impl UnitFeed {
                 group.start.complete = false;
             }
         }
+        // Ready for consumers once a keyframe is kept and the clock's step is known.
+        if stepped {
+            if let Some(c) = group.start.units.first().map(|u| u.codec) {
+                self.codec.send_if_modified(|now| now.replace(c) != Some(c));
+            }
+        }
         // Sent under the lock: a consumer subscribing gets each unit once, in the group or after.
         let _ = self.tx.send(unit);
     }
 
-    /// Where a new consumer starts, and every unit after it.
+    /// The camera's configured frame rate (`fps`): the clock's step when its SPS says none.
+    pub fn set_configured_rate(&self, fps: Option<u32>) {
+        self.clock.lock().unwrap().configured = fps.filter(|f| *f > 0).map(f64::from);
+    }
+
+    /// Where a new consumer starts, and every unit after it. The clock's step is locked from
+    /// now on (see [`Clock`]).
     pub fn subscribe(&self) -> (Start, broadcast::Receiver<Arc<Unit>>) {
         let group = self.group.lock().unwrap();
+        self.clock.lock().unwrap().lock();
         let start = Start {
             units: group.start.units.clone(),
             complete: group.start.complete,
@@ -265,8 +342,8 @@ impl UnitFeed {
         *self.seen.lock().unwrap()
     }
 
-    /// The codec of the latest keyframe on this connection (`None` until one arrived): the
-    /// camera's coded video flows once it is `Some`.
+    /// The codec of the latest keyframe on this connection (`None` until one arrived and the
+    /// clock's step is known): the camera's coded video is ready for consumers once it is `Some`.
     pub fn watch_codec(&self) -> watch::Receiver<Option<Codec>> {
         self.codec.subscribe()
     }
@@ -276,10 +353,13 @@ impl UnitFeed {
         self.clock.lock().unwrap().rate()
     }
 
-    /// Forget the kept group (the connection closed: a new one may change the stream).
+    /// Forget the kept group (the connection closed: a new one may change the stream). The
+    /// clock goes on: times never run back for a consumer that stays across the reconnect.
     pub fn reset(&self) {
-        *self.group.lock().unwrap() = Group::default();
-        *self.clock.lock().unwrap() = Clock::new();
+        let mut group = self.group.lock().unwrap();
+        *group = Group::default();
+        let following = self.tx.receiver_count() > 0;
+        self.clock.lock().unwrap().reconnect(following);
         self.codec.send_replace(None);
     }
 }
@@ -300,6 +380,7 @@ mod tests {
     #[test]
     fn a_new_consumer_starts_at_the_latest_keyframe_with_parameter_sets() {
         let feed = UnitFeed::default();
+        feed.set_configured_rate(Some(15));
         assert!(feed.subscribe().0.units.is_empty());
         // Before the first keyframe with parameter sets there is nothing to start from.
         feed.publish(Codec::H264, &au(false, false, 9));
@@ -325,6 +406,57 @@ mod tests {
     }
 
     #[test]
+    fn without_a_rate_consumers_wait_until_it_is_measured() {
+        let feed = UnitFeed::default();
+        feed.publish(Codec::H264, &au(true, true, 1));
+        assert!(
+            feed.watch_codec().borrow().is_none(),
+            "no SPS rate, no configured fps yet"
+        );
+        for _ in 0..Clock::WARM_UP + 2 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            feed.publish(Codec::H264, &au(false, false, 2));
+        }
+        assert_eq!(*feed.watch_codec().borrow(), Some(Codec::H264));
+        assert!(feed.rate().is_some());
+    }
+
+    #[test]
+    fn a_consumers_first_units_are_timed_at_the_steady_rate() {
+        let feed = UnitFeed::default();
+        feed.publish(Codec::H264, &au(true, true, 1));
+        for _ in 0..Clock::WARM_UP + 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            feed.publish(Codec::H264, &au(false, false, 2));
+        }
+        let (start, _) = feed.subscribe();
+        let rate = feed.rate().unwrap();
+        let pts = start.steady_pts(Some(rate));
+        let step = (90_000.0 / rate).round() as i64;
+        let steps: Vec<i64> = pts.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
+        assert!(steps.iter().all(|d| (d - step).abs() <= 1), "{step}: {steps:?}");
+        assert_eq!(pts.last(), start.units.last().map(|u| &u.pts));
+    }
+
+    #[test]
+    fn times_go_on_across_a_reconnect_at_the_locked_step() {
+        let feed = UnitFeed::default();
+        feed.set_configured_rate(Some(30));
+        feed.publish(Codec::H264, &au(true, true, 1));
+        let (_, mut rx) = feed.subscribe();
+        assert_eq!(feed.rate(), Some(30.0));
+        feed.publish(Codec::H264, &au(false, false, 2));
+        let before = rx.try_recv().unwrap().pts;
+        feed.reset();
+        // The new connection's SPS says 15 fps: a following consumer keeps its step.
+        feed.set_configured_rate(Some(15));
+        feed.publish(Codec::H264, &au(true, true, 3));
+        let after = rx.try_recv().unwrap().pts;
+        assert!(after > before, "{before} {after}");
+        assert_eq!(feed.rate(), Some(30.0));
+    }
+
+    #[test]
     fn presentation_times_keep_the_cameras_rate_through_bursts_and_jump_over_gaps() {
         let mut clock = Clock::new();
         let t0 = clock.origin;
@@ -341,10 +473,12 @@ mod tests {
             "steady 25 fps steps: {late:?}"
         );
         assert_eq!(clock.rate(), Some(25.0));
-        // Two seconds without units, then units again: the gap is kept.
+        // Two seconds without units, then units again: the gap is kept, in whole steps.
         let before = *pts.last().unwrap();
         let after = clock.stamp(ms(100 * 80 + 2000));
         assert!(after - before > 150_000, "{before} {after}");
+        let steps = (after - before) as f64 / 3600.0;
+        assert!((steps - steps.round()).abs() < 0.01, "{before} {after}");
         assert!(clock.stamp(ms(100 * 80 + 2000)) > after, "never backwards");
     }
 

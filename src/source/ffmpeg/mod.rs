@@ -177,7 +177,12 @@ impl FfmpegSource {
                 log: Arc::new(Mutex::new(LogLimit::with_cap(LOG_LINES_PER_MINUTE))),
                 codec: Arc::new(AtomicU8::new(CODEC_UNKNOWN)),
             },
-            work: Arc::default(),
+            work: {
+                let work = Arc::<Work>::default();
+                // The clock's step for a camera whose SPS gives no rate.
+                work.units.set_configured_rate(common.fps);
+                work
+            },
             rtsp_unsupported: AtomicBool::new(false),
             input: options.input,
         }
