@@ -18,6 +18,7 @@ pub mod http_client;
 pub mod jpeg;
 pub mod light;
 pub mod lit;
+pub mod live;
 pub mod log_limit;
 pub mod moonraker;
 pub mod mqtt;

@@ -125,7 +125,9 @@ impl Server {
         shutdown: CancellationToken,
     ) -> Server {
         let rtsp = services.rtsp.clone();
-        ensure_fd_limit(config.http.max_connections);
+        // RTSP's connections are capped too (well below the limit): they need room as well.
+        let rtsp_connections = config.rtsp.as_ref().map_or(0, crate::rtsp::max_connections);
+        ensure_fd_limit(config.http.max_connections + rtsp_connections);
         let dedicated_ports = listeners
             .iter()
             .filter_map(|l| match &l.scope {
@@ -192,7 +194,7 @@ fn ensure_fd_limit(max_connections: usize) {
     }
     if lim.rlim_cur < want {
         warn!(
-            "http.max_connections = {max_connections} needs about {want} open files but the limit is {}: \
+            "{max_connections} connections (http.max_connections, and RTSP's: 2 x rtsp.max_sessions + 16) need about {want} open files but the limit is {}: \
              lower max_connections or raise LimitNOFILE in the systemd unit",
             lim.rlim_cur
         );

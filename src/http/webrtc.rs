@@ -50,14 +50,14 @@ pub async fn signal(
     match (signal, method) {
         (Signal::CameraStreamer, _) => camera_streamer(rtc, cam, &body, peer).await,
         (Signal::Whep, _) => whep(rtc, cam, &body, peer).await,
-        (Signal::WhepSession(id), Method::DELETE) => match rtc.close(&id).await {
+        (Signal::WhepSession(id), Method::DELETE) => match rtc.close(cam, &id).await {
             Ok(()) => empty(StatusCode::OK),
             Err(e) => failed(e),
         },
         // Trickled candidates: farmcam is ICE-lite and learns the browser's address from its
         // checks, so there is nothing to do with them.
-        (Signal::WhepSession(id), _) if rtc.has_session(&id) => empty(StatusCode::NO_CONTENT),
-        (Signal::WhepSession(id), _) => failed(SignalError::NoSession(id)),
+        (Signal::WhepSession(id), _) if rtc.has_session(cam, &id) => empty(StatusCode::NO_CONTENT),
+        (Signal::WhepSession(_), _) => failed(SignalError::NoSession("…".into())),
     }
 }
 
@@ -109,7 +109,7 @@ async fn camera_streamer(rtc: &WebRtc, cam: &Arc<Camera>, body: &[u8], peer: Soc
             let (Some(id), Some(sdp)) = (msg["id"].as_str(), msg["sdp"].as_str()) else {
                 return api::error(StatusCode::BAD_REQUEST, "an answer needs \"id\" and \"sdp\"");
             };
-            match rtc.answer(id, sdp).await {
+            match rtc.answer(cam, id, sdp).await {
                 Ok(()) => api::json(StatusCode::OK, &json!({})),
                 Err(e) => failed(e),
             }

@@ -24,6 +24,7 @@ use super::play::{self, Counters, Sink};
 use super::rtp::Packetizer;
 use super::{sdp, Gate, Rtsp, SessionStatus, Verdict};
 use crate::h264::Codec;
+use crate::live::{self, Refusal, Seat};
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::Camera;
 
@@ -33,43 +34,45 @@ const MAX_REQUEST: usize = 64 << 10;
 const OUT_QUEUE: usize = 64;
 /// A client that takes nothing for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the camera may take to show its codec (its first keyframe) for a DESCRIBE.
-const CODEC_WAIT: Duration = Duration::from_secs(15);
+/// A connection that sends no complete request this long after it opened is closed.
+const FIRST_REQUEST: Duration = Duration::from_secs(5);
 const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
-/// Why a connection or session is turned away.
-pub enum Refusal {
-    /// Every client's limit: 503.
-    Busy(String),
-    /// This client's limit: 453 Not Enough Bandwidth.
-    Client(String),
+/// The status of a refusal: 503 when every seat is taken, 453 Not Enough Bandwidth when this
+/// client holds its share.
+fn refusal_status(r: &Refusal) -> u16 {
+    match r {
+        Refusal::Busy(_) => 503,
+        Refusal::Client(_) => 453,
+    }
 }
 
-impl Refusal {
-    fn status(&self) -> u16 {
-        match self {
-            Refusal::Busy(_) => 503,
-            Refusal::Client(_) => 453,
-        }
-    }
-
-    fn message(&self) -> &str {
-        match self {
-            Refusal::Busy(m) | Refusal::Client(m) => m,
-        }
-    }
+/// The whole answer to a connection refused at accept (sent without reading its request).
+pub fn refusal_bytes(r: &Refusal) -> String {
+    let (status, reason) = match r {
+        Refusal::Busy(_) => (503, "Service Unavailable"),
+        Refusal::Client(_) => (453, "Not Enough Bandwidth"),
+    };
+    let body = format!("{}\r\n", r.message());
+    format!(
+        "RTSP/1.0 {status} {reason}\r\nCSeq: 0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// A camera this connection described: held open (its codec known) until a SETUP takes it.
 struct Described {
     cam: Arc<Camera>,
     codec: Codec,
-    hold: Option<Subscription>,
+    /// The camera held open and a seat taken, until a SETUP takes them (or `session_timeout`).
+    hold: Option<(Subscription, Seat)>,
+    at: Instant,
 }
 
 struct Session {
     cam: Arc<Camera>,
     _hold: Subscription,
+    _seat: Seat,
     sink: Sink,
     rtp: Option<Packetizer>,
     player: Option<(CancellationToken, JoinHandle<Packetizer>)>,
@@ -88,16 +91,17 @@ struct Conn {
     out: mpsc::Sender<Bytes>,
     described: HashMap<String, Described>,
     sessions: HashMap<String, Session>,
-    refusal: Option<Refusal>,
+    /// Sessions whose player ended by itself (the camera changed codec across a reconnect).
+    ended: mpsc::UnboundedSender<String>,
+    _seat: Seat,
 }
 
-/// What a request gets: the response, and whether the connection goes on after it.
+/// What a request gets.
 struct Answer {
     status: u16,
     headers: Vec<(rtsp_types::HeaderName, String)>,
     content_type: Option<&'static str>,
     body: Vec<u8>,
-    close: bool,
     /// `WWW-Authenticate` values, one header line each (rtsp-types would join them into one).
     challenges: Vec<String>,
 }
@@ -109,7 +113,6 @@ impl Answer {
             headers: Vec::new(),
             content_type: None,
             body: Vec::new(),
-            close: false,
             challenges: Vec::new(),
         }
     }
@@ -121,18 +124,12 @@ impl Answer {
             headers: Vec::new(),
             content_type: Some("text/plain; charset=utf-8"),
             body: format!("{message}\r\n").into_bytes(),
-            close: false,
             challenges: Vec::new(),
         }
     }
 
     fn header(mut self, name: rtsp_types::HeaderName, value: impl Into<String>) -> Answer {
         self.headers.push((name, value.into()));
-        self
-    }
-
-    fn closing(mut self) -> Answer {
-        self.close = true;
         self
     }
 }
@@ -142,7 +139,7 @@ pub async fn serve(
     peer: SocketAddr,
     rtsp: Arc<Rtsp>,
     gate: Weak<dyn Gate>,
-    refusal: Option<Refusal>,
+    seat: Seat,
     shutdown: CancellationToken,
 ) {
     let local = stream.local_addr().unwrap_or(rtsp.local);
@@ -150,6 +147,7 @@ pub async fn serve(
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let mut writer = tokio::spawn(write_loop(wr, out_rx));
     let mut writer_done = false;
+    let (ended, mut ended_rx) = mpsc::unbounded_channel();
     let mut c = Conn {
         rtsp: rtsp.clone(),
         gate,
@@ -158,10 +156,15 @@ pub async fn serve(
         out,
         described: HashMap::new(),
         sessions: HashMap::new(),
-        refusal,
+        ended,
+        _seat: seat,
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut last_request = Instant::now();
+    let mut requests = 0u64;
+    // A client that opens a connection and says nothing loses it soon.
+    let first_request = tokio::time::sleep(FIRST_REQUEST);
+    tokio::pin!(first_request);
     let mut tick = tokio::time::interval((rtsp.timeout() / 2).min(Duration::from_secs(5)));
     'conn: loop {
         // Every complete message in the buffer.
@@ -171,6 +174,7 @@ pub async fn serve(
                     buf.drain(..used);
                     match msg {
                         Message::Request(req) => {
+                            requests += 1;
                             if !c.request(req).await {
                                 break 'conn;
                             }
@@ -212,9 +216,23 @@ pub async fn serve(
                 writer_done = true;
                 break;
             }
+            _ = &mut first_request, if requests == 0 => {
+                debug!(peer = %peer, "rtsp: connection closed: no request within {FIRST_REQUEST:?}");
+                break;
+            }
+            Some(id) = ended_rx.recv() => {
+                if let Some(s) = c.sessions.remove(&id) {
+                    let tcp = matches!(s.sink, Sink::Tcp { .. });
+                    c.end(&id, s, "ended: the camera changed codec when it reconnected").await;
+                    // Over TCP the client learns it from its connection closing.
+                    if tcp {
+                        break;
+                    }
+                }
+            }
             _ = tick.tick() => {
                 c.expire();
-                if c.sessions.is_empty() && last_request.elapsed() > rtsp.timeout() {
+                if c.sessions.is_empty() && c.described.is_empty() && last_request.elapsed() > rtsp.timeout() {
                     debug!(peer = %peer, "rtsp: idle connection closed");
                     break;
                 }
@@ -292,11 +310,6 @@ impl Conn {
             let a = Answer::error(505, "farmcam speaks RTSP/1.0");
             return self.send(a, &cseq).await;
         }
-        if let Some(r) = &self.refusal {
-            let a = Answer::error(r.status(), r.message()).closing();
-            self.send(a, &cseq).await;
-            return false;
-        }
         let session = match req.typed_header::<headers::Session>() {
             Ok(s) => s.map(|s| s.0),
             Err(_) => {
@@ -341,13 +354,12 @@ impl Conn {
             }
             _ => answer,
         };
-        let close = answer.close;
         let sent = self.send(answer, &cseq).await;
         // A PLAY's media start only after its answer.
         if let (Method::Play, Some(id)) = (req.method(), &session) {
             self.start_player(id);
         }
-        sent && !close
+        sent
     }
 
     async fn send(&self, a: Answer, cseq: &str) -> bool {
@@ -377,24 +389,20 @@ impl Conn {
     }
 
     async fn describe(&mut self, req: &Request<Vec<u8>>) -> Answer {
-        let Some((id, token)) = target(req.request_uri()) else {
-            return Answer::error(
-                404,
-                "no such stream; use rtsp://HOST:PORT/CAMERA_ID (the ids are in /api/cameras)",
-            );
-        };
-        let Some(cam) = self.rtsp.registry.get(&id) else {
-            return Answer::error(404, &format!("no camera {id:?} (the ids are in /api/cameras)"));
-        };
         let Some(gate) = self.gate.upgrade() else {
             return Answer::error(503, "farmcam is shutting down");
         };
+        let found = target(req.request_uri());
+        let token = found.as_ref().and_then(|(_, t)| t.as_deref());
         let authorization = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
+        let uri = req.request_uri().map_or(String::new(), |u| u.to_string());
+        // Credentials first: without them, an unknown camera and a real one are answered alike.
         let verdict = gate
             .check(
                 authorization,
-                token.as_deref(),
+                token,
                 "DESCRIBE",
+                &uri,
                 self.peer,
                 self.rtsp.config.listen,
             )
@@ -417,38 +425,57 @@ impl Conn {
                 .header(headers::RETRY_AFTER, wait.as_secs().max(1).to_string())
             }
         }
-        let Some(feed) = cam.units() else {
+        let Some((id, _)) = found else {
+            return Answer::error(
+                404,
+                "no such stream; use rtsp://HOST:PORT/CAMERA_ID (the ids are in /api/cameras)",
+            );
+        };
+        let Some(cam) = self.rtsp.registry.get(&id) else {
+            return Answer::error(404, &format!("no camera {id:?} (the ids are in /api/cameras)"));
+        };
+        if cam.units().is_none() {
             return Answer::error(
                 415,
                 &format!("camera {id:?} sends MJPEG; RTSP re-serves H.264/H.265 cameras only (its MJPEG stream is /cameras/{id}/stream)"),
             );
+        }
+        // A described camera is held open until SETUP: it takes a seat like a session, before
+        // anything is awaited (a DESCRIBE again reuses this connection's).
+        let seat = match self.described.remove(&id).and_then(|d| d.hold) {
+            Some((hold, seat)) => Ok((Some(hold), seat)),
+            None => self.rtsp.seat(self.peer.ip()).map(|s| (None, s)),
         };
-        let hold = match self.described.remove(&id).and_then(|d| d.hold) {
-            Some(h) => h,
-            None => cam.subscribe(ConsumerKind::Rtsp),
+        let (held, seat) = match seat {
+            Ok(s) => s,
+            Err(r) => return Answer::error(refusal_status(&r), r.message()),
         };
-        let mut codec = feed.watch_codec();
-        let shown = tokio::time::timeout(CODEC_WAIT, codec.wait_for(Option::is_some)).await;
-        let Some(codec) = shown.ok().and_then(|r| r.ok().and_then(|c| *c)) else {
-            return Answer::error(
-                503,
-                &format!("camera {id:?} sent no H.264/H.265 keyframe within {CODEC_WAIT:?} (offline, or not H.264/H.265: see /api/cameras)"),
-            );
+        let opened = match held {
+            Some(hold) => live::open_held(&cam, hold, live::OPEN_WAIT).await,
+            None => live::open(&cam, ConsumerKind::Rtsp, live::OPEN_WAIT).await,
         };
-        let (start, _) = feed.subscribe();
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => return Answer::error(503, &e.to_string()),
+        };
+        let Some((start, _)) = live::follow(&cam) else {
+            return Answer::error(503, &format!("camera {id:?} just reconnected; retry"));
+        };
         let Some(key) = start.units.first() else {
             return Answer::error(503, &format!("camera {id:?} just reconnected; retry"));
         };
+        let rate = cam.units().and_then(|f| f.rate());
         let server_ip = self.local.ip().to_canonical().to_string();
         let body =
-            sdp::describe(codec, &key.au.data, feed.rate(), &cam.config().name, &server_ip).into_bytes();
+            sdp::describe(opened.codec, &key.au.data, rate, &cam.config().name, &server_ip).into_bytes();
         let base = base_url(req.request_uri().expect("target() saw the URL"), &id);
         self.described.insert(
             id,
             Described {
                 cam,
-                codec,
-                hold: Some(hold),
+                codec: opened.codec,
+                hold: Some((opened.hold, seat)),
+                at: Instant::now(),
             },
         );
         Answer {
@@ -456,7 +483,6 @@ impl Conn {
             headers: vec![(headers::CONTENT_BASE, base)],
             content_type: Some("application/sdp"),
             body,
-            close: false,
             challenges: Vec::new(),
         }
     }
@@ -521,14 +547,15 @@ impl Conn {
                 &format!("no transport farmcam offers; ask for RTP/AVP/TCP;unicast;interleaved=0-1{also}"),
             );
         };
-        if let Err(r) = self.rtsp.admit_session(self.peer.ip()) {
-            return Answer::error(r.status(), r.message());
-        }
         let (cam, codec) = (described.cam.clone(), described.codec);
-        let hold = described
-            .hold
-            .take()
-            .unwrap_or_else(|| cam.subscribe(ConsumerKind::Rtsp));
+        let (hold, seat) = match described.hold.take() {
+            Some(h) => h,
+            // A second session of one DESCRIBE: a seat of its own.
+            None => match self.rtsp.seat(self.peer.ip()) {
+                Ok(seat) => (cam.subscribe(ConsumerKind::Rtsp), seat),
+                Err(r) => return Answer::error(refusal_status(&r), r.message()),
+            },
+        };
         let rtp = Packetizer::new(codec);
         let sid = format!("{:016X}", fastrand::u64(..));
         let (sink, transport, rtcp_peer, kind) = match chosen {
@@ -575,7 +602,6 @@ impl Conn {
                 bytes_sent: 0,
                 skips: 0,
             },
-            self.peer.ip(),
             rtcp_peer,
             counters.clone(),
         );
@@ -589,6 +615,7 @@ impl Conn {
             Session {
                 cam,
                 _hold: hold,
+                _seat: seat,
                 sink,
                 rtp: Some(rtp),
                 player: None,
@@ -615,8 +642,9 @@ impl Conn {
         if s.player.is_none() {
             if let (Some(rtp), Some(feed)) = (&s.rtp, s.cam.units()) {
                 let mut info = format!("url={};seq={}", s.control, rtp.next_seq());
-                if let Some(first) = feed.subscribe().0.units.first() {
-                    info.push_str(&format!(";rtptime={}", rtp.timestamp(first.pts)));
+                // The time of the first packet the player will send (see play::run).
+                if let Some(first) = feed.group().steady_pts(feed.rate()).first() {
+                    info.push_str(&format!(";rtptime={}", rtp.timestamp(*first)));
                 }
                 a = a.header(headers::RTP_INFO, info);
             }
@@ -632,20 +660,24 @@ impl Conn {
         if s.player.is_some() {
             return;
         }
-        let (Some(rtp), Some(feed)) = (s.rtp.take(), s.cam.units()) else {
+        let Some(rtp) = s.rtp.take() else {
             return;
         };
-        let (start, rx) = feed.subscribe();
+        let Some((start, rx)) = live::follow(&s.cam) else {
+            s.rtp = Some(rtp);
+            return;
+        };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(play::run(
-            s.cam.clone(),
-            start,
-            rx,
-            rtp,
-            s.sink.clone(),
-            s.counters.clone(),
-            stop.clone(),
-        ));
+        let ended = self.ended.clone();
+        let sid = id.to_string();
+        let (cam, sink, counters, until) = (s.cam.clone(), s.sink.clone(), s.counters.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (rtp, why) = play::run(cam, start, rx, rtp, sink, counters, until).await;
+            if why == play::Ended::CodecChanged {
+                let _ = ended.send(sid);
+            }
+            rtp
+        });
         s.player = Some((stop, task));
         self.rtsp.set_playing(id, true);
         debug!(camera = %s.cam.id(), peer = %self.peer, "rtsp: session {id} playing");
@@ -694,8 +726,12 @@ impl Conn {
         );
     }
 
-    /// UDP sessions that heard nothing for the timeout end.
+    /// Sessions that heard nothing for the timeout end (UDP ones, and any not playing), and
+    /// described cameras no SETUP took are let go.
     fn expire(&mut self) {
+        let timeout = self.rtsp.timeout();
+        self.described
+            .retain(|_, d| d.hold.is_none() || d.at.elapsed() <= timeout);
         let expired: Vec<String> = self
             .sessions
             .keys()
@@ -727,8 +763,8 @@ impl Conn {
     }
 }
 
-/// Whatever ends the connection (a bug's panic too), its sessions leave the table and its
-/// client's count of connections goes down.
+/// Whatever ends the connection (a bug's panic too), its sessions leave the table (their seats
+/// and the connection's are given back as they drop).
 impl Drop for Conn {
     fn drop(&mut self) {
         for (id, s) in self.sessions.drain() {
@@ -738,7 +774,6 @@ impl Drop for Conn {
             }
             self.rtsp.remove_session(&id);
         }
-        self.rtsp.connection_closed(self.peer.ip());
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::live::{Seat, Seats};
 use crate::log_limit::{held_back, LogLimit};
 use crate::registry::Registry;
 
@@ -42,13 +43,14 @@ pub enum Verdict {
 /// Who may watch (the `streams` area of `[http.auth]`), asked once per DESCRIBE.
 #[async_trait::async_trait]
 pub trait Gate: Send + Sync {
-    /// `authorization`: the header's value; `token`: the URL's `?token=`; `method`: the
-    /// request's (Digest hashes it).
+    /// `authorization`: the header's value; `token`: the URL's `?token=`; `method` and `uri`:
+    /// the request's (Digest hashes them; its `uri` must name the same stream).
     async fn check(
         &self,
         authorization: Option<&str>,
         token: Option<&str>,
         method: &str,
+        uri: &str,
         peer: SocketAddr,
         listener: SocketAddr,
     ) -> Verdict;
@@ -72,7 +74,6 @@ pub struct SessionStatus {
 
 struct Entry {
     status: SessionStatus,
-    peer_ip: IpAddr,
     /// A UDP session's client RTCP address (its reports keep it alive).
     rtcp_peer: Option<SocketAddr>,
     last_seen: Instant,
@@ -144,8 +145,12 @@ pub struct Rtsp {
     local: SocketAddr,
     registry: Arc<Registry>,
     sessions: Mutex<HashMap<String, Entry>>,
-    /// Open connections, per client address.
-    connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Sessions (and cameras described for one) in all and per client address; a seat is taken
+    /// before anything is awaited.
+    seats: Seats,
+    /// Open connections in all and per client address: a few beyond the sessions. Beyond them a
+    /// connection is answered 503 and closed at accept, holding nothing.
+    connection_seats: Seats,
     udp: Option<Udp>,
     said: Mutex<LogLimit>,
     /// Until [`Rtsp::serve`] takes it.
@@ -168,7 +173,18 @@ impl Rtsp {
             local,
             registry,
             sessions: Mutex::default(),
-            connections: Mutex::default(),
+            seats: Seats::new(
+                config.max_sessions,
+                config.max_sessions_per_client,
+                "RTSP sessions",
+                "[rtsp]",
+            ),
+            connection_seats: Seats::new(
+                max_connections(config),
+                config.max_sessions_per_client + 4,
+                "RTSP connections",
+                "[rtsp]",
+            ),
             udp: bound.udp,
             said: Mutex::new(LogLimit::with_cap(20)),
             tcp: Mutex::new(Some(bound.tcp)),
@@ -222,15 +238,28 @@ impl Rtsp {
                         }
                     },
                 };
+                let seat = match rtsp.connection_seats.take(peer.ip()) {
+                    Ok(seat) => seat,
+                    Err(r) => {
+                        // Answered at once and closed: a refused connection holds nothing.
+                        rtsp.say(&format!(
+                            "rtsp: connection from {} refused: {}",
+                            peer.ip(),
+                            r.message()
+                        ));
+                        let _ = stream.try_write(conn::refusal_bytes(&r).as_bytes());
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 limit_send_buffer(&stream);
-                let refusal = rtsp.admit_connection(peer.ip());
                 conns.spawn(conn::serve(
                     stream,
                     peer,
                     rtsp.clone(),
                     gate.clone(),
-                    refusal,
+                    seat,
                     stop.clone(),
                 ));
             }
@@ -241,58 +270,14 @@ impl Rtsp {
         }
     }
 
-    /// Connections one client may hold open, and all clients: a few beyond the sessions.
-    fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<conn::Refusal> {
-        let mut conns = self.connections.lock().unwrap();
-        let total: usize = conns.values().sum();
-        let mine = conns.get(&ip).copied().unwrap_or(0);
-        let refusal = if total >= self.config.max_sessions * 2 + 16 {
-            Some(conn::Refusal::Busy(format!(
-                "{total} RTSP connections open already; retry later"
-            )))
-        } else if mine >= self.config.max_sessions_per_client + 4 {
-            Some(conn::Refusal::Client(format!(
-                "{mine} RTSP connections from {ip} already ([rtsp] max_sessions_per_client); close one"
-            )))
-        } else {
-            None
-        };
-        *conns.entry(ip).or_insert(0) += 1;
-        refusal
-    }
-
-    fn connection_closed(&self, ip: IpAddr) {
-        let mut conns = self.connections.lock().unwrap();
-        if let Some(n) = conns.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                conns.remove(&ip);
-            }
-        }
-    }
-
-    /// Room for a new session from `ip`, or the refusal (453 for this client, 503 for all).
-    fn admit_session(&self, ip: IpAddr) -> Result<(), conn::Refusal> {
-        let sessions = self.sessions.lock().unwrap();
-        if sessions.len() >= self.config.max_sessions {
-            return Err(conn::Refusal::Busy(format!(
-                "{} RTSP sessions already ([rtsp] max_sessions); retry later",
-                sessions.len()
-            )));
-        }
-        let mine = sessions.values().filter(|e| e.peer_ip == ip).count();
-        if mine >= self.config.max_sessions_per_client {
-            return Err(conn::Refusal::Client(format!(
-                "{mine} RTSP sessions from {ip} already ([rtsp] max_sessions_per_client); close one"
-            )));
-        }
-        Ok(())
+    /// A seat for a session (or a described camera) of a client at `ip`, or the refusal.
+    fn seat(&self, ip: IpAddr) -> Result<Seat, crate::live::Refusal> {
+        self.seats.take(ip)
     }
 
     fn add_session(
         &self,
         status: SessionStatus,
-        peer_ip: IpAddr,
         rtcp_peer: Option<SocketAddr>,
         counters: Arc<play::Counters>,
     ) {
@@ -300,7 +285,6 @@ impl Rtsp {
             status.id.clone(),
             Entry {
                 status,
-                peer_ip,
                 rtcp_peer,
                 last_seen: Instant::now(),
                 counters,
@@ -322,13 +306,14 @@ impl Rtsp {
         }
     }
 
-    /// Whether a UDP session heard nothing for `session_timeout`.
+    /// Whether a session heard nothing for `session_timeout`: a UDP session (no request, no
+    /// RTCP report), or any session that is not playing (set up and never played, or paused),
+    /// over TCP too. A playing TCP session lives as long as its connection.
     fn expired(&self, id: &str) -> bool {
-        self.sessions
-            .lock()
-            .unwrap()
-            .get(id)
-            .is_none_or(|e| e.rtcp_peer.is_some() && e.last_seen.elapsed() > self.config.session_timeout)
+        self.sessions.lock().unwrap().get(id).is_none_or(|e| {
+            (e.rtcp_peer.is_some() || !e.status.playing)
+                && e.last_seen.elapsed() > self.config.session_timeout
+        })
     }
 
     fn remove_session(&self, id: &str) {
@@ -341,6 +326,12 @@ impl Rtsp {
             warn!("{msg}{}", held_back(n));
         }
     }
+}
+
+/// Connections open at once in all: the sessions' and a few more, far below the open-file limit
+/// (a connection is one descriptor).
+pub fn max_connections(config: &RtspConfig) -> usize {
+    config.max_sessions * 2 + 16
 }
 
 /// Socket send buffer of an RTSP connection. Left to autotuning, Linux lets it grow to 4 MiB, many

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::rtp::Packetizer;
+use crate::live::KeyframeGate;
 use crate::registry::Camera;
 use crate::source::units::{Start, Unit};
 
@@ -34,8 +35,21 @@ pub enum Sink {
     Udp { socket: Arc<UdpSocket>, to: SocketAddr },
 }
 
+/// Why a session's media stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `stop` (PAUSE, TEARDOWN, the connection ends), or the camera's feed closed.
+    Stopped,
+    /// The connection's writer is gone.
+    Gone,
+    /// The camera came back with another codec than the session announced: its packets would
+    /// be wrong under this session's packetizer, so the session ends.
+    CodecChanged,
+}
+
 /// Send `start` and then the feed until `stop` (PAUSE, TEARDOWN, the connection ends) or the
 /// connection's writer is gone; hands the packetizer back so that sequence numbers continue.
+/// The first units are timed at the camera's steady rate (see `Start::steady_pts`).
 pub async fn run(
     cam: Arc<Camera>,
     start: Start,
@@ -44,35 +58,36 @@ pub async fn run(
     sink: Sink,
     counters: Arc<Counters>,
     stop: CancellationToken,
-) -> Packetizer {
+) -> (Packetizer, Ended) {
+    let rate = cam.units().and_then(|f| f.rate());
     let mut sender = Sender {
         cam,
         sink,
         counters,
-        waiting_keyframe: true,
+        gate: KeyframeGate::default(),
     };
-    for u in &start.units {
-        if !sender.send(&mut rtp, u) {
-            return rtp;
+    for (u, pts) in start.units.iter().zip(start.steady_pts(rate)) {
+        if let Err(why) = sender.send(&mut rtp, u, pts) {
+            return (rtp, why);
         }
     }
     if !start.complete {
-        sender.waiting_keyframe = true;
+        sender.gate.wait();
     }
     loop {
         let unit = tokio::select! {
-            _ = stop.cancelled() => return rtp,
+            _ = stop.cancelled() => return (rtp, Ended::Stopped),
             r = rx.recv() => match r {
                 Ok(u) => u,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     sender.behind();
                     continue;
                 }
-                Err(broadcast::error::RecvError::Closed) => return rtp,
+                Err(broadcast::error::RecvError::Closed) => return (rtp, Ended::Stopped),
             },
         };
-        if !sender.send(&mut rtp, &unit) {
-            return rtp;
+        if let Err(why) = sender.send(&mut rtp, &unit, unit.pts) {
+            return (rtp, why);
         }
     }
 }
@@ -81,32 +96,31 @@ struct Sender {
     cam: Arc<Camera>,
     sink: Sink,
     counters: Arc<Counters>,
-    waiting_keyframe: bool,
+    gate: KeyframeGate,
 }
 
 impl Sender {
     /// Behind: what is queued goes on, then nothing until the next keyframe.
     fn behind(&mut self) {
-        if !self.waiting_keyframe {
-            self.waiting_keyframe = true;
+        if self.gate.behind() {
             self.counters.skips.fetch_add(1, Relaxed);
         }
     }
 
-    /// One unit; false once the connection is gone.
-    fn send(&mut self, rtp: &mut Packetizer, u: &Unit) -> bool {
-        if self.waiting_keyframe {
-            if !(u.au.keyframe && u.au.sps.is_some()) {
-                return true;
-            }
-            self.waiting_keyframe = false;
+    /// One unit at `pts`; an error ends the session.
+    fn send(&mut self, rtp: &mut Packetizer, u: &Unit, pts: u64) -> Result<(), Ended> {
+        if u.codec != rtp.codec() {
+            return Err(Ended::CodecChanged);
+        }
+        if !self.gate.pass(u) {
+            return Ok(());
         }
         let mut sent = 0u64;
         match &self.sink {
             Sink::Tcp { channel, out } => {
                 // Per packet of up to 1200 payload bytes: 12 of RTP header, 4 of interleaving.
                 let mut buf = Vec::with_capacity(u.au.data.len() + u.au.data.len() / 64 + 64);
-                rtp.packetize(&u.au.data, u.pts, &mut |p| {
+                rtp.packetize(&u.au.data, pts, &mut |p| {
                     buf.push(b'$');
                     buf.push(*channel);
                     buf.extend_from_slice(&(p.len() as u16).to_be_bytes());
@@ -116,11 +130,11 @@ impl Sender {
                 match out.try_send(Bytes::from(buf)) {
                     Ok(()) => sent = n,
                     Err(mpsc::error::TrySendError::Full(_)) => self.behind(),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Ended::Gone),
                 }
             }
             Sink::Udp { socket, to } => {
-                rtp.packetize(&u.au.data, u.pts, &mut |p| {
+                rtp.packetize(&u.au.data, pts, &mut |p| {
                     if socket.try_send_to(p, *to).is_ok() {
                         sent += p.len() as u64;
                     }
@@ -129,6 +143,6 @@ impl Sender {
         }
         self.counters.bytes.fetch_add(sent, Relaxed);
         self.cam.shared().rtsp_bytes_sent.fetch_add(sent, Relaxed);
-        true
+        Ok(())
     }
 }

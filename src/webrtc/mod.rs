@@ -26,13 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use crate::live::{self, Seats};
 use crate::registry::Camera;
 use session::{Session, UnitMsg};
 
 pub use crate::config::WebrtcConfig;
 
-/// How long the camera may take to show its codec (its first keyframe) for a new session.
-const CODEC_WAIT: Duration = Duration::from_secs(15);
 /// A session that is not connected this long after signalling is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Units queued from all cameras to the session task.
@@ -52,7 +51,8 @@ pub enum SignalError {
     Unavailable(String),
 }
 
-/// A session as `/api/cameras` shows it.
+/// A session as `/api/cameras` shows it. Its `id` is a number for telling sessions apart, not
+/// the session's URL: that is a secret of the viewer that made it.
 #[derive(Clone, Debug, Serialize)]
 pub struct SessionStatus {
     pub id: String,
@@ -73,6 +73,7 @@ struct Shared {
 enum Command {
     Add(Box<Session>),
     Answer {
+        camera: String,
         id: String,
         answer: SdpAnswer,
         reply: oneshot::Sender<Result<(), SignalError>>,
@@ -87,7 +88,10 @@ pub struct WebRtc {
     commands: mpsc::Sender<Command>,
     units: mpsc::Sender<UnitMsg>,
     shared: Arc<Shared>,
+    /// Sessions in all and per client address, taken before anything is awaited.
+    seats: Seats,
     next: AtomicU64,
+    rng: ring::rand::SystemRandom,
 }
 
 impl WebRtc {
@@ -128,7 +132,14 @@ impl WebRtc {
             commands,
             units,
             shared,
+            seats: Seats::new(
+                config.max_sessions,
+                config.max_sessions_per_client,
+                "WebRTC sessions",
+                "[webrtc]",
+            ),
             next: AtomicU64::new(1),
+            rng: ring::rand::SystemRandom::new(),
         }))
     }
 
@@ -142,35 +153,28 @@ impl WebRtc {
         self.shared.sessions.lock().unwrap().values().cloned().collect()
     }
 
-    /// Whether `peer` may start another session (the limits answer 503).
-    fn admit(&self, peer: IpAddr) -> Result<(), SignalError> {
-        let sessions = self.shared.sessions.lock().unwrap();
-        if sessions.len() >= self.config.max_sessions {
-            return Err(SignalError::Unavailable(format!(
-                "{} WebRTC sessions already ([webrtc] max_sessions); retry later",
-                sessions.len()
-            )));
-        }
-        let mine = sessions
-            .values()
-            .filter(|s| s.peer.starts_with(&format!("{peer}:")))
-            .count();
-        if mine >= self.config.max_sessions_per_client {
-            return Err(SignalError::Unavailable(format!(
-                "{mine} WebRTC sessions from {peer} already ([webrtc] max_sessions_per_client); close one"
-            )));
-        }
-        Ok(())
+    /// A new session's secret (its URL's last segment: 128 random bits) and its public number.
+    fn new_id(&self) -> Result<(String, String), SignalError> {
+        let mut secret = [0u8; 16];
+        ring::rand::SecureRandom::fill(&self.rng, &mut secret)
+            .map_err(|_| SignalError::Unavailable("the system's random source failed".into()))?;
+        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((secret, self.next.fetch_add(1, Relaxed).to_string()))
     }
 
-    fn new_id(&self) -> String {
-        let n = self.next.fetch_add(1, Relaxed);
-        format!("{:016x}{n:x}", fastrand::u64(..))
+    /// Whether session `id` exists and watches camera `camera` (a session's URL opens only its
+    /// own camera's session).
+    fn owns(&self, camera: &str, id: &str) -> bool {
+        self.shared
+            .sessions
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|s| s.camera == camera)
     }
 
     /// camera-streamer's form: the server offers. Returns the session id and the offer.
     pub async fn offer(&self, cam: &Arc<Camera>, peer: SocketAddr) -> Result<(String, String), SignalError> {
-        self.admit(peer.ip())?;
         let (mut session, _) = self.prepare(cam, peer).await?;
         let offer = session.make_offer().map_err(SignalError::Bad)?;
         let id = session.id.clone();
@@ -178,13 +182,17 @@ impl WebRtc {
         Ok((id, offer))
     }
 
-    /// The browser's answer to [`WebRtc::offer`].
-    pub async fn answer(&self, id: &str, sdp: &str) -> Result<(), SignalError> {
+    /// The browser's answer to [`WebRtc::offer`] of a session of `cam`.
+    pub async fn answer(&self, cam: &Camera, id: &str, sdp: &str) -> Result<(), SignalError> {
+        if !self.owns(cam.id(), id) {
+            return Err(SignalError::NoSession(short(id)));
+        }
         let answer = SdpAnswer::from_sdp_string(sdp)
             .map_err(|e| SignalError::Bad(format!("not an SDP answer ({})", sdp_problem(&e))))?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Answer {
+                camera: cam.id().to_string(),
                 id: id.to_string(),
                 answer,
                 reply,
@@ -204,65 +212,67 @@ impl WebRtc {
     ) -> Result<(String, String), SignalError> {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| SignalError::Bad(format!("not an SDP offer ({})", sdp_problem(&e))))?;
-        self.admit(peer.ip())?;
+        offer_fits(sdp, crate::h264::Codec::H264)
+            .or_else(|_| offer_fits(sdp, crate::h264::Codec::H265))
+            .map_err(SignalError::Bad)?;
         let (mut session, codec) = self.prepare(cam, peer).await?;
         offer_fits(sdp, codec).map_err(SignalError::Bad)?;
         let answer = session.accept_offer(offer).map_err(SignalError::Bad)?;
+        let answer = rejected_lines_keep_a_format(sdp, &answer);
         let id = session.id.clone();
         self.add(session).await?;
         Ok((id, answer))
     }
 
-    /// End a session (WHEP's DELETE).
-    pub async fn close(&self, id: &str) -> Result<(), SignalError> {
-        if !self.shared.sessions.lock().unwrap().contains_key(id) {
-            return Err(SignalError::NoSession(id.to_string()));
+    /// End a session of `cam` (WHEP's DELETE).
+    pub async fn close(&self, cam: &Camera, id: &str) -> Result<(), SignalError> {
+        if !self.owns(cam.id(), id) {
+            return Err(SignalError::NoSession(short(id)));
         }
         let _ = self.commands.send(Command::Close(id.to_string())).await;
         Ok(())
     }
 
-    /// Whether a session exists (WHEP's PATCH answers 204 for one).
-    pub fn has_session(&self, id: &str) -> bool {
-        self.shared.sessions.lock().unwrap().contains_key(id)
+    /// Whether a session of `cam` exists (WHEP's PATCH answers 204 for one).
+    pub fn has_session(&self, cam: &Camera, id: &str) -> bool {
+        self.owns(cam.id(), id)
     }
 
-    /// A session for `cam`: it holds the camera open for coded video and waits (bounded) for the
-    /// camera's codec.
+    /// A session for `cam`: its seat (taken before anything is awaited), the camera held open
+    /// for coded video, and its codec (a bounded wait).
     async fn prepare(
         &self,
         cam: &Arc<Camera>,
         peer: SocketAddr,
     ) -> Result<(Box<Session>, crate::h264::Codec), SignalError> {
-        let Some(feed) = cam.units() else {
-            return Err(SignalError::Bad(format!(
-                "camera {:?} does not send H.264 or H.265 (WebRTC plays those without transcoding); use its MJPEG stream",
-                cam.id()
-            )));
-        };
-        let hold = cam.subscribe(crate::pump::ConsumerKind::WebRtc);
-        // The camera's codec shows with its first keyframe on this connection (bounded).
-        let mut codec = feed.watch_codec();
-        let shown = tokio::time::timeout(CODEC_WAIT, codec.wait_for(Option::is_some)).await;
-        let codec = match shown.ok().and_then(|r| r.ok().and_then(|c| *c)) {
-            Some(c) => c,
-            None => {
-                return Err(SignalError::Unavailable(format!(
-                    "camera {:?} sent no H.264/H.265 keyframe within {CODEC_WAIT:?} (offline, or not H.264/H.265: see /api/cameras)",
-                    cam.id()
-                )))
-            }
-        };
+        if cam.units().is_none() {
+            return Err(SignalError::Bad(
+                live::OpenError::NotCoded(cam.id().to_string()).to_string(),
+            ));
+        }
+        let seat = self
+            .seats
+            .take(peer.ip())
+            .map_err(|r| SignalError::Unavailable(r.message().to_string()))?;
+        let opened = live::open(cam, crate::pump::ConsumerKind::WebRtc, live::OPEN_WAIT)
+            .await
+            .map_err(|e| match e {
+                live::OpenError::NotCoded(_) => SignalError::Bad(e.to_string()),
+                live::OpenError::NoKeyframe(..) => SignalError::Unavailable(e.to_string()),
+            })?;
+        let (secret, number) = self.new_id()?;
         let session = Session::new(
-            self.new_id(),
+            secret,
+            number,
             cam.clone(),
-            hold,
+            opened.hold,
+            seat,
             peer,
             &self.candidates,
             self.units.clone(),
         )
         .map_err(SignalError::Unavailable)?;
-        Ok((Box::new(session), codec))
+        Ok((Box::new(session), opened.codec))
     }
 
     async fn add(&self, session: Box<Session>) -> Result<(), SignalError> {
@@ -276,6 +286,42 @@ impl WebRtc {
             .await
             .map_err(|_| SignalError::Unavailable("farmcam is shutting down".into()))
     }
+}
+
+/// A session id as an error may show it: its first characters only (the whole is a secret).
+fn short(id: &str) -> String {
+    id.chars()
+        .take(6)
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        + "…"
+}
+
+/// The answer with every rejected media line (port 0) carrying the format the offer gave that
+/// line: str0m writes `m=audio 0 UDP/TLS/RTP/SAVPF ` with none, which RFC 3264 forbids and
+/// Chromium refuses to parse (Mainsail's WHEP offer has audio).
+fn rejected_lines_keep_a_format(offer: &str, answer: &str) -> String {
+    let offered: Vec<&str> = offer.lines().filter(|l| l.starts_with("m=")).collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len() + 16);
+    for line in answer.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        if !text.starts_with("m=") {
+            out.push_str(line);
+            continue;
+        }
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let format = offered.get(index).and_then(|o| o.split_whitespace().nth(3));
+        index += 1;
+        match (fields.as_slice(), format) {
+            ([_, "0", _], Some(f)) => {
+                out.push_str(&format!("{} 0 {} {f}", fields[0], fields[2]));
+                out.push_str(&line[text.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// The SDP parser's complaint on one line, without its memory addresses.
@@ -382,7 +428,7 @@ async fn run(
         sessions.retain(|id, s| {
             let keep = s.alive() && (s.connected() || now.duration_since(s.created()) < CONNECT_TIMEOUT);
             if !keep {
-                info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {id} ended after {:.0?}, {} bytes", now.duration_since(s.created()), s.bytes_sent());
+                info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} ended after {:.0?}, {} bytes", s.number(), now.duration_since(s.created()), s.bytes_sent());
                 shared.sessions.lock().unwrap().remove(id);
             }
             keep
@@ -405,12 +451,12 @@ async fn run(
             c = commands.recv() => match c {
                 None => break,
                 Some(Command::Add(s)) => {
-                    debug!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} signalled", s.id);
+                    debug!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} signalled", s.number());
                     sessions.insert(s.id.clone(), s);
                 }
-                Some(Command::Answer { id, answer, reply }) => {
-                    let r = match sessions.get_mut(&id) {
-                        None => Err(SignalError::NoSession(id)),
+                Some(Command::Answer { camera, id, answer, reply }) => {
+                    let r = match sessions.get_mut(&id).filter(|s| s.camera_id() == camera) {
+                        None => Err(SignalError::NoSession(short(&id))),
                         Some(s) => guarded(s, |s| s.accept_answer(answer))
                             .unwrap_or_else(|| Err("the session failed".into()))
                             .map_err(SignalError::Bad),
@@ -421,7 +467,7 @@ async fn run(
                     if let Some(mut s) = sessions.remove(&id) {
                         s.close();
                         shared.sessions.lock().unwrap().remove(&id);
-                        info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {id} closed by the viewer");
+                        info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} closed by the viewer", s.number());
                     }
                 }
             },
@@ -458,7 +504,7 @@ fn guarded<T>(s: &mut Session, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *s))) {
         Ok(v) => Some(v),
         Err(_) => {
-            tracing::error!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} failed (a bug); it is closed", s.id);
+            tracing::error!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} failed (a bug); it is closed", s.number());
             s.kill();
             None
         }
@@ -468,6 +514,21 @@ fn guarded<T>(s: &mut Session, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejected_media_line_keeps_the_offered_format() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=mid:1\r\n";
+        let answer =
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=audio 0 UDP/TLS/RTP/SAVPF \r\na=mid:1\r\n";
+        assert_eq!(
+            rejected_lines_keep_a_format(offer, answer),
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n"
+        );
+        // An accepted line, or a rejected one that has its format, is left as it is.
+        let kept = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(rejected_lines_keep_a_format(offer, kept), kept);
+        assert!(short("0123456789abcdef").len() < 10);
+    }
 
     #[test]
     fn a_garbage_offer_is_refused_on_one_line() {

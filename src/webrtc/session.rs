@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::SessionStatus;
 use crate::h264::Codec;
+use crate::live::{KeyframeGate, Seat};
 use crate::pump::Subscription;
 use crate::registry::Camera;
 use crate::source::units::Unit;
@@ -30,11 +31,16 @@ pub struct UnitMsg {
 }
 
 pub struct Session {
+    /// The session's secret: the last segment of its URL.
     pub id: String,
+    /// Its public number (status, logs).
+    number: String,
     rtc: Rtc,
     cam: Arc<Camera>,
     /// Keeps the camera connected for coded video (no decoder).
     _hold: Subscription,
+    /// Its place in the session limits, given back when the session is dropped.
+    _seat: Seat,
     peer: SocketAddr,
     created: Instant,
     started_unix: f64,
@@ -45,7 +51,7 @@ pub struct Session {
     connected: bool,
     /// Failed (a panic while handling it): dropped at once.
     dead: bool,
-    waiting_keyframe: bool,
+    gate: KeyframeGate,
     bytes: u64,
     /// Forwards the camera's units to the session task (aborted with the session).
     forwarder: Option<tokio::task::JoinHandle<()>>,
@@ -60,10 +66,13 @@ fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
 }
 
 impl Session {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
+        number: String,
         cam: Arc<Camera>,
         hold: Subscription,
+        seat: Seat,
         peer: SocketAddr,
         candidates: &[SocketAddr],
         units_tx: mpsc::Sender<UnitMsg>,
@@ -81,9 +90,11 @@ impl Session {
         }
         Ok(Session {
             id,
+            number,
             rtc,
             cam,
             _hold: hold,
+            _seat: seat,
             peer,
             created: Instant::now(),
             started_unix: crate::unix_time::now(),
@@ -92,7 +103,7 @@ impl Session {
             pt: None,
             connected: false,
             dead: false,
-            waiting_keyframe: true,
+            gate: KeyframeGate::default(),
             bytes: 0,
             forwarder: None,
             units_tx,
@@ -101,13 +112,18 @@ impl Session {
 
     pub fn status(&self) -> SessionStatus {
         SessionStatus {
-            id: self.id.clone(),
+            id: self.number.clone(),
             camera: self.cam.id().to_string(),
             peer: self.peer.to_string(),
             started: self.started_unix,
             connected: self.connected,
             bytes_sent: self.bytes,
         }
+    }
+
+    /// The public number (logs and status show this, never the secret id).
+    pub fn number(&self) -> &str {
+        &self.number
     }
 
     pub fn camera_id(&self) -> &str {
@@ -178,7 +194,7 @@ impl Session {
 
     pub fn input(&mut self, input: Input) {
         if let Err(e) = self.rtc.handle_input(input) {
-            debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id);
+            debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
             self.rtc.disconnect();
         }
     }
@@ -198,7 +214,7 @@ impl Session {
                 }
                 Ok(Output::Event(e)) => self.event(e),
                 Err(e) => {
-                    debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id);
+                    debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
                     self.rtc.disconnect();
                     return Instant::now() + std::time::Duration::from_secs(1);
                 }
@@ -220,7 +236,7 @@ impl Session {
             }
             Event::KeyframeRequest(_) => {
                 // Served by the camera's next keyframe.
-                debug!(camera = %self.cam.id(), "webrtc: session {} asked for a keyframe", self.id);
+                debug!(camera = %self.cam.id(), "webrtc: session {} asked for a keyframe", self.number);
             }
             _ => {}
         }
@@ -238,7 +254,7 @@ impl Session {
             self.write(u, (n - 1 - i) as u64);
         }
         if !start.complete {
-            self.waiting_keyframe = true;
+            self.gate.wait();
         }
         let (tx, id) = (self.units_tx.clone(), self.id.clone());
         self.forwarder = Some(tokio::spawn(async move {
@@ -272,17 +288,19 @@ impl Session {
     /// A unit from the camera.
     pub fn unit(&mut self, msg: UnitMsg) {
         match msg.unit {
-            None => self.waiting_keyframe = true,
+            None => {
+                self.gate.behind();
+            }
             Some(u) => self.write(&u, 0),
         }
     }
 
     /// Send one unit, timestamped `early` ticks (of 90 kHz) before now.
     fn write(&mut self, u: &Unit, early: u64) {
-        if self.waiting_keyframe && !(u.au.keyframe && u.au.sps.is_some()) {
+        let Some(mid) = self.mid else { return };
+        if !self.gate.pass(u) {
             return;
         }
-        let Some(mid) = self.mid else { return };
         if self.pt.is_none() {
             let want = match u.codec {
                 Codec::H264 => RtcCodec::H264,
@@ -301,9 +319,10 @@ impl Session {
         // A second after the session's creation at its creation: never below zero.
         let ticks = (now.duration_since(self.created).as_micros() * 9 / 100) as u64 + 90_000;
         let rtp = MediaTime::from_90khz(ticks - early.min(90_000));
-        match writer.write(pt, now, rtp, u.au.data.to_vec()) {
-            Ok(()) => self.waiting_keyframe = false,
-            Err(e) => debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.id),
+        if let Err(e) = writer.write(pt, now, rtp, u.au.data.to_vec()) {
+            debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
+            // Not sent: the browser's decoder needs the next keyframe.
+            self.gate.wait();
         }
     }
 

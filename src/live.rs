@@ -1,0 +1,275 @@
+//! The one way a consumer of coded video (an RTSP session, a WebRTC viewer) opens a camera:
+//!
+//! 1. a [`Seat`] in its service's [`Seats`] (the limits in all and per client address), taken
+//!    before anything is awaited, so that concurrent requests cannot all pass the check and then
+//!    all be added; held for the session's life and given back when it is dropped;
+//! 2. [`open`]: a hold on the camera's one connection, its codec and the rate of its clock
+//!    (bounded waits), and where a new consumer starts: the kept group of pictures (a picture at
+//!    once) and every unit after it, skipped to the next keyframe by [`KeyframeGate`] when the
+//!    consumer falls behind.
+//!
+//! Client addresses are compared as IPs (`::ffff:a.b.c.d` is `a.b.c.d`), never as text.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::h264::Codec;
+use crate::pump::{ConsumerKind, Subscription};
+use crate::registry::Camera;
+use crate::source::units::{Start, Unit};
+
+/// The client address sessions are counted by: an IPv4 client reaching an IPv6 socket is the
+/// same client as over IPv4.
+pub fn client_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Why a seat is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every seat is taken (503 in both protocols).
+    Busy(String),
+    /// This client holds its share (RTSP: 453, WebRTC: 503).
+    Client(String),
+}
+
+impl Refusal {
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Busy(m) | Refusal::Client(m) => m,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// The seats of one service: at most `max` in all and `per_client` per client address.
+pub struct Seats {
+    counts: Arc<Mutex<Counts>>,
+    max: usize,
+    per_client: usize,
+    /// What is counted, for the messages: "RTSP sessions", "WebRTC sessions".
+    what: &'static str,
+    /// The config section the limits come from: "[rtsp]".
+    section: &'static str,
+}
+
+/// One taken seat; given back on drop.
+#[derive(Debug)]
+pub struct Seat {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Seats {
+    pub fn new(max: usize, per_client: usize, what: &'static str, section: &'static str) -> Seats {
+        Seats {
+            counts: Arc::default(),
+            max,
+            per_client,
+            what,
+            section,
+        }
+    }
+
+    /// A seat for a client at `ip`, or why not. Never waits.
+    pub fn take(&self, ip: IpAddr) -> Result<Seat, Refusal> {
+        let ip = client_ip(ip);
+        let mut c = self.counts.lock().unwrap();
+        if c.total >= self.max {
+            return Err(Refusal::Busy(format!(
+                "{} {} already ({} max_sessions); retry later",
+                c.total, self.what, self.section
+            )));
+        }
+        let mine = c.by_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= self.per_client {
+            return Err(Refusal::Client(format!(
+                "{mine} {} from {ip} already ({} max_sessions_per_client); close one",
+                self.what, self.section
+            )));
+        }
+        c.total += 1;
+        *c.by_ip.entry(ip).or_insert(0) += 1;
+        Ok(Seat {
+            counts: self.counts.clone(),
+            ip,
+        })
+    }
+
+    /// Seats taken now.
+    pub fn taken(&self) -> usize {
+        self.counts.lock().unwrap().total
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Why a camera's coded video cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The camera sends pictures (MJPEG), not H.264/H.265.
+    #[error("camera {0:?} sends MJPEG, not H.264/H.265 (played without transcoding); use its MJPEG stream /cameras/{0}/stream")]
+    NotCoded(String),
+    /// No keyframe (or no rate) within the wait: offline, or not H.264/H.265 after all.
+    #[error("camera {0:?} sent no H.264/H.265 keyframe within {1:?} (offline, or not H.264/H.265: see /api/cameras)")]
+    NoKeyframe(String, Duration),
+}
+
+/// A camera opened for coded video: held connected (no decoder) while this lives.
+pub struct Opened {
+    pub hold: Subscription,
+    pub codec: Codec,
+}
+
+/// How long a camera may take to show its codec (its first keyframe, and the rate its clock
+/// steps at) to a new consumer.
+pub const OPEN_WAIT: Duration = Duration::from_secs(15);
+
+/// Hold `cam` open for a coded-video consumer of `kind` and wait (at most `wait`) until its
+/// coded video is ready: a keyframe with parameter sets, and the clock's step known (so the
+/// first packet a client gets is already on the camera's steady rate).
+pub async fn open(cam: &Arc<Camera>, kind: ConsumerKind, wait: Duration) -> Result<Opened, OpenError> {
+    if cam.units().is_none() {
+        return Err(OpenError::NotCoded(cam.id().to_string()));
+    }
+    open_held(cam, cam.subscribe(kind), wait).await
+}
+
+/// [`open`] with a hold the consumer has already.
+pub async fn open_held(cam: &Arc<Camera>, hold: Subscription, wait: Duration) -> Result<Opened, OpenError> {
+    let Some(feed) = cam.units() else {
+        return Err(OpenError::NotCoded(cam.id().to_string()));
+    };
+    let mut ready = feed.watch_codec();
+    let shown = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
+    match shown.ok().and_then(|r| r.ok().and_then(|c| *c)) {
+        Some(codec) => Ok(Opened { hold, codec }),
+        None => Err(OpenError::NoKeyframe(cam.id().to_string(), wait)),
+    }
+}
+
+/// Where a consumer of `cam` starts now, and every unit after it (`None`: not a coded camera).
+pub fn follow(cam: &Camera) -> Option<(Start, broadcast::Receiver<Arc<Unit>>)> {
+    cam.units().map(|f| f.subscribe())
+}
+
+/// The one rule every coded-video consumer skips by: after falling behind (or before the first
+/// keyframe) nothing is sent until a keyframe that carries its parameter sets, so a decoder
+/// never gets a picture whose references it lacks.
+#[derive(Debug)]
+pub struct KeyframeGate {
+    waiting: bool,
+    skips: u64,
+}
+
+impl Default for KeyframeGate {
+    fn default() -> Self {
+        KeyframeGate {
+            waiting: true,
+            skips: 0,
+        }
+    }
+}
+
+impl KeyframeGate {
+    /// Whether `unit` goes out.
+    pub fn pass(&mut self, unit: &Unit) -> bool {
+        if self.waiting && !(unit.au.keyframe && unit.au.sps.is_some()) {
+            return false;
+        }
+        self.waiting = false;
+        true
+    }
+
+    /// The consumer fell behind: wait for the next keyframe. Returns whether this is a new skip
+    /// (it was not already waiting).
+    pub fn behind(&mut self) -> bool {
+        if self.waiting {
+            return false;
+        }
+        self.waiting = true;
+        self.skips += 1;
+        true
+    }
+
+    /// Wait for the next keyframe without counting a skip (a start whose group was too long to
+    /// keep whole: its keyframe is shown, the units after it are not there).
+    pub fn wait(&mut self) {
+        self.waiting = true;
+    }
+
+    /// Times the consumer fell behind.
+    pub fn skips(&self) -> u64 {
+        self.skips
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seats_are_counted_per_address_and_given_back() {
+        let seats = Seats::new(3, 2, "RTSP sessions", "[rtsp]");
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let a = seats.take(v4).unwrap();
+        let _b = seats.take(mapped).unwrap();
+        let e = seats.take(v4).unwrap_err();
+        assert!(
+            matches!(&e, Refusal::Client(m) if m.contains("10.0.0.1") && m.contains("max_sessions_per_client")),
+            "{e:?}"
+        );
+        let v6: IpAddr = "::1".parse().unwrap();
+        let _c = seats.take(v6).unwrap();
+        assert!(matches!(seats.take(v6), Err(Refusal::Busy(_))));
+        drop(a);
+        assert_eq!(seats.taken(), 2);
+        assert!(seats.take(v6).is_ok());
+    }
+
+    #[test]
+    fn the_gate_waits_for_a_keyframe_with_parameter_sets() {
+        use crate::h264::AccessUnit;
+        use bytes::Bytes;
+        let unit = |key: bool, sps: bool| Unit {
+            codec: Codec::H264,
+            au: AccessUnit {
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+                keyframe: key,
+                sps: sps.then(|| Bytes::from_static(&[0, 0, 0, 1, 0x67])),
+            },
+            pts: 0,
+        };
+        let mut g = KeyframeGate::default();
+        assert!(!g.pass(&unit(false, false)));
+        assert!(!g.pass(&unit(true, false)));
+        assert!(g.pass(&unit(true, true)));
+        assert!(g.pass(&unit(false, false)));
+        assert!(g.behind());
+        assert!(!g.behind(), "one skip until the next keyframe");
+        assert!(!g.pass(&unit(false, false)));
+        assert!(g.pass(&unit(true, true)));
+        assert_eq!(g.skips(), 1);
+    }
+}
