@@ -10,6 +10,7 @@ pub mod proc;
 pub mod prusa_connect;
 pub mod pty;
 pub mod rtsp;
+pub mod rtsp_client;
 pub mod tls;
 pub mod webdriver;
 
