@@ -127,6 +127,8 @@ impl Clock {
     fn stamp(&mut self, at: Instant) -> u64 {
         let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ + Self::BASE;
         self.units += 1;
+        // The step as the earlier arrivals say (this one may be the end of a gap).
+        let step = self.step();
         if self.arrivals.len() == Self::WINDOW {
             self.arrivals.pop_front();
         }
@@ -135,7 +137,6 @@ impl Clock {
             self.exact = Some(arrived.round());
             return arrived.round() as u64;
         };
-        let step = self.step();
         let pts = match step {
             // The warm-up without a known rate: arrival times (nobody gets these units timed so).
             None => arrived,
