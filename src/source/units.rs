@@ -159,12 +159,15 @@ impl Clock {
                     // More than a second ahead of the arrivals (a long burst): half steps until
                     // they catch up.
                     last + step / 2.0
-                } else if error.abs() <= step / 2.0 {
-                    // Steady steps while the arrivals are within half a step of them.
+                } else if error.abs() <= 2.0 * step {
+                    // Steady steps while the arrivals are within two steps of them: jitter (a
+                    // loaded box, a bursty pipe) changes nothing, so a player guessing the rate
+                    // from the first timestamps reads the camera's (6000 ticks give 15/1; 6060
+                    // would read 15000/1001).
                     predicted
                 } else {
-                    // Drift beyond that is taken back slowly, at most 1 % of a step at a time,
-                    // so that bursts through the pipe hardly show.
+                    // Real drift beyond that is taken back slowly, at most 1 % of a step at a
+                    // time, so that bursts through the pipe hardly show.
                     predicted + (error / 64.0).clamp(-step / 100.0, step / 100.0)
                 }
             }
