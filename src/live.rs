@@ -128,7 +128,7 @@ impl Drop for Seat {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The camera sends pictures (MJPEG), not H.264/H.265.
-    #[error("camera {0:?} sends MJPEG, not H.264/H.265 (played without transcoding); use its MJPEG stream /cameras/{0}/stream")]
+    #[error("camera {0:?} does not send H.264 or H.265 (those play without transcoding); use its MJPEG stream /cameras/{0}/stream")]
     NotCoded(String),
     /// No keyframe (or no rate) within the wait: offline, or not H.264/H.265 after all.
     #[error("camera {0:?} sent no H.264/H.265 keyframe within {1:?} (offline, or not H.264/H.265: see /api/cameras)")]

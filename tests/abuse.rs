@@ -337,14 +337,11 @@ async fn webrtc_sessions_are_capabilities_bound_to_their_camera() {
     };
     // Another camera's URL with this id: no such session there.
     assert_eq!(common::request(d.main, &delete("other")).await.status, 404);
-    let answer = format!("{{\"type\":\"answer\",\"id\":\"{id}\",\"sdp\":\"v=0\"}}");
-    let r = common::request(d.main, &post("/cameras/other/webrtc", &answer)).await;
-    assert_eq!(
-        r.status,
-        404,
-        "an answer through another camera's URL: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let patch = |cam: &str| {
+        format!("PATCH /cameras/{cam}/whep/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(common::request(d.main, &patch("other")).await.status, 404);
+    assert_eq!(common::request(d.main, &patch("cam")).await.status, 204);
     let r = common::request(
         d.main,
         &format!(

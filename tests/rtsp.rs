@@ -451,17 +451,19 @@ async fn bad_requests_and_too_many_sessions_get_clear_status_codes() {
         *statuses.entry(status).or_insert(0) += 1;
         held.push(k);
     }
-    assert_eq!(statuses.get(&200), Some(&4), "{statuses:?}");
+    // Four seats for this host: `c`'s DESCRIBE above holds one (a described camera is held
+    // open, so it counts), three sessions take the rest.
+    assert_eq!(statuses.get(&200), Some(&3), "{statuses:?}");
     // The rest: Not Enough Bandwidth, at DESCRIBE (its seat) or at accept (8 connections per
     // client: answered and closed at once, which a client writing its request meanwhile may
     // see as a reset: 0).
     assert_eq!(
         statuses.get(&453).copied().unwrap_or(0) + statuses.get(&0).copied().unwrap_or(0),
-        196,
+        197,
         "{statuses:?}"
     );
     assert!(statuses.get(&453).copied().unwrap_or(0) >= 4, "{statuses:?}");
-    assert_eq!(rtsp_sessions(&d).await, 4);
+    assert_eq!(rtsp_sessions(&d).await, 3);
     drop(held);
     drop((c, g));
     d.wait_for("cam", WAIT, |c| {

@@ -730,8 +730,7 @@ impl Conn {
     /// described cameras no SETUP took are let go.
     fn expire(&mut self) {
         let timeout = self.rtsp.timeout();
-        self.described
-            .retain(|_, d| d.hold.is_none() || d.at.elapsed() <= timeout);
+        self.described.retain(|_, d| d.at.elapsed() <= timeout);
         let expired: Vec<String> = self
             .sessions
             .keys()

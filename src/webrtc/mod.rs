@@ -184,11 +184,11 @@ impl WebRtc {
 
     /// The browser's answer to [`WebRtc::offer`] of a session of `cam`.
     pub async fn answer(&self, cam: &Camera, id: &str, sdp: &str) -> Result<(), SignalError> {
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| SignalError::Bad(format!("not an SDP answer ({})", sdp_problem(&e))))?;
         if !self.owns(cam.id(), id) {
             return Err(SignalError::NoSession(short(id)));
         }
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| SignalError::Bad(format!("not an SDP answer ({})", sdp_problem(&e))))?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Answer {
@@ -212,8 +212,9 @@ impl WebRtc {
     ) -> Result<(String, String), SignalError> {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| SignalError::Bad(format!("not an SDP offer ({})", sdp_problem(&e))))?;
+        // Before the camera is opened: an offer that could fit no camera.
         offer_fits(sdp, crate::h264::Codec::H264)
-            .or_else(|_| offer_fits(sdp, crate::h264::Codec::H265))
+            .or_else(|e| offer_fits(sdp, crate::h264::Codec::H265).map_err(|_| e))
             .map_err(SignalError::Bad)?;
         let (mut session, codec) = self.prepare(cam, peer).await?;
         offer_fits(sdp, codec).map_err(SignalError::Bad)?;
