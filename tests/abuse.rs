@@ -358,3 +358,46 @@ async fn webrtc_sessions_are_capabilities_bound_to_their_camera() {
     );
     assert_eq!(common::request(d.main, &delete("cam")).await.status, 200);
 }
+
+/// A decoder helper that stops answering (here SIGSTOPped, as a decoder caught in an endless
+/// loop would look) is replaced within seconds: every camera's pictures come back, and the
+/// stopped process is killed and reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_decoder_helper_is_replaced() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[[camera]]\nid = \"a\"\nsource = \"{0}\"\n[[camera]]\nid = \"b\"\nsource = \"{0}\"\n",
+            server.url()
+        ),
+    ));
+    let pid = d.child.id();
+    let mut a = common::open_stream(&d, "a").await;
+    let mut b = common::open_stream(&d, "b").await;
+    common::live_frame(&mut a).await;
+    common::live_frame(&mut b).await;
+    let helpers = common::proc::decoder_helpers(pid);
+    assert_eq!(helpers.len(), 1, "one helper decodes both");
+    let stopped = helpers[0];
+    unsafe { libc::kill(stopped as i32, libc::SIGSTOP) };
+    let at = common::unix_now();
+    common::eventually(WAIT, "a new helper, the stopped one reaped", || {
+        let now = common::proc::decoder_helpers(pid);
+        (now.len() == 1 && now[0] != stopped && !std::path::Path::new(&format!("/proc/{stopped}")).exists())
+            .then_some(())
+    })
+    .await;
+    for s in [&mut a, &mut b] {
+        common::part_where(s, WAIT, "pictures again", |p| {
+            common::is_live(p) && p.timestamp() > at
+        })
+        .await;
+    }
+    let log = d.log_text();
+    assert!(log.contains("decoder helper: it answered nothing"), "{log}");
+    // Both cameras stay on the shared helper: neither was blamed alone.
+    for id in ["a", "b"] {
+        assert_eq!(d.camera(id).await["decoded_by"], "helper");
+    }
+}

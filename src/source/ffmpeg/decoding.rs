@@ -28,6 +28,11 @@ impl Decoding {
         matches!(self, Decoding::Shared(s) if s.refused())
     }
 
+    /// The shared helper died or hung with this camera's units in flight.
+    pub fn suspect(&self) -> bool {
+        matches!(self, Decoding::Shared(s) if s.suspect())
+    }
+
     /// Whether every picture of a replay comes back (a decoder child), or only the last one
     /// (the shared helper decodes the others without sending them).
     pub fn returns_replayed(&self) -> bool {

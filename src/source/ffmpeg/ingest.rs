@@ -129,6 +129,8 @@ pub struct Ingest {
     /// The shared decoder could not decode this stream: this camera has a decoder child of its
     /// own from now on.
     shared_failed: bool,
+    /// When the shared helper died (or hung) with this camera's units in flight, lately.
+    helper_strikes: Vec<Instant>,
     /// The running decoder waits for a keyframe (it was behind, or started without one).
     resync: bool,
     /// When each unit fed to the running decoder and not yet decoded arrived, in order: its
@@ -187,6 +189,7 @@ impl Ingest {
             chatter,
             decoder: None,
             shared_failed: false,
+            helper_strikes: Vec::new(),
             resync: false,
             fed: VecDeque::new(),
             keyframe_at: None,
@@ -489,13 +492,31 @@ impl Ingest {
             return Ok(());
         };
         let why = d.exit_reason().await;
-        let refused = d.refused();
+        let mut refused = d.refused();
+        if d.suspect() {
+            // A stream that crashes libavcodec crashes it each time it is fed: after a few
+            // deaths with this camera's units in flight, it gets a decoder of its own.
+            self.helper_strikes
+                .retain(|t| t.elapsed() < Duration::from_secs(600));
+            self.helper_strikes.push(Instant::now());
+            if self.helper_strikes.len() >= super::libav::STRIKES {
+                refused = true;
+            }
+        }
         self.stopping.spawn(d.stop());
         self.work.set_decoder(Some(DecoderMode::Off));
         self.work.set_decoded_by(None);
         if refused && !self.shared_failed {
-            // The helper could not decode this stream (a pixel format it does not convert):
-            // ffmpeg's decoder, at once.
+            // The helper could not decode this stream (a pixel format it does not convert, a
+            // decoder that hung, or repeated deaths while decoding it): ffmpeg's decoder, at once.
+            let why = if self.helper_strikes.len() >= super::libav::STRIKES {
+                format!(
+                    "the decoder helper ended {} times in 10 minutes while decoding this camera (last: {why})",
+                    self.helper_strikes.len()
+                )
+            } else {
+                why
+            };
             self.shared_failing(&why);
             self.start_decoder(mode);
             return Ok(());

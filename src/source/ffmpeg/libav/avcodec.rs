@@ -11,7 +11,9 @@ use std::ffi::{c_char, c_int, c_void, CString};
 
 use libloading::Library;
 
-/// The libavcodec sonames tried, newest first: ffmpeg 7.1 (Debian 13) back to 4.4.
+/// The libavcodec sonames tried, newest first: FFmpeg 8 (62), 7.1 (61, Debian 13), 6 (60),
+/// 5.1 (59, Debian 12), 4.4 (58). The structure heads read are those of 58–61; 62 is tried in
+/// the hope they are unchanged there (not tested here: Debian has no FFmpeg 8).
 const SONAMES: &[&str] = &[
     "libavcodec.so.62",
     "libavcodec.so.61",
@@ -174,7 +176,14 @@ impl<'a> AvDecoder<'a> {
             }
             // One thread, and each picture out as soon as its unit went in (as the ffmpeg
             // decoder child: `-thread_type slice -flags low_delay`).
-            for (k, v) in [("threads", "1"), ("flags", "+low_delay")] {
+            // `max_pixels`: a picture larger than farmcam takes is refused before libavcodec
+            // allocates for it (a crafted 16k x 16k SPS allocates nothing).
+            let max_pixels = MAX_PIXELS.to_string();
+            for (k, v) in [
+                ("threads", "1"),
+                ("flags", "+low_delay"),
+                ("max_pixels", max_pixels.as_str()),
+            ] {
                 let (k, v) = (
                     CString::new(k).unwrap_or_default(),
                     CString::new(v).unwrap_or_default(),

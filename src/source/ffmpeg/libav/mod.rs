@@ -7,7 +7,10 @@
 //! A camera's decoder costs a thread and a decoder context in the helper instead of a process
 //! that loads all of ffmpeg's 200 libraries (BENCHMARKS.md). If the helper dies (a crash in
 //! libavcodec on a hostile stream, a kill), every session ends as a decoder child's would, and
-//! the cameras that still need pictures start a new helper; farmcam itself is untouched.
+//! the cameras that still need pictures start a new helper; farmcam itself is untouched. A
+//! helper that stops answering (stopped, or a camera's decoder caught in an endless loop) is
+//! found within [`STUCK`] and replaced the same way; a camera whose decoder alone hung, or that
+//! was being decoded at [`STRIKES`] helper deaths in a row, moves to a decoder child of its own.
 
 mod avcodec;
 pub mod helper;
@@ -17,12 +20,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use super::args::Invocation;
 use super::child::{self, Chatter};
@@ -36,6 +40,11 @@ use crate::source::units::GROUP_MAX_UNITS;
 pub const LINGER: Duration = Duration::from_secs(10);
 /// What the helper's messages are logged as.
 const NAME: &str = "decoder helper";
+/// A decoder that has units in flight and answers none of them this long is stuck.
+pub const STUCK: Duration = Duration::from_secs(5);
+/// Helper deaths while a camera's units were in flight after which that camera decodes with a
+/// decoder child of its own (a stream that crashes libavcodec crashes it each time it is fed).
+pub const STRIKES: usize = 3;
 
 /// What a session hears from the helper.
 enum Event {
@@ -44,17 +53,36 @@ enum Event {
     Done(usize),
     /// The slot's decoder could not decode this stream.
     Refused(String),
-    /// The slot closed after its input ended, or the helper ended.
-    Ended(String),
+    /// The slot closed after its input ended, or the helper ended (`suspect`: with units of this
+    /// slot in flight, so this camera's stream may be what ended it).
+    Ended {
+        why: String,
+        suspect: bool,
+    },
+}
+
+/// A session as the helper's side sees it.
+struct Slot {
+    events: mpsc::UnboundedSender<Event>,
+    /// Units sent and not yet answered.
+    pending: usize,
+    /// When it last had nothing pending, or last got an answer.
+    since: Instant,
 }
 
 struct Helper {
     /// Messages to the helper's stdin (header and payload).
     to_helper: mpsc::UnboundedSender<([u8; wire::HEADER], Bytes)>,
-    sessions: Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>,
+    sessions: Mutex<HashMap<u32, Slot>>,
     next_slot: AtomicU32,
     /// Why the helper ended, once it did.
     exit: Mutex<Option<String>>,
+    /// When the helper last said anything.
+    heard: Mutex<Instant>,
+    /// Cancelled when it is found stuck: it is killed and replaced.
+    stuck: CancellationToken,
+    /// Why it was found stuck.
+    stuck_why: Mutex<Option<String>>,
 }
 
 static HELPER: Mutex<Option<Arc<Helper>>> = Mutex::new(None);
@@ -73,8 +101,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Helper {
     fn send(&self, slot: u32, kind: u8, payload: Bytes) -> bool {
+        if kind == wire::UNIT || kind == wire::QUIET_UNIT {
+            if let Some(s) = lock(&self.sessions).get_mut(&slot) {
+                if s.pending == 0 {
+                    s.since = Instant::now();
+                }
+                s.pending += 1;
+            }
+        }
         let h = wire::header(slot, kind, payload.len());
         self.to_helper.send((h, payload)).is_ok()
+    }
+
+    /// Whether the helper is stuck: a session has had units in flight and no answer for
+    /// [`STUCK`]. If others were answered meanwhile, only those sessions' decoders hung: they
+    /// are refused (their cameras decode with ffmpeg) and the helper is replaced for the rest;
+    /// if the helper said nothing at all, it is replaced for everyone.
+    fn check_stuck(&self) -> bool {
+        let now = Instant::now();
+        let mut sessions = lock(&self.sessions);
+        let stuck: Vec<u32> = sessions
+            .iter()
+            .filter(|(_, s)| s.pending > 0 && now.duration_since(s.since) > STUCK)
+            .map(|(slot, _)| *slot)
+            .collect();
+        if stuck.is_empty() {
+            return false;
+        }
+        let others_answered = now.duration_since(*lock(&self.heard)) < STUCK;
+        let why = if others_answered {
+            for slot in &stuck {
+                if let Some(s) = sessions.remove(slot) {
+                    let _ = s.events.send(Event::Refused(format!(
+                        "its decoder in the {NAME} answered nothing for {STUCK:?} (a stream that hangs libavcodec)"
+                    )));
+                }
+            }
+            format!("a camera's decoder hung in it for {STUCK:?}")
+        } else {
+            format!("it answered nothing for {STUCK:?}")
+        };
+        drop(sessions);
+        warn!("{NAME}: {why}: replacing it (the cameras keep their connections)");
+        *lock(&self.stuck_why) = Some(format!("the {NAME} was replaced: {why}"));
+        self.stuck.cancel();
+        true
     }
 
     /// The running helper, or a new one.
@@ -113,6 +184,9 @@ impl Helper {
             sessions: Mutex::new(HashMap::new()),
             next_slot: AtomicU32::new(0),
             exit: Mutex::new(None),
+            heard: Mutex::new(Instant::now()),
+            stuck: CancellationToken::new(),
+            stuck_why: Mutex::new(None),
         });
         tokio::spawn(async move {
             while let Some((h, payload)) = queue.recv().await {
@@ -123,10 +197,15 @@ impl Helper {
             // Dropping stdin: the helper exits.
         });
         let weak = Arc::downgrade(&helper);
+        let stuck = helper.stuck.clone();
         tokio::spawn(async move {
             let mut r = BufReader::with_capacity(1 << 20, stdout);
             let broken = loop {
-                match read(&mut r).await {
+                let got = tokio::select! {
+                    _ = stuck.cancelled() => break None,
+                    got = read(&mut r) => got,
+                };
+                match got {
                     Ok(Some((slot, kind, payload))) => {
                         let Some(h) = weak.upgrade() else { break None };
                         h.dispatch(slot, kind, payload);
@@ -136,21 +215,42 @@ impl Helper {
                 }
             };
             drop(r);
-            let mut why = ff.exit_reason().await;
-            if let Some(b) = broken {
-                why = format!("{why} (its output was broken: {b})");
-            }
+            let replaced = weak.upgrade().and_then(|h| lock(&h.stuck_why).clone());
+            let why = match replaced {
+                Some(why) => why,
+                None => {
+                    let why = ff.exit_reason().await;
+                    match broken {
+                        Some(b) => format!("{why} (its output was broken: {b})"),
+                        None => why,
+                    }
+                }
+            };
             ff.stop().await;
             debug!("{why}");
             if let Some(h) = weak.upgrade() {
                 *lock(&h.exit) = Some(why.clone());
                 // Every session ends: their cameras start a new helper when they need one.
                 for (_, s) in lock(&h.sessions).drain() {
-                    let _ = s.send(Event::Ended(why.clone()));
+                    let _ = s.events.send(Event::Ended {
+                        why: why.clone(),
+                        suspect: s.pending > 0,
+                    });
                 }
                 let mut current = lock(&HELPER);
                 if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h)) {
                     *current = None;
+                }
+            }
+        });
+        // Its watchdog: a helper that stops answering is replaced.
+        let weak = Arc::downgrade(&helper);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(h) = weak.upgrade() else { return };
+                if lock(&h.exit).is_some() || h.check_stuck() {
+                    return;
                 }
             }
         });
@@ -159,8 +259,10 @@ impl Helper {
     }
 
     fn dispatch(&self, slot: u32, kind: u8, payload: Vec<u8>) {
-        let sessions = lock(&self.sessions);
-        let Some(s) = sessions.get(&slot) else { return };
+        let now = Instant::now();
+        *lock(&self.heard) = now;
+        let mut sessions = lock(&self.sessions);
+        let Some(s) = sessions.get_mut(&slot) else { return };
         let event = match kind {
             wire::PICTURE if payload.len() >= 8 => {
                 let w = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
@@ -176,16 +278,21 @@ impl Helper {
                 })
             }
             wire::DONE if payload.len() == 4 => {
+                s.pending = s.pending.saturating_sub(1);
+                s.since = now;
                 Event::Done(u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize)
             }
             wire::FAILED => Event::Refused(format!(
                 "the {NAME} failed: {}",
                 String::from_utf8_lossy(&payload)
             )),
-            wire::CLOSED => Event::Ended("the decoder's input ended".into()),
+            wire::CLOSED => Event::Ended {
+                why: "the decoder's input ended".into(),
+                suspect: false,
+            },
             _ => return,
         };
-        let _ = s.send(event);
+        let _ = s.events.send(event);
     }
 }
 
@@ -218,6 +325,8 @@ pub struct Session {
     ended: Option<String>,
     /// The helper could not decode this camera's stream (not that it died).
     refused: bool,
+    /// The helper died (or hung) with this camera's units in flight.
+    suspect: bool,
 }
 
 impl Session {
@@ -225,7 +334,14 @@ impl Session {
         let helper = Helper::get()?;
         let slot = helper.next_slot.fetch_add(1, Relaxed);
         let (tx, events) = mpsc::unbounded_channel();
-        lock(&helper.sessions).insert(slot, tx);
+        lock(&helper.sessions).insert(
+            slot,
+            Slot {
+                events: tx,
+                pending: 0,
+                since: Instant::now(),
+            },
+        );
         if !helper.send(
             slot,
             wire::OPEN,
@@ -242,6 +358,7 @@ impl Session {
             finished: false,
             ended: None,
             refused: false,
+            suspect: false,
         })
     }
 
@@ -290,7 +407,10 @@ impl Session {
                     self.in_flight.0 = self.in_flight.0.saturating_sub(1);
                     self.in_flight.1 = self.in_flight.1.saturating_sub(len);
                 }
-                Some(Event::Ended(why)) => self.ended = Some(why),
+                Some(Event::Ended { why, suspect }) => {
+                    self.suspect = suspect;
+                    self.ended = Some(why);
+                }
                 Some(Event::Refused(why)) => {
                     self.refused = true;
                     self.ended = Some(why);
@@ -303,6 +423,11 @@ impl Session {
     /// Whether the helper could not decode this stream (rather than died or was closed).
     pub fn refused(&self) -> bool {
         self.refused
+    }
+
+    /// Whether the helper died or hung while this camera's units were in flight.
+    pub fn suspect(&self) -> bool {
+        self.suspect
     }
 
     pub fn exit_reason(&self) -> String {
