@@ -50,6 +50,22 @@ fn split_credentials(url: &str) -> Result<(rtsp_types::Url, Option<Credentials>)
     Ok((u, creds))
 }
 
+/// What a SETUP or PLAY error means: a camera that says this client's request cannot work
+/// (TCP interleaving unsupported: 461; a method or option it lacks: 405, 455, 501, 551) is left
+/// to ffmpeg; anything else (a busy camera's 453 or 503, a reset, a timeout) is a failure
+/// retried with the backoff, by this client.
+fn refusal(said: String) -> Connect {
+    let status = said
+        .split(" response to ")
+        .next()
+        .and_then(|head| head.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u16>().ok());
+    match status {
+        Some(405 | 455 | 461 | 501 | 551) => Connect::Unsupported(said),
+        _ => Connect::Failed(said),
+    }
+}
+
 impl RtspClient {
     /// DESCRIBE, SETUP and PLAY the camera's first H.264/H.265 video stream, within `timeout`.
     pub async fn connect(url: &str, max_frame: usize, timeout: Duration) -> Result<RtspClient, Connect> {
@@ -84,11 +100,11 @@ impl RtspClient {
             session
                 .setup(stream, setup)
                 .await
-                .map_err(|e| Connect::Unsupported(scrub(&e)))?;
+                .map_err(|e| refusal(scrub(&e)))?;
             let session = session
                 .play(PlayOptions::default())
                 .await
-                .map_err(|e| Connect::Unsupported(scrub(&e)))?
+                .map_err(|e| refusal(scrub(&e)))?
                 .demuxed()
                 .map_err(|e| Connect::Unsupported(scrub(&e)))?;
             Ok(RtspClient {
@@ -133,6 +149,31 @@ impl RtspClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_camera_is_retried_and_only_a_definite_no_goes_to_ffmpeg() {
+        let kind = |said: &str| match refusal(said.to_string()) {
+            Connect::Failed(_) => "retry",
+            Connect::Unsupported(_) => "ffmpeg",
+        };
+        assert_eq!(
+            kind("rtsp://***@h/live: 453 response to SETUP CSeq=3: Not Enough Bandwidth"),
+            "retry"
+        );
+        assert_eq!(
+            kind("rtsp://h/live: 503 response to PLAY CSeq=4: Service Unavailable"),
+            "retry"
+        );
+        assert_eq!(kind("rtsp://h/live: Connection reset by peer"), "retry");
+        assert_eq!(
+            kind("rtsp://h/live: 461 response to SETUP CSeq=3: Unsupported Transport"),
+            "ffmpeg"
+        );
+        assert_eq!(
+            kind("rtsp://h/live: 501 response to PLAY CSeq=4: Not Implemented"),
+            "ffmpeg"
+        );
+    }
 
     #[test]
     fn credentials_leave_the_url_percent_decoded() {

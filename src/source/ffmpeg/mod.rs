@@ -26,7 +26,7 @@ mod script;
 mod stderr;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ use crate::redact;
 pub const DEFAULT_QUALITY: u8 = 90;
 /// ffmpeg stderr lines logged per camera per minute; the rest are counted and summarised.
 const LOG_LINES_PER_MINUTE: u32 = 20;
+/// A camera farmcam's own RTSP client could not read is read by ffmpeg; the client tries it
+/// again after this long (the camera may have been updated, or was in a state it left).
+const OWN_CLIENT_RETRY: std::time::Duration = std::time::Duration::from_secs(600);
 /// The ffmpeg program when `[ffmpeg] path` is not set: looked up in PATH.
 pub const DEFAULT_PROGRAM: &str = "ffmpeg";
 
@@ -151,7 +154,7 @@ pub struct FfmpegSource {
     chatter: child::Chatter,
     work: Arc<Work>,
     /// farmcam's own RTSP client could not read this camera: ffmpeg does from now on.
-    rtsp_unsupported: AtomicBool,
+    rtsp_unsupported: Mutex<Option<std::time::Instant>>,
 }
 
 impl FfmpegSource {
@@ -183,21 +186,25 @@ impl FfmpegSource {
                 work.units.set_configured_rate(common.fps);
                 work
             },
-            rtsp_unsupported: AtomicBool::new(false),
+            rtsp_unsupported: Mutex::new(None),
             input: options.input,
         }
     }
 
     /// The URL farmcam's own RTSP client reads, if it reads this camera: a plain `rtsp://`
     /// H.264/H.265 camera without `ffmpeg_args` (those are ffmpeg's options), unless the client
-    /// could not read it before.
+    /// could not read it lately ([`OWN_CLIENT_RETRY`]).
     fn own_client_url(&self, route: Route) -> Option<&str> {
         match &self.input {
             FfmpegInput::Rtsp(u)
                 if u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtsp://"))
                     && self.extra_input_args.is_empty()
                     && matches!(route, Route::Ingest(_))
-                    && !self.rtsp_unsupported.load(Relaxed) =>
+                    && self
+                        .rtsp_unsupported
+                        .lock()
+                        .unwrap()
+                        .is_none_or(|at| at.elapsed() >= OWN_CLIENT_RETRY) =>
             {
                 Some(u)
             }
@@ -269,8 +276,8 @@ impl Source for FfmpegSource {
                 }
                 Err(Connect::Failed(why)) => return Err(SourceError::Open(why)),
                 Err(Connect::Unsupported(why)) => {
-                    warn!(camera = %self.camera, "{why}: reading this camera with ffmpeg instead");
-                    self.rtsp_unsupported.store(true, Relaxed);
+                    warn!(camera = %self.camera, "{why}: reading this camera with ffmpeg instead (farmcam's own client tries again in {})", humantime::format_duration(OWN_CLIENT_RETRY));
+                    *self.rtsp_unsupported.lock().unwrap() = Some(std::time::Instant::now());
                 }
             }
         }
