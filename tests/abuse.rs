@@ -401,3 +401,85 @@ async fn a_hung_decoder_helper_is_replaced() {
         assert_eq!(d.camera(id).await["decoded_by"], "helper");
     }
 }
+
+/// Strangers guessing passwords from many addresses at once do not hold up a right login from an
+/// address that has not failed: at most the check under way runs before it, never the queue of
+/// their guesses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_many_addresses_does_not_hold_up_a_right_login() {
+    const PASSWORD: &str = "Farm#Pass/2026";
+    let hash = common::hash_password(PASSWORD);
+    let d = Daemon::start(&config(
+        &format!(
+            "[http.auth]\nopen = [\"metrics\"]\nusers = [{{ name = \"farm\", password_hash = \"{hash}\" }}]\n"
+        ),
+        "[[camera]]\nid = \"pattern\"\nsource = \"test:\"\n",
+    ));
+    let metric = |name: &'static str| {
+        let main = d.main;
+        async move {
+            let m = String::from_utf8(common::get(main, "/metrics").await.body).unwrap();
+            m.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+                .unwrap()
+        }
+    };
+    let login = |from: IpAddr, password: &str| {
+        let main = d.main;
+        let header = common::basic_credentials("farm", password);
+        async move {
+            common::request_from(
+                from,
+                main,
+                &format!("GET /api/cameras HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {header}\r\nConnection: close\r\n\r\n"),
+            )
+            .await
+            .status
+        }
+    };
+    // 20 addresses guessing, one guess after another each, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (1..=20u8)
+        .map(|host| {
+            let stop = stop.clone();
+            let main = d.main;
+            tokio::spawn(async move {
+                let from = IpAddr::from([127, 0, 1, host]);
+                let header = common::basic_credentials("farm", &format!("guess-{host}"));
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = common::request_from(
+                        from,
+                        main,
+                        &format!("GET /api/cameras HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {header}\r\nConnection: close\r\n\r\n"),
+                    )
+                    .await;
+                    if r.status == 429 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while metric("farmcam_login_failures_total ").await < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood failed no logins: {}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = metric("farmcam_password_checks_total ").await;
+    assert_eq!(login(IpAddr::from([127, 0, 2, 1]), PASSWORD).await, 200);
+    let after = metric("farmcam_password_checks_total ").await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for f in flood {
+        let _ = f.await;
+    }
+    assert!(
+        after - before <= 3,
+        "{} checks ran between the right login and its answer",
+        after - before
+    );
+}

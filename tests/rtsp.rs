@@ -518,7 +518,10 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
         .request(
             "DESCRIBE",
             &url,
-            &format!("Authorization: {}\r\n", common::basic_credentials("ha", "wrong")),
+            &format!(
+                "Authorization: Basic {}\r\n",
+                common::basic_credentials("ha", "wrong")
+            ),
         )
         .await
         .unwrap();

@@ -77,7 +77,8 @@ pub struct Guard {
     /// before they let the next check of that address start, even when their client left).
     clients: Arc<Clients>,
     /// One password check at a time in all: guessing costs farmcam at most one core's share.
-    hashing: Arc<Semaphore>,
+    /// Addresses without failed logins go first: a flood of wrong logins waits behind them.
+    hashing: Arc<HashGate>,
     /// Checked for names that are no user's, so that they cost what a real check costs (and an
     /// answer's time does not tell which names exist).
     decoy: Arc<PasswordHash>,
@@ -117,7 +118,7 @@ impl Guard {
                 map: Mutex::default(),
                 stats,
             }),
-            hashing: Arc::new(Semaphore::new(1)),
+            hashing: Arc::default(),
             decoy: Arc::new(decoy),
             said: Mutex::new(LogLimit::with_cap(20)),
         }
@@ -389,9 +390,8 @@ impl Guard {
             return Ok(());
         }
         self.clients.locked(ip)?;
-        let Ok(all) = self.hashing.clone().acquire_owned().await else {
-            return Err(Refused::Unauthorized);
-        };
+        let clean = self.clients.clean(ip);
+        let all = self.hashing.acquire(clean).await;
         let hash = auth
             .users
             .iter()
@@ -481,7 +481,85 @@ impl Guard {
     }
 }
 
+/// One password check at a time, in two lanes: checks for addresses without failed logins in
+/// the window go before those of addresses with some, so strangers' guesses (each address is
+/// in the second lane after its first wrong one) never queue ahead of someone logging in.
+#[derive(Default)]
+struct HashGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    busy: bool,
+    clean: std::collections::VecDeque<tokio::sync::oneshot::Sender<HashPermit>>,
+    suspect: std::collections::VecDeque<tokio::sync::oneshot::Sender<HashPermit>>,
+}
+
+/// The right to run one check; handed to the next waiter when dropped (also when a waiter left
+/// after it was handed over: the permit is dropped with the channel, and goes on).
+struct HashPermit(Option<Arc<HashGate>>);
+
+impl HashGate {
+    async fn acquire(self: &Arc<Self>, clean: bool) -> HashPermit {
+        let rx = {
+            let mut s = self.state.lock().unwrap();
+            if !s.busy {
+                s.busy = true;
+                return HashPermit(Some(self.clone()));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if clean {
+                s.clean.push_back(tx);
+            } else {
+                s.suspect.push_back(tx);
+            }
+            rx
+        };
+        // A gate is never dropped with waiters (each holds it through its Arc).
+        rx.await.unwrap_or(HashPermit(None))
+    }
+
+    /// The permit goes to the next waiter: of addresses without failures first.
+    fn release(self: &Arc<Self>) {
+        loop {
+            let next = {
+                let mut s = self.state.lock().unwrap();
+                match s.clean.pop_front().or_else(|| s.suspect.pop_front()) {
+                    Some(next) => next,
+                    None => {
+                        s.busy = false;
+                        return;
+                    }
+                }
+            };
+            match next.send(HashPermit(Some(self.clone()))) {
+                Ok(()) => return,
+                // That waiter left: the permit it did not take is not a release of its own.
+                Err(mut unused) => unused.0 = None,
+            }
+        }
+    }
+}
+
+impl Drop for HashPermit {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0.take() {
+            gate.release();
+        }
+    }
+}
+
 impl Clients {
+    /// Whether `ip` has no failed login in the current window.
+    fn clean(&self, ip: IpAddr) -> bool {
+        self.map
+            .lock()
+            .unwrap()
+            .get(&ip)
+            .is_none_or(|c| c.failures == 0 || c.window.elapsed() >= FAILURE_WINDOW)
+    }
+
     /// This address's one-check-at-a-time permit, unless it failed too often lately.
     fn permit(&self, ip: IpAddr) -> Result<Arc<Semaphore>, Refused> {
         self.locked(ip)?;
@@ -589,4 +667,42 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The request's `Origin`, if any.
 pub fn origin(req: &Request<Incoming>) -> Option<HeaderValue> {
     req.headers().get(ORIGIN).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn checks_of_clean_addresses_go_before_those_of_addresses_that_failed() {
+        let gate = Arc::new(HashGate::default());
+        let first = gate.acquire(false).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiter = |clean: bool, name: &'static str| {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                let _p = gate.acquire(clean).await;
+                order.lock().unwrap().push(name);
+            })
+        };
+        let suspect = waiter(false, "suspect");
+        // A waiter that leaves before its turn is skipped.
+        let gone = waiter(true, "gone");
+        tokio::task::yield_now().await;
+        let clean = waiter(true, "clean");
+        let waiting = |g: &HashGate| {
+            let s = g.state.lock().unwrap();
+            s.clean.len() + s.suspect.len()
+        };
+        while waiting(&gate) < 3 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        drop(first);
+        clean.await.unwrap();
+        suspect.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["clean", "suspect"]);
+        assert!(!gate.state.lock().unwrap().busy, "released");
+    }
 }
