@@ -778,3 +778,40 @@ async fn the_first_client_of_an_idle_camera_reads_its_rate() {
         assert_eq!(said, "h264,320,240,15/1", "round {round} ({transport})");
     }
 }
+
+/// A camera that reconnects under a playing session: the session goes on with the same SSRC and
+/// sequence, and its timestamps never run back (an NVR would see time go backwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_never_run_back_across_a_camera_reconnect() {
+    let mut server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url(), "", "");
+    let url = rtsp_url(&d, "cam");
+    let mut c = Client::connect(&d).await;
+    c.play_tcp(&url).await;
+    let header = |p: &Vec<u8>| {
+        (
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        )
+    };
+    let mut seen: Vec<(u16, u32, u32)> = c.rtp(0, 40).await.iter().map(header).collect();
+    server.restart();
+    // Packets until the camera is back (a new connection at the server), then some more.
+    while server.clients.load(SeqCst) == 0 {
+        seen.extend(c.rtp(0, 1).await.iter().map(header));
+    }
+    seen.extend(c.rtp(0, 60).await.iter().map(header));
+    let ssrc = seen[0].2;
+    for w in seen.windows(2) {
+        let ((s0, t0, _), (s1, t1, x)) = (w[0], w[1]);
+        assert_eq!(x, ssrc, "one SSRC for the session");
+        assert_eq!(s1, s0.wrapping_add(1), "no sequence gap");
+        assert!((t1.wrapping_sub(t0) as i32) >= 0, "time ran back: {t0} then {t1}");
+    }
+    assert!(
+        d.log_text().contains("rtsp: session") && !d.log_text().contains("changed codec"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -121,6 +121,26 @@ impl Client {
     /// The next `n` RTP packets on `channel`: sequence number and the first NAL unit type (an
     /// FU-A's own type, with whether it starts the unit).
     pub async fn packets(&mut self, channel: u8, n: usize) -> Vec<(u16, u8)> {
+        self.rtp(channel, n)
+            .await
+            .iter()
+            .map(|p| {
+                let seq = u16::from_be_bytes([p[2], p[3]]);
+                let t = p[12] & 0x1f;
+                let t = if t == 28 && p[13] & 0x80 != 0 {
+                    p[13] & 0x1f
+                } else if t == 28 {
+                    0
+                } else {
+                    t
+                };
+                (seq, t)
+            })
+            .collect()
+    }
+
+    /// The next `n` RTP packets on `channel`, whole.
+    pub async fn rtp(&mut self, channel: u8, n: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         tokio::time::timeout(WAIT, async {
             while out.len() < n {
@@ -128,18 +148,9 @@ impl Client {
                     let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
                     if self.buf.len() >= 4 + len {
                         if self.buf[1] == channel {
-                            let p = &self.buf[4..4 + len];
-                            assert_eq!(p[0] >> 6, 2, "RTP version 2");
-                            let seq = u16::from_be_bytes([p[2], p[3]]);
-                            let t = p[12] & 0x1f;
-                            let t = if t == 28 && p[13] & 0x80 != 0 {
-                                p[13] & 0x1f
-                            } else if t == 28 {
-                                0
-                            } else {
-                                t
-                            };
-                            out.push((seq, t));
+                            let p = self.buf[4..4 + len].to_vec();
+                            assert!(p.len() > 13 && p[0] >> 6 == 2, "RTP version 2");
+                            out.push(p);
                         }
                         self.buf.drain(..4 + len);
                         continue;
