@@ -176,7 +176,7 @@ async fn sync(config: &MoonrakerConfig, registry: &Registry) -> Result<usize, St
             "rotation": 0,
             "flip_horizontal": false,
             "flip_vertical": false,
-            "aspect_ratio": aspect_ratio(cam.shared().output_size()),
+            "aspect_ratio": aspect_ratio(cam.output_size()),
             "extra_data": { "farmcam": { "gateway": config.gateway, "camera": cam.id() } },
         });
         match mine {

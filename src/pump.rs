@@ -226,6 +226,11 @@ impl CameraShared {
             .or_else(|| self.config.size.map(|s| self.turner.op().size(s)))
     }
 
+    /// `size` turned as the camera is mounted (what a picture of that size is shown at).
+    pub fn turned(&self, size: Size) -> Size {
+        self.turner.op().size(size)
+    }
+
     /// The size frames are shown at (the configured size, turned as the camera is mounted).
     pub fn placeholder_size(&self) -> Size {
         self.turner.op().size(self.config.size.unwrap_or(Size {

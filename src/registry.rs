@@ -206,6 +206,16 @@ impl Camera {
                 ))
     }
 
+    /// The size consumers get: the last picture's, else the configured one, else (a camera
+    /// watched only as coded video, never decoded) what its parameter sets say; all turned as
+    /// the camera is mounted.
+    pub fn output_size(&self) -> Option<crate::frame::Size> {
+        self.shared.output_size().or_else(|| {
+            let (width, height) = self.units()?.picture_size()?;
+            Some(self.shared.turned(crate::frame::Size { width, height }))
+        })
+    }
+
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
     /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
     pub fn units(&self) -> Option<&crate::source::units::UnitFeed> {
@@ -368,7 +378,12 @@ impl Camera {
         };
         let work = self.source.work();
         let last = s.last_good.lock().unwrap().clone();
-        let size = s.output_size().map(|z| z.to_string());
+        let size = self.output_size().map(|z| z.to_string());
+        // Pictures counted by the pump; a camera watched only as coded video counts its units.
+        let mut measured_fps = s.fps_milli.load(Relaxed) as f64 / 1000.0;
+        if measured_fps == 0.0 && state == CameraState::Live {
+            measured_fps = self.units().and_then(|u| u.arrival_rate()).unwrap_or(0.0);
+        }
         CameraStatus {
             id: s.config.id.clone(),
             name: s.config.name.clone(),
@@ -384,7 +399,7 @@ impl Camera {
             consumers: counts.consumers,
             kept_for: kept_for.map(|p| p.to_string()),
             fps: s.config.fps,
-            measured_fps: (s.fps_milli.load(Relaxed) as f64 / 1000.0 * 10.0).round() / 10.0,
+            measured_fps: (measured_fps * 10.0).round() / 10.0,
             frames_captured: s.frames_captured.load(Relaxed),
             frames_invalid: s.frames_invalid.load(Relaxed),
             frames_delivered: s.frames_delivered.load(Relaxed),

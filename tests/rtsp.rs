@@ -815,3 +815,26 @@ async fn timestamps_never_run_back_across_a_camera_reconnect() {
         d.log_text()
     );
 }
+
+/// A camera watched only over RTSP (no picture decoded) still reports its size, from its SPS, and
+/// its rate, from its units: Moonraker's aspect ratio and the metrics follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_watched_only_as_coded_video_reports_its_size_and_rate() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url(), "", "");
+    let mut c = Client::connect(&d).await;
+    c.play_tcp(&rtsp_url(&d, "cam")).await;
+    c.rtp(0, 20).await;
+    let cam = d
+        .wait_for("cam", WAIT, |c| {
+            c["size"] == "320x240" && c["measured_fps"].as_f64().is_some_and(|f| f > 10.0)
+        })
+        .await;
+    assert_eq!(cam["decoder"], "off", "nothing decoded: {cam}");
+    let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
+    let fps = m
+        .lines()
+        .find_map(|l| l.strip_prefix("farmcam_camera_fps{camera=\"cam\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(fps.is_some_and(|f| f > 10.0), "{m}");
+}

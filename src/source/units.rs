@@ -252,6 +252,8 @@ pub struct UnitFeed {
     codec: watch::Sender<Option<Codec>>,
     /// The codec last seen on any connection (kept when it closes).
     seen: Mutex<Option<Codec>>,
+    /// The picture size the latest SPS says (kept when the connection closes).
+    size: Mutex<Option<(u32, u32)>>,
 }
 
 impl Default for UnitFeed {
@@ -262,6 +264,7 @@ impl Default for UnitFeed {
             clock: Mutex::new(Clock::new()),
             codec: watch::Sender::new(None),
             seen: Mutex::new(None),
+            size: Mutex::new(None),
         }
     }
 }
@@ -293,6 +296,12 @@ impl UnitFeed {
                 complete: true,
             };
             *self.seen.lock().unwrap() = Some(codec);
+            if let Some(sps) = &au.sps {
+                // Its start code first (4 bytes).
+                if let Some(size) = crate::sps::picture_size(codec, sps.get(4..).unwrap_or_default()) {
+                    *self.size.lock().unwrap() = Some(size);
+                }
+            }
         } else if group.start.complete {
             if group.start.units.len() < GROUP_MAX_UNITS && group.bytes + au.data.len() <= GROUP_MAX_BYTES {
                 group.bytes += au.data.len();
@@ -350,6 +359,20 @@ impl UnitFeed {
     /// clock's step is known): the camera's coded video is ready for consumers once it is `Some`.
     pub fn watch_codec(&self) -> watch::Receiver<Option<Codec>> {
         self.codec.subscribe()
+    }
+
+    /// The picture size the camera's latest parameter sets say (`None` before any came).
+    pub fn picture_size(&self) -> Option<(u32, u32)> {
+        *self.size.lock().unwrap()
+    }
+
+    /// Units per second as they arrive now (`None` while not connected, or before a few came).
+    pub fn arrival_rate(&self) -> Option<f64> {
+        let clock = self.clock.lock().unwrap();
+        (clock.arrivals.len() >= 8)
+            .then(|| clock.measured())
+            .flatten()
+            .map(|m| Clock::HZ / m)
     }
 
     /// The camera's frame rate as its units arrive (`None` until a few came).
