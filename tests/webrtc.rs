@@ -279,6 +279,44 @@ async fn mainsails_whep_offer_with_audio_plays_in_chromium() {
     browser.quit().await;
 }
 
+/// A WHEP viewer starts at the camera's kept group of pictures, as a camera-streamer viewer
+/// does, not at the camera's next keyframe: here the camera sends one keyframe every 11 minutes,
+/// so only the kept one can give the viewer its pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_starts_at_the_kept_keyframe() {
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(10_000),
+        ..Default::default()
+    });
+    let d = farm(&server.url());
+    let browser = Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/api/cameras", d.main)).await;
+    for round in 0..2 {
+        let status = browser
+            .eval(
+                "return (async () => {
+                    if (window.pc) window.pc.close();
+                    const pc = new RTCPeerConnection();
+                    window.pc = pc;
+                    pc.addTransceiver('video', { direction: 'recvonly' });
+                    await pc.setLocalDescription(await pc.createOffer());
+                    const r = await fetch('/cameras/cam/whep', { method: 'POST',
+                        headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+                    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+                    return r.status;
+                })()",
+            )
+            .await;
+        assert_eq!(status, 201);
+        frames_flow(
+            &browser,
+            &format!("viewer {round}: frames from the kept keyframe"),
+        )
+        .await;
+    }
+    browser.quit().await;
+}
+
 /// Signalling mistakes get a clear 4xx and leave nothing behind; the limits answer 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signalling_is_refused_clearly() {

@@ -226,10 +226,18 @@ impl Session {
         match e {
             Event::MediaAdded(m) if m.kind == MediaKind::Video && self.mid.is_none() => {
                 self.mid = Some(m.mid);
+                // WHEP: str0m tells of the browser's video line after it is connected; the
+                // viewer starts now, at the kept group (not at the next keyframe).
+                if self.connected && self.forwarder.is_none() {
+                    self.start_units();
+                }
             }
             Event::Connected => {
                 self.connected = true;
-                self.start_units();
+                // Without the video line known yet (WHEP), units start when it is.
+                if self.mid.is_some() {
+                    self.start_units();
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.rtc.disconnect();
