@@ -277,6 +277,93 @@ mod tests {
         assert_eq!(picture_size(Codec::H264, &[0x67, 0xff, 0xff, 0xff, 0xff]), None);
     }
 
+    /// Bits written MSB first, with Exp-Golomb codes, to build SPSs a camera could send.
+    struct BitWriter(Vec<u8>, u32);
+
+    impl BitWriter {
+        fn bit(&mut self, b: bool) {
+            if self.1 % 8 == 0 {
+                self.0.push(0);
+            }
+            if b {
+                *self.0.last_mut().unwrap() |= 0x80 >> (self.1 % 8);
+            }
+            self.1 += 1;
+        }
+        fn bits(&mut self, v: u64, n: u32) {
+            for i in (0..n).rev() {
+                self.bit(v >> i & 1 == 1);
+            }
+        }
+        fn ue(&mut self, v: u32) {
+            let v = u64::from(v) + 1;
+            let n = 64 - v.leading_zeros();
+            self.bits(0, n - 1);
+            self.bits(v, n);
+        }
+    }
+
+    /// A baseline SPS of `w_mbs` x `h_mbs` macroblocks cropped by `crop` (left, right, top, bottom).
+    fn baseline_sps(w_mbs: u32, h_mbs: u32, crop: (u32, u32, u32, u32)) -> Vec<u8> {
+        let mut b = BitWriter(Vec::new(), 0);
+        b.bits(0x67, 8);
+        b.bits(66, 8); // profile: baseline
+        b.bits(0, 8);
+        b.bits(30, 8); // level
+        b.ue(0); // sps id
+        b.ue(0); // log2_max_frame_num - 4
+        b.ue(2); // poc type
+        b.ue(1); // max_num_ref_frames
+        b.bit(false);
+        b.ue(w_mbs - 1);
+        b.ue(h_mbs - 1);
+        b.bit(true); // frame_mbs_only
+        b.bit(true); // direct_8x8
+        b.bit(true); // cropping
+        for c in [crop.0, crop.1, crop.2, crop.3] {
+            b.ue(c);
+        }
+        b.bit(false); // no VUI
+        b.bit(true); // stop bit
+        b.0
+    }
+
+    #[test]
+    fn crop_offsets_that_overflow_give_no_size_and_no_panic() {
+        assert_eq!(
+            picture_size(Codec::H264, &baseline_sps(80, 45, (0, 0, 0, 0))),
+            Some((1280, 720))
+        );
+        assert_eq!(
+            picture_size(Codec::H264, &baseline_sps(120, 68, (0, 0, 0, 4))),
+            Some((1920, 1080))
+        );
+        // Offsets whose sum fits but whose double (4:2:0 crop units) does not.
+        let huge = u32::MAX / 2 + 1;
+        assert_eq!(
+            picture_size(Codec::H264, &baseline_sps(80, 45, (huge, 0, 0, 0))),
+            None
+        );
+        assert_eq!(
+            picture_size(Codec::H264, &baseline_sps(80, 45, (0, 0, huge, 1))),
+            None
+        );
+        // And anything at all: no panic.
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let mut sps = baseline_sps(80, 45, (0, 0, 0, 0));
+            for _ in 0..rng.usize(1..4) {
+                let i = rng.usize(1..sps.len());
+                sps[i] = rng.u8(..);
+            }
+            sps.truncate(rng.usize(1..=sps.len()));
+            for codec in [Codec::H264, Codec::H265] {
+                let _ = picture_size(codec, &sps);
+                let _ = frame_rate(codec, &sps);
+            }
+        }
+    }
+
     #[test]
     fn the_frame_rate_comes_from_the_vui_timing_when_there_is_one() {
         assert_eq!(frame_rate(Codec::H264, SPS_GST_15FPS), Some(15.0));
