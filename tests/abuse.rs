@@ -483,3 +483,109 @@ async fn a_login_flood_from_many_addresses_does_not_hold_up_a_right_login() {
         after - before
     );
 }
+
+/// With `[http.auth]`, WebRTC signalling is a door like the streams: without credentials every
+/// form is answered 401 and opens nothing; a token opens it; a CORS preflight needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_signalling_asks_for_credentials() {
+    let server = RtspServer::start(RtspOptions::default());
+    let token = "webrtc-token-0123456789abcdef";
+    let d = Daemon::start(&config(
+        &format!("[http.auth]\ntokens = [\"{token}\"]\n"),
+        &format!(
+            "[webrtc]\nlisten = \"127.0.0.1:0\"\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+            server.url()
+        ),
+    ));
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (method, path, ct, body) in [
+        (
+            "POST",
+            "/cameras/cam/webrtc",
+            "application/json",
+            "{\"type\":\"request\"}",
+        ),
+        ("POST", "/cameras/cam/whep", "application/sdp", "v=0\r\n"),
+        (
+            "PATCH",
+            "/cameras/cam/whep/0123456789abcdef0123456789abcdef",
+            "application/trickle-ice-sdpfrag",
+            "",
+        ),
+        (
+            "DELETE",
+            "/cameras/cam/whep/0123456789abcdef0123456789abcdef",
+            "text/plain",
+            "",
+        ),
+        ("POST", "/webrtc", "application/json", "{\"type\":\"request\"}"),
+    ] {
+        let r = common::request(d.main, &send(method, path, ct, body)).await;
+        assert_eq!(
+            r.status,
+            401,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let listed = common::get(d.main, &format!("/api/cameras?token={token}")).await;
+    let cams: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(cams[0]["state"], "idle", "nothing was opened: {cams}");
+    let preflight = common::request(
+        d.main,
+        "OPTIONS /cameras/cam/whep HTTP/1.1\r\nHost: x\r\nOrigin: http://mainsail.local\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    let r = common::request(
+        d.main,
+        &send(
+            "POST",
+            &format!("/cameras/cam/webrtc?token={token}"),
+            "application/json",
+            "{\"type\":\"request\"}",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Clients over IPv6 are limited like IPv4 ones (the per-client match was a text prefix that no
+/// `[::1]` peer ever matched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_limited_too() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = Daemon::start(&format!(
+        "[http]\nlisten = \"[::1]:0\"\n[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 3\n\
+         [[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+        server.url()
+    ));
+    assert!(d.main.is_ipv6(), "{}", d.main);
+    let request = || {
+        common::request(
+            d.main,
+            "POST /cameras/cam/webrtc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 18\r\nConnection: close\r\n\r\n{\"type\":\"request\"}",
+        )
+    };
+    let results: Vec<u16> = futures_util::future::join_all((0..12).map(|_| request()))
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(results.iter().filter(|s| **s == 200).count(), 3, "{results:?}");
+    let listed = d.camera("cam").await;
+    let sessions = listed["webrtc_sessions"].as_array().unwrap();
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["peer"].as_str().is_some_and(|p| p.starts_with("[::1]:"))),
+        "{listed}"
+    );
+}

@@ -617,7 +617,13 @@ async fn a_hostile_h264_stream_over_rtsp_neither_panics_nor_leaks() {
     );
     // What survives the damage is decoded: the viewer gets pictures, not only placeholders,
     // and snapshots are pictures.
-    common::part_where(&mut s, Duration::from_secs(60), "a decoded picture", common::is_live).await;
+    common::part_where(
+        &mut s,
+        Duration::from_secs(60),
+        "a decoded picture",
+        common::is_live,
+    )
+    .await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(get(d.main, "/cameras/cam/snapshot").await.status);

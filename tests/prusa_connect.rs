@@ -242,14 +242,18 @@ async fn prusa_connect_going_down_and_coming_back_is_survived() {
     ));
     snapshots(&fake, TOKEN, 2).await;
     fake.down();
-    let failed = |n: u64| move |c: &serde_json::Value| c["prusa_connect"]["attempts"]["failed"].as_u64() >= Some(n);
+    let failed =
+        |n: u64| move |c: &serde_json::Value| c["prusa_connect"]["attempts"]["failed"].as_u64() >= Some(n);
     d.wait_for("mk4", WAIT, failed(3)).await;
     let third = std::time::Instant::now();
     let c = d.wait_for("mk4", WAIT, failed(4)).await;
     // Backing off: at the 1 s interval the fourth try would follow the third within a second;
     // doubling, it waits 4 s or more. (A lower bound: a slow machine only makes it longer.)
     let gap = third.elapsed();
-    assert!(gap >= std::time::Duration::from_secs(2), "tries {gap:?} apart while down");
+    assert!(
+        gap >= std::time::Duration::from_secs(2),
+        "tries {gap:?} apart while down"
+    );
     let p = &c["prusa_connect"];
     assert_eq!(p["last_result"], "failed", "{p}");
     let error = p["last_error"].as_str().unwrap();
