@@ -3,7 +3,10 @@
 //! module (`crate::`, `super::`, `super::super::`, `self::`) to an edge from its top-level module
 //! to another; the graph must have no cycle (sources never import config, events never import
 //! light, …). Code under `#[cfg(test)]` does not count; `src/main.rs` is the binary and may use
-//! anything. The source is parsed (syn), so no spelling of a path is invisible.
+//! anything. The source is parsed (syn), so no spelling of a path is invisible, also inside macro
+//! calls (`format!`, `tokio::select!`, `info!`: their tokens are read for `crate::…` and
+//! `super::…` paths). The same holds one level down: the modules inside each top-level module
+//! (`http::auth`, `source::ffmpeg`) import each other one way too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,11 +33,12 @@ fn is_test_only(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-/// The top-level modules one file's code names, resolved from its module path.
+/// The modules one file's code names, resolved from its module path, as paths of at most two
+/// segments (`["http", "auth"]`, `["registry"]`).
 struct Names<'a> {
     /// The module the code is in (`["source", "ffmpeg", "args"]`), inline modules pushed.
     module: Vec<String>,
-    found: &'a mut BTreeSet<String>,
+    found: &'a mut BTreeSet<Vec<String>>,
 }
 
 impl Names<'_> {
@@ -53,12 +57,62 @@ impl Names<'_> {
                 }
                 _ => {
                     at.push(s.clone());
-                    break;
                 }
             }
         }
-        if let Some(top) = at.first() {
-            self.found.insert(top.clone());
+        // A path names modules, then an item in the last one: without knowing which segment is
+        // the item, the first two are kept (a one-segment path is a top-level module, or an
+        // item of the crate root, which is no module and is not counted at the second level).
+        at.truncate(2);
+        if !at.is_empty() {
+            self.found.insert(at);
+        }
+    }
+
+    /// `crate::…`, `super::…` and `self::…` paths among a macro call's tokens.
+    fn macro_tokens(&mut self, tokens: proc_macro2::TokenStream) {
+        let mut flat = Vec::new();
+        fn flatten(t: proc_macro2::TokenStream, out: &mut Vec<proc_macro2::TokenTree>) {
+            for tt in t {
+                match tt {
+                    proc_macro2::TokenTree::Group(g) => {
+                        out.push(proc_macro2::TokenTree::Punct(proc_macro2::Punct::new(
+                            ';',
+                            proc_macro2::Spacing::Alone,
+                        )));
+                        flatten(g.stream(), out);
+                    }
+                    other => out.push(other),
+                }
+            }
+        }
+        flatten(tokens, &mut flat);
+        let ident = |t: &proc_macro2::TokenTree| match t {
+            proc_macro2::TokenTree::Ident(i) => Some(i.to_string()),
+            _ => None,
+        };
+        let colon = |t: Option<&proc_macro2::TokenTree>| matches!(t, Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == ':');
+        let mut i = 0;
+        while i < flat.len() {
+            let starts = ident(&flat[i]).is_some_and(|s| s == "crate" || s == "super" || s == "self")
+                && !(i >= 2 && colon(flat.get(i - 1)) && colon(flat.get(i - 2)));
+            if !starts {
+                i += 1;
+                continue;
+            }
+            let mut segments = Vec::new();
+            while let Some(s) = flat.get(i).and_then(ident) {
+                segments.push(s);
+                if colon(flat.get(i + 1)) && colon(flat.get(i + 2)) {
+                    i += 3;
+                } else {
+                    i += 1;
+                    break;
+                }
+            }
+            if segments.len() > 1 {
+                self.resolve(&segments);
+            }
         }
     }
 
@@ -116,6 +170,11 @@ impl<'ast> Visit<'ast> for Names<'_> {
         }
     }
 
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        self.macro_tokens(m.tokens.clone());
+        syn::visit::visit_macro(self, m);
+    }
+
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
         self.resolve(&segments);
@@ -136,8 +195,8 @@ fn module_of(rel: &Path) -> Vec<String> {
     parts
 }
 
-/// The top-level modules `text`, the code of the file at `module`, names.
-fn names_in(text: &str, module: Vec<String>) -> BTreeSet<String> {
+/// The modules (at most two segments) `text`, the code of the file at `module`, names.
+fn names_in(text: &str, module: Vec<String>) -> BTreeSet<Vec<String>> {
     let file = syn::parse_file(text).expect("the source parses");
     let mut found = BTreeSet::new();
     let mut v = Names {
@@ -148,23 +207,49 @@ fn names_in(text: &str, module: Vec<String>) -> BTreeSet<String> {
     found
 }
 
-/// Top-level module → the other top-level modules it names.
-fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every file of `src/` (but main.rs and lib.rs): its module path and the modules it names.
+fn files_and_names() -> Vec<(Vec<String>, BTreeSet<Vec<String>>)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     for f in files {
         let module = module_of(f.strip_prefix(&src).unwrap());
-        let top = module[0].clone();
-        if top == "main" || top == "lib" {
+        if module[0] == "main" || module[0] == "lib" {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
+        out.push((module.clone(), names_in(&text, module)));
+    }
+    out
+}
+
+/// Top-level module → the other top-level modules it names.
+fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, names) in files_and_names() {
+        let top = module[0].clone();
         let deps = graph.entry(top.clone()).or_default();
-        deps.extend(names_in(&text, module).into_iter().filter(|n| *n != top));
+        deps.extend(names.into_iter().map(|n| n[0].clone()).filter(|n| *n != top));
     }
     graph
+}
+
+/// For each top-level module, its submodules → the sibling submodules they name (a mod.rs's own
+/// code, shared by its children, is not a sibling).
+fn sibling_graphs() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let mut graphs: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (module, names) in files_and_names() {
+        let Some(me) = module.get(1) else { continue };
+        let graph = graphs.entry(module[0].clone()).or_default();
+        let deps = graph.entry(me.clone()).or_default();
+        for n in names {
+            if n.len() == 2 && n[0] == module[0] && n[1] != *me {
+                deps.insert(n[1].clone());
+            }
+        }
+    }
+    graphs
 }
 
 #[test]
@@ -176,12 +261,30 @@ fn every_spelling_of_a_path_is_an_edge_and_test_code_is_not() {
                 #[cfg(test)]\nmod tests { use crate::hidden; }\n\
                 #[cfg(test)]\nfn helper() { crate::hidden_too::x(); }\n\
                 fn after() { crate::zeta::y(); }\n";
-    let found = names_in(code, vec!["source".into(), "ffmpeg".into(), "args".into()]);
+    let found: BTreeSet<String> = names_in(code, vec!["source".into(), "ffmpeg".into(), "args".into()])
+        .into_iter()
+        .map(|n| n[0].clone())
+        .collect();
     // super::sibling and inner's super::super::kappa are inside `source`.
     let want: BTreeSet<String> = ["alpha", "beta", "gamma", "delta", "source", "epsilon", "zeta"]
         .map(String::from)
         .into();
     assert_eq!(found, want);
+}
+
+#[test]
+fn paths_inside_macro_calls_are_edges_too() {
+    let code = "fn f() { tracing::info!(\"{}\", crate::alpha::name()); \
+                tokio::select! { _ = super::beta::wait() => {} } \
+                let _ = format!(\"{:?}\", self::gamma::X); other::crate_like::y(); }\n";
+    let found = names_in(code, vec!["http".into(), "api".into()]);
+    let want: BTreeSet<Vec<String>> = [
+        vec!["alpha".to_string(), "name".to_string()],
+        vec!["http".to_string(), "beta".to_string()],
+        vec!["http".to_string(), "api".to_string()],
+    ]
+    .into();
+    assert_eq!(found, want, "self::gamma is inside http::api");
 }
 
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
@@ -222,6 +325,20 @@ fn no_import_cycle_between_modules() {
     assert!(graph["daemon"].contains("registry"), "edges are found: {graph:?}");
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import cycle: {}\ngraph: {graph:#?}", cycle.join(" → "));
+    }
+}
+
+#[test]
+fn no_import_cycle_between_the_modules_inside_each_module() {
+    let graphs = sibling_graphs();
+    assert!(graphs["http"].len() > 5, "{graphs:?}");
+    for (parent, graph) in &graphs {
+        if let Some(cycle) = find_cycle(graph) {
+            panic!(
+                "import cycle inside {parent}: {}\ngraph: {graph:#?}",
+                cycle.join(" → ")
+            );
+        }
     }
 }
 
