@@ -1,41 +1,38 @@
 //! farmcam: a camera gateway for 3D-printer farms.
 //!
-//! Data flows one way: [`source`] → [`pump`] (one per camera, owned by the [`registry`]) → sinks
-//! ([`http`]). The pump is the only owner of "is the camera open?".
+//! Data flows one way, from the cameras to the people and programs watching:
+//!
+//! ```text
+//! source (v4l2, ffmpeg + farmcam's RTSP client, bambu, test pattern)
+//!   └─ pump, one per camera, owned by the registry: "is the camera open?" is answered there
+//!        ├─ pictures (JPEG): http (MJPEG, snapshots, the wall), mqtt, prusa_connect
+//!        └─ coded video (the camera's H.264/H.265 units, opened through `live`): rtsp, webrtc
+//! ```
+//!
+//! [`config`] validates into the sources' options (sources never import it); [`daemon`] starts
+//! everything and tells systemd; [`media`] holds the codecs and picture work without I/O,
+//! [`util`] the helpers none of which knows a camera. `moonraker` registers the cameras with
+//! Klipper's frontends; `light` switches lights as pumps start and stop.
 
-pub mod backoff;
 pub mod bench;
-pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod frame;
-pub mod h264;
-pub mod histogram;
-pub mod hostport;
 pub mod http;
-pub mod http_client;
-pub mod jpeg;
 pub mod light;
 pub mod lit;
 pub mod live;
-pub mod log_limit;
+pub mod media;
 pub mod moonraker;
 pub mod mqtt;
-pub mod orientation;
 pub mod password;
 pub mod polls;
 pub mod prusa_connect;
 pub mod pump;
-pub mod redact;
 pub mod registry;
-pub mod render;
 pub mod rtsp;
-pub mod sizes;
 pub mod source;
-pub mod sps;
 pub mod systemd;
-pub mod tls_roots;
-pub mod turn;
-pub mod unix_time;
+pub mod util;
 pub mod webrtc;

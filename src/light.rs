@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{LightConfig, Protocol};
 use crate::events::{EventBus, LightState};
-use crate::log_limit::{held_back, LogLimit};
+use crate::util::backoff::Backoff;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// A pump waits at most this long for its light's "on" command to be written before opening
 /// the camera (a failing port must not delay the camera more than that).

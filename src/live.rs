@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::h264::Codec;
+use crate::media::h264::Codec;
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::Camera;
 use crate::source::units::{Start, Unit};
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn the_gate_waits_for_a_keyframe_with_parameter_sets() {
-        use crate::h264::AccessUnit;
+        use crate::media::h264::AccessUnit;
         use bytes::Bytes;
         let unit = |key: bool, sps: bool| Unit {
             codec: Codec::H264,

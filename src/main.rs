@@ -137,14 +137,14 @@ enum LogFormat {
 /// Panics (bugs) go to the log like everything else, one line each, the same one at most once
 /// a minute: a request that triggers one again and again cannot flood the journal.
 fn log_panics() {
-    static SAID: std::sync::Mutex<Option<farmcam::log_limit::LogLimit>> = std::sync::Mutex::new(None);
+    static SAID: std::sync::Mutex<Option<farmcam::util::log_limit::LogLimit>> = std::sync::Mutex::new(None);
     std::panic::set_hook(Box::new(|info| {
         let msg = info.to_string().replace('\n', " ");
         let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
         match said.get_or_insert_with(Default::default).check(&msg) {
             Some(n) => tracing::error!(
                 "internal error (please report it): {msg}{}",
-                farmcam::log_limit::held_back(n)
+                farmcam::util::log_limit::held_back(n)
             ),
             None => tracing::debug!("internal error again: {msg}"),
         }

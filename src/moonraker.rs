@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{MoonrakerConfig, MoonrakerService};
-use crate::log_limit::{held_back, LogLimit};
 use crate::registry::{Camera, Registry};
+use crate::util::backoff::Backoff;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// One request to Moonraker may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -268,7 +268,7 @@ async fn call(
 ) -> Result<Value, String> {
     let what = format!("{method} {}{path}", config.url);
     let exchange = async {
-        let (mut sender, _driver) = crate::http_client::connect(&config.host, config.port)
+        let (mut sender, _driver) = crate::util::http_client::connect(&config.host, config.port)
             .await
             .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
         let mut req = Request::builder()

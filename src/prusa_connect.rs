@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Endpoint, PrusaCamera};
 use crate::frame::Size;
-use crate::http_client::Driver;
-use crate::log_limit::{held_back, LogLimit};
+use crate::media::sizes::WidthWanted;
 use crate::registry::{Camera, Registry, SnapshotError};
-use crate::sizes::WidthWanted;
+use crate::util::http_client::Driver;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// A refused token is tried again this often (someone may fix it in Prusa Connect).
 pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
@@ -148,8 +148,8 @@ pub fn tls_config(endpoint: &Endpoint) -> Result<Option<Arc<rustls::ClientConfig
     if !endpoint.https {
         return Ok(None);
     }
-    let roots = crate::tls_roots::roots(endpoint.ca_file.as_deref(), "prusa_connect.ca_file")?;
-    let config = crate::tls_roots::builder(roots, "prusa_connect")?.with_no_client_auth();
+    let roots = crate::util::tls_roots::roots(endpoint.ca_file.as_deref(), "prusa_connect.ca_file")?;
+    let config = crate::util::tls_roots::builder(roots, "prusa_connect")?.with_no_client_auth();
     Ok(Some(Arc::new(config)))
 }
 
@@ -477,7 +477,7 @@ impl Upload {
     }
 
     fn record(&self, a: &Attempt) {
-        let now = crate::unix_time::now();
+        let now = crate::util::unix_time::now();
         let mut s = self.state.status.lock().unwrap();
         *s.attempts.entry(a.outcome.name()).or_default() += 1;
         s.last_attempt = Some(now);
@@ -600,8 +600,8 @@ impl Connection {
         if self.open.is_none() {
             let (host, port) = (&self.endpoint.host, self.endpoint.port);
             let open = match &self.tls {
-                Some(tls) => crate::http_client::connect_tls(host, port, tls.clone()).await,
-                None => crate::http_client::connect(host, port).await,
+                Some(tls) => crate::util::http_client::connect_tls(host, port, tls.clone()).await,
+                None => crate::util::http_client::connect(host, port).await,
             };
             self.open = Some(open?);
         }
@@ -657,7 +657,7 @@ fn echoed_line(text: &str, token: &str) -> String {
         .chars()
         .filter(|c| !c.is_control())
         .collect();
-    crate::redact::replace_ignoring_case(&line, token)
+    crate::util::redact::replace_ignoring_case(&line, token)
         .chars()
         .take(200)
         .collect()

@@ -19,16 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::CameraConfig;
 use crate::events::{CameraState, EventBus, EventKind};
 use crate::frame::{Captured, Frame, Size};
 use crate::light::Light;
-use crate::log_limit::{held_back, LogLimit};
-use crate::sizes::Sizes;
+use crate::media::sizes::Sizes;
+use crate::media::turn::Turner;
 pub use crate::source::Want;
 use crate::source::{Demand, Source, SourceError, Upstream};
-use crate::turn::Turner;
+use crate::util::backoff::Backoff;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// Frames kept in the fan-out ring: how far a consumer may fall behind before it skips ahead.
 pub const RING: usize = 8;
@@ -109,7 +109,7 @@ pub struct CameraShared {
     /// Bytes of RTP sent to this camera's RTSP clients.
     pub rtsp_bytes_sent: AtomicU64,
     /// Time to answer snapshot requests that got a frame.
-    pub snapshot_latency: crate::histogram::Histogram,
+    pub snapshot_latency: crate::util::histogram::Histogram,
     pub frames_delivered: AtomicU64,
     pub frames_skipped: AtomicU64,
     /// Frames per second measured over the last second, times 1000.
@@ -210,7 +210,7 @@ impl CameraShared {
     /// The "<name> — offline" JPEG, rendered once.
     pub fn placeholder(&self) -> Bytes {
         self.placeholder
-            .get_or_init(|| crate::render::placeholder(&self.config.name, self.placeholder_size()))
+            .get_or_init(|| crate::media::render::placeholder(&self.config.name, self.placeholder_size()))
             .clone()
     }
 
@@ -629,7 +629,7 @@ impl Pump {
     async fn pump_frames(
         &self,
         mut upstream: Box<dyn Upstream>,
-        mut units: Option<watch::Receiver<Option<crate::h264::Codec>>>,
+        mut units: Option<watch::Receiver<Option<crate::media::h264::Codec>>>,
     ) -> (Option<SourceError>, bool) {
         let stall = self.shared.config.stall_timeout;
         let mut first_frame: Option<Instant> = None;
@@ -773,7 +773,7 @@ impl Pump {
 }
 
 /// Resolves once the camera's coded video flows (never, for a camera without any).
-async fn units_flow(units: &mut Option<watch::Receiver<Option<crate::h264::Codec>>>) -> Option<()> {
+async fn units_flow(units: &mut Option<watch::Receiver<Option<crate::media::h264::Codec>>>) -> Option<()> {
     match units {
         Some(rx) => rx.wait_for(Option::is_some).await.ok().map(|_| ()),
         None => std::future::pending().await,

@@ -84,7 +84,7 @@ impl FakePrinter {
         let frames: Arc<Vec<Vec<u8>>> = Arc::new(
             (0..5)
                 .map(|i| {
-                    let mut c = farmcam::render::Canvas::new(320, 240, [40, 40 + i * 30, 60]);
+                    let mut c = farmcam::media::render::Canvas::new(320, 240, [40, 40 + i * 30, 60]);
                     c.text(10, 10, 2, &format!("P1S frame {i}"), [255, 255, 255]);
                     c.encode(false)
                 })

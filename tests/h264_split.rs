@@ -2,7 +2,7 @@
 //! unit comes out whole and in order, keyframes and parameter sets are recognised, garbage and
 //! oversized units are dropped and counted, memory stays bounded.
 
-use farmcam::h264::{AccessUnit, AuSplitter, Codec};
+use farmcam::media::h264::{AccessUnit, AuSplitter, Codec};
 use proptest::prelude::*;
 
 /// One generated unit: its NAL units (header bytes included) and whether it is a keyframe.

@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use farmcam::jpeg::{Split, Splitter};
-use farmcam::render::Canvas;
+use farmcam::media::jpeg::{Split, Splitter};
+use farmcam::media::render::Canvas;
 use proptest::prelude::*;
 
 /// A pool of distinct real JPEGs: sizes, restart intervals, progressive, noisy content (so the

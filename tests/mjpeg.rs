@@ -5,8 +5,8 @@
 mod common;
 
 use farmcam::frame::Size;
-use farmcam::jpeg::{complete_mjpeg, MjpegError, STANDARD_DHT};
-use farmcam::orientation::Op;
+use farmcam::media::jpeg::{complete_mjpeg, MjpegError, STANDARD_DHT};
+use farmcam::media::orientation::Op;
 use farmcam::source::v4l2::yuyv::Yuyv;
 
 use common::{dht_segments, strip_dht};
@@ -27,7 +27,7 @@ fn camera_jpeg(w: u16, h: u16) -> Vec<u8> {
         width: w as u32,
         height: h as u32,
     };
-    farmcam::codec::encode_rgb(&rgb, size, 80, false).unwrap()
+    farmcam::media::codec::encode_rgb(&rgb, size, 80, false).unwrap()
 }
 
 fn pixels(jpeg: &[u8]) -> Vec<u8> {

@@ -10,8 +10,8 @@ use common::mqtt::{Mosquitto, Sub};
 use common::proc::free_port;
 use common::Daemon;
 use common::{config, eventually_async, get, request, BIN};
-use farmcam::redact;
 use farmcam::source::SourceSpec;
+use farmcam::util::redact;
 use proptest::prelude::*;
 
 const TEMPLATES: [&str; 7] = [

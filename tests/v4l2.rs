@@ -321,7 +321,7 @@ async fn mjpeg_is_passed_through_byte_for_byte_with_huffman_tables_added() {
         .output()
         .unwrap();
     assert!(encoded.status.success());
-    let mut splitter = farmcam::jpeg::Splitter::new(1 << 22);
+    let mut splitter = farmcam::media::jpeg::Splitter::new(1 << 22);
     let mut parts = Vec::new();
     splitter.push(&encoded.stdout, &mut parts);
     let fed: Vec<Vec<u8>> = parts.iter().map(|p| strip_dht(&p.jpeg)).collect();
@@ -351,7 +351,10 @@ async fn mjpeg_is_passed_through_byte_for_byte_with_huffman_tables_added() {
             "frame of {} bytes is not a fed frame plus tables",
             jpeg.len()
         );
-        assert_eq!(jpeg.len(), original.len() + farmcam::jpeg::STANDARD_DHT.len());
+        assert_eq!(
+            jpeg.len(),
+            original.len() + farmcam::media::jpeg::STANDARD_DHT.len()
+        );
         assert_eq!(decode_jpeg(jpeg), (640, 480));
         seen += 1;
     }

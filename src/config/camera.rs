@@ -16,12 +16,12 @@ use super::mqtt::MqttConfig;
 use super::v4l2::RawV4l2;
 use super::values::{parse_size, valid_id, IntOrString};
 use crate::frame::Size;
-use crate::orientation::{Flip, Orientation};
+use crate::media::orientation::{Flip, Orientation};
 use crate::source::v4l2::list::Servable;
 use crate::source::v4l2::{ControlValue, V4l2Options};
 use crate::source::{bambu, Common, SourceSpec};
 
-pub const DEFAULT_MAX_FRAME_SIZE: usize = crate::jpeg::DEFAULT_MAX_FRAME;
+pub const DEFAULT_MAX_FRAME_SIZE: usize = crate::media::jpeg::DEFAULT_MAX_FRAME;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CameraConfig {

@@ -83,7 +83,7 @@ impl Validator<'_> {
                     &at("url"),
                     &format!(
                         "{:?}: write Moonraker's address, e.g. \"http://printer.local:7125\"",
-                        crate::redact::url(m.url.get_ref().trim())
+                        crate::util::redact::url(m.url.get_ref().trim())
                     ),
                 );
                 continue;

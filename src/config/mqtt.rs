@@ -232,7 +232,7 @@ impl Validator<'_> {
 
     /// `snapshot_width` (in `[mqtt]` or a camera): MQTT snapshots scaled to that width.
     pub(super) fn snapshot_width(&mut self, raw: &Option<Spanned<i64>>, key: &str) -> Option<u32> {
-        use crate::sizes::{MAX_SIDE, MIN_SIDE};
+        use crate::media::sizes::{MAX_SIDE, MIN_SIDE};
         self.int(
             raw,
             key,
@@ -275,7 +275,7 @@ fn parse_interval(s: &str) -> Result<Option<Duration>, String> {
 
 /// `mqtt://host[:1883]` or `mqtts://host[:8883]` → (tls, host, port).
 fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
-    let shown = crate::redact::url(url);
+    let shown = crate::util::redact::url(url);
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("mqtts://") {
@@ -297,7 +297,7 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
         ));
     }
     let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match crate::hostport::split(authority) {
+    let (host, port) = match crate::util::hostport::split(authority) {
         Some((h, None)) => (h, default_port),
         Some((h, Some(p))) if p > 0 => (h, p),
         _ => {

@@ -200,7 +200,7 @@ fn valid_header_word(s: &str) -> bool {
 /// `https://HOST[:PORT][/PREFIX]` or `http://…`. A URL copied from an upload script (ending in
 /// `/c/snapshot`) is taken as its base.
 fn parse_url(url: &str) -> Result<Endpoint, String> {
-    let shown = crate::redact::url(url.trim());
+    let shown = crate::util::redact::url(url.trim());
     let bad = || {
         format!("{shown:?}: write Prusa Connect's address, e.g. \"{DEFAULT_PRUSA_CONNECT_URL}\" (or a proxy's, \"https://proxy.lan/prusa\")")
     };
@@ -228,7 +228,7 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
     if prefix.contains(['?', '#', ' ']) {
         return Err(bad());
     }
-    let (host, port) = crate::hostport::split(authority).ok_or_else(bad)?;
+    let (host, port) = crate::util::hostport::split(authority).ok_or_else(bad)?;
     if host.is_empty() || host.contains(['/', '?', '#']) {
         return Err(bad());
     }

@@ -34,7 +34,7 @@ pub fn valid_id(id: &str) -> bool {
 pub fn parse_http_base(url: &str, default_port: u16) -> Option<(String, String, u16)> {
     let url = url.trim().trim_end_matches('/');
     let rest = url.strip_prefix("http://")?;
-    let (host, port) = crate::hostport::split(rest)?;
+    let (host, port) = crate::util::hostport::split(rest)?;
     (!host.is_empty() && !host.contains(['/', '@', '?', '#']))
         .then(|| (url.to_string(), host.to_string(), port.unwrap_or(default_port)))
 }

@@ -125,7 +125,11 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str, extra: &str) -> Option<&'a
 /// Returns the base (no trailing slash), the host name alone (for the dedicated ports) and where
 /// they came from (`public_url`, `proxy` or `host`).
 pub fn public_base(req: &Request<Incoming>, public_url: Option<&str>) -> (String, String, &'static str) {
-    let host_only = |h: &str| -> String { crate::hostport::split(h).map_or(h, |(name, _)| name).to_string() };
+    let host_only = |h: &str| -> String {
+        crate::util::hostport::split(h)
+            .map_or(h, |(name, _)| name)
+            .to_string()
+    };
     if let Some(url) = public_url {
         let authority = url.split("://").nth(1).unwrap_or(url);
         let host = authority.split('/').next().unwrap_or(authority);

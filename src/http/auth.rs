@@ -25,8 +25,8 @@ use tracing::warn;
 use super::path::Query;
 use super::{api, Body};
 use crate::config::{Area, AuthConfig, HttpConfig};
-use crate::log_limit::{held_back, LogLimit};
 use crate::password::PasswordHash;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// How long a verified `Authorization` value is remembered.
 const REMEMBER: Duration = Duration::from_secs(600);
@@ -149,7 +149,7 @@ impl Guard {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().host())
             .unwrap_or("");
-        let name = crate::hostport::split(host)
+        let name = crate::util::hostport::split(host)
             .map_or("", |(h, _)| h)
             .to_ascii_lowercase();
         (!self.hosts.contains(&name)).then(|| {
@@ -259,7 +259,7 @@ impl Guard {
 
     /// A Digest challenge with a fresh nonce for the client connection at `peer`.
     pub fn digest_challenge(&self, peer: SocketAddr) -> String {
-        let t = crate::unix_time::now_secs();
+        let t = crate::util::unix_time::now_secs();
         format!(
             "Digest realm=\"{}\", nonce=\"{}\"",
             crate::password::REALM,
@@ -282,7 +282,7 @@ impl Guard {
         let Some(t) = nonce.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
             return false;
         };
-        let now = crate::unix_time::now_secs();
+        let now = crate::util::unix_time::now_secs();
         now.saturating_sub(t) < NONCE_LIFE.as_secs()
             && t <= now + 1
             && same(self.nonce_at(t, peer).as_bytes(), nonce.as_bytes())

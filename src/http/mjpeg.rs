@@ -17,9 +17,9 @@ use tracing::info;
 use super::path::Query;
 use super::{api, Body};
 use crate::frame::Frame;
+use crate::media::sizes::{Scale, SizeLease};
 use crate::pump::{ConsumerKind, Subscription, Want};
 use crate::registry::{Camera, SnapshotError};
-use crate::sizes::{Scale, SizeLease};
 
 pub const BOUNDARY: &str = "farmcamframe";
 

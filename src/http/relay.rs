@@ -21,7 +21,7 @@ use super::client_slots::ClientSlot;
 use super::path::Route;
 use super::{api, Body, Ctx};
 use crate::config::WallGateway;
-use crate::http_client;
+use crate::util::http_client;
 
 /// Connecting to a gateway (refused at once when it is down; this bounds a vanished host).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -28,8 +28,8 @@ use super::client_slots::{ClientCounts, ClientSlot};
 use super::path::Scope;
 use super::{api, Ctx};
 use crate::config::Config;
-use crate::log_limit::{held_back, LogLimit};
 use crate::registry::Registry;
+use crate::util::log_limit::{held_back, LogLimit};
 
 /// Where a request arrived: the listener (what it serves, its configured address) and the client.
 #[derive(Clone)]

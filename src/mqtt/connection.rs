@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Shared, GOODBYE};
-use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-use crate::log_limit::{held_back, LogLimit};
+use crate::util::backoff::Backoff;
+use crate::util::log_limit::{held_back, LogLimit};
 
 impl Shared {
     /// The broker connection: poll, route what arrives, reconnect with backoff. Owns the

@@ -35,8 +35,8 @@ pub use tls::options;
 use topics::Topics;
 
 use crate::config::MqttConfig;
-use crate::log_limit::LogLimit;
 use crate::registry::{Camera, Registry};
+use crate::util::log_limit::LogLimit;
 
 /// Requests (publishes, subscribes) rumqttc may hold while the network is slow; beyond that
 /// snapshots are skipped, never waited for.

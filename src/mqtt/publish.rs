@@ -14,8 +14,8 @@ use tracing::{debug, warn};
 
 use super::Shared;
 use crate::events::CameraState;
+use crate::media::sizes::WidthWanted;
 use crate::registry::{Camera, SnapshotError};
-use crate::sizes::WidthWanted;
 
 impl Shared {
     /// On every connect (and when Home Assistant restarts): subscribe, say online, announce

@@ -30,8 +30,8 @@ pub fn options(c: &MqttConfig) -> Result<MqttOptions, String> {
 fn tls_config(c: &MqttConfig) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let roots = crate::tls_roots::roots(c.ca_file.as_deref(), "mqtt.ca_file")?;
-    let builder = crate::tls_roots::builder(roots, "mqtt")?;
+    let roots = crate::util::tls_roots::roots(c.ca_file.as_deref(), "mqtt.ca_file")?;
+    let builder = crate::util::tls_roots::builder(roots, "mqtt")?;
     match &c.client_auth {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {

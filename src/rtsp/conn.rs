@@ -23,8 +23,8 @@ use tracing::{debug, info};
 use super::play::{self, Counters, Sink};
 use super::rtp::Packetizer;
 use super::{sdp, Gate, Rtsp, SessionStatus, Verdict};
-use crate::h264::Codec;
 use crate::live::{self, Refusal, Seat};
+use crate::media::h264::Codec;
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::Camera;
 
@@ -597,7 +597,7 @@ impl Conn {
                 camera: id.clone(),
                 peer: self.peer.to_string(),
                 transport: kind,
-                started: crate::unix_time::now(),
+                started: crate::util::unix_time::now(),
                 playing: false,
                 bytes_sent: 0,
                 skips: 0,

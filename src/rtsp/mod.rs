@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::live::{Seat, Seats};
-use crate::log_limit::{held_back, LogLimit};
 use crate::registry::Registry;
+use crate::util::log_limit::{held_back, LogLimit};
 
 pub use crate::config::RtspConfig;
 

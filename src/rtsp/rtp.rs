@@ -6,7 +6,7 @@
 //! Hand-written: str0m (the WebRTC stack) keeps its packetizers private, and the rest is a few
 //! lines of header layout.
 
-use crate::h264::{nal_type, nal_units, Codec};
+use crate::media::h264::{nal_type, nal_units, Codec};
 
 /// RTP payload bytes per packet at most: with the 12-byte header, IP and UDP it fits any path's
 /// 1500-byte MTU, also over a VPN.

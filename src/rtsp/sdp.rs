@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use super::rtp::PAYLOAD_TYPE;
-use crate::h264::{nal_type, nal_units, Codec};
+use crate::media::h264::{nal_type, nal_units, Codec};
 
 /// The control URL of the one track, relative to the camera's URL.
 pub const TRACK: &str = "trackID=0";
@@ -63,7 +63,7 @@ pub fn describe(codec: Codec, keyframe: &[u8], rate: Option<f64>, title: &str, s
         }
     }
     s.push_str("\r\n");
-    if let Some((w, h)) = sps.and_then(|sps| crate::sps::picture_size(codec, sps)) {
+    if let Some((w, h)) = sps.and_then(|sps| crate::media::sps::picture_size(codec, sps)) {
         let _ = write!(s, "a=x-dimensions:{w},{h}\r\n");
     }
     if let Some(r) = rate.filter(|r| r.is_finite() && *r > 0.0) {

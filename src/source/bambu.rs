@@ -27,7 +27,7 @@ use tokio_rustls::TlsConnector;
 use super::ffmpeg::{FfmpegInput, FfmpegOptions};
 use super::{Common, SourceError, SourceSpec, Upstream};
 use crate::frame::Captured;
-use crate::jpeg;
+use crate::media::jpeg;
 
 pub const DEFAULT_PORT: u16 = 6000;
 pub const RTSPS_PORT: u16 = 322;
@@ -68,7 +68,7 @@ pub fn parse(s: &str) -> Option<Result<SourceSpec, String>> {
         return None;
     };
     let scheme = if rtsps { "bambu-rtsps" } else { "bambu" };
-    let shown = crate::redact::url(s);
+    let shown = crate::util::redact::url(s);
     let example = format!("write \"{scheme}://bblp:<access code>@<printer ip>\"");
     let rest = rest.trim_end_matches('/');
     let Some((userinfo, hostport)) = rest.rsplit_once('@') else {
@@ -81,7 +81,7 @@ pub fn parse(s: &str) -> Option<Result<SourceSpec, String>> {
         )));
     }
     let default_port = if rtsps { RTSPS_PORT } else { DEFAULT_PORT };
-    let (host, port) = match crate::hostport::split(hostport) {
+    let (host, port) = match crate::util::hostport::split(hostport) {
         Some((h, None)) => (h, default_port),
         Some((h, Some(p))) if p > 0 => (h, p),
         _ => {

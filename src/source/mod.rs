@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::frame::{Captured, Size};
-use crate::orientation::Orientation;
+use crate::media::orientation::Orientation;
 
 pub use bambu::BambuSpec;
 pub use demand::{Demand, DemandRx, Want};
@@ -85,7 +85,7 @@ impl SourceSpec {
             "{:?} is not a source farmcam knows; use \"rtsp://HOST/PATH\", \"rtsps://…\", \"http://HOST/…\", \
              \"bambu://bblp:CODE@IP\", \"bambu-rtsps://bblp:CODE@IP\", \"ffmpeg:-i INPUT\", \"v4l2:/dev/v4l/by-id/…\" (USB camera), \
              \"test:\" (built-in pattern) or \"test:offline\"",
-            crate::redact::url(s)
+            crate::util::redact::url(s)
         ))
     }
 

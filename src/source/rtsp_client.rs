@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use retina::client::{Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat};
 
-use crate::h264::{AccessUnit, AuSplitter, Codec};
-use crate::redact;
+use crate::media::h264::{AccessUnit, AuSplitter, Codec};
+use crate::util::redact;
 
 /// Why a connection could not be made.
 #[derive(Debug)]

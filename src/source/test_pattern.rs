@@ -15,8 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::Captured;
 use crate::frame::Size;
-use crate::jpeg;
-use crate::render::{fit_scale, Canvas};
+use crate::media::jpeg;
+use crate::media::render::{fit_scale, Canvas};
 use std::sync::atomic::Ordering::Relaxed;
 
 pub const DEFAULT_SIZE: Size = Size {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::h264::{AccessUnit, Codec};
+use crate::media::h264::{AccessUnit, Codec};
 
 /// Units a slow consumer may fall behind before it misses some (it then waits for the next
 /// keyframe): about two seconds of 30 fps video.
@@ -277,7 +277,7 @@ impl UnitFeed {
             let mut clock = self.clock.lock().unwrap();
             if let Some(sps) = &au.sps {
                 // Its start code first (4 bytes).
-                clock.hint = crate::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
+                clock.hint = crate::media::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
             }
             let pts = clock.stamp(Instant::now());
             (pts, clock.step().is_some())
@@ -298,7 +298,7 @@ impl UnitFeed {
             *self.seen.lock().unwrap() = Some(codec);
             if let Some(sps) = &au.sps {
                 // Its start code first (4 bytes).
-                if let Some(size) = crate::sps::picture_size(codec, sps.get(4..).unwrap_or_default()) {
+                if let Some(size) = crate::media::sps::picture_size(codec, sps.get(4..).unwrap_or_default()) {
                     *self.size.lock().unwrap() = Some(size);
                 }
             }

@@ -213,8 +213,8 @@ impl WebRtc {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| SignalError::Bad(format!("not an SDP offer ({})", sdp_problem(&e))))?;
         // Before the camera is opened: an offer that could fit no camera.
-        offer_fits(sdp, crate::h264::Codec::H264)
-            .or_else(|e| offer_fits(sdp, crate::h264::Codec::H265).map_err(|_| e))
+        offer_fits(sdp, crate::media::h264::Codec::H264)
+            .or_else(|e| offer_fits(sdp, crate::media::h264::Codec::H265).map_err(|_| e))
             .map_err(SignalError::Bad)?;
         let (mut session, codec) = self.prepare(cam, peer).await?;
         offer_fits(sdp, codec).map_err(SignalError::Bad)?;
@@ -245,7 +245,7 @@ impl WebRtc {
         &self,
         cam: &Arc<Camera>,
         peer: SocketAddr,
-    ) -> Result<(Box<Session>, crate::h264::Codec), SignalError> {
+    ) -> Result<(Box<Session>, crate::media::h264::Codec), SignalError> {
         if cam.units().is_none() {
             return Err(SignalError::Bad(
                 live::OpenError::NotCoded(cam.id().to_string()).to_string(),
@@ -337,13 +337,13 @@ fn sdp_problem(e: &impl std::fmt::Display) -> String {
 
 /// Whether a browser's offer can take the camera's video as it is: it asks for video, and lists
 /// the camera's codec.
-fn offer_fits(sdp: &str, codec: crate::h264::Codec) -> Result<(), String> {
+fn offer_fits(sdp: &str, codec: crate::media::h264::Codec) -> Result<(), String> {
     if !sdp.lines().any(|l| l.starts_with("m=video ")) {
         return Err("the offer has no video (add a recvonly video transceiver)".into());
     }
     let (name, rtpmap) = match codec {
-        crate::h264::Codec::H264 => ("H.264", "h264/90000"),
-        crate::h264::Codec::H265 => ("H.265", "h265/90000"),
+        crate::media::h264::Codec::H264 => ("H.264", "h264/90000"),
+        crate::media::h264::Codec::H265 => ("H.265", "h265/90000"),
     };
     let lists = sdp
         .lines()
@@ -543,7 +543,7 @@ mod tests {
 
     #[test]
     fn an_offer_must_ask_for_video_in_the_cameras_codec() {
-        use crate::h264::Codec;
+        use crate::media::h264::Codec;
         let video = |codecs: &str| format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{codecs}");
         let h264 = video("a=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f\r\n");
         assert!(offer_fits(&h264, Codec::H264).is_ok());

@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
 use super::SessionStatus;
-use crate::h264::Codec;
 use crate::live::{KeyframeGate, Seat};
+use crate::media::h264::Codec;
 use crate::pump::Subscription;
 use crate::registry::Camera;
 use crate::source::units::Unit;
@@ -97,7 +97,7 @@ impl Session {
             _seat: seat,
             peer,
             created: Instant::now(),
-            started_unix: crate::unix_time::now(),
+            started_unix: crate::util::unix_time::now(),
             pending: None,
             mid: None,
             pt: None,

@@ -36,7 +36,7 @@ impl MjpegServer {
     pub async fn start_broken(width: u32, height: u32, broken_every: Option<usize>) -> MjpegServer {
         let frames = (0..10)
             .map(|i| {
-                let mut c = farmcam::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
+                let mut c = farmcam::media::render::Canvas::new(width, height, [20, 60 + i * 15, 90]);
                 c.text(8, 8, 1, &format!("http camera frame {i}"), [255, 255, 255]);
                 c.encode(false)
             })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{script, FfmpegInput};
 use crate::frame::Size;
-use crate::h264::Codec;
+use crate::media::h264::Codec;
 
 /// Everything that decides ffmpeg's arguments.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ impl Plan<'_> {
             FfmpegInput::Rtsp(u) | FfmpegInput::BambuRtsps(u) | FfmpegInput::Http(u) => Some(u),
             FfmpegInput::Raw(_) => None,
         };
-        let secret = url.is_some_and(|u| crate::redact::has_credentials(u));
+        let secret = url.is_some_and(|u| crate::util::redact::has_credentials(u));
         let mut script = None;
         let hidden = match (url, split_extra(self.extra_input_args)) {
             (Some(u), Ok(extra)) if hide && secret => {

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::args::Invocation;
 use super::script;
 use super::stderr::StderrReader;
-use crate::log_limit::LogLimit;
+use crate::util::log_limit::LogLimit;
 
 /// After SIGTERM, ffmpeg gets this long to exit before SIGKILL (fits the pump's close bound and
 /// the daemon's shutdown budget).

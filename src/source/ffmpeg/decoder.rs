@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use super::args::Invocation;
 use super::child::{self, Chatter, Ffmpeg};
 use super::mjpeg::READ_CHUNK;
-use crate::codec::{CodecError, I420};
 use crate::frame::Size;
+use crate::media::codec::{CodecError, I420};
 
 /// Access units queued for the decoder (about two seconds of video), and their bytes at most
 /// (a unit larger than that alone is still taken when nothing is queued); beyond that the
@@ -42,7 +42,7 @@ impl Picture {
     pub fn encode(&self, quality: u8) -> Result<Vec<u8>, CodecError> {
         let (y, c) = planes_len(self.size);
         let p = &self.planes;
-        crate::codec::encode_planes(&p[..y], &p[y..y + c], &p[y + c..y + 2 * c], self.size, quality)
+        crate::media::codec::encode_planes(&p[..y], &p[y..y + c], &p[y + c..y + 2 * c], self.size, quality)
     }
 }
 
@@ -56,7 +56,7 @@ pub(super) fn planes_len(size: Size) -> (usize, usize) {
 }
 
 /// The picture size a YUV4MPEG2 stream header announces (4:2:0 only, at most
-/// [`crate::codec::MAX_PIXELS`]).
+/// [`crate::media::codec::MAX_PIXELS`]).
 fn stream_size(header: &str) -> Result<Size, String> {
     let mut words = header.trim_end().split(' ');
     if words.next() != Some("YUV4MPEG2") {
@@ -73,7 +73,7 @@ fn stream_size(header: &str) -> Result<Size, String> {
             _ => {}
         }
     }
-    if width == 0 || height == 0 || width as usize * height as usize > crate::codec::MAX_PIXELS {
+    if width == 0 || height == 0 || width as usize * height as usize > crate::media::codec::MAX_PIXELS {
         return Err(format!("the decoder writes {width}x{height} pictures"));
     }
     Ok(Size { width, height })

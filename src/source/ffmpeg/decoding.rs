@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::decoder::{Decoder, Picture};
 use super::libav::Session;
-use crate::h264::{delimiter, Codec};
+use crate::media::h264::{delimiter, Codec};
 use crate::source::DecodedBy;
 
 pub enum Decoding {

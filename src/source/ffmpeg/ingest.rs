@@ -35,11 +35,11 @@ use super::decoder::{Decoder, Picture};
 use super::decoding::Decoding;
 use super::libav::Session;
 use super::mjpeg::READ_CHUNK;
-use crate::backoff::Backoff;
 use crate::frame::{Captured, Size};
-use crate::h264::{AccessUnit, AuSplitter, Codec};
+use crate::media::h264::{AccessUnit, AuSplitter, Codec};
 use crate::source::rtsp_client::RtspClient;
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
+use crate::util::backoff::Backoff;
 
 /// A fresh connection may take this long (or the stall timeout, if longer) for its first unit.
 const FIRST_UNIT_TIMEOUT: Duration = Duration::from_secs(15);

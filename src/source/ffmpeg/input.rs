@@ -1,7 +1,7 @@
 //! What ffmpeg reads: `rtsp://`, `rtsps://`, `bambu-rtsps://`, `http(s)://` or `ffmpeg:ARGS`,
 //! parsed and shown without credentials.
 
-use crate::redact;
+use crate::util::redact;
 
 /// What ffmpeg reads: a URL it gets options for, or the user's own input arguments. `Debug`
 /// shows it redacted.

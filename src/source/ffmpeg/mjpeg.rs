@@ -1,5 +1,5 @@
 //! The upstream of a camera whose ffmpeg child writes MJPEG (copied from an MJPEG camera, or
-//! transcoded): the pipe cut into frames by [`crate::jpeg::Splitter`].
+//! transcoded): the pipe cut into frames by [`crate::media::jpeg::Splitter`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::child::Ffmpeg;
 use crate::frame::Captured;
-use crate::jpeg::{Split, SplitStats, Splitter};
+use crate::media::jpeg::{Split, SplitStats, Splitter};
 use crate::source::{SourceError, Upstream, Work};
 
 pub const READ_CHUNK: usize = 64 * 1024;

@@ -43,9 +43,9 @@ pub use script::private_dir;
 use super::rtsp_client::{Connect, RtspClient};
 use super::{Common, DemandRx, IngestBy, Source, SourceError, Upstream, Work};
 use crate::frame::Size;
-use crate::h264::Codec;
-use crate::log_limit::LogLimit;
-use crate::redact;
+use crate::media::h264::Codec;
+use crate::util::log_limit::LogLimit;
+use crate::util::redact;
 
 /// JPEG quality when the camera sets none (ffmpeg `-q:v 5`).
 pub const DEFAULT_QUALITY: u8 = 90;

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{CODEC_H264, CODEC_HEVC, CODEC_MJPEG, CODEC_OTHER};
-use crate::log_limit::{held_back, LogLimit};
-use crate::redact;
+use crate::util::log_limit::{held_back, LogLimit};
+use crate::util::redact;
 
 /// Last lines of stderr kept to explain an exit.
 pub const TAIL_LINES: usize = 8;

@@ -42,7 +42,7 @@ pub fn yuyv() -> FourCC {
 /// How frames of the negotiated format become JPEGs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
-    /// Passed through (completed: see [`crate::jpeg::complete_mjpeg`]).
+    /// Passed through (completed: see [`crate::media::jpeg::complete_mjpeg`]).
     Mjpeg,
     /// Encoded; `stride` is the driver's bytes per line.
     Yuyv { stride: u32 },

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::{Captured, Size};
-use crate::orientation::Op;
+use crate::media::orientation::Op;
 use device::{Encoding, Negotiated, Ring};
 
 pub use device::{DEFAULT_FPS, DEFAULT_SIZE};
@@ -275,7 +275,7 @@ impl Capture {
     fn convert(&mut self, data: &[u8], n: &Negotiated) -> Option<Captured> {
         let captured_at = SystemTime::now();
         let result = match n.encoding {
-            Encoding::Mjpeg => crate::jpeg::complete_mjpeg(data)
+            Encoding::Mjpeg => crate::media::jpeg::complete_mjpeg(data)
                 .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height, false))
                 .map_err(|e| e.to_string()),
             Encoding::Yuyv { stride } => {

@@ -5,9 +5,9 @@
 //! A camera mounted sideways or upside down is turned here, before encoding, at the cost of
 //! moving the planes' bytes.
 
-use crate::codec::{CodecError, I420};
 use crate::frame::Size;
-use crate::orientation::Op;
+use crate::media::codec::{CodecError, I420};
+use crate::media::orientation::Op;
 
 /// The default JPEG quality for encoded V4L2 frames (`quality` overrides it).
 pub const DEFAULT_QUALITY: u8 = 85;
@@ -98,7 +98,7 @@ mod tests {
         assert!(p.u.iter().all(|&x| x == 100) && p.v.iter().all(|&x| x == 200));
         let jpeg = f.encode(85, Op::Rot90).unwrap();
         assert_eq!(
-            crate::codec::size_of(&jpeg).unwrap(),
+            crate::media::codec::size_of(&jpeg).unwrap(),
             Size { width: 3, height: 4 }
         );
     }

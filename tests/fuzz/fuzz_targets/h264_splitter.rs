@@ -3,7 +3,7 @@
 //! code and stays within its bound, the buffer stays bounded.
 #![no_main]
 
-use farmcam::h264::{AuSplitter, Codec};
+use farmcam::media::h264::{AuSplitter, Codec};
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 64 * 1024;

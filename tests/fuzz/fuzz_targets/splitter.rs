@@ -2,7 +2,7 @@
 //! size. Checks: no panic, every frame is SOI..EOI, the buffer stays within its bound.
 #![no_main]
 
-use farmcam::jpeg::Splitter;
+use farmcam::media::jpeg::Splitter;
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 64 * 1024;

@@ -2,8 +2,8 @@
 //! Checks: no panic (also no overflow in debug builds), and a size that is whole pixels.
 #![no_main]
 
-use farmcam::h264::Codec;
-use farmcam::sps::{frame_rate, picture_size};
+use farmcam::media::h264::Codec;
+use farmcam::media::sps::{frame_rate, picture_size};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

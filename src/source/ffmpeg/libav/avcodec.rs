@@ -32,8 +32,8 @@ const AVERROR_EOF: c_int =
 const AV_LOG_QUIET: c_int = -8;
 /// `AVCOL_RANGE_JPEG`: full range.
 const AVCOL_RANGE_JPEG: i64 = 2;
-/// The largest picture decoded (as [`crate::codec::MAX_PIXELS`]).
-const MAX_PIXELS: usize = crate::codec::MAX_PIXELS;
+/// The largest picture decoded (as [`crate::media::codec::MAX_PIXELS`]).
+const MAX_PIXELS: usize = crate::media::codec::MAX_PIXELS;
 
 /// `AVPacket`'s head, the same in every libavcodec since `av_packet_alloc` (58).
 #[repr(C)]

@@ -32,8 +32,8 @@ use super::args::Invocation;
 use super::child::{self, Chatter};
 use super::decoder::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
 use crate::frame::Size;
-use crate::log_limit::LogLimit;
 use crate::source::units::GROUP_MAX_UNITS;
+use crate::util::log_limit::LogLimit;
 
 /// The helper stays this long after its last session ended (a camera's decoder stops and
 /// starts again as demand comes and goes).

@@ -22,9 +22,9 @@ pub const FAILED: u8 = 7;
 pub const CLOSED: u8 = 8;
 
 pub const HEADER: usize = 9;
-/// The largest payload either side accepts: a picture of [`crate::codec::MAX_PIXELS`] (its
+/// The largest payload either side accepts: a picture of [`crate::media::codec::MAX_PIXELS`] (its
 /// chroma rounded up) or a unit as large as a camera's `max_frame_size` may be.
-pub const MAX_PAYLOAD: usize = 8 + crate::codec::MAX_PIXELS * 2 + (256 << 20);
+pub const MAX_PAYLOAD: usize = 8 + crate::media::codec::MAX_PIXELS * 2 + (256 << 20);
 
 pub fn header(slot: u32, kind: u8, len: usize) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];

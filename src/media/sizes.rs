@@ -11,8 +11,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::codec::{self, RECODE_QUALITY};
 use crate::frame::{Frame, Size};
+use crate::media::codec::{self, RECODE_QUALITY};
 
 /// Distinct sizes a camera serves at once (besides its own).
 pub const MAX_SIZES: usize = 4;

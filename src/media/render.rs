@@ -86,7 +86,7 @@ impl Canvas {
             width: self.width,
             height: self.height,
         };
-        crate::codec::encode_rgb(&self.rgb, size, QUALITY, restart_rows)
+        crate::media::codec::encode_rgb(&self.rgb, size, QUALITY, restart_rows)
             .expect("a canvas is a whole RGB picture")
     }
 }

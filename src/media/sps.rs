@@ -2,7 +2,7 @@
 //! frame rate of an H.264 SPS's VUI timing. Read from the NAL unit's bits; no I/O, and input of
 //! any shape (cut short, garbage) gives `None`, never a panic.
 
-use crate::h264::Codec;
+use crate::media::h264::Codec;
 
 /// The picture size an SPS (NAL unit, with its header) says, after cropping.
 pub fn picture_size(codec: Codec, sps: &[u8]) -> Option<(u32, u32)> {

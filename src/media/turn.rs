@@ -13,9 +13,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tracing::info;
 
-use crate::codec::{self, CodecError, RECODE_QUALITY};
 use crate::frame::{Captured, Size};
-use crate::orientation::{Op, Orientation};
+use crate::media::codec::{self, CodecError, RECODE_QUALITY};
+use crate::media::orientation::{Op, Orientation};
 
 pub struct Turner {
     camera: String,

@@ -11,7 +11,7 @@ use turbojpeg::{
 };
 
 use crate::frame::Size;
-use crate::orientation::Op;
+use crate::media::orientation::Op;
 
 /// The largest picture farmcam decodes (8K UHD): beyond this a frame counts as broken.
 pub const MAX_PIXELS: usize = 7680 * 4320;
