@@ -29,244 +29,258 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn render(ctx: &Ctx) -> String {
-    let mut out = String::new();
-    let cameras = ctx.registry.cameras();
-    let cams: Vec<_> = cameras.iter().map(|c| c.status()).collect();
-    fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>) {
-        let _ = writeln!(out, "# HELP farmcam_{name} {help}\n# TYPE farmcam_{name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "farmcam_{name}{labels} {v}");
-        }
+/// One family: its HELP and TYPE lines, then its rows (labels, value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>) {
+    let _ = writeln!(out, "# HELP farmcam_{name} {help}\n# TYPE farmcam_{name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(out, "farmcam_{name}{labels} {v}");
     }
-    family(
-        &mut out,
-        "gateway_info",
-        "gauge",
-        "1, naming this gateway (node_id: [mqtt] node_id, else the host name) for a farm's central Prometheus.",
-        vec![(
-            format!(
-                "{{node_id=\"{}\",version=\"{}\"}}",
-                label(&ctx.node_id),
-                env!("CARGO_PKG_VERSION")
-            ),
-            1.0,
-        )],
-    );
+}
+
+/// A family of one number per camera, read from its status (`None`: the camera has none, and
+/// no row).
+struct PerCamera {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&CameraStatus) -> Option<f64>,
+}
+
+/// The per-camera families that are one number of the camera's status, in the order shown.
+const PER_CAMERA: &[PerCamera] = &[
+    PerCamera {
+        name: "camera_viewers",
+        kind: "gauge",
+        help: "Live viewers: MJPEG streams and WebRTC.",
+        value: |c| Some(c.viewers as f64),
+    },
+    PerCamera {
+        name: "camera_consumers",
+        kind: "gauge",
+        help: "All consumers: viewers, snapshots, MQTT.",
+        value: |c| Some(c.consumers as f64),
+    },
+    PerCamera {
+        name: "camera_fps",
+        kind: "gauge",
+        help: "Frames per second measured over the last second (units per second for a camera watched only as H.264/H.265).",
+        value: |c| Some(c.measured_fps),
+    },
+    PerCamera {
+        name: "frames_captured_total",
+        kind: "counter",
+        help: "Frames received from the camera.",
+        value: |c| Some(c.frames_captured as f64),
+    },
+    PerCamera {
+        name: "frames_delivered_total",
+        kind: "counter",
+        help: "Frames written to consumers.",
+        value: |c| Some(c.frames_delivered as f64),
+    },
+    PerCamera {
+        name: "frames_skipped_total",
+        kind: "counter",
+        help: "Frames slow consumers skipped.",
+        value: |c| Some(c.frames_skipped as f64),
+    },
+    PerCamera {
+        name: "frames_invalid_total",
+        kind: "counter",
+        help: "Broken frames dropped (truncated, oversized, not JPEG).",
+        value: |c| Some(c.frames_invalid as f64),
+    },
+    PerCamera {
+        name: "frames_scaled_total",
+        kind: "counter",
+        help: "Frames made at a size consumers asked for (each size of each frame once).",
+        value: |c| Some(c.frames_scaled as f64),
+    },
+    PerCamera {
+        name: "upstream_opens_total",
+        kind: "counter",
+        help: "Times the camera was opened (starts and restarts).",
+        value: |c| Some(c.upstream_opens as f64),
+    },
+    PerCamera {
+        name: "frames_decoded_total",
+        kind: "counter",
+        help: "Access units handed to the decoder, not pictures out of it (H.264/H.265 cameras).",
+        value: |c| c.frames_decoded.map(|n| n as f64),
+    },
+    PerCamera {
+        name: "decoder_starts_total",
+        kind: "counter",
+        help: "Decoders started (H.264/H.265 cameras).",
+        value: |c| c.decoder_starts.map(|n| n as f64),
+    },
+    PerCamera {
+        name: "frames_encoded_total",
+        kind: "counter",
+        help: "JPEGs encoded for the camera (cameras whose frames are not passed through).",
+        value: |c| c.frames_encoded.map(|n| n as f64),
+    },
+    PerCamera {
+        name: "keyframe_interval_seconds",
+        kind: "gauge",
+        help: "Measured time between keyframes (H.264/H.265 cameras).",
+        value: |c| c.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
+    },
+];
+
+/// `{camera="…"}`.
+fn camera_label(id: &str) -> String {
+    format!("{{camera=\"{}\"}}", label(id))
+}
+
+/// A serde enum's name (`"live"`, `"keyframes"`).
+fn name_of(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// 1 for each camera's state, 0 for its other states.
+fn camera_states(cams: &[CameraStatus]) -> Vec<(String, f64)> {
     let states = [
         CameraState::Idle,
         CameraState::Starting,
         CameraState::Live,
         CameraState::Offline,
     ];
+    cams.iter()
+        .flat_map(|c| {
+            states.iter().map(move |s| {
+                (
+                    format!("{{camera=\"{}\",state=\"{}\"}}", label(&c.id), name_of(s)),
+                    f64::from(u8::from(c.state == *s)),
+                )
+            })
+        })
+        .collect()
+}
+
+fn viewers_by_kind(cams: &[CameraStatus]) -> Vec<(String, f64)> {
+    cams.iter()
+        .flat_map(|c| {
+            let id = label(&c.id);
+            [
+                (
+                    format!("{{camera=\"{id}\",kind=\"mjpeg\"}}"),
+                    c.viewers_by_kind.mjpeg as f64,
+                ),
+                (
+                    format!("{{camera=\"{id}\",kind=\"webrtc\"}}"),
+                    c.viewers_by_kind.webrtc as f64,
+                ),
+            ]
+        })
+        .collect()
+}
+
+fn decoder_modes(cams: &[CameraStatus]) -> Vec<(String, f64)> {
+    cams.iter()
+        .filter_map(|c| Some((c, c.decoder?)))
+        .flat_map(|(c, mode)| {
+            [DecoderMode::Off, DecoderMode::Keyframes, DecoderMode::Full].map(|m| {
+                (
+                    format!("{{camera=\"{}\",mode=\"{}\"}}", label(&c.id), name_of(m)),
+                    f64::from(u8::from(m == mode)),
+                )
+            })
+        })
+        .collect()
+}
+
+fn lights(cams: &[CameraStatus]) -> Vec<(String, f64)> {
+    cams.iter()
+        .filter_map(|c| {
+            let l = c.light.as_ref()?;
+            let v = match l.state {
+                LightState::On => 1.0,
+                LightState::Unavailable => -1.0,
+                _ => 0.0,
+            };
+            Some((
+                format!("{{camera=\"{}\",light=\"{}\"}}", label(&c.id), label(&l.id)),
+                v,
+            ))
+        })
+        .collect()
+}
+
+/// One row without labels.
+fn one(v: f64) -> Vec<(String, f64)> {
+    vec![(String::new(), v)]
+}
+
+pub fn render(ctx: &Ctx) -> String {
+    let mut out = String::new();
+    let cameras = ctx.registry.cameras();
+    let cams: Vec<_> = cameras.iter().map(|c| c.status()).collect();
+    let per = |f: &dyn Fn(&CameraStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        cams.iter()
+            .filter_map(|c| Some((camera_label(&c.id), f(c)?)))
+            .collect()
+    };
+    let gateway = format!(
+        "{{node_id=\"{}\",version=\"{}\"}}",
+        label(&ctx.node_id),
+        env!("CARGO_PKG_VERSION")
+    );
+    family(&mut out, "gateway_info", "gauge", "1, naming this gateway (node_id: [mqtt] node_id, else the host name) for a farm's central Prometheus.", vec![(gateway, 1.0)]);
     family(
         &mut out,
         "camera_state",
         "gauge",
         "1 for the camera's current state (idle, starting, live, offline).",
-        cams.iter()
-            .flat_map(|c| {
-                states.iter().map(move |s| {
-                    let name = serde_json::to_value(s)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    (
-                        format!("{{camera=\"{}\",state=\"{name}\"}}", label(&c.id)),
-                        f64::from(u8::from(c.state == *s)),
-                    )
-                })
-            })
-            .collect(),
-    );
-    let per = |f: &dyn Fn(&crate::registry::CameraStatus) -> f64| -> Vec<(String, f64)> {
-        cams.iter()
-            .map(|c| (format!("{{camera=\"{}\"}}", label(&c.id)), f(c)))
-            .collect()
-    };
-    family(
-        &mut out,
-        "camera_viewers",
-        "gauge",
-        "Live viewers: MJPEG streams and WebRTC.",
-        per(&|c| c.viewers as f64),
+        camera_states(&cams),
     );
     family(
         &mut out,
         "camera_viewers_by_kind",
         "gauge",
         "Live viewers by kind: mjpeg (HTTP streams) and webrtc.",
-        cams.iter()
-            .flat_map(|c| {
-                let id = label(&c.id);
-                [
-                    (
-                        format!("{{camera=\"{id}\",kind=\"mjpeg\"}}"),
-                        c.viewers_by_kind.mjpeg as f64,
-                    ),
-                    (
-                        format!("{{camera=\"{id}\",kind=\"webrtc\"}}"),
-                        c.viewers_by_kind.webrtc as f64,
-                    ),
-                ]
-            })
-            .collect(),
+        viewers_by_kind(&cams),
     );
-    family(
-        &mut out,
-        "camera_consumers",
-        "gauge",
-        "All consumers: viewers, snapshots, MQTT.",
-        per(&|c| c.consumers as f64),
-    );
-    family(
-        &mut out,
-        "camera_fps",
-        "gauge",
-        "Frames per second measured over the last second.",
-        per(&|c| c.measured_fps),
-    );
-    family(
-        &mut out,
-        "frames_captured_total",
-        "counter",
-        "Frames received from the camera.",
-        per(&|c| c.frames_captured as f64),
-    );
-    family(
-        &mut out,
-        "frames_delivered_total",
-        "counter",
-        "Frames written to consumers.",
-        per(&|c| c.frames_delivered as f64),
-    );
-    family(
-        &mut out,
-        "frames_skipped_total",
-        "counter",
-        "Frames slow consumers skipped.",
-        per(&|c| c.frames_skipped as f64),
-    );
-    family(
-        &mut out,
-        "frames_invalid_total",
-        "counter",
-        "Broken frames dropped (truncated, oversized, not JPEG).",
-        per(&|c| c.frames_invalid as f64),
-    );
-    family(
-        &mut out,
-        "frames_scaled_total",
-        "counter",
-        "Frames made at a size consumers asked for (each size of each frame once).",
-        per(&|c| c.frames_scaled as f64),
-    );
-    family(
-        &mut out,
-        "upstream_opens_total",
-        "counter",
-        "Times the camera was opened (starts and restarts).",
-        per(&|c| c.upstream_opens as f64),
-    );
-    let optional = |f: &dyn Fn(&CameraStatus) -> Option<f64>| -> Vec<(String, f64)> {
-        cams.iter()
-            .filter_map(|c| Some((format!("{{camera=\"{}\"}}", label(&c.id)), f(c)?)))
-            .collect()
-    };
-    family(
-        &mut out,
-        "frames_decoded_total",
-        "counter",
-        "Pictures handed to the decoder (H.264/H.265 cameras).",
-        optional(&|c| c.frames_decoded.map(|n| n as f64)),
-    );
-    family(
-        &mut out,
-        "decoder_starts_total",
-        "counter",
-        "Decoder processes started (H.264/H.265 cameras).",
-        optional(&|c| c.decoder_starts.map(|n| n as f64)),
-    );
-    family(
-        &mut out,
-        "frames_encoded_total",
-        "counter",
-        "JPEGs encoded for the camera (cameras whose frames are not passed through).",
-        optional(&|c| c.frames_encoded.map(|n| n as f64)),
-    );
-    family(
-        &mut out,
-        "keyframe_interval_seconds",
-        "gauge",
-        "Measured time between keyframes (H.264/H.265 cameras).",
-        optional(&|c| c.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0)),
-    );
+    for f in PER_CAMERA {
+        family(&mut out, f.name, f.kind, f.help, per(&f.value));
+    }
     family(
         &mut out,
         "decoder_mode",
         "gauge",
         "1 for the decoder's current mode (off, keyframes, full) of H.264/H.265 cameras.",
-        cams.iter()
-            .filter_map(|c| Some((c, c.decoder?)))
-            .flat_map(|(c, mode)| {
-                [DecoderMode::Off, DecoderMode::Keyframes, DecoderMode::Full].map(|m| {
-                    let name = serde_json::to_value(m)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    (
-                        format!("{{camera=\"{}\",mode=\"{name}\"}}", label(&c.id)),
-                        if m == mode { 1.0 } else { 0.0 },
-                    )
-                })
-            })
-            .collect(),
+        decoder_modes(&cams),
     );
     family(
         &mut out,
         "light_on",
         "gauge",
         "1 while the camera's light is on; -1 while its port is unavailable.",
-        cams.iter()
-            .filter_map(|c| {
-                let l = c.light.as_ref()?;
-                let v = match l.state {
-                    LightState::On => 1.0,
-                    LightState::Unavailable => -1.0,
-                    _ => 0.0,
-                };
-                Some((
-                    format!("{{camera=\"{}\",light=\"{}\"}}", label(&c.id), label(&l.id)),
-                    v,
-                ))
-            })
-            .collect(),
+        lights(&cams),
     );
+    let sent = cameras
+        .iter()
+        .map(|c| (camera_label(c.id()), c.shared().bytes_sent.load(Relaxed) as f64))
+        .collect();
     family(
         &mut out,
         "bytes_sent_total",
         "counter",
         "Bytes sent to HTTP viewers and snapshot clients.",
-        cameras
-            .iter()
-            .map(|c| {
-                (
-                    format!("{{camera=\"{}\"}}", label(c.id())),
-                    c.shared().bytes_sent.load(Relaxed) as f64,
-                )
-            })
-            .collect(),
+        sent,
     );
     let _ = writeln!(
         out,
         "# HELP farmcam_snapshot_seconds Time to answer a snapshot request with a frame.\n# TYPE farmcam_snapshot_seconds histogram"
     );
     for c in &cameras {
-        c.shared().snapshot_latency.render(
-            &mut out,
-            "farmcam_snapshot_seconds",
-            &format!("camera=\"{}\"", label(c.id())),
-        );
+        let labels = format!("camera=\"{}\"", label(c.id()));
+        c.shared()
+            .snapshot_latency
+            .render(&mut out, "farmcam_snapshot_seconds", &labels);
     }
     let (rss, cpu) = process();
     family(
@@ -274,14 +288,14 @@ pub fn render(ctx: &Ctx) -> String {
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory of farmcam.",
-        vec![(String::new(), rss)],
+        one(rss),
     );
     family(
         &mut out,
         "process_cpu_seconds_total",
         "counter",
         "CPU time of farmcam (user + system).",
-        vec![(String::new(), cpu)],
+        one(cpu),
     );
     if let Some(rtc) = &ctx.webrtc {
         let sessions: Vec<String> = rtc.sessions().into_iter().map(|s| s.camera).collect();
@@ -297,7 +311,7 @@ pub fn render(ctx: &Ctx) -> String {
             "webrtc_bytes_sent_total",
             "counter",
             "Bytes sent to WebRTC viewers (media and control).",
-            per(&|c| c.webrtc_bytes_sent as f64),
+            per(&|c| Some(c.webrtc_bytes_sent as f64)),
         );
     }
     if let Some(rtsp) = &ctx.rtsp {
@@ -314,99 +328,98 @@ pub fn render(ctx: &Ctx) -> String {
             "rtsp_bytes_sent_total",
             "counter",
             "Bytes of RTP sent to RTSP clients.",
-            per(&|c| c.rtsp_bytes_sent as f64),
+            per(&|c| Some(c.rtsp_bytes_sent as f64)),
         );
     }
+    let logins = &ctx.login_stats;
     family(
         &mut out,
         "password_checks_total",
         "counter",
         "Password hashes checked for Basic logins (verified logins are remembered for 10 minutes).",
-        vec![(String::new(), ctx.login_stats.checks.load(Relaxed) as f64)],
+        one(logins.checks.load(Relaxed) as f64),
     );
     family(
         &mut out,
         "login_failures_total",
         "counter",
         "Basic logins refused for a wrong user name or password.",
-        vec![(String::new(), ctx.login_stats.failures.load(Relaxed) as f64)],
+        one(logins.failures.load(Relaxed) as f64),
     );
-    let uploads = ctx.prusa.statuses();
-    if !uploads.is_empty() {
-        family(
-            &mut out,
-            "prusa_connect_attempts_total",
-            "counter",
-            "Snapshot uploads to Prusa Connect by result: ok, refused (token, deleted camera or fingerprint), rejected (other 4xx), failed (unreachable, 5xx), offline (no picture, nothing sent).",
-            uploads
-                .iter()
-                .flat_map(|(id, s)| {
-                    crate::prusa_connect::Outcome::ALL.iter().map(move |o| {
-                        (
-                            format!("{{camera=\"{}\",result=\"{}\"}}", label(id), o.name()),
-                            s.attempts.get(o.name()).copied().unwrap_or(0) as f64,
-                        )
-                    })
-                })
-                .collect(),
-        );
-        family(
-            &mut out,
-            "prusa_connect_bytes_uploaded_total",
-            "counter",
-            "Bytes of JPEG Prusa Connect took.",
-            uploads
-                .iter()
-                .map(|(id, s)| (format!("{{camera=\"{}\"}}", label(id)), s.bytes_uploaded as f64))
-                .collect(),
-        );
-        family(
-            &mut out,
-            "prusa_connect_last_upload_timestamp_seconds",
-            "gauge",
-            "Unix time of the last snapshot Prusa Connect took (0: none yet).",
-            uploads
-                .iter()
-                .map(|(id, s)| {
-                    (
-                        format!("{{camera=\"{}\"}}", label(id)),
-                        s.last_upload.unwrap_or(0.0),
-                    )
-                })
-                .collect(),
-        );
-    }
+    prusa_connect(&mut out, ctx);
     if let Some(m) = &ctx.mqtt {
         family(
             &mut out,
             "mqtt_connected",
             "gauge",
             "1 while connected to the broker.",
-            vec![(String::new(), f64::from(u8::from(m.connected())))],
+            one(f64::from(u8::from(m.connected()))),
         );
         family(
             &mut out,
             "mqtt_snapshots_published_total",
             "counter",
             "Snapshots published.",
-            vec![(String::new(), m.stats.snapshots_published.load(Relaxed) as f64)],
+            one(m.stats.snapshots_published.load(Relaxed) as f64),
         );
         family(
             &mut out,
             "mqtt_snapshots_skipped_total",
             "counter",
             "Snapshots not published (too large, slow broker, no frame).",
-            vec![(String::new(), m.stats.snapshots_skipped.load(Relaxed) as f64)],
+            one(m.stats.snapshots_skipped.load(Relaxed) as f64),
         );
         family(
             &mut out,
             "mqtt_connects_total",
             "counter",
             "Successful broker connections.",
-            vec![(String::new(), m.stats.connects.load(Relaxed) as f64)],
+            one(m.stats.connects.load(Relaxed) as f64),
         );
     }
     out
+}
+
+/// The Prusa Connect families, when a camera uploads there.
+fn prusa_connect(out: &mut String, ctx: &Ctx) {
+    let uploads = ctx.prusa.statuses();
+    if uploads.is_empty() {
+        return;
+    }
+    let attempts = uploads
+        .iter()
+        .flat_map(|(id, s)| {
+            crate::prusa_connect::Outcome::ALL.iter().map(move |o| {
+                (
+                    format!("{{camera=\"{}\",result=\"{}\"}}", label(id), o.name()),
+                    s.attempts.get(o.name()).copied().unwrap_or(0) as f64,
+                )
+            })
+        })
+        .collect();
+    family(out, "prusa_connect_attempts_total", "counter", "Snapshot uploads to Prusa Connect by result: ok, refused (token, deleted camera or fingerprint), rejected (other 4xx), failed (unreachable, 5xx), offline (no picture, nothing sent).", attempts);
+    let bytes = uploads
+        .iter()
+        .map(|(id, s)| (camera_label(id), s.bytes_uploaded as f64))
+        .collect();
+    family(
+        out,
+        "prusa_connect_bytes_uploaded_total",
+        "counter",
+        "Bytes of JPEG Prusa Connect took.",
+        bytes,
+    );
+    let last = uploads
+        .iter()
+        .map(|(id, s)| (camera_label(id), s.last_upload.unwrap_or(0.0)))
+        .collect();
+    family(
+        out,
+        "prusa_connect_last_upload_timestamp_seconds",
+        "gauge",
+        "Unix time of the last snapshot Prusa Connect took (0: none yet).",
+        last,
+    );
 }
 
 /// Resident memory in bytes: pages from /proc/self/statm times the page size, which is not 4 KiB
