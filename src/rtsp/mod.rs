@@ -3,11 +3,13 @@
 //! they came (no decoder, no second connection), packetized per RFC 6184 / 7798, over TCP
 //! (interleaved in the RTSP connection) or UDP (one server port pair for every session).
 //!
-//! [`conn`] answers one client connection's requests (parsed by `rtsp-types`); [`play`] sends one
+//! [`conn`] runs one client connection (reading, writing, timers; requests parsed by
+//! `rtsp-types`), [`methods`] answers each of its requests; [`play`] sends one
 //! session's media; this file owns the listener, the session table (limits, status, timeouts) and
 //! the UDP sockets. Who may watch is asked through [`Gate`] (the HTTP side's `[http.auth]`).
 
 mod conn;
+mod methods;
 mod play;
 mod rtp;
 mod sdp;
