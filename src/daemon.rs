@@ -62,7 +62,15 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         shutdown.clone(),
         &light_tasks,
     );
-    let registry = Arc::new(Registry::new(&config.cameras, events, &lights, shutdown.clone()));
+    // The decoder helper is this program (`farmcam decode-helper`), owned by this daemon.
+    let decoder = crate::source::ffmpeg::SharedDecoder::this_program();
+    let registry = Arc::new(Registry::new(
+        &config.cameras,
+        events,
+        &lights,
+        shutdown.clone(),
+        decoder,
+    ));
     let listeners = http::bind(&config, &registry).await?;
     for l in &listeners {
         info!("listening on http://{} ({})", l.local_addr(), l.describe());

@@ -209,10 +209,6 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, St
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The shared decoder helper is this program.
-    farmcam::source::ffmpeg::set_decode_helper(
-        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
-    );
     match cli.command {
         Command::DecodeHelper => ExitCode::from(farmcam::source::ffmpeg::decode_helper() as u8),
         Command::Bench {

@@ -16,6 +16,7 @@ use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
 use crate::polls::{self, Polls};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
+use crate::source::ffmpeg::SharedDecoder;
 use crate::source::{self, Source, SourceSpec, Work};
 pub use crate::source::{DecodedBy, DecoderMode, IngestBy};
 
@@ -143,8 +144,9 @@ impl Camera {
         light: Option<Arc<Light>>,
         parent: &CancellationToken,
         tracker: TaskTracker,
+        decoder: &Arc<SharedDecoder>,
     ) -> Self {
-        let source = source::build(&config.common(), &config.source);
+        let source = source::build(&config.common(), &config.source, decoder);
         Self::with_source(config, source, events, light, parent, tracker)
     }
 
@@ -454,6 +456,8 @@ pub struct Registry {
     lights: Lights,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// The decoder helper every H.264/H.265 camera of this daemon shares.
+    decoder: Arc<SharedDecoder>,
 }
 
 /// What a reload did to the camera set.
@@ -475,6 +479,7 @@ impl Registry {
         events: Arc<EventBus>,
         lights: &Lights,
         shutdown: CancellationToken,
+        decoder: Arc<SharedDecoder>,
     ) -> Self {
         let registry = Registry {
             cameras: RwLock::new(Vec::new()),
@@ -482,6 +487,7 @@ impl Registry {
             lights: lights.clone(),
             shutdown,
             tracker: TaskTracker::new(),
+            decoder,
         };
         let built = cameras.iter().map(|c| registry.build(c)).collect();
         *registry.cameras.write().unwrap() = built;
@@ -496,6 +502,7 @@ impl Registry {
             light,
             &self.shutdown,
             self.tracker.clone(),
+            &self.decoder,
         ))
     }
 

@@ -283,12 +283,12 @@ pub trait Upstream: Send {
     }
 }
 
-/// The source for a camera.
-pub fn build(common: &Common, spec: &SourceSpec) -> Arc<dyn Source> {
+/// The source for a camera; H.264/H.265 cameras decode in `shared` (the daemon's decoder helper).
+pub fn build(common: &Common, spec: &SourceSpec, shared: &Arc<ffmpeg::SharedDecoder>) -> Arc<dyn Source> {
     match spec {
         SourceSpec::TestPattern => Arc::new(TestPattern::new(common)),
         SourceSpec::TestOffline => Arc::new(Offline),
-        SourceSpec::Ffmpeg(o) => Arc::new(ffmpeg::FfmpegSource::new(common, o.clone())),
+        SourceSpec::Ffmpeg(o) => Arc::new(ffmpeg::FfmpegSource::new(common, o.clone(), shared.clone())),
         SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(common, spec.clone())),
         SourceSpec::V4l2(o) => Arc::new(v4l2::V4l2Source::new(common, o.clone())),
     }

@@ -33,7 +33,6 @@ use super::args::DecoderPlan;
 use super::child::{Chatter, Ffmpeg};
 use super::decoder::{Decoder, Picture};
 use super::decoding::Decoding;
-use super::libav::Session;
 use super::mjpeg::READ_CHUNK;
 use crate::frame::{Captured, Size};
 use crate::media::h264::{AccessUnit, AuSplitter, Codec};
@@ -51,6 +50,8 @@ const DECODER_HEALTHY: Duration = Duration::from_secs(30);
 /// How the decoders of one camera are made.
 pub struct DecoderConfig {
     pub program: PathBuf,
+    /// The daemon's shared decoder helper.
+    pub shared: Arc<super::libav::SharedDecoder>,
     pub decoder: Option<String>,
     pub size: Option<Size>,
     pub quality: u8,
@@ -268,7 +269,7 @@ impl Ingest {
     fn open_decoder(&mut self) -> Result<Decoding, String> {
         let own = self.config.decoder.is_some() || self.config.size.is_some() || self.shared_failed;
         if !own {
-            match Session::open(self.codec == Codec::H265) {
+            match self.config.shared.open(self.codec == Codec::H265) {
                 Ok(s) => return Ok(Decoding::Shared(s)),
                 Err(e) => self.shared_failing(&e),
             }

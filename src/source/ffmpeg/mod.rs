@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 pub use args::{qscale, DecoderPlan, Plan};
 pub use input::FfmpegInput;
 pub use libav::helper::run as decode_helper;
-pub use libav::set_program as set_decode_helper;
+pub use libav::SharedDecoder;
 pub use probe::{probe, Probe};
 pub use script::private_dir;
 
@@ -153,12 +153,14 @@ pub struct FfmpegSource {
     max_frame: usize,
     chatter: child::Chatter,
     work: Arc<Work>,
+    /// The daemon's shared decoder helper.
+    shared: Arc<SharedDecoder>,
     /// farmcam's own RTSP client could not read this camera: ffmpeg does from now on.
     rtsp_unsupported: Mutex<Option<std::time::Instant>>,
 }
 
 impl FfmpegSource {
-    pub fn new(common: &Common, options: FfmpegOptions) -> Self {
+    pub fn new(common: &Common, options: FfmpegOptions, shared: Arc<SharedDecoder>) -> Self {
         let mut secrets = options.input.secrets();
         for a in &options.args {
             secrets.extend(redact::secrets_of(a));
@@ -186,6 +188,7 @@ impl FfmpegSource {
                 work.units.set_configured_rate(common.fps);
                 work
             },
+            shared,
             rtsp_unsupported: Mutex::new(None),
             input: options.input,
         }
@@ -246,6 +249,7 @@ impl Source for FfmpegSource {
         let route = self.route();
         let decoders = ingest::DecoderConfig {
             program: self.program.clone(),
+            shared: self.shared.clone(),
             decoder: self.decoder.clone(),
             size: self.size,
             quality: self.quality,

@@ -1,8 +1,10 @@
 //! The shared decoder: one helper process (`farmcam decode-helper`, [`helper`]) decodes the
 //! H.264/H.265 video of every camera that needs pictures, with libavcodec ([`avcodec`]) loaded
 //! once, one thread and one decoder per camera; [`wire`] is what they say on the pipes. This
-//! module is farmcam's side: it starts the helper when the first camera needs it, gives each
-//! camera a [`Session`], and stops the helper [`LINGER`] after the last session ends.
+//! module is farmcam's side: a [`SharedDecoder`], made by the daemon and handed to every camera,
+//! starts the helper when the first camera needs it, gives each camera a [`Session`], and stops
+//! the helper [`LINGER`] after the last session ends. It is an owned handle, not a
+//! process-wide value: two daemons in one process (tests) have a helper each.
 //!
 //! A camera's decoder costs a thread and a decoder context in the helper instead of a process
 //! that loads all of ffmpeg's 200 libraries (BENCHMARKS.md). If the helper dies (a crash in
@@ -19,7 +21,7 @@ mod wire;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,6 +73,8 @@ struct Slot {
 }
 
 struct Helper {
+    /// Whose helper this is (it forgets it when it ends).
+    owner: Weak<SharedDecoder>,
     /// Messages to the helper's stdin (header and payload).
     to_helper: mpsc::UnboundedSender<([u8; wire::HEADER], Bytes)>,
     sessions: Mutex<HashMap<u32, Slot>>,
@@ -85,14 +89,57 @@ struct Helper {
     stuck_why: Mutex<Option<String>>,
 }
 
-static HELPER: Mutex<Option<Arc<Helper>>> = Mutex::new(None);
-/// The program that runs `decode-helper` (farmcam's own binary), set by `main`; a program that
-/// embeds the library without setting it decodes with ffmpeg children.
-static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+/// The shared decoder of one daemon: the program that runs `decode-helper` (farmcam's own
+/// binary) and the helper running now, if any.
+pub struct SharedDecoder {
+    /// `None`: no helper here (a program embedding the library); cameras decode with ffmpeg.
+    program: Option<PathBuf>,
+    current: Mutex<Option<Arc<Helper>>>,
+}
 
-/// Decode through `program decode-helper` from now on.
-pub fn set_program(program: PathBuf) {
-    let _ = PROGRAM.set(program);
+impl SharedDecoder {
+    /// Decoding through `program decode-helper` (`None`: never; ffmpeg decoder children).
+    pub fn new(program: Option<PathBuf>) -> Arc<SharedDecoder> {
+        Arc::new(SharedDecoder {
+            program,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The helper this program is, if it can tell where it is.
+    pub fn this_program() -> Arc<SharedDecoder> {
+        Self::new(std::env::current_exe().ok())
+    }
+
+    /// A decoder for one camera's stream in the helper (started if none runs).
+    pub fn open(self: &Arc<Self>, hevc: bool) -> Result<Session, String> {
+        Session::open(self, hevc)
+    }
+
+    /// The running helper, or a new one.
+    fn helper(self: &Arc<Self>) -> Result<Arc<Helper>, String> {
+        let mut current = lock(&self.current);
+        if let Some(h) = current.as_ref() {
+            if lock(&h.exit).is_none() {
+                return Ok(h.clone());
+            }
+        }
+        let program = self
+            .program
+            .as_ref()
+            .ok_or("the shared decoder is not available in this program")?;
+        let h = Helper::start(program, Arc::downgrade(self))?;
+        *current = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Forget `h` if it is the running helper.
+    fn forget(&self, h: &Arc<Helper>) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, h)) {
+            *current = None;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,23 +195,7 @@ impl Helper {
         true
     }
 
-    /// The running helper, or a new one.
-    fn get() -> Result<Arc<Helper>, String> {
-        let mut current = lock(&HELPER);
-        if let Some(h) = current.as_ref() {
-            if lock(&h.exit).is_none() {
-                return Ok(h.clone());
-            }
-        }
-        let h = Self::start()?;
-        *current = Some(h.clone());
-        Ok(h)
-    }
-
-    fn start() -> Result<Arc<Helper>, String> {
-        let program = PROGRAM
-            .get()
-            .ok_or("the shared decoder is not available in this program")?;
+    fn start(program: &std::path::Path, owner: Weak<SharedDecoder>) -> Result<Arc<Helper>, String> {
         let run = Invocation {
             args: vec!["decode-helper".to_string()],
             script: None,
@@ -180,6 +211,7 @@ impl Helper {
         let stdout = ff.stdout.take().ok_or("the decoder helper has no stdout")?;
         let (to_helper, mut queue) = mpsc::unbounded_channel::<([u8; wire::HEADER], Bytes)>();
         let helper = Arc::new(Helper {
+            owner,
             to_helper,
             sessions: Mutex::new(HashMap::new()),
             next_slot: AtomicU32::new(0),
@@ -237,9 +269,8 @@ impl Helper {
                         suspect: s.pending > 0,
                     });
                 }
-                let mut current = lock(&HELPER);
-                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h)) {
-                    *current = None;
+                if let Some(owner) = h.owner.upgrade() {
+                    owner.forget(&h);
                 }
             }
         });
@@ -330,8 +361,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(hevc: bool) -> Result<Session, String> {
-        let helper = Helper::get()?;
+    fn open(shared: &Arc<SharedDecoder>, hevc: bool) -> Result<Session, String> {
+        let helper = shared.helper()?;
         let slot = helper.next_slot.fetch_add(1, Relaxed);
         let (tx, events) = mpsc::unbounded_channel();
         lock(&helper.sessions).insert(
@@ -451,10 +482,11 @@ impl Drop for Session {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 tokio::time::sleep(LINGER).await;
-                let mut current = lock(&HELPER);
-                let idle = helper.upgrade().is_some_and(|h| {
-                    lock(&h.sessions).is_empty() && current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h))
-                });
+                let Some(h) = helper.upgrade() else { return };
+                let Some(owner) = h.owner.upgrade() else { return };
+                let mut current = lock(&owner.current);
+                let idle =
+                    lock(&h.sessions).is_empty() && current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &h));
                 if idle {
                     // Its stdin closes with the last reference: it exits, and is reaped.
                     *current = None;
@@ -462,5 +494,53 @@ impl Drop for Session {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "helper" that takes its input and never answers, as a stopped or hung one.
+    fn silent_helper(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("silent-helper");
+        std::fs::write(&p, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_helper_that_answers_nothing_is_replaced_and_the_camera_fed_is_a_suspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = SharedDecoder::new(Some(silent_helper(dir.path())));
+        let mut fed = shared.open(false).unwrap();
+        let mut idle = shared.open(false).unwrap();
+        assert!(fed.feed(&[Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88])], false));
+        let ended = tokio::time::timeout(STUCK * 4, fed.next()).await;
+        assert!(matches!(ended, Ok(None)), "the session ends");
+        assert!(
+            fed.exit_reason().contains("answered nothing"),
+            "{}",
+            fed.exit_reason()
+        );
+        assert!(fed.suspect() && !fed.refused());
+        // The other session ends too, not suspected: nothing of it was in flight.
+        assert!(tokio::time::timeout(STUCK, idle.next())
+            .await
+            .is_ok_and(|p| p.is_none()));
+        assert!(!idle.suspect());
+        // The next camera that needs a decoder gets a new helper.
+        let old = lock(&fed.helper.exit).clone();
+        assert!(old.is_some());
+        let again = shared.open(false).unwrap();
+        assert!(!Arc::ptr_eq(&again.helper, &fed.helper));
+    }
+
+    #[test]
+    fn without_a_program_cameras_are_told_to_use_ffmpeg() {
+        let shared = SharedDecoder::new(None);
+        let e = shared.open(true).err().unwrap();
+        assert!(e.contains("not available"), "{e}");
     }
 }
