@@ -193,6 +193,51 @@ mod tests {
         assert!(!format!("{back:?}").contains(&text[30..]));
     }
 
+    /// This thread's CPU time: what a check costs, whatever else the machine does.
+    fn thread_cpu() -> std::time::Duration {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: fills the struct passed.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    /// A hash of `password` at `iterations`.
+    fn at(password: &str, iterations: u32) -> PasswordHash {
+        let mut h = PasswordHash::new(password);
+        h.iterations = NonZeroU32::new(iterations).unwrap();
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            h.iterations,
+            &h.salt,
+            password.as_bytes(),
+            &mut h.hash,
+        );
+        h
+    }
+
+    #[test]
+    fn a_user_with_fewer_iterations_costs_what_the_largest_count_costs() {
+        let few = at("pw", 2_000);
+        let many = at("pw", 40_000);
+        let floor = many.iterations();
+        assert!(few.verify_at_least("pw", floor) && !few.verify_at_least("nope", floor));
+        // CPU time, not wall time: a loaded machine slows both alike. Unpadded, the cheap hash
+        // costs a twentieth of the dear one.
+        let t0 = thread_cpu();
+        few.verify_at_least("wrong", floor);
+        let padded = thread_cpu() - t0;
+        let t1 = thread_cpu();
+        many.verify("wrong");
+        let full = thread_cpu() - t1;
+        assert!(
+            padded.as_secs_f64() >= full.as_secs_f64() * 0.5,
+            "{padded:?} for the padded check, {full:?} for the full one"
+        );
+    }
+
     #[test]
     fn malformed_hashes_say_how_to_make_one() {
         for bad in [
