@@ -63,7 +63,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         &light_tasks,
     );
     // The decoder helper is this program (`farmcam decode-helper`), owned by this daemon.
-    let decoder = crate::source::ffmpeg::SharedDecoder::this_program();
+    let decoder = crate::source::coded::libav::SharedDecoder::this_program();
     let registry = Arc::new(Registry::new(
         &config.cameras,
         events,

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use crate::media::h264::Codec;
 use crate::pump::{ConsumerKind, Subscription};
 use crate::registry::Camera;
-use crate::source::units::{Start, Unit};
+use crate::source::coded::units::{Start, Unit};
 
 /// The client address sessions are counted by: an IPv4 client reaching an IPv6 socket is the
 /// same client as over IPv4.

@@ -210,7 +210,7 @@ fn check_ffmpeg(path: &std::path::Path, c: &Config) -> Result<Option<String>, St
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::DecodeHelper => ExitCode::from(farmcam::source::ffmpeg::decode_helper() as u8),
+        Command::DecodeHelper => ExitCode::from(farmcam::source::coded::libav::helper::run() as u8),
         Command::Bench {
             url,
             viewers,

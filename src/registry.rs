@@ -16,7 +16,7 @@ use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
 use crate::polls::{self, Polls};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
-use crate::source::ffmpeg::SharedDecoder;
+use crate::source::coded::libav::SharedDecoder;
 use crate::source::{self, Source, SourceSpec, Work};
 pub use crate::source::{DecodedBy, DecoderMode, IngestBy};
 
@@ -220,7 +220,7 @@ impl Camera {
 
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
     /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
-    pub fn units(&self) -> Option<&crate::source::units::UnitFeed> {
+    pub fn units(&self) -> Option<&crate::source::coded::units::UnitFeed> {
         if !self.config().source.uses_ffmpeg() {
             return None;
         }

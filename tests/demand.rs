@@ -378,7 +378,7 @@ async fn coded_video_consumers_keep_the_camera_and_start_no_decoder() {
         None,
         &stop,
         TaskTracker::new(),
-        &farmcam::source::ffmpeg::SharedDecoder::new(None),
+        &farmcam::source::coded::libav::SharedDecoder::new(None),
     );
     let units = cam.units().expect("an ffmpeg camera yields coded video");
     let (none, mut rx) = units.subscribe();

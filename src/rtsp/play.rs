@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::rtp::Packetizer;
 use crate::live::KeyframeGate;
 use crate::registry::Camera;
-use crate::source::units::{Start, Unit};
+use crate::source::coded::units::{Start, Unit};
 
 /// What a session sent: shown in its status.
 #[derive(Debug, Default)]

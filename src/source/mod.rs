@@ -7,11 +7,11 @@
 //! [`Upstream::close`].
 
 pub mod bambu;
+pub mod coded;
 pub mod demand;
 pub mod ffmpeg;
-pub mod rtsp_client;
+pub mod process;
 mod test_pattern;
-pub mod units;
 pub mod v4l2;
 
 use std::sync::Arc;
@@ -144,7 +144,7 @@ pub enum SourceError {
 #[derive(Debug, Default)]
 pub struct Work {
     /// The camera's access units as its connection yields them (H.264/H.265 cameras).
-    pub units: units::UnitFeed,
+    pub units: coded::units::UnitFeed,
     decoder: std::sync::atomic::AtomicU8,
     decoded_by: std::sync::atomic::AtomicU8,
     ingest: std::sync::atomic::AtomicU8,
@@ -284,7 +284,11 @@ pub trait Upstream: Send {
 }
 
 /// The source for a camera; H.264/H.265 cameras decode in `shared` (the daemon's decoder helper).
-pub fn build(common: &Common, spec: &SourceSpec, shared: &Arc<ffmpeg::SharedDecoder>) -> Arc<dyn Source> {
+pub fn build(
+    common: &Common,
+    spec: &SourceSpec,
+    shared: &Arc<coded::libav::SharedDecoder>,
+) -> Arc<dyn Source> {
     match spec {
         SourceSpec::TestPattern => Arc::new(TestPattern::new(common)),
         SourceSpec::TestOffline => Arc::new(Offline),

@@ -22,7 +22,7 @@ use crate::live::{KeyframeGate, Seat};
 use crate::media::h264::Codec;
 use crate::pump::Subscription;
 use crate::registry::Camera;
-use crate::source::units::Unit;
+use crate::source::coded::units::Unit;
 
 /// A unit for one session (`None`: the session fell behind and waits for a keyframe).
 pub struct UnitMsg {

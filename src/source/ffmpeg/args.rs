@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use super::{script, FfmpegInput};
+use super::FfmpegInput;
 use crate::frame::Size;
 use crate::media::h264::Codec;
+use crate::source::process::{script, Invocation};
 
 /// Everything that decides ffmpeg's arguments.
 #[derive(Clone, Debug)]
@@ -24,14 +25,6 @@ pub struct Plan<'a> {
     /// Hand the camera's H.264/H.265 over untouched (Annex B, parameter sets before every
     /// keyframe) for farmcam's own decoder: overrides `copy`, `size` and `fps`.
     pub ingest: Option<Codec>,
-}
-
-/// What to start: the arguments, and for a URL with credentials the ffconcat script carrying it
-/// (its path goes where [`script::PLACEHOLDER`] stands).
-#[derive(Debug)]
-pub struct Invocation {
-    pub args: Vec<String>,
-    pub script: Option<String>,
 }
 
 impl Plan<'_> {

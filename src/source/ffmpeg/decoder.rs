@@ -12,48 +12,18 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::args::Invocation;
-use super::child::{self, Chatter, Ffmpeg};
 use super::mjpeg::READ_CHUNK;
 use crate::frame::Size;
-use crate::media::codec::{CodecError, I420};
+use crate::source::coded::picture::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
+use crate::source::process::child::{self, Chatter, Ffmpeg};
+use crate::source::process::Invocation;
 
-/// Access units queued for the decoder (about two seconds of video), and their bytes at most
-/// (a unit larger than that alone is still taken when nothing is queued); beyond that the
-/// decoder is behind and is resynchronised at the next keyframe.
-pub(super) const FEED_QUEUE: usize = 64;
-pub(super) const FEED_BYTES: usize = 8 << 20;
 /// Decoded pictures waiting for farmcam (a 720p one is 1.4 MB).
 const FRAME_QUEUE: usize = 2;
 /// The pipe the pictures come through: a 720p picture in a few reads, not twenty.
 const PIPE_SIZE: libc::c_int = 1 << 20;
 /// The longest header line of the stream (ffmpeg writes well under 100 bytes).
 const HEADER_MAX: u64 = 512;
-
-/// One decoded picture: full-range 4:2:0 planes, packed (Y, then U, then V).
-#[derive(Debug)]
-pub struct Picture {
-    pub planes: Bytes,
-    pub size: Size,
-}
-
-impl Picture {
-    /// The picture as a baseline JPEG (libjpeg-turbo).
-    pub fn encode(&self, quality: u8) -> Result<Vec<u8>, CodecError> {
-        let (y, c) = planes_len(self.size);
-        let p = &self.planes;
-        crate::media::codec::encode_planes(&p[..y], &p[y..y + c], &p[y + c..y + 2 * c], self.size, quality)
-    }
-}
-
-/// Bytes of the Y plane and of each chroma plane of a 4:2:0 picture.
-pub(super) fn planes_len(size: Size) -> (usize, usize) {
-    let c = I420::chroma_size(size);
-    (
-        size.width as usize * size.height as usize,
-        c.width as usize * c.height as usize,
-    )
-}
 
 /// The picture size a YUV4MPEG2 stream header announces (4:2:0 only, at most
 /// [`crate::media::codec::MAX_PIXELS`]).

@@ -5,9 +5,10 @@
 
 use bytes::Bytes;
 
-use super::decoder::{Decoder, Picture};
-use super::libav::Session;
+use super::decoder::Decoder;
 use crate::media::h264::{delimiter, Codec};
+use crate::source::coded::libav::Session;
+use crate::source::coded::picture::Picture;
 use crate::source::DecodedBy;
 
 pub enum Decoding {

@@ -1,6 +1,6 @@
 //! The upstream of an H.264 or H.265 camera: ffmpeg copies the camera's video to farmcam (or
 //! farmcam's own RTSP client reads it, [`Connection`]), which cuts it into access units, keeps
-//! the current group of pictures (in [`crate::source::units`]), and feeds a decoder (the shared
+//! the current group of pictures (in [`crate::source::coded::units`]), and feeds a decoder (the shared
 //! helper or a child of its own, [`super::decoding`]) only as much as the demand needs:
 //!
 //! - nobody needs JPEG frames: no decoder at all (the camera connection is kept for the idle
@@ -30,13 +30,14 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::args::DecoderPlan;
-use super::child::{Chatter, Ffmpeg};
-use super::decoder::{Decoder, Picture};
+use super::decoder::Decoder;
 use super::decoding::Decoding;
 use super::mjpeg::READ_CHUNK;
 use crate::frame::{Captured, Size};
 use crate::media::h264::{AccessUnit, AuSplitter, Codec};
-use crate::source::rtsp_client::RtspClient;
+use crate::source::coded::picture::Picture;
+use crate::source::coded::rtsp_client::RtspClient;
+use crate::source::process::child::{Chatter, Ffmpeg};
 use crate::source::{DecoderMode, Demand, DemandRx, SourceError, Upstream, Work};
 use crate::util::backoff::Backoff;
 
@@ -51,7 +52,7 @@ const DECODER_HEALTHY: Duration = Duration::from_secs(30);
 pub struct DecoderConfig {
     pub program: PathBuf,
     /// The daemon's shared decoder helper.
-    pub shared: Arc<super::libav::SharedDecoder>,
+    pub shared: Arc<crate::source::coded::libav::SharedDecoder>,
     pub decoder: Option<String>,
     pub size: Option<Size>,
     pub quality: u8,
@@ -500,7 +501,7 @@ impl Ingest {
             self.helper_strikes
                 .retain(|t| t.elapsed() < Duration::from_secs(600));
             self.helper_strikes.push(Instant::now());
-            if self.helper_strikes.len() >= super::libav::STRIKES {
+            if self.helper_strikes.len() >= crate::source::coded::libav::STRIKES {
                 refused = true;
             }
         }
@@ -510,7 +511,7 @@ impl Ingest {
         if refused && !self.shared_failed {
             // The helper could not decode this stream (a pixel format it does not convert, a
             // decoder that hung, or repeated deaths while decoding it): ffmpeg's decoder, at once.
-            let why = if self.helper_strikes.len() >= super::libav::STRIKES {
+            let why = if self.helper_strikes.len() >= crate::source::coded::libav::STRIKES {
                 format!(
                     "the decoder helper ended {} times in 10 minutes while decoding this camera (last: {why})",
                     self.helper_strikes.len()

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 use tracing::debug;
 
-use super::child::Ffmpeg;
 use crate::frame::Captured;
 use crate::media::jpeg::{Split, SplitStats, Splitter};
+use crate::source::process::child::Ffmpeg;
 use crate::source::{SourceError, Upstream, Work};
 
 pub const READ_CHUNK: usize = 64 * 1024;

@@ -1,10 +1,11 @@
 //! `rtsp://`, `rtsps://`, `bambu-rtsps://`, `http(s)://` and `ffmpeg:ARGS` sources, read by
-//! ffmpeg children. One room each: [`input`] (what ffmpeg reads), [`probe`] (the installed
-//! ffmpeg), [`args`] (command lines), [`child`] (starting and stopping children), [`stderr`] (what
-//! they print), [`mjpeg`] (an MJPEG pipe cut into frames), [`ingest`] (an H.264/H.265 camera's
-//! video copied to farmcam by ffmpeg, or read by farmcam's own RTSP client,
-//! [`crate::source::rtsp_client`], for plain `rtsp://` cameras), [`decoding`] (who decodes it:
-//! the shared decoder helper, [`libav`], or a decoder child of its own, [`decoder`]).
+//! ffmpeg children (started, stopped and heard by [`crate::source::process`]). One room each:
+//! [`input`] (what ffmpeg reads), [`probe`] (the installed ffmpeg), [`args`] (command lines),
+//! [`mjpeg`] (an MJPEG pipe cut into frames), [`ingest`] (an H.264/H.265 camera's video copied
+//! to farmcam by ffmpeg, or read by farmcam's own RTSP client,
+//! [`crate::source::coded::rtsp_client`], for plain `rtsp://` cameras), [`decoding`] (who decodes
+//! it: the shared decoder helper, [`crate::source::coded::libav`], or a decoder child of its own,
+//! [`decoder`]).
 //!
 //! Per open upstream: MJPEG cameras are copied through (or transcoded when `size`/`fps` ask for
 //! it); H.264 and H.265 cameras are copied to farmcam, which decodes only what the demand needs.
@@ -14,16 +15,12 @@
 //! rate-limited with credentials removed.
 
 mod args;
-mod child;
 mod decoder;
 mod decoding;
 mod ingest;
 mod input;
-mod libav;
 mod mjpeg;
 mod probe;
-mod script;
-mod stderr;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -33,14 +30,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, warn};
 
+pub use crate::source::process::script::private_dir;
 pub use args::{qscale, DecoderPlan, Plan};
 pub use input::FfmpegInput;
-pub use libav::helper::run as decode_helper;
-pub use libav::SharedDecoder;
 pub use probe::{probe, Probe};
-pub use script::private_dir;
 
-use super::rtsp_client::{Connect, RtspClient};
+use super::coded::libav::SharedDecoder;
+use super::coded::rtsp_client::{Connect, RtspClient};
+use super::process::{child, script, CODEC_H264, CODEC_HEVC, CODEC_MJPEG, CODEC_OTHER, CODEC_UNKNOWN};
 use super::{Common, DemandRx, IngestBy, Source, SourceError, Upstream, Work};
 use crate::frame::Size;
 use crate::media::h264::Codec;
@@ -115,14 +112,9 @@ impl FfmpegOptions {
     }
 }
 
-/// Input codec learned from ffmpeg's "Stream #0:0: Video: CODEC" line, remembered across
-/// restarts of the same camera so each open takes the right route.
-const CODEC_UNKNOWN: u8 = 0;
-const CODEC_MJPEG: u8 = 1;
-const CODEC_OTHER: u8 = 2;
-const CODEC_H264: u8 = 3;
-const CODEC_HEVC: u8 = 4;
-
+/// The value a codec has in `Chatter::codec` (the input codec learned from ffmpeg's
+/// "Stream #0:0: Video: CODEC" line, remembered across restarts of the same camera so each open
+/// takes the right route).
 fn codec_code(c: Codec) -> u8 {
     match c {
         Codec::H264 => CODEC_H264,

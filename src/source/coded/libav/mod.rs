@@ -30,11 +30,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::args::Invocation;
-use super::child::{self, Chatter};
-use super::decoder::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
+use super::picture::{planes_len, Picture, FEED_BYTES, FEED_QUEUE};
+use super::units::GROUP_MAX_UNITS;
 use crate::frame::Size;
-use crate::source::units::GROUP_MAX_UNITS;
+use crate::source::process::child::{self, Chatter};
+use crate::source::process::Invocation;
 use crate::util::log_limit::LogLimit;
 
 /// The helper stays this long after its last session ended (a camera's decoder stops and

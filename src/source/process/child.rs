@@ -14,9 +14,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::args::Invocation;
 use super::script;
 use super::stderr::StderrReader;
+use super::Invocation;
 use crate::util::log_limit::LogLimit;
 
 /// After SIGTERM, ffmpeg gets this long to exit before SIGKILL (fits the pump's close bound and
