@@ -56,11 +56,18 @@ pub fn ffmpeg_children(farmcam: u32, needle: &str) -> Vec<u32> {
 
 /// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below Linux's ephemeral range (32768–60999): a port the kernel hands out for `bind(0)` or
+    // an outgoing connection could be taken again between this check and the peer's bind (the
+    // tests open hundreds of connections); one from here is taken only by another test picking
+    // the same number, which the bind below rules out.
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Ask a child to stop with `signal`, wait (at most 5 s), then kill it; always reaped.
