@@ -602,3 +602,48 @@ async fn snapshot_polling_gets_a_new_picture_per_request() {
         }
     }
 }
+
+/// Two wall pages behind one address (two tabs, or two people behind the MainsailOS proxy), each
+/// asking for a picture a second and saying so (`every=1000`, as farmcam's wall does), cost what
+/// one does: the camera decodes keyframes only. The same two pages saying nothing look like one
+/// client polling twice a second, which decodes every picture (today's rule for unknown clients,
+/// shown first so the test can tell the two apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_wall_pages_behind_one_address_decode_keyframes_only() {
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(15),
+        ..Default::default()
+    });
+    let d = Daemon::start(&camera(&server.url(), "idle_grace = \"30s\""));
+    let main = d.main;
+    // Two pages, half a second apart, each asking once a second.
+    let pages = |query: &'static str, rounds: u32| async move {
+        let page = |offset: u64| async move {
+            tokio::time::sleep(Duration::from_millis(offset)).await;
+            for _ in 0..rounds {
+                let r = get(main, &format!("/cameras/cam/snapshot?width=160{query}")).await;
+                assert_eq!(r.status, 200);
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+        };
+        futures_util::future::join(page(0), page(500)).await;
+    };
+    // Saying nothing: a poller at 2 Hz, above the keyframe rate.
+    let polling = tokio::spawn(pages("", 30));
+    d.wait_for("cam", LIVE_WAIT, |c| c["decoder"] == "full").await;
+    polling.abort();
+    d.wait_for("cam", LIVE_WAIT, |c| c["decoder"] != "full").await;
+    // Saying how often: keyframes only, all along.
+    let walls = tokio::spawn(pages("&every=1000", 8));
+    let mut seen = std::collections::BTreeSet::new();
+    while !walls.is_finished() {
+        seen.insert(d.camera("cam").await["decoder"].to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    walls.await.unwrap();
+    assert!(
+        !seen.contains("\"full\""),
+        "decoder modes while the walls asked: {seen:?}"
+    );
+    assert!(seen.contains("\"keyframes\""), "{seen:?}");
+}

@@ -203,12 +203,29 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &Query, peer: std::net::SocketAddr) 
             )
         }
     };
+    // A client that says how often it asks (farmcam's wall: `?every=1000`) is served a picture
+    // at most that old, and is never taken for a poller: two wall pages behind one address ask
+    // twice a second together, but each needs only a picture a second, which an H.264 camera's
+    // keyframes give without decoding every picture.
+    let every =
+        match q.get("every").map(|v| v.parse::<u64>()) {
+            None => None,
+            Some(Ok(ms)) if (100..=3_600_000).contains(&ms) => Some(Duration::from_millis(ms)),
+            Some(_) => return api::error(
+                StatusCode::BAD_REQUEST,
+                "every is how often this client asks, in milliseconds from 100 to 3600000, e.g. ?every=1000",
+            ),
+        };
     let size = match lease_size(cam, q) {
         Ok(size) => size,
         Err(msg) => return api::error(StatusCode::BAD_REQUEST, &msg),
     };
     let asked = Instant::now();
-    match cam.snapshot_for(max_age, Some(peer.ip())).await {
+    let (max_age, poller) = match every {
+        Some(every) => (max_age.or(Some(every)), None),
+        None => (max_age, Some(peer.ip())),
+    };
+    match cam.snapshot_for(max_age, poller).await {
         Ok(f) => {
             let f = match &size {
                 Some(size) => size.apply(f).await,
