@@ -366,12 +366,18 @@ async fn webrtc_sessions_are_capabilities_bound_to_their_camera() {
 /// stopped process is killed and reaped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_decoder_helper_is_replaced() {
-    let server = RtspServer::start(RtspOptions::default());
+    // A server each: GStreamer's test server can abort when two clients set up one shared
+    // stream at the same moment (gst_rtsp_media_get_rates: assertion failed).
+    let (one, two) = (
+        RtspServer::start(RtspOptions::default()),
+        RtspServer::start(RtspOptions::default()),
+    );
     let d = Daemon::start(&config(
         "",
         &format!(
-            "[[camera]]\nid = \"a\"\nsource = \"{0}\"\n[[camera]]\nid = \"b\"\nsource = \"{0}\"\n",
-            server.url()
+            "[[camera]]\nid = \"a\"\nsource = \"{}\"\n[[camera]]\nid = \"b\"\nsource = \"{}\"\n",
+            one.url(),
+            two.url()
         ),
     ));
     let pid = d.child.id();

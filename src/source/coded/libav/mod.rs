@@ -44,6 +44,9 @@ pub const LINGER: Duration = Duration::from_secs(10);
 const NAME: &str = "decoder helper";
 /// A decoder that has units in flight and answers none of them this long is stuck.
 pub const STUCK: Duration = Duration::from_secs(5);
+/// A helper that has not answered anything yet (loading libavcodec on a loaded box) is given
+/// this long instead.
+pub const STARTUP: Duration = Duration::from_secs(15);
 /// Helper deaths while a camera's units were in flight after which that camera decodes with a
 /// decoder child of its own (a stream that crashes libavcodec crashes it each time it is fed).
 pub const STRIKES: usize = 3;
@@ -83,6 +86,8 @@ struct Helper {
     exit: Mutex<Option<String>>,
     /// When the helper last said anything.
     heard: Mutex<Instant>,
+    /// Whether it said anything yet.
+    answered: std::sync::atomic::AtomicBool,
     /// Cancelled when it is found stuck: it is killed and replaced.
     stuck: CancellationToken,
     /// Why it was found stuck.
@@ -166,16 +171,21 @@ impl Helper {
     /// if the helper said nothing at all, it is replaced for everyone.
     fn check_stuck(&self) -> bool {
         let now = Instant::now();
+        let limit = if self.answered.load(Relaxed) {
+            STUCK
+        } else {
+            STARTUP
+        };
         let mut sessions = lock(&self.sessions);
         let stuck: Vec<u32> = sessions
             .iter()
-            .filter(|(_, s)| s.pending > 0 && now.duration_since(s.since) > STUCK)
+            .filter(|(_, s)| s.pending > 0 && now.duration_since(s.since) > limit)
             .map(|(slot, _)| *slot)
             .collect();
         if stuck.is_empty() {
             return false;
         }
-        let others_answered = now.duration_since(*lock(&self.heard)) < STUCK;
+        let others_answered = self.answered.load(Relaxed) && now.duration_since(*lock(&self.heard)) < STUCK;
         let why = if others_answered {
             for slot in &stuck {
                 if let Some(s) = sessions.remove(slot) {
@@ -186,7 +196,7 @@ impl Helper {
             }
             format!("a camera's decoder hung in it for {STUCK:?}")
         } else {
-            format!("it answered nothing for {STUCK:?}")
+            format!("it answered nothing for {limit:?}")
         };
         drop(sessions);
         warn!("{NAME}: {why}: replacing it (the cameras keep their connections)");
@@ -217,6 +227,7 @@ impl Helper {
             next_slot: AtomicU32::new(0),
             exit: Mutex::new(None),
             heard: Mutex::new(Instant::now()),
+            answered: std::sync::atomic::AtomicBool::new(false),
             stuck: CancellationToken::new(),
             stuck_why: Mutex::new(None),
         });
@@ -292,6 +303,7 @@ impl Helper {
     fn dispatch(&self, slot: u32, kind: u8, payload: Vec<u8>) {
         let now = Instant::now();
         *lock(&self.heard) = now;
+        self.answered.store(true, Relaxed);
         let mut sessions = lock(&self.sessions);
         let Some(s) = sessions.get_mut(&slot) else { return };
         let event = match kind {
@@ -517,7 +529,8 @@ mod tests {
         let mut fed = shared.open(false).unwrap();
         let mut idle = shared.open(false).unwrap();
         assert!(fed.feed(&[Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88])], false));
-        let ended = tokio::time::timeout(STUCK * 4, fed.next()).await;
+        // It never answered: the startup allowance applies.
+        let ended = tokio::time::timeout(STARTUP * 2, fed.next()).await;
         assert!(matches!(ended, Ok(None)), "the session ends");
         assert!(
             fed.exit_reason().contains("answered nothing"),
