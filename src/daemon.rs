@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::events::EventBus;
-use crate::http::{self, Server};
 use crate::light::Lights;
+use crate::outputs::http::{self, Server};
 use crate::registry::Registry;
 
 /// Upstreams get this long to close at shutdown; HTTP connections the rest of the 3 s budget.
@@ -30,10 +30,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         problems: vec![format!("{}: {e}", path.display())],
     };
     if let Some(m) = &config.mqtt {
-        crate::mqtt::options(m).map_err(invalid)?;
+        crate::outputs::mqtt::options(m).map_err(invalid)?;
     }
     if !config.prusa_connect.cameras.is_empty() {
-        crate::prusa_connect::tls_config(&config.prusa_connect.endpoint).map_err(invalid)?;
+        crate::outputs::prusa_connect::tls_config(&config.prusa_connect.endpoint).map_err(invalid)?;
     }
     Ok(config)
 }
@@ -77,19 +77,23 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     }
     let mqtt = match &config.mqtt {
         Some(m) => {
-            let options = crate::mqtt::options(m).map_err(anyhow::Error::msg)?;
+            let options = crate::outputs::mqtt::options(m).map_err(anyhow::Error::msg)?;
             info!("mqtt: publishing to {} under {}", m.url, m.topic_prefix);
-            Some(Arc::new(crate::mqtt::start(m, options, registry.clone())))
+            Some(Arc::new(crate::outputs::mqtt::start(
+                m,
+                options,
+                registry.clone(),
+            )))
         }
         None => None,
     };
-    let mut moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
-    let prusa = crate::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
+    let mut moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
+    let prusa = crate::outputs::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
     prusa.apply(&config);
     let webrtc_tasks = TaskTracker::new();
     let webrtc = match &config.webrtc {
         None => Ok(None),
-        Some(w) => match crate::webrtc::WebRtc::start(w, shutdown.clone(), &webrtc_tasks).await {
+        Some(w) => match crate::outputs::webrtc::WebRtc::start(w, shutdown.clone(), &webrtc_tasks).await {
             Ok(rtc) => Ok(Some(rtc)),
             Err(e) => {
                 // MJPEG and everything else still work; WebRTC requests say why they cannot.
@@ -102,8 +106,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let rtsp = match &config.rtsp {
         None => None,
         Some(r) => {
-            let bound = crate::rtsp::bind(r).await.map_err(anyhow::Error::msg)?;
-            Some(crate::rtsp::Rtsp::new(bound, r, registry.clone()))
+            let bound = crate::outputs::rtsp::bind(r).await.map_err(anyhow::Error::msg)?;
+            Some(crate::outputs::rtsp::Rtsp::new(bound, r, registry.clone()))
         }
     };
     let server = Server::start(
@@ -160,7 +164,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
                     if let Some(m) = moonraker.take() {
                         m.cancel();
                     }
-                    moonraker = crate::moonraker::start(&config.moonrakers, registry.clone());
+                    moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
                 }
             }
         }
@@ -213,8 +217,8 @@ fn reload(
     path: &Path,
     registry: &Registry,
     server: &Server,
-    mqtt: Option<&crate::mqtt::Mqtt>,
-    moonraker: Option<&crate::moonraker::Moonraker>,
+    mqtt: Option<&crate::outputs::mqtt::Mqtt>,
+    moonraker: Option<&crate::outputs::moonraker::Moonraker>,
 ) -> Config {
     crate::systemd::reloading();
     // An empty file is a truncated write or a full disk, not "remove every camera".

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::events::CameraState;
-use crate::mqtt::Mqtt;
+use crate::outputs::mqtt::Mqtt;
 use crate::registry::{Camera, Registry};
 
 /// How often the STATUS line is refreshed (sent only when it changed).

@@ -33,8 +33,8 @@ fn is_test_only(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-/// The modules one file's code names, resolved from its module path, as paths of at most two
-/// segments (`["http", "auth"]`, `["registry"]`).
+/// The paths one file's code names, resolved from its module path to full paths from the crate
+/// root (`["outputs", "http", "auth", "Guard"]`): modules, then maybe an item.
 struct Names<'a> {
     /// The module the code is in (`["source", "ffmpeg", "args"]`), inline modules pushed.
     module: Vec<String>,
@@ -55,15 +55,9 @@ impl Names<'_> {
                 "super" => {
                     at.pop();
                 }
-                _ => {
-                    at.push(s.clone());
-                }
+                _ => at.push(s.clone()),
             }
         }
-        // A path names modules, then an item in the last one: without knowing which segment is
-        // the item, the first two are kept (a one-segment path is a top-level module, or an
-        // item of the crate root, which is no module and is not counted at the second level).
-        at.truncate(2);
         if !at.is_empty() {
             self.found.insert(at);
         }
@@ -195,7 +189,7 @@ fn module_of(rel: &Path) -> Vec<String> {
     parts
 }
 
-/// The modules (at most two segments) `text`, the code of the file at `module`, names.
+/// The paths (from the crate root) `text`, the code of the file at `module`, names.
 fn names_in(text: &str, module: Vec<String>) -> BTreeSet<Vec<String>> {
     let file = syn::parse_file(text).expect("the source parses");
     let mut found = BTreeSet::new();
@@ -235,17 +229,20 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
-/// For each top-level module, its submodules → the sibling submodules they name (a mod.rs's own
-/// code, shared by its children, is not a sibling).
+/// For each module with modules inside, at every depth: its children → the sibling children
+/// they name (a mod.rs's own code, shared by its children, is not a sibling; a name that is an
+/// item rather than a module is a node without edges, so it closes no cycle).
 fn sibling_graphs() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
     let mut graphs: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for (module, names) in files_and_names() {
-        let Some(me) = module.get(1) else { continue };
-        let graph = graphs.entry(module[0].clone()).or_default();
-        let deps = graph.entry(me.clone()).or_default();
-        for n in names {
-            if n.len() == 2 && n[0] == module[0] && n[1] != *me {
-                deps.insert(n[1].clone());
+        for depth in 1..module.len() {
+            let (parent, me) = (&module[..depth], &module[depth]);
+            let graph = graphs.entry(parent.join("::")).or_default();
+            let deps = graph.entry(me.clone()).or_default();
+            for n in &names {
+                if n.len() > depth && n[..depth] == *parent && n[depth] != *me {
+                    deps.insert(n[depth].clone());
+                }
             }
         }
     }
@@ -278,10 +275,11 @@ fn paths_inside_macro_calls_are_edges_too() {
                 tokio::select! { _ = super::beta::wait() => {} } \
                 let _ = format!(\"{:?}\", self::gamma::X); other::crate_like::y(); }\n";
     let found = names_in(code, vec!["http".into(), "api".into()]);
+    let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let want: BTreeSet<Vec<String>> = [
-        vec!["alpha".to_string(), "name".to_string()],
-        vec!["http".to_string(), "beta".to_string()],
-        vec!["http".to_string(), "api".to_string()],
+        path(&["alpha", "name"]),
+        path(&["http", "beta", "wait"]),
+        path(&["http", "api", "gamma", "X"]),
     ]
     .into();
     assert_eq!(found, want, "self::gamma is inside http::api");
@@ -331,7 +329,8 @@ fn no_import_cycle_between_modules() {
 #[test]
 fn no_import_cycle_between_the_modules_inside_each_module() {
     let graphs = sibling_graphs();
-    assert!(graphs["http"].len() > 5, "{graphs:?}");
+    assert!(graphs["outputs::http"].len() > 5, "{graphs:?}");
+    assert!(graphs["outputs"].contains_key("rtsp"), "{graphs:?}");
     for (parent, graph) in &graphs {
         if let Some(cycle) = find_cycle(graph) {
             panic!(

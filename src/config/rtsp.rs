@@ -1,5 +1,5 @@
 //! `[rtsp]`: each H.264/H.265 camera re-served over RTSP from its one connection (see
-//! `crate::rtsp`). Off unless `listen` is set.
+//! `crate::outputs::rtsp`). Off unless `listen` is set.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! `[webrtc]`: live H.264/H.265 to browsers without transcoding (see `crate::webrtc`).
+//! `[webrtc]`: live H.264/H.265 to browsers without transcoding (see `crate::outputs::webrtc`).
 
 use std::net::SocketAddr;
 

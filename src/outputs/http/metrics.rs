@@ -389,7 +389,7 @@ fn prusa_connect(out: &mut String, ctx: &Ctx) {
     let attempts = uploads
         .iter()
         .flat_map(|(id, s)| {
-            crate::prusa_connect::Outcome::ALL.iter().map(move |o| {
+            crate::outputs::prusa_connect::Outcome::ALL.iter().map(move |o| {
                 (
                     format!("{{camera=\"{}\",result=\"{}\"}}", label(id), o.name()),
                     s.attempts.get(o.name()).copied().unwrap_or(0) as f64,

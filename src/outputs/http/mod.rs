@@ -74,19 +74,19 @@ impl Access {
 
 /// What the daemon runs besides HTTP that the API, pages and metrics show or use.
 pub struct Services {
-    pub mqtt: Option<Arc<crate::mqtt::Mqtt>>,
-    pub prusa: Arc<crate::prusa_connect::PrusaConnect>,
+    pub mqtt: Option<Arc<crate::outputs::mqtt::Mqtt>>,
+    pub prusa: Arc<crate::outputs::prusa_connect::PrusaConnect>,
     /// `Err`: WebRTC is configured but its port could not be bound (requests say why).
-    pub webrtc: Result<Option<Arc<crate::webrtc::WebRtc>>, String>,
-    pub rtsp: Option<Arc<crate::rtsp::Rtsp>>,
+    pub webrtc: Result<Option<Arc<crate::outputs::webrtc::WebRtc>>, String>,
+    pub rtsp: Option<Arc<crate::outputs::rtsp::Rtsp>>,
 }
 
 /// Shared by every connection.
 pub struct Ctx {
     pub registry: Arc<Registry>,
-    pub mqtt: Option<Arc<crate::mqtt::Mqtt>>,
+    pub mqtt: Option<Arc<crate::outputs::mqtt::Mqtt>>,
     /// Snapshot uploads to Prusa Connect (none without `[camera.prusa_connect]` blocks).
-    pub prusa: Arc<crate::prusa_connect::PrusaConnect>,
+    pub prusa: Arc<crate::outputs::prusa_connect::PrusaConnect>,
     /// How often a wall tile refreshes its snapshot.
     pub wall_refresh: Duration,
     /// `[http] default_camera`.
@@ -99,10 +99,10 @@ pub struct Ctx {
     pub dedicated_ports: HashMap<String, u16>,
     /// Live H.264 over WebRTC; None when `[webrtc] enabled = false` or its port could not be
     /// bound (then `webrtc_error` says why).
-    pub webrtc: Option<Arc<crate::webrtc::WebRtc>>,
+    pub webrtc: Option<Arc<crate::outputs::webrtc::WebRtc>>,
     pub webrtc_error: Option<String>,
     /// RTSP out; None unless `[rtsp] listen` is set (and bound).
-    pub rtsp: Option<Arc<crate::rtsp::Rtsp>>,
+    pub rtsp: Option<Arc<crate::outputs::rtsp::Rtsp>>,
     pub shutdown: CancellationToken,
     access: RwLock<Arc<Access>>,
     relayed: ClientCounts,
@@ -166,7 +166,7 @@ impl Ctx {
 
 /// RTSP asks the HTTP side's guard about the `streams` area (`[http.auth]`, as reloaded).
 #[async_trait::async_trait]
-impl crate::rtsp::Gate for Ctx {
+impl crate::outputs::rtsp::Gate for Ctx {
     async fn check(
         &self,
         authorization: Option<&str>,
@@ -175,8 +175,8 @@ impl crate::rtsp::Gate for Ctx {
         uri: &str,
         peer: std::net::SocketAddr,
         listener: std::net::SocketAddr,
-    ) -> crate::rtsp::Verdict {
-        use crate::rtsp::Verdict;
+    ) -> crate::outputs::rtsp::Verdict {
+        use crate::outputs::rtsp::Verdict;
         let access = self.access();
         let outcome = access
             .guard

@@ -126,7 +126,10 @@ impl Server {
     ) -> Server {
         let rtsp = services.rtsp.clone();
         // RTSP's connections are capped too (well below the limit): they need room as well.
-        let rtsp_connections = config.rtsp.as_ref().map_or(0, crate::rtsp::max_connections);
+        let rtsp_connections = config
+            .rtsp
+            .as_ref()
+            .map_or(0, crate::outputs::rtsp::max_connections);
         ensure_fd_limit(config.http.max_connections + rtsp_connections);
         let dedicated_ports = listeners
             .iter()
@@ -149,7 +152,7 @@ impl Server {
         }
         if let Some(r) = &rtsp {
             let ctx: Arc<Ctx> = ctx.clone();
-            let gate: std::sync::Weak<dyn crate::rtsp::Gate> = Arc::downgrade(&ctx) as _;
+            let gate: std::sync::Weak<dyn crate::outputs::rtsp::Gate> = Arc::downgrade(&ctx) as _;
             r.serve(gate, ctx.shutdown.clone(), &conns.tracker);
         }
         Server { ctx, conns }

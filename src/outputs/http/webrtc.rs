@@ -1,4 +1,4 @@
-//! WebRTC signalling as the players call it (see `crate::webrtc` for the sessions):
+//! WebRTC signalling as the players call it (see `crate::outputs::webrtc` for the sessions):
 //! camera-streamer's JSON form (`POST …/webrtc`, what Mainsail's and Fluidd's
 //! `webrtc-camerastreamer` player sends; Mainsail without a Content-Type, Fluidd with
 //! `application/json`, both reading JSON back) and WHEP (`POST …/whep` with an SDP offer → `201`
@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use super::path::Signal;
 use super::{api, Body, Ctx};
+use crate::outputs::webrtc::{SignalError, WebRtc};
 use crate::registry::Camera;
-use crate::webrtc::{SignalError, WebRtc};
 
 /// The largest signalling body read (an SDP offer is a few kB).
 const BODY_MAX: usize = 64 * 1024;

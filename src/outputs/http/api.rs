@@ -102,14 +102,14 @@ struct Entry<'a> {
     /// sends H.264/H.265 and WebRTC is on; None otherwise.
     webrtc_url: Option<String>,
     /// Live WebRTC viewers: peer address, start time, bytes sent.
-    webrtc_sessions: Vec<crate::webrtc::SessionStatus>,
+    webrtc_sessions: Vec<crate::outputs::webrtc::SessionStatus>,
     /// `rtsp://host:port/<camera>` when `[rtsp]` is on and the camera sends H.264/H.265.
     rtsp_url: Option<String>,
     /// RTSP clients: peer, transport, start time, bytes sent.
-    rtsp_sessions: Vec<crate::rtsp::SessionStatus>,
+    rtsp_sessions: Vec<crate::outputs::rtsp::SessionStatus>,
     dedicated_snapshot_url: Option<String>,
     /// Snapshot uploads to Prusa Connect (`[camera.prusa_connect]`); None without.
-    prusa_connect: Option<crate::prusa_connect::UploadStatus>,
+    prusa_connect: Option<crate::outputs::prusa_connect::UploadStatus>,
 }
 
 /// A header's value if it is a plain host, prefix or scheme (nothing that could smuggle markup
