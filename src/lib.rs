@@ -5,14 +5,15 @@
 //! ```text
 //! source (v4l2, ffmpeg + farmcam's RTSP client, bambu, test pattern)
 //!   └─ pump, one per camera, owned by the registry: "is the camera open?" is answered there
-//!        ├─ pictures (JPEG): http (MJPEG, snapshots, the wall), mqtt, prusa_connect
-//!        └─ coded video (the camera's H.264/H.265 units, opened through `live`): rtsp, webrtc
+//!        └─ outputs
+//!             ├─ pictures (JPEG): http (MJPEG, snapshots, the wall), mqtt, prusa_connect
+//!             └─ coded video (the camera's H.264/H.265 units, opened through `live`): rtsp, webrtc
 //! ```
 //!
 //! [`config`] validates into the sources' options (sources never import it); [`daemon`] starts
 //! everything and tells systemd; [`media`] holds the codecs and picture work without I/O,
-//! [`util`] the helpers none of which knows a camera. `moonraker` registers the cameras with
-//! Klipper's frontends; `light` switches lights as pumps start and stop.
+//! [`util`] the helpers none of which knows a camera. [`outputs`]'s `moonraker` registers the
+//! cameras with Klipper's frontends; `light` switches lights as pumps start and stop.
 
 pub mod bench;
 pub mod config;
