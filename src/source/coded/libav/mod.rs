@@ -550,6 +550,65 @@ mod tests {
         assert!(!Arc::ptr_eq(&again.helper, &fed.helper));
     }
 
+    /// A "helper" that answers slot 0's units and never slot 1's: one camera's decoder hung
+    /// (an endless loop in libavcodec), the others fine.
+    fn one_slot_hangs(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("one-slot-hangs");
+        std::fs::write(
+            &p,
+            "#!/usr/bin/python3\nimport struct, sys\n\
+             i, o = sys.stdin.buffer, sys.stdout.buffer\n\
+             while True:\n    h = i.read(9)\n    if len(h) < 9: break\n\
+             \x20   slot, kind, n = struct.unpack('<IBI', h)\n    i.read(n)\n\
+             \x20   if kind in (2, 3) and slot == 0:\n\
+             \x20       o.write(struct.pack('<IBI', slot, 6, 4) + struct.pack('<I', n)); o.flush()\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_camera_whose_decoder_alone_hangs_is_refused_and_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = SharedDecoder::new(Some(one_slot_hangs(dir.path())));
+        let mut fine = shared.open(false).unwrap();
+        let mut hung = shared.open(false).unwrap();
+        let unit = || [Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88])];
+        assert!(hung.feed(&unit(), false));
+        let deadline = tokio::time::Instant::now() + STARTUP * 2;
+        loop {
+            // The other camera's units are answered all along.
+            fine.feed(&unit(), false);
+            tokio::select! {
+                ended = hung.next() => {
+                    assert!(ended.is_none());
+                    break;
+                }
+                _ = fine.next() => panic!("the fine camera's session ended first: {}", fine.exit_reason()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hung decoder was never found"
+            );
+        }
+        assert!(
+            hung.refused(),
+            "its camera decodes with ffmpeg from now on: {}",
+            hung.exit_reason()
+        );
+        assert!(
+            hung.exit_reason().contains("hangs libavcodec"),
+            "{}",
+            hung.exit_reason()
+        );
+        // The helper is replaced for the others: their session ends, not refused.
+        let _ = tokio::time::timeout(STUCK * 2, fine.next()).await;
+        assert!(!fine.refused(), "{}", fine.exit_reason());
+    }
+
     #[test]
     fn without_a_program_cameras_are_told_to_use_ffmpeg() {
         let shared = SharedDecoder::new(None);
