@@ -7,27 +7,18 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::proc::open_fds;
 use common::rtsp::{RtspOptions, RtspServer};
 use common::rtsp_client::Client;
 use common::{config, eventually_async, Daemon};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
-}
-
-fn rtsp_url(d: &Daemon, path: &str) -> String {
-    format!("rtsp://{}/{path}", d.rtsp.expect("RTSP listener logged"))
-}
-
 /// A TCP connection to `to` from the loopback address `from` (127.0.0.0/8 is all ours).
 async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
-    let s = TcpSocket::new_v4().unwrap();
-    s.bind(SocketAddr::new(from, 0)).unwrap();
-    s.connect(to).await.unwrap()
+    common::proc::connect_from(from, to).await.unwrap()
 }
 
 /// Whatever the server says before it closes (bounded); `None` if it kept the connection open.
@@ -105,7 +96,7 @@ async fn idle_rtsp_connections_cannot_exhaust_descriptors() {
     // And a client that speaks is served.
     let mut c = Client::connect(&d).await;
     assert_eq!(
-        c.request("OPTIONS", &rtsp_url(&d, "pattern"), "")
+        c.request("OPTIONS", &d.rtsp_url("pattern"), "")
             .await
             .unwrap()
             .status,
@@ -125,14 +116,7 @@ async fn setup(c: &mut Client, url: &str) -> u16 {
     if r.status != 200 {
         return r.status;
     }
-    c.request(
-        "SETUP",
-        &format!("{url}/trackID=0"),
-        "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-    )
-    .await
-    .unwrap()
-    .status
+    c.setup_tcp(url).await.unwrap().status
 }
 
 /// Sessions set up and never played (and cameras described and never set up) hold nothing for
@@ -148,7 +132,7 @@ async fn rtsp_sessions_that_never_play_expire_over_tcp() {
             server.url()
         ),
     ));
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     // Two hosts take every seat: two sessions set up without PLAY, one camera described.
     let from = |host: u8| {
         let to = d.rtsp.unwrap();
@@ -176,15 +160,15 @@ async fn rtsp_sessions_that_never_play_expire_over_tcp() {
     })
     .await;
     // The described camera's seat is given back too: a newcomer sets up a session.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually_async(WAIT, "a session for a newcomer", || async {
         let mut newcomer = from(4).await;
         match setup(&mut newcomer, &url).await {
-            200 => break,
-            503 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            200 => Some(()),
+            503 => None,
             other => panic!("a newcomer got {other}"),
         }
-    }
+    })
+    .await;
     assert!(d.log_text().contains("timed out"), "{}", d.log_text());
     drop((a, b, c, late));
 }
@@ -207,11 +191,11 @@ async fn rtsp_tells_nothing_without_credentials_and_digest_is_bound() {
             server.url()
         ),
     ));
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut a = Client::connect(&d).await;
     let real = a.request("DESCRIBE", &url, "").await.unwrap();
     let unknown = a
-        .request("DESCRIBE", &rtsp_url(&d, "no-such-camera"), "")
+        .request("DESCRIBE", &d.rtsp_url("no-such-camera"), "")
         .await
         .unwrap();
     assert_eq!((real.status, unknown.status), (401, 401), "{real:?} {unknown:?}");
@@ -248,7 +232,7 @@ async fn rtsp_tells_nothing_without_credentials_and_digest_is_bound() {
     };
     let on_a = challenge(&real);
     // Made for another URL: refused.
-    let other = rtsp_url(&d, "other");
+    let other = d.rtsp_url("other");
     let r = a.request("DESCRIBE", &url, &answer(&on_a, &other)).await.unwrap();
     assert_eq!(
         r.status, 401,
@@ -462,22 +446,18 @@ async fn a_login_flood_from_many_addresses_does_not_hold_up_a_right_login() {
                         &format!("GET /api/cameras HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {header}\r\nConnection: close\r\n\r\n"),
                     )
                     .await;
+                    // Locked out for the minute: this address is done guessing.
                     if r.status == 429 {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return;
                     }
                 }
             })
         })
         .collect();
-    let deadline = Instant::now() + WAIT;
-    while metric("farmcam_login_failures_total ").await < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the flood failed no logins: {}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_async(WAIT, "every flooding address failed once", || async {
+        (metric("farmcam_login_failures_total ").await >= 20).then_some(())
+    })
+    .await;
     let before = metric("farmcam_password_checks_total ").await;
     assert_eq!(login(IpAddr::from([127, 0, 2, 1]), PASSWORD).await, 200);
     let after = metric("farmcam_password_checks_total ").await;

@@ -21,7 +21,7 @@ use common::{
     Stream,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -64,12 +64,7 @@ async fn back_to_baseline(d: &Daemon, base: usize, base_rss: u64, slack_kb: u64)
 }
 
 fn connect_from(ip: &str, to: SocketAddr) -> impl std::future::Future<Output = std::io::Result<TcpStream>> {
-    let ip: std::net::IpAddr = ip.parse().unwrap();
-    async move {
-        let s = TcpSocket::new_v4()?;
-        s.bind(SocketAddr::new(ip, 0))?;
-        s.connect(to).await
-    }
+    common::proc::connect_from(ip.parse().unwrap(), to)
 }
 
 /// ffmpeg SIGKILLed again and again under a viewer: the viewer stays, each time frames come

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use common::proc::open_fds;
 use common::rtsp::{RtspOptions, RtspServer};
 use common::rtsp_client::Client;
 use common::{config, eventually_async, Daemon};
@@ -25,14 +26,6 @@ fn farm(camera_url: &str, http_extra: &str, rtsp_extra: &str) -> Daemon {
              [[camera]]\nid = \"pattern\"\nsource = \"test:\"\n"
         ),
     ))
-}
-
-fn rtsp_url(d: &Daemon, path: &str) -> String {
-    format!("rtsp://{}/{path}", d.rtsp.expect("RTSP listener logged"))
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
 }
 
 async fn rtsp_sessions(d: &Daemon) -> usize {
@@ -192,7 +185,7 @@ async fn real_clients_play_the_cameras_h264_over_tcp_and_udp_from_one_connection
         ..Default::default()
     });
     let d = farm(&server.url(), "", "");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut viewer = common::open_stream(&d, "cam").await;
     common::part_where(&mut viewer, WAIT, "a live MJPEG frame", common::is_live).await;
     let c = d.camera("cam").await;
@@ -300,7 +293,7 @@ async fn teardown_and_a_dropped_connection_free_the_session() {
     let server = RtspServer::start(RtspOptions::default());
     let d = farm(&server.url(), "", "");
     let pid = d.child.id();
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let before = open_fds(pid);
 
     let mut c = Client::connect(&d).await;
@@ -381,24 +374,17 @@ async fn bad_requests_and_too_many_sessions_get_clear_status_codes() {
     let server = RtspServer::start(RtspOptions::default());
     let d = farm(&server.url(), "", "max_sessions_per_client = 4");
     let pid = d.child.id();
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let before = open_fds(pid);
 
     let mut c = Client::connect(&d).await;
-    let r = c.request("DESCRIBE", &rtsp_url(&d, "nope"), "").await.unwrap();
+    let r = c.request("DESCRIBE", &d.rtsp_url("nope"), "").await.unwrap();
     assert_eq!(r.status, 404);
     assert!(r.body.contains("no camera \"nope\""), "{r:?}");
-    let r = c.request("DESCRIBE", &rtsp_url(&d, "pattern"), "").await.unwrap();
+    let r = c.request("DESCRIBE", &d.rtsp_url("pattern"), "").await.unwrap();
     assert_eq!(r.status, 415, "an MJPEG camera: {r:?}");
     assert!(r.body.contains("MJPEG"), "{r:?}");
-    let r = c
-        .request(
-            "SETUP",
-            &format!("{url}/trackID=0"),
-            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-        )
-        .await
-        .unwrap();
+    let r = c.setup_tcp(&url).await.unwrap();
     assert_eq!(r.status, 455, "SETUP without DESCRIBE: {r:?}");
     assert!(r.body.contains("DESCRIBE"), "{r:?}");
     let r = c.request("PLAY", &url, "Session: 12345\r\n").await.unwrap();
@@ -437,14 +423,7 @@ async fn bad_requests_and_too_many_sessions_get_clear_status_codes() {
     for _ in 0..200 {
         let mut k = Client::connect(&d).await;
         let status = match k.request("DESCRIBE", &url, "").await {
-            Some(r) if r.status == 200 => k
-                .request(
-                    "SETUP",
-                    &format!("{url}/trackID=0"),
-                    "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-                )
-                .await
-                .map_or(0, |r| r.status),
+            Some(r) if r.status == 200 => k.setup_tcp(&url).await.map_or(0, |r| r.status),
             Some(r) => r.status,
             None => 0,
         };
@@ -499,7 +478,7 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
     };
     // Basic only (the user has no rtsp_digest).
     let d = start("");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut c = Client::connect(&d).await;
     let r = c.request("DESCRIBE", &url, "").await.unwrap();
     assert_eq!(r.status, 401, "{r:?}");
@@ -543,7 +522,7 @@ async fn rtsp_asks_for_the_users_and_tokens_of_http_auth() {
     // Digest offered too: ffmpeg and Retina prefer it.
     let digest = common::rtsp_digest("ha", "s3cret-pw");
     let d = start(&format!(", rtsp_digest = \"{digest}\""));
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut c = Client::connect(&d).await;
     let r = c.request("DESCRIBE", &url, "").await.unwrap();
     assert_eq!(r.status, 401);
@@ -592,7 +571,7 @@ async fn a_client_that_falls_behind_skips_to_the_next_keyframe_alone() {
         ..Default::default()
     });
     let d = farm(&server.url(), "", "");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     // The slow one reads through a small window, so the server's queue for it fills soon.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -660,7 +639,7 @@ async fn a_client_that_falls_behind_skips_to_the_next_keyframe_alone() {
 async fn a_silent_udp_session_times_out() {
     let server = RtspServer::start(RtspOptions::default());
     let d = farm(&server.url(), "", "session_timeout = \"2s\"");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = rtp.local_addr().unwrap().port();
     let mut c = Client::connect(&d).await;
@@ -714,7 +693,7 @@ async fn an_h265_camera_is_served_as_h265() {
         ..Default::default()
     });
     let d = farm(&server.url(), "", "");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut c = Client::connect(&d).await;
     let r = c.request("DESCRIBE", &url, "").await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
@@ -751,7 +730,7 @@ async fn the_first_client_of_an_idle_camera_reads_its_rate() {
             server.url()
         ),
     ));
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     for round in 0..20 {
         d.wait_for("cam", WAIT, |c| c["state"] == "idle").await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -785,7 +764,7 @@ async fn the_first_client_of_an_idle_camera_reads_its_rate() {
 async fn timestamps_never_run_back_across_a_camera_reconnect() {
     let mut server = RtspServer::start(RtspOptions::default());
     let d = farm(&server.url(), "", "");
-    let url = rtsp_url(&d, "cam");
+    let url = d.rtsp_url("cam");
     let mut c = Client::connect(&d).await;
     c.play_tcp(&url).await;
     let header = |p: &Vec<u8>| {
@@ -823,7 +802,7 @@ async fn a_camera_watched_only_as_coded_video_reports_its_size_and_rate() {
     let server = RtspServer::start(RtspOptions::default());
     let d = farm(&server.url(), "", "");
     let mut c = Client::connect(&d).await;
-    c.play_tcp(&rtsp_url(&d, "cam")).await;
+    c.play_tcp(&d.rtsp_url("cam")).await;
     c.rtp(0, 20).await;
     let cam = d
         .wait_for("cam", WAIT, |c| {

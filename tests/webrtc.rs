@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use common::proc::open_fds;
 use common::rtsp::{RtspOptions, RtspServer};
 use common::webdriver::Browser;
 use common::{config, Daemon};
@@ -432,10 +433,6 @@ async fn bad_signalling_is_refused_clearly() {
         (open_fds(d.child.id()) <= fds_before).then_some(())
     })
     .await;
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
 }
 
 /// A WebRTC viewer that is not a browser: aiortc (its own ICE, DTLS, SRTP and H.264 decoder),

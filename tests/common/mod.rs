@@ -297,6 +297,11 @@ impl Daemon {
         None
     }
 
+    /// `rtsp://HOST:PORT/PATH` of this daemon's RTSP listener.
+    pub fn rtsp_url(&self, path: &str) -> String {
+        format!("rtsp://{}/{path}", self.rtsp.expect("RTSP listener logged"))
+    }
+
     /// GET /api/cameras, as JSON.
     pub async fn cameras_json(&self) -> serde_json::Value {
         let r = get(self.main, "/api/cameras").await;
@@ -376,9 +381,7 @@ pub async fn request(addr: SocketAddr, raw: &str) -> Response {
 /// `request` from the local address `from` (another loopback address, 127.0.0.2 say: another
 /// client as farmcam sees it).
 pub async fn request_from(from: std::net::IpAddr, addr: SocketAddr, raw: &str) -> Response {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = sock.connect(addr).await.unwrap();
+    let tcp = proc::connect_from(from, addr).await.unwrap();
     whole(Stream::on(tcp, raw).await).await
 }
 

@@ -54,6 +54,22 @@ pub fn ffmpeg_children(farmcam: u32, needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// How many descriptors process `pid` holds open (`usize::MAX` if it cannot be read).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(usize::MAX, |d| d.count())
+}
+
+/// A TCP connection to `to` from the local address `from` (127.0.0.0/8 is all loopback: another
+/// client as farmcam sees it).
+pub async fn connect_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(std::net::SocketAddr::new(from, 0))?;
+    s.connect(to).await
+}
+
 /// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
 pub fn free_port() -> u16 {
     // Below Linux's ephemeral range (32768–60999): a port the kernel hands out for `bind(0)` or

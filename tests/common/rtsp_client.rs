@@ -167,6 +167,16 @@ impl Client {
         out
     }
 
+    /// SETUP of the camera's track over TCP (interleaved channels 0-1).
+    pub async fn setup_tcp(&mut self, url: &str) -> Option<Reply> {
+        self.request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+        )
+        .await
+    }
+
     /// DESCRIBE, SETUP over TCP, PLAY: the session id.
     pub async fn play_tcp(&mut self, url: &str) -> String {
         let r = self
@@ -174,14 +184,7 @@ impl Client {
             .await
             .unwrap();
         assert_eq!(r.status, 200, "{r:?}");
-        let r = self
-            .request(
-                "SETUP",
-                &format!("{url}/trackID=0"),
-                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
-            )
-            .await
-            .unwrap();
+        let r = self.setup_tcp(url).await.unwrap();
         assert_eq!(r.status, 200, "{r:?}");
         let id = r.session();
         let r = self

@@ -51,10 +51,8 @@ pub(super) fn refusal_status(r: &Refusal) -> u16 {
 
 /// The whole answer to a connection refused at accept (sent without reading its request).
 pub fn refusal_bytes(r: &Refusal) -> String {
-    let (status, reason) = match r {
-        Refusal::Busy(_) => (503, "Service Unavailable"),
-        Refusal::Client(_) => (453, "Not Enough Bandwidth"),
-    };
+    let status = refusal_status(r);
+    let reason = rtsp_types::StatusCode::from(status).to_string();
     let body = format!("{}\r\n", r.message());
     format!(
         "RTSP/1.0 {status} {reason}\r\nCSeq: 0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
