@@ -8,11 +8,18 @@
 # and per camera), its processes, the cameras' connections, the wall's bytes per second; and in
 # the same run ffmpeg's floor for the same work: a stream copy of each camera (what WebRTC viewers
 # take), a keyframe decode + JPEG encode of each (what 1 Hz snapshots need), and for MJPEG viewers
-# two full transcodes. Run by hand, not in CI (WebRTC viewers need `packaging/dev.sh deps`):
-#   benches/farm.sh [CAMERAS] [SECONDS] [webrtc|mjpeg]     (defaults 20, 60, webrtc)
+# two full transcodes. `--walls N` opens the wall N times (N Chromium browsers from the same
+# address, as two people behind one proxy or two tabs). Run by hand, not in CI (WebRTC viewers
+# need `packaging/dev.sh deps`):
+#   benches/farm.sh [--walls N] [CAMERAS] [SECONDS] [webrtc|mjpeg]     (defaults 1, 20, 60, webrtc)
 set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
+WALLS=1
+if [ "${1:-}" = --walls ]; then
+    WALLS=$2
+    shift 2
+fi
 N=${1:-20}
 SECS=${2:-60}
 VIEWERS=${3:-webrtc}
@@ -50,8 +57,10 @@ $BIN run --config "$DIR/farmcam.toml" 2>"$DIR/farmcam.log" &
 FC=$!
 wait_until 60 "farmcam at http://127.0.0.1:8096/api/cameras" curl -sf -o /dev/null http://127.0.0.1:8096/api/cameras
 CHROMIUM=$(command -v chromium || command -v chromium-browser)
-"$CHROMIUM" --headless=new --no-sandbox --disable-gpu --window-size=1920,1080 \
-    --user-data-dir="$DIR/chrome" http://127.0.0.1:8096/ > "$DIR/chrome.log" 2>&1 &
+for w in $(seq 1 "$WALLS"); do
+    "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --window-size=1920,1080 \
+        --user-data-dir="$DIR/chrome$w" http://127.0.0.1:8096/ > "$DIR/chrome$w.log" 2>&1 &
+done
 for i in 1 2; do
     if [ "$VIEWERS" = webrtc ]; then
         $AIORTC --no-decode --whep "http://127.0.0.1:8096/cameras/cam$i/whep" > "$DIR/aiortc$i.log" 2>&1 &
@@ -124,7 +133,7 @@ mb() { python3 -c "print(f'{$1/1024:.0f}')"; }
 OPENS=$(python3 -c "import json;c=json.load(open('$DIR/status.json'));print(sorted(set(x['upstream_opens'] for x in c)))")
 DECODERS=$(python3 -c "import json,collections;c=json.load(open('$DIR/status.json'));print(dict(collections.Counter(x.get('decoder') for x in c)))")
 echo
-echo "Farm: $N cameras, H.264 1280x720 at 30 fps (keyframe every 1 s); wall in Chromium (1 Hz sized tiles), MQTT every 10 s, 2 full-rate $VIEWERS viewers; ${SECS} s"
+echo "Farm: $N cameras, H.264 1280x720 at 30 fps (keyframe every 1 s); $WALLS wall page(s) in Chromium (1 Hz sized tiles), MQTT every 10 s, 2 full-rate $VIEWERS viewers; ${SECS} s"
 echo "| | farmcam (+ ffmpeg children) | ffmpeg floor |"
 echo "| --- | --- | --- |"
 echo "| CPU, % of one core | $FARM_CPU % ($(per "$FARM_CPU") % per camera) | $FLOOR_CPU % ($(per "$FLOOR_CPU") % per camera) |"

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::proc::{children, ffmpeg_children, proc_state};
 use common::rtsp::{RtspOptions, RtspServer};
 use common::{
-    config, decode_jpeg, eventually, get, live_frame, open_stream, unix_now, Daemon, Stream, LIVE_WAIT,
+    config, decode_jpeg, eventually, eventually_async, get, live_frame, open_stream, unix_now, Daemon,
+    Stream, LIVE_WAIT,
 };
 
 fn camera(url: &str, extra: &str) -> String {
@@ -650,4 +651,96 @@ async fn two_wall_pages_behind_one_address_decode_keyframes_only() {
         "decoder modes while the walls asked: {seen:?}"
     );
     assert!(seen.contains("\"keyframes\""), "{seen:?}");
+}
+
+/// Cameras decoded keyframes only share the helper's spare decoders (a keyframe at a time, each
+/// with its parameter sets) instead of holding one each: every camera's snapshots are still its
+/// own pictures, of its own size and codec, while the three are decoded side by side; a
+/// full-rate viewer gives its camera a decoder of its own, and when it leaves the camera goes
+/// back to keyframes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_only_cameras_share_decoders_and_each_gets_its_own_pictures() {
+    let servers = [
+        ("small", (320, 240), RtspOptions::default()),
+        (
+            "wide",
+            (480, 270),
+            RtspOptions {
+                size: Some("480x270".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "hevc",
+            (352, 288),
+            RtspOptions {
+                size: Some("352x288".into()),
+                h265: true,
+                ..Default::default()
+            },
+        ),
+    ]
+    .map(|(id, size, options)| (id, size, RtspServer::start(options)));
+    let cameras: String = servers
+        .iter()
+        .map(|(id, _, s)| {
+            format!(
+                "[[camera]]\nid = \"{id}\"\nsource = \"{}\"\nidle_grace = \"30s\"\n",
+                s.url()
+            )
+        })
+        .collect();
+    let d = Daemon::start(&config("", &cameras));
+    // Rounds of one new snapshot of each camera at once, each checked as that camera's picture.
+    type Camera = (&'static str, (u16, u16), RtspServer);
+    async fn fresh(main: std::net::SocketAddr, id: &'static str, size: (u16, u16), after: f64) -> f64 {
+        eventually_async(LIVE_WAIT, &format!("a new picture of {id}"), || async move {
+            let r = get(main, &format!("/cameras/{id}/snapshot?every=1000")).await;
+            // Until its first picture, a camera still connecting answers 503.
+            if r.status == 503 && after == 0.0 {
+                return None;
+            }
+            assert_eq!(r.status, 200, "{id}");
+            assert_eq!(decode_jpeg(&r.body), size, "a snapshot of {id}");
+            let taken: f64 = r.header("x-timestamp").unwrap().parse().unwrap();
+            (taken > after).then_some(taken)
+        })
+        .await
+    }
+    async fn rounds(main: std::net::SocketAddr, cameras: &[Camera; 3], taken: &mut [f64; 3], n: usize) {
+        for _ in 0..n {
+            let [a, b, c] = cameras;
+            let new = futures_util::join!(
+                fresh(main, a.0, a.1, taken[0]),
+                fresh(main, b.0, b.1, taken[1]),
+                fresh(main, c.0, c.1, taken[2])
+            );
+            *taken = [new.0, new.1, new.2];
+        }
+    }
+    let mut taken = [0.0; 3];
+    rounds(d.main, &servers, &mut taken, 4).await;
+    for (id, _, _) in &servers {
+        let c = d.camera(id).await;
+        assert_eq!(
+            (c["decoder"].as_str(), c["decoded_by"].as_str()),
+            (Some("keyframes"), Some("helper")),
+            "{c}"
+        );
+    }
+    // A full-rate viewer of one camera: every picture, of its size, then keyframes again.
+    let mut viewer = open_stream(&d, "wide").await;
+    for _ in 0..20 {
+        assert_eq!(decode_jpeg(&live_frame(&mut viewer).await.jpeg), (480, 270));
+    }
+    assert_eq!(d.camera("wide").await["decoder"], "full");
+    rounds(d.main, &servers, &mut taken, 2).await;
+    drop(viewer);
+    d.wait_for("wide", LIVE_WAIT, |c| c["decoder"] == "keyframes")
+        .await;
+    rounds(d.main, &servers, &mut taken, 3).await;
+    for (id, _, _) in &servers {
+        // No decoder failed or restarted on the way.
+        assert_eq!(d.camera(id).await["decoder_starts"], 1, "{id}");
+    }
 }

@@ -303,6 +303,25 @@ pub fn nal_type(codec: Codec, nal: &[u8]) -> u8 {
     }
 }
 
+/// A keyframe that carries every parameter set it needs (H.264: SPS and PPS; H.265: VPS, SPS
+/// and PPS): a decoder that has seen nothing of this camera decodes it.
+pub fn decodable_alone(codec: Codec, unit: &AccessUnit) -> bool {
+    if !unit.keyframe {
+        return false;
+    }
+    let needed: &[u8] = match codec {
+        Codec::H264 => &[7, 8],
+        Codec::H265 => &[32, 33, 34],
+    };
+    let mut seen = 0u8;
+    for nal in nal_units(&unit.data) {
+        if let Some(i) = needed.iter().position(|&t| t == nal_type(codec, nal)) {
+            seen |= 1 << i;
+        }
+    }
+    seen.count_ones() as usize == needed.len()
+}
+
 /// An access unit delimiter: sent after a unit to make a decoder finish its picture at once.
 pub fn delimiter(codec: Codec) -> &'static [u8] {
     match codec {
@@ -327,6 +346,23 @@ mod tests {
         assert_eq!(nal_type(Codec::H264, nals[2]), 5);
         assert_eq!(nal_type(Codec::H265, &[0x40, 0x01]), 32);
         assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
+    }
+
+    #[test]
+    fn a_keyframe_is_decodable_alone_with_all_its_parameter_sets() {
+        let unit = |keyframe, nals: &[&[u8]]| AccessUnit {
+            data: Bytes::from(nals.iter().flat_map(|n| nal(n)).collect::<Vec<u8>>()),
+            keyframe,
+            sps: None,
+        };
+        let (sps, pps, idr, p) = (&[0x67, 1][..], &[0x68, 2][..], &[0x65, 3][..], &[0x41, 4][..]);
+        assert!(decodable_alone(Codec::H264, &unit(true, &[sps, pps, idr])));
+        assert!(!decodable_alone(Codec::H264, &unit(true, &[sps, idr])));
+        assert!(!decodable_alone(Codec::H264, &unit(true, &[idr])));
+        assert!(!decodable_alone(Codec::H264, &unit(false, &[sps, pps, p])));
+        let (vps, sps, pps, irap) = (&[0x40, 1][..], &[0x42, 1][..], &[0x44, 1][..], &[0x26, 1][..]);
+        assert!(decodable_alone(Codec::H265, &unit(true, &[vps, sps, pps, irap])));
+        assert!(!decodable_alone(Codec::H265, &unit(true, &[sps, pps, irap])));
     }
 
     fn nal(bytes: &[u8]) -> Vec<u8> {

@@ -60,6 +60,22 @@ impl Decoding {
         }
     }
 
+    /// Whether a keyframe fed alone stays in the decoder for the units after it (a decoder
+    /// child), or is forgotten once its picture is out (the shared helper's spare decoders).
+    pub fn keeps_keyframes(&self) -> bool {
+        matches!(self, Decoding::Own(_))
+    }
+
+    /// Queue a keyframe that carries its parameter sets, for a camera decoded keyframes only:
+    /// the shared helper decodes it with a spare decoder (the camera holds none between
+    /// keyframes); a decoder child takes it as any unit.
+    pub fn feed_alone(&mut self, codec: Codec, unit: &Bytes) -> bool {
+        match self {
+            Decoding::Shared(s) => s.feed_alone(unit),
+            Decoding::Own(_) => self.feed(codec, std::slice::from_ref(unit), false),
+        }
+    }
+
     pub fn finish(&mut self) {
         match self {
             Decoding::Shared(s) => s.finish(),

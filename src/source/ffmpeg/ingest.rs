@@ -34,7 +34,7 @@ use super::decoder::Decoder;
 use super::decoding::Decoding;
 use super::mjpeg::READ_CHUNK;
 use crate::frame::{Captured, Size};
-use crate::media::h264::{AccessUnit, AuSplitter, Codec};
+use crate::media::h264::{decodable_alone, AccessUnit, AuSplitter, Codec};
 use crate::source::coded::picture::Picture;
 use crate::source::coded::rtsp_client::RtspClient;
 use crate::source::process::child::{Chatter, Ffmpeg};
@@ -250,8 +250,11 @@ impl Ingest {
                 self.work.set_decoder(Some(want));
                 debug!(camera = %self.camera, "decoder: now fed {want:?}");
                 if want == DecoderMode::Full && !self.resync {
-                    // It has the group's keyframe: the rest brings it to the current picture.
-                    self.replay(1);
+                    // A decoder child has the group's keyframe: the rest brings it to the current
+                    // picture. The shared helper decoded it with a spare decoder and kept
+                    // nothing: it gets the keyframe again.
+                    let keeps = self.decoder.as_ref().is_some_and(|(d, _)| d.keeps_keyframes());
+                    self.replay(if keeps { 1 } else { 0 });
                 }
             }
         }
@@ -374,7 +377,13 @@ impl Ingest {
         if *mode == DecoderMode::Off || (*mode == DecoderMode::Keyframes && !unit.keyframe) {
             return;
         }
-        let fed = decoder.feed(self.codec, std::slice::from_ref(&unit.data), false);
+        // Keyframes only: each keyframe stands alone, so the helper needs no decoder of this
+        // camera's between them.
+        let fed = if *mode == DecoderMode::Keyframes && decodable_alone(self.codec, unit) {
+            decoder.feed_alone(self.codec, &unit.data)
+        } else {
+            decoder.feed(self.codec, std::slice::from_ref(&unit.data), false)
+        };
         if fed {
             self.resync = false;
             self.fed.push_back(Some(at));

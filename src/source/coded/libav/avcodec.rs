@@ -60,6 +60,7 @@ struct FrameHead {
 type FindDecoder = unsafe extern "C" fn(c_int) -> *const c_void;
 type AllocContext = unsafe extern "C" fn(*const c_void) -> *mut c_void;
 type FreeContext = unsafe extern "C" fn(*mut *mut c_void);
+type FlushBuffers = unsafe extern "C" fn(*mut c_void);
 type Open2 = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void) -> c_int;
 type OptSet = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, c_int) -> c_int;
 type OptGetInt = unsafe extern "C" fn(*mut c_void, *const c_char, c_int, *mut i64) -> c_int;
@@ -78,6 +79,7 @@ pub struct Libav {
     find_decoder: FindDecoder,
     alloc_context: AllocContext,
     free_context: FreeContext,
+    flush_buffers: FlushBuffers,
     open2: Open2,
     opt_set: OptSet,
     opt_get_int: OptGetInt,
@@ -121,6 +123,7 @@ impl Libav {
             find_decoder: sym!("avcodec_find_decoder"),
             alloc_context: sym!("avcodec_alloc_context3"),
             free_context: sym!("avcodec_free_context"),
+            flush_buffers: sym!("avcodec_flush_buffers"),
             open2: sym!("avcodec_open2"),
             opt_set: sym!("av_opt_set"),
             opt_get_int: sym!("av_opt_get_int"),
@@ -240,6 +243,17 @@ impl<'a> AvDecoder<'a> {
     }
 
     /// Whether the stream says its samples are full range.
+    /// Decode a unit that needs nothing before it (a keyframe with its parameter sets), take
+    /// every picture out, and forget the stream: the decoder is then ready for another camera's
+    /// keyframe, its picture buffers kept for reuse.
+    pub fn decode_alone(&mut self, unit: &[u8], out: &mut Vec<Decoded>) -> Result<(), String> {
+        self.decode(Some(unit), out)?;
+        let flushed = self.decode(None, out);
+        // SAFETY: the context is open; flushing ends the drain and keeps the buffer pool.
+        unsafe { (self.av.flush_buffers)(self.ctx) };
+        flushed
+    }
+
     fn full_range(&self) -> bool {
         let mut range = 0i64;
         let name = c"color_range";
@@ -320,6 +334,10 @@ pub fn to_full_range(v: u8, full: bool, chroma: bool) -> u8 {
 fn table(full: bool, chroma: bool) -> [u8; 256] {
     std::array::from_fn(|v| to_full_range(v as u8, full, chroma))
 }
+
+// SAFETY: a decoder context is used by one thread at a time (a slot's, or the pool's mutex
+// between them); libavcodec contexts may move between threads.
+unsafe impl Send for AvDecoder<'_> {}
 
 impl Drop for AvDecoder<'_> {
     fn drop(&mut self) {

@@ -33,20 +33,74 @@ fn send_pictures(out: &Out, slot: u32, pictures: &mut Vec<Decoded>) {
     }
 }
 
-/// One camera's decoder: opened by the first message, closed by CLOSE (after a flush) or when
-/// farmcam hangs up.
-fn slot(av: &'static Libav, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver<Message>) {
-    let mut decoder = match AvDecoder::open(av, hevc) {
-        Ok(d) => d,
+/// The decoders no slot holds, by codec (H.264, H.265). A camera decoded keyframes only needs
+/// no decoder between its keyframes: each keyframe (with its parameter sets) is decoded by a
+/// spare one, which forgets the stream afterwards. Twenty such cameras share one or two decoders
+/// and their picture buffers instead of a context each. A decoder that hangs is never given
+/// back: the other slots open another.
+struct Spares {
+    av: &'static Libav,
+    idle: Mutex<[Vec<AvDecoder<'static>>; 2]>,
+}
+
+/// Spare decoders kept per codec: more than two decode at once only on a busier box than a Pi.
+const SPARES_KEPT: usize = 2;
+
+impl Spares {
+    fn take(&self, hevc: bool) -> Result<AvDecoder<'static>, String> {
+        let spare = self.idle.lock().unwrap_or_else(|e| e.into_inner())[hevc as usize].pop();
+        match spare {
+            Some(d) => Ok(d),
+            None => AvDecoder::open(self.av, hevc),
+        }
+    }
+
+    fn give(&self, hevc: bool, d: AvDecoder<'static>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle[hevc as usize].len() < SPARES_KEPT {
+            idle[hevc as usize].push(d);
+        }
+    }
+}
+
+/// One camera's decoder: opened with the slot (so a camera whose codec this libavcodec lacks is
+/// told at once), closed by CLOSE (after a flush) or when farmcam hangs up. While farmcam sends
+/// ALONE keyframes the slot holds no decoder and borrows a spare one per keyframe; a UNIT opens
+/// its own again (a viewer wants every picture: farmcam replays from the keyframe).
+fn slot(spares: Arc<Spares>, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver<Message>) {
+    let mut own = match AvDecoder::open(spares.av, hevc) {
+        Ok(d) => Some(d),
         Err(e) => return send(&out, slot, wire::FAILED, &[e.as_bytes()]),
     };
     let mut pictures = Vec::new();
     while let Ok(m) = rx.recv() {
-        let unit = match m.kind {
-            wire::UNIT | wire::QUIET_UNIT => Some(&m.payload[..]),
-            _ => None,
+        let decoded = match m.kind {
+            wire::ALONE => {
+                // Its own decoder's last pictures first: each unit sent gives its picture.
+                let flushed = match own.take() {
+                    Some(mut d) => d.decode(None, &mut pictures),
+                    None => Ok(()),
+                };
+                flushed.and_then(|()| {
+                    let mut d = spares.take(hevc)?;
+                    d.decode_alone(&m.payload, &mut pictures)?;
+                    spares.give(hevc, d);
+                    Ok(())
+                })
+            }
+            _ => {
+                let unit = match m.kind {
+                    wire::UNIT | wire::QUIET_UNIT => Some(&m.payload[..]),
+                    _ => None,
+                };
+                let d = match own.as_mut() {
+                    Some(d) => Ok(d),
+                    None => AvDecoder::open(spares.av, hevc).map(|d| own.insert(d)),
+                };
+                d.and_then(|d| d.decode(unit, &mut pictures))
+            }
         };
-        if let Err(e) = decoder.decode(unit, &mut pictures) {
+        if let Err(e) = decoded {
             return send(&out, slot, wire::FAILED, &[e.as_bytes()]);
         }
         if m.kind == wire::QUIET_UNIT {
@@ -63,7 +117,19 @@ fn slot(av: &'static Libav, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver<
 /// Run the helper until stdin closes. Returns the exit status.
 pub fn run() -> i32 {
     // Without libavcodec every camera is told why when it opens, and decodes with ffmpeg.
-    let av: Result<&'static Libav, String> = Libav::load().map(|av| &*Box::leak(Box::new(av)));
+    // One malloc arena per two slot threads at most, not one per thread: a thread's freed
+    // picture buffers are reused by the others instead of staying in its own arena.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt is called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    let spares: Result<Arc<Spares>, String> = Libav::load().map(|av| {
+        Arc::new(Spares {
+            av: Box::leak(Box::new(av)),
+            idle: Mutex::new([Vec::new(), Vec::new()]),
+        })
+    });
     let out: Out = Arc::new(Mutex::new(io::stdout()));
     let mut slots: HashMap<u32, mpsc::Sender<Message>> = HashMap::new();
     let mut stdin = io::stdin().lock();
@@ -78,9 +144,9 @@ pub fn run() -> i32 {
         };
         let id = m.slot;
         if m.kind == wire::OPEN {
-            let av = match av {
-                Ok(av) => av,
-                Err(ref e) => {
+            let spares = match &spares {
+                Ok(spares) => spares.clone(),
+                Err(e) => {
                     send(&out, id, wire::FAILED, &[e.as_bytes()]);
                     continue;
                 }
@@ -91,7 +157,7 @@ pub fn run() -> i32 {
             let started = std::thread::Builder::new()
                 .name(format!("slot {id}"))
                 .stack_size(STACK)
-                .spawn(move || slot(av, slot_out, id, hevc, rx));
+                .spawn(move || slot(spares, slot_out, id, hevc, rx));
             match started {
                 Ok(_) => {
                     slots.insert(id, tx);

@@ -153,7 +153,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Helper {
     fn send(&self, slot: u32, kind: u8, payload: Bytes) -> bool {
-        if kind == wire::UNIT || kind == wire::QUIET_UNIT {
+        if matches!(kind, wire::UNIT | wire::QUIET_UNIT | wire::ALONE) {
             if let Some(s) = lock(&self.sessions).get_mut(&slot) {
                 if s.pending == 0 {
                     s.since = Instant::now();
@@ -427,6 +427,22 @@ impl Session {
             }
         }
         self.in_flight = (n + units.len(), b + bytes);
+        true
+    }
+
+    /// Queue a keyframe that carries its parameter sets, for a camera decoded keyframes only:
+    /// the helper decodes it with any spare decoder and keeps none for this camera. False when
+    /// the decoder is behind.
+    pub fn feed_alone(&mut self, unit: &Bytes) -> bool {
+        let (n, b) = self.in_flight;
+        let max_units = FEED_QUEUE + GROUP_MAX_UNITS;
+        if self.finished || n + 1 > max_units || (b > 0 && b + unit.len() > FEED_BYTES) {
+            return false;
+        }
+        if !self.helper.send(self.slot, wire::ALONE, unit.clone()) {
+            return false;
+        }
+        self.in_flight = (n + 1, b + unit.len());
         true
     }
 

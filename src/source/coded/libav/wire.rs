@@ -20,6 +20,10 @@ pub const DONE: u8 = 6;
 pub const FAILED: u8 = 7;
 /// helper → farmcam: the slot closed after CLOSE, its last pictures sent before.
 pub const CLOSED: u8 = 8;
+/// farmcam → helper: a keyframe with its parameter sets, decodable alone (the camera is decoded
+/// keyframes only): any of the helper's spare decoders takes it, its picture sent back at once,
+/// and the slot keeps no decoder of its own between keyframes.
+pub const ALONE: u8 = 9;
 
 pub const HEADER: usize = 9;
 /// The largest payload either side accepts: a picture of [`crate::media::codec::MAX_PIXELS`] (its
