@@ -59,7 +59,21 @@ impl Spares {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle[hevc as usize].len() < SPARES_KEPT {
             idle[hevc as usize].push(d);
+        } else {
+            drop(idle);
+            dropped(d);
         }
+    }
+}
+
+/// Free a decoder and give its memory back to the system: a decoder's picture buffers are
+/// megabytes, which malloc would otherwise keep in the arena for the next one.
+fn dropped(d: AvDecoder<'_>) {
+    drop(d);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -78,7 +92,11 @@ fn slot(spares: Arc<Spares>, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver
             wire::ALONE => {
                 // Its own decoder's last pictures first: each unit sent gives its picture.
                 let flushed = match own.take() {
-                    Some(mut d) => d.decode(None, &mut pictures),
+                    Some(mut d) => {
+                        let flushed = d.decode(None, &mut pictures);
+                        dropped(d);
+                        flushed
+                    }
                     None => Ok(()),
                 };
                 flushed.and_then(|()| {
