@@ -256,6 +256,7 @@ mod tests {
                 sps: sps.then(|| Bytes::from_static(&[0, 0, 0, 1, 0x67])),
             },
             pts: 0,
+            seq: 0,
         };
         let mut g = KeyframeGate::default();
         assert!(!g.pass(&unit(false, false)));

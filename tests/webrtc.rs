@@ -280,6 +280,84 @@ async fn mainsails_whep_offer_with_audio_plays_in_chromium() {
     browser.quit().await;
 }
 
+/// Viewers of one camera share its one subscription in the session task, joining and leaving at
+/// any time: a viewer that joins while another watches plays at once, and from then on both
+/// decode the same frames (each unit once for each of them); the second plays on alone when
+/// the first leaves, and a viewer after both have gone gets a new subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_join_and_leave_a_cameras_shared_subscription() {
+    let server = RtspServer::start(RtspOptions::default());
+    let d = farm(&server.url());
+    let browser = Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/api/cameras", d.main)).await;
+    browser
+        .eval(
+            "window.pcs = {};
+            window.play = async name => {
+                const pc = new RTCPeerConnection();
+                window.pcs[name] = pc;
+                pc.addTransceiver('video', { direction: 'recvonly' });
+                await pc.setLocalDescription(await pc.createOffer());
+                const r = await fetch('/cameras/cam/whep', { method: 'POST',
+                    headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+                await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+                pc.whep = new URL(r.headers.get('location'), new URL('/cameras/cam/', location.href)).href;
+            };
+            window.stop = async name => {
+                const pc = window.pcs[name];
+                await fetch(pc.whep, { method: 'DELETE' });
+                pc.close();
+                delete window.pcs[name];
+            };
+            window.stats = async () => {
+                const out = {};
+                for (const [name, pc] of Object.entries(window.pcs)) {
+                    const s = await pc.getStats();
+                    s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video')
+                        out[name] = { decoded: r.framesDecoded || 0, pli: r.pliCount || 0,
+                                      width: r.frameWidth || 0 }; });
+                }
+                return out;
+            };
+            return null;",
+        )
+        .await;
+    const STATS: &str = "return window.stats();";
+    let play = |name: &str| format!("return window.play('{name}');");
+    let stop = |name: &str| format!("return window.stop('{name}');");
+    // At 15 fps: `n` more frames decoded by `name` than `after` says.
+    async fn more(browser: &Browser, name: &str, after: &Value, n: u64) -> Value {
+        let from = after[name]["decoded"].as_u64().unwrap_or(0);
+        browser
+            .wait_for(WAIT, &format!("{n} more frames for {name}"), STATS, |v| {
+                v[name]["decoded"].as_u64() >= Some(from + n) && v[name]["width"] == 320
+            })
+            .await
+    }
+    browser.eval(&play("first")).await;
+    let v = more(&browser, "first", &Value::Null, 20).await;
+    browser.eval(&play("second")).await;
+    let v = more(&browser, "second", &v, 20).await;
+    // Three seconds of video, counted by both at once.
+    let w = more(&browser, "first", &v, 45).await;
+    let counted = |name: &str| w[name]["decoded"].as_i64().unwrap() - v[name]["decoded"].as_i64().unwrap();
+    assert!(
+        (counted("first") - counted("second")).abs() <= 5,
+        "both viewers decode every frame once: {v} then {w}"
+    );
+    browser.eval(&stop("first")).await;
+    let v = w;
+    let v = more(&browser, "second", &v, 30).await;
+    assert_eq!(v["second"]["pli"], 0, "no picture missing or broken: {v}");
+    browser.eval(&stop("second")).await;
+    d.wait_for("cam", WAIT, |c| c["webrtc_sessions"] == serde_json::json!([]))
+        .await;
+    browser.eval(&play("third")).await;
+    let v = more(&browser, "third", &Value::Null, 20).await;
+    assert_eq!(v["third"]["pli"], 0, "{v}");
+    browser.quit().await;
+}
+
 /// A WHEP viewer starts at the camera's kept group of pictures, as a camera-streamer viewer
 /// does, not at the camera's next keyframe: here the camera sends one keyframe every 11 minutes,
 /// so only the kept one can give the viewer its pictures.

@@ -21,13 +21,14 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use crate::live::{self, Seats};
 use crate::registry::Camera;
+use crate::source::coded::units::Unit;
 use session::{Session, UnitMsg};
 
 pub use crate::config::WebrtcConfig;
@@ -86,7 +87,6 @@ pub struct WebRtc {
     config: WebrtcConfig,
     candidates: Vec<SocketAddr>,
     commands: mpsc::Sender<Command>,
-    units: mpsc::Sender<UnitMsg>,
     shared: Arc<Shared>,
     /// Sessions in all and per client address, taken before anything is awaited.
     seats: Seats,
@@ -115,9 +115,16 @@ impl WebRtc {
             ));
         }
         let (commands, commands_rx) = mpsc::channel(64);
-        let (units, units_rx) = mpsc::channel(UNIT_QUEUE);
+        let (units_tx, units_rx) = mpsc::channel(UNIT_QUEUE);
         let shared = Arc::new(Shared::default());
-        tracker.spawn(run(socket, commands_rx, units_rx, shared.clone(), shutdown));
+        tracker.spawn(run(
+            socket,
+            commands_rx,
+            units_rx,
+            units_tx,
+            shared.clone(),
+            shutdown,
+        ));
         info!(
             "webrtc: UDP {local}, offering {}",
             candidates
@@ -130,7 +137,6 @@ impl WebRtc {
             config: config.clone(),
             candidates,
             commands,
-            units,
             shared,
             seats: Seats::new(
                 config.max_sessions,
@@ -270,7 +276,6 @@ impl WebRtc {
             seat,
             peer,
             &self.candidates,
-            self.units.clone(),
         )
         .map_err(SignalError::Unavailable)?;
         Ok((Box::new(session), opened.codec))
@@ -408,51 +413,122 @@ fn interface_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// One camera's units for all of its sessions: one subscription, forwarded to the session task,
+/// which writes each unit to every session watching the camera.
+struct Feed {
+    forwarder: tokio::task::JoinHandle<()>,
+    sessions: Vec<String>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+/// Forward a camera's units to the session task. When the task falls behind (its queue full, or
+/// the camera's channel overtook this subscription), the camera's sessions are told once and
+/// skip to the next keyframe.
+fn forward(
+    camera: Arc<str>,
+    mut rx: broadcast::Receiver<Arc<Unit>>,
+    tx: mpsc::Sender<UnitMsg>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let unit = match rx.recv().await {
+                Ok(u) => Some(u),
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let behind = unit.is_none();
+            match tx.try_send(UnitMsg {
+                camera: camera.clone(),
+                unit,
+            }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) if !behind => {
+                    let camera = camera.clone();
+                    let _ = tx.send(UnitMsg { camera, unit: None }).await;
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
+
 /// The session task: every session's `Rtc`, fed from the socket, the cameras and the clock.
+/// After each event only the sessions it touched are drained (a unit: its camera's sessions), so
+/// a frame costs each viewer one write and one drain, not one per viewer.
 async fn run(
     socket: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
     mut units: mpsc::Receiver<UnitMsg>,
+    units_tx: mpsc::Sender<UnitMsg>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let local = socket.local_addr().expect("bound socket has an address");
     let mut sessions: HashMap<String, Box<Session>> = HashMap::new();
+    let mut feeds: HashMap<Arc<str>, Feed> = HashMap::new();
     let mut buf = vec![0u8; 2048];
+    // Sessions to drain before waiting again.
+    let mut touched: Vec<String> = Vec::new();
     loop {
-        // Every session drained: what they want sent is sent, and the earliest timeout known.
-        let mut next = Instant::now() + Duration::from_secs(1);
-        for s in sessions.values_mut() {
-            next = next.min(guarded(s, |s| s.drain(&socket)).unwrap_or(next));
-        }
-        let now = Instant::now();
-        sessions.retain(|id, s| {
-            let keep = s.alive() && (s.connected() || now.duration_since(s.created()) < CONNECT_TIMEOUT);
-            if !keep {
-                info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} ended after {:.0?}, {} bytes", s.number(), now.duration_since(s.created()), s.bytes_sent());
-                shared.sessions.lock().unwrap().remove(id);
+        for id in touched.drain(..) {
+            let Some(s) = sessions.get_mut(&id) else { continue };
+            guarded(s, |s| s.drain(&socket));
+            if let Some(rx) = s.take_feed() {
+                let camera: Arc<str> = s.camera_id().into();
+                match feeds.get_mut(&camera) {
+                    Some(feed) => {
+                        // The camera's units ended (it was replaced by a reload): this session's
+                        // subscription is the live one.
+                        if feed.forwarder.is_finished() {
+                            feed.forwarder = forward(camera, rx, units_tx.clone());
+                        }
+                        feed.sessions.push(id.clone());
+                    }
+                    None => {
+                        let forwarder = forward(camera.clone(), rx, units_tx.clone());
+                        let sessions = vec![id.clone()];
+                        feeds.insert(camera, Feed { forwarder, sessions });
+                    }
+                }
             }
-            keep
-        });
-        for s in sessions.values() {
-            if let Some(st) = shared.sessions.lock().unwrap().get_mut(&s.id) {
+            if let Some(st) = shared.sessions.lock().unwrap().get_mut(&id) {
                 st.connected = s.connected();
                 st.bytes_sent = s.bytes_sent();
             }
         }
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(1);
+        sessions.retain(|id, s| {
+            let keep = s.alive() && (s.connected() || now.duration_since(s.created()) < CONNECT_TIMEOUT);
+            if keep {
+                next = next.min(s.timeout());
+            } else {
+                info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} ended after {:.0?}, {} bytes", s.number(), now.duration_since(s.created()), s.bytes_sent());
+                shared.sessions.lock().unwrap().remove(id);
+                unwatch(&mut feeds, s.camera_id(), id);
+            }
+            keep
+        });
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sleep => {
                 let now = Instant::now();
-                for s in sessions.values_mut() {
+                for (id, s) in sessions.iter_mut().filter(|(_, s)| s.timeout() <= now) {
                     guarded(s, |s| s.input(Input::Timeout(now)));
+                    touched.push(id.clone());
                 }
             }
             c = commands.recv() => match c {
                 None => break,
                 Some(Command::Add(s)) => {
                     debug!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} signalled", s.number());
+                    touched.push(s.id.clone());
                     sessions.insert(s.id.clone(), s);
                 }
                 Some(Command::Answer { camera, id, answer, reply }) => {
@@ -462,19 +538,26 @@ async fn run(
                             .unwrap_or_else(|| Err("the session failed".into()))
                             .map_err(SignalError::Bad),
                     };
+                    touched.push(id);
                     let _ = reply.send(r);
                 }
                 Some(Command::Close(id)) => {
                     if let Some(mut s) = sessions.remove(&id) {
                         s.close();
                         shared.sessions.lock().unwrap().remove(&id);
+                        unwatch(&mut feeds, s.camera_id(), &id);
                         info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} closed by the viewer", s.number());
                     }
                 }
             },
             u = units.recv() => if let Some(msg) = u {
-                if let Some(s) = sessions.get_mut(&msg.session) {
-                    guarded(s, |s| s.unit(msg));
+                if let Some(feed) = feeds.get(&msg.camera) {
+                    for id in &feed.sessions {
+                        if let Some(s) = sessions.get_mut(id) {
+                            guarded(s, |s| s.unit(msg.unit.as_deref()));
+                            touched.push(id.clone());
+                        }
+                    }
                 }
             },
             r = socket.recv_from(&mut buf) => match r {
@@ -482,8 +565,9 @@ async fn run(
                     let Ok(contents) = buf[..n].try_into() else { continue };
                     let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
                     // The session this packet is for (ICE credentials, then the peer's address).
-                    if let Some(s) = sessions.values_mut().find(|s| s.accepts(&input)) {
+                    if let Some((id, s)) = sessions.iter_mut().find(|(_, s)| s.accepts(&input)) {
                         guarded(s, |s| s.input(input));
+                        touched.push(id.clone());
                     }
                 }
                 Err(e) => {
@@ -497,6 +581,16 @@ async fn run(
         s.close();
     }
     shared.sessions.lock().unwrap().clear();
+}
+
+/// A session of `camera` ended: its camera's subscription ends with its last session.
+fn unwatch(feeds: &mut HashMap<Arc<str>, Feed>, camera: &str, id: &str) {
+    if let Some(feed) = feeds.get_mut(camera) {
+        feed.sessions.retain(|s| s != id);
+        if feed.sessions.is_empty() {
+            feeds.remove(camera);
+        }
+    }
 }
 
 /// Run `f` on one session; a panic in it (a bug, or input the WebRTC library cannot take) ends

@@ -14,7 +14,7 @@ use str0m::format::Codec as RtcCodec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tracing::debug;
 
 use super::SessionStatus;
@@ -24,9 +24,9 @@ use crate::pump::Subscription;
 use crate::registry::Camera;
 use crate::source::coded::units::Unit;
 
-/// A unit for one session (`None`: the session fell behind and waits for a keyframe).
+/// A unit of one camera for its sessions (`None`: they fell behind and wait for a keyframe).
 pub struct UnitMsg {
-    pub session: String,
+    pub camera: Arc<str>,
     pub unit: Option<Arc<Unit>>,
 }
 
@@ -53,9 +53,13 @@ pub struct Session {
     dead: bool,
     gate: KeyframeGate,
     bytes: u64,
-    /// Forwards the camera's units to the session task (aborted with the session).
-    forwarder: Option<tokio::task::JoinHandle<()>>,
-    units_tx: mpsc::Sender<UnitMsg>,
+    /// Units up to this [`Unit::seq`] were sent with the session's start.
+    started_at: Option<u64>,
+    /// The camera's units from the session's start on, until the session task takes them (it
+    /// keeps one subscription per camera for all its sessions).
+    feed: Option<broadcast::Receiver<Arc<Unit>>>,
+    /// When the `Rtc` wants input next.
+    timeout: Instant,
 }
 
 fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
@@ -75,7 +79,6 @@ impl Session {
         seat: Seat,
         peer: SocketAddr,
         candidates: &[SocketAddr],
-        units_tx: mpsc::Sender<UnitMsg>,
     ) -> Result<Session, String> {
         let mut rtc = Rtc::builder()
             .set_crypto_provider(crypto())
@@ -105,8 +108,9 @@ impl Session {
             dead: false,
             gate: KeyframeGate::default(),
             bytes: 0,
-            forwarder: None,
-            units_tx,
+            started_at: None,
+            feed: None,
+            timeout: Instant::now(),
         })
     }
 
@@ -153,9 +157,6 @@ impl Session {
     /// End the session without touching its `Rtc` again (it may be inconsistent after a panic).
     pub fn kill(&mut self) {
         self.dead = true;
-        if let Some(f) = self.forwarder.take() {
-            f.abort();
-        }
     }
 
     /// The server's offer (camera-streamer's form): one video line, send only.
@@ -199,8 +200,24 @@ impl Session {
         }
     }
 
+    /// When the `Rtc` wants input next (as of the last [`Session::drain`]).
+    pub fn timeout(&self) -> Instant {
+        self.timeout
+    }
+
+    /// The camera's units from this session's start on, once: the session task keeps them for
+    /// every session of the camera, unless it has them already.
+    pub fn take_feed(&mut self) -> Option<broadcast::Receiver<Arc<Unit>>> {
+        self.feed.take()
+    }
+
     /// Send what the `Rtc` wants sent and handle its events; returns when it wants input next.
     pub fn drain(&mut self, socket: &UdpSocket) -> Instant {
+        self.timeout = self.poll(socket);
+        self.timeout
+    }
+
+    fn poll(&mut self, socket: &UdpSocket) -> Instant {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t,
@@ -228,7 +245,7 @@ impl Session {
                 self.mid = Some(m.mid);
                 // WHEP: str0m tells of the browser's video line after it is connected; the
                 // viewer starts now, at the kept group (not at the next keyframe).
-                if self.connected && self.forwarder.is_none() {
+                if self.connected && self.started_at.is_none() {
                     self.start_units();
                 }
             }
@@ -255,7 +272,7 @@ impl Session {
     /// then every unit the camera yields.
     fn start_units(&mut self) {
         let Some(feed) = self.cam.units() else { return };
-        let (start, mut rx) = feed.subscribe();
+        let (start, rx) = feed.subscribe();
         let n = start.units.len();
         for (i, u) in start.units.iter().enumerate() {
             // Timestamps a tick apart, just before now: shown at once, the last one stays.
@@ -264,42 +281,20 @@ impl Session {
         if !start.complete {
             self.gate.wait();
         }
-        let (tx, id) = (self.units_tx.clone(), self.id.clone());
-        self.forwarder = Some(tokio::spawn(async move {
-            loop {
-                let unit = match rx.recv().await {
-                    Ok(u) => Some(u),
-                    Err(broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                let behind = unit.is_none();
-                match tx.try_send(UnitMsg {
-                    session: id.clone(),
-                    unit,
-                }) {
-                    Ok(()) => {}
-                    // The session task is behind: this session skips to the next keyframe.
-                    Err(mpsc::error::TrySendError::Full(_)) if !behind => {
-                        let _ = tx
-                            .send(UnitMsg {
-                                session: id.clone(),
-                                unit: None,
-                            })
-                            .await;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }));
+        self.started_at = Some(start.units.last().map_or(0, |u| u.seq));
+        self.feed = Some(rx);
     }
 
-    /// A unit from the camera.
-    pub fn unit(&mut self, msg: UnitMsg) {
-        match msg.unit {
+    /// A unit of its camera (`None`: the session task fell behind; the session skips to the
+    /// next keyframe).
+    pub fn unit(&mut self, unit: Option<&Unit>) {
+        match unit {
             None => {
                 self.gate.behind();
             }
-            Some(u) => self.write(&u, 0),
+            // Sent with the start already (the camera's subscription is older than the session).
+            Some(u) if self.started_at.is_none_or(|s| u.seq <= s) => {}
+            Some(u) => self.write(u, 0),
         }
     }
 
@@ -337,17 +332,6 @@ impl Session {
     pub fn close(&mut self) {
         if !self.dead {
             self.rtc.disconnect();
-        }
-        if let Some(f) = self.forwarder.take() {
-            f.abort();
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(f) = self.forwarder.take() {
-            f.abort();
         }
     }
 }

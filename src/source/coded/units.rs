@@ -26,6 +26,9 @@ pub struct Unit {
     pub au: AccessUnit,
     /// Presentation time, 90 kHz ticks on this camera's unit clock.
     pub pts: u64,
+    /// Its place among this camera's units: one more than the unit before, across reconnects
+    /// (a consumer that joins a shared subscription skips what its start already had).
+    pub seq: u64,
 }
 
 /// Where a new consumer starts: the latest keyframe (with parameter sets) and the units after it,
@@ -61,6 +64,8 @@ impl Start {
 struct Group {
     start: Start,
     bytes: usize,
+    /// The last unit's [`Unit::seq`].
+    seq: u64,
 }
 
 /// Presentation times from arrival times. Units come through a pipe, so they arrive in bursts
@@ -282,12 +287,14 @@ impl UnitFeed {
             let pts = clock.stamp(Instant::now());
             (pts, clock.step().is_some())
         };
+        let mut group = self.group.lock().unwrap();
+        group.seq += 1;
         let unit = Arc::new(Unit {
             codec,
             au: au.clone(),
             pts,
+            seq: group.seq,
         });
-        let mut group = self.group.lock().unwrap();
         // A keyframe without its parameter sets cannot start a decoder on its own.
         if au.keyframe && au.sps.is_some() {
             group.bytes = au.data.len();
