@@ -21,7 +21,9 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
@@ -29,14 +31,12 @@ use tracing::{debug, info};
 use crate::live::{self, Seats};
 use crate::registry::Camera;
 use crate::source::coded::units::Unit;
-use session::{Session, UnitMsg};
+use session::Session;
 
 pub use crate::config::WebrtcConfig;
 
 /// A session that is not connected this long after signalling is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Units queued from all cameras to the session task.
-const UNIT_QUEUE: usize = 1024;
 
 /// Why signalling failed; the HTTP side turns it into a status.
 #[derive(Debug, thiserror::Error)]
@@ -115,16 +115,8 @@ impl WebRtc {
             ));
         }
         let (commands, commands_rx) = mpsc::channel(64);
-        let (units_tx, units_rx) = mpsc::channel(UNIT_QUEUE);
         let shared = Arc::new(Shared::default());
-        tracker.spawn(run(
-            socket,
-            commands_rx,
-            units_rx,
-            units_tx,
-            shared.clone(),
-            shutdown,
-        ));
+        tracker.spawn(run(socket, commands_rx, shared.clone(), shutdown));
         info!(
             "webrtc: UDP {local}, offering {}",
             candidates
@@ -413,64 +405,22 @@ fn interface_addresses() -> Vec<IpAddr> {
     out
 }
 
-/// One camera's units for all of its sessions: one subscription, forwarded to the session task,
-/// which writes each unit to every session watching the camera.
-struct Feed {
-    forwarder: tokio::task::JoinHandle<()>,
-    sessions: Vec<String>,
-}
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.forwarder.abort();
-    }
-}
-
-/// Forward a camera's units to the session task. When the task falls behind (its queue full, or
-/// the camera's channel overtook this subscription), the camera's sessions are told once and
-/// skip to the next keyframe.
-fn forward(
-    camera: Arc<str>,
-    mut rx: broadcast::Receiver<Arc<Unit>>,
-    tx: mpsc::Sender<UnitMsg>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let unit = match rx.recv().await {
-                Ok(u) => Some(u),
-                Err(broadcast::error::RecvError::Lagged(_)) => None,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let behind = unit.is_none();
-            match tx.try_send(UnitMsg {
-                camera: camera.clone(),
-                unit,
-            }) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) if !behind => {
-                    let camera = camera.clone();
-                    let _ = tx.send(UnitMsg { camera, unit: None }).await;
-                }
-                Err(_) => return,
-            }
-        }
-    })
-}
-
 /// The session task: every session's `Rtc`, fed from the socket, the cameras and the clock.
-/// After each event only the sessions it touched are drained (a unit: its camera's sessions), so
-/// a frame costs each viewer one write and one drain, not one per viewer.
+/// It holds one subscription per watched camera and writes each unit to every session of that
+/// camera; after each event only the sessions it touched are drained. A frame costs each viewer
+/// one write and one drain, and wakes nothing but this task.
 async fn run(
     socket: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
-    mut units: mpsc::Receiver<UnitMsg>,
-    units_tx: mpsc::Sender<UnitMsg>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     let local = socket.local_addr().expect("bound socket has an address");
     let mut sessions: HashMap<String, Box<Session>> = HashMap::new();
-    let mut feeds: HashMap<Arc<str>, Feed> = HashMap::new();
+    // Each watched camera's units, and the sessions watching it. A camera whose units fell
+    // behind (this task could not keep up) yields `Lagged`: its sessions skip to a keyframe.
+    let mut feeds: StreamMap<Arc<str>, BroadcastStream<Arc<Unit>>> = StreamMap::new();
+    let mut watchers: HashMap<Arc<str>, Vec<String>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     // Sessions to drain before waiting again.
     let mut touched: Vec<String> = Vec::new();
@@ -480,21 +430,12 @@ async fn run(
             guarded(s, |s| s.drain(&socket));
             if let Some(rx) = s.take_feed() {
                 let camera: Arc<str> = s.camera_id().into();
-                match feeds.get_mut(&camera) {
-                    Some(feed) => {
-                        // The camera's units ended (it was replaced by a reload): this session's
-                        // subscription is the live one.
-                        if feed.forwarder.is_finished() {
-                            feed.forwarder = forward(camera, rx, units_tx.clone());
-                        }
-                        feed.sessions.push(id.clone());
-                    }
-                    None => {
-                        let forwarder = forward(camera.clone(), rx, units_tx.clone());
-                        let sessions = vec![id.clone()];
-                        feeds.insert(camera, Feed { forwarder, sessions });
-                    }
+                // A camera watched already keeps its older subscription (the session skips what
+                // its start had); a camera whose units ended (replaced by a reload) takes this one.
+                if !feeds.contains_key(&camera) {
+                    feeds.insert(camera.clone(), BroadcastStream::new(rx));
                 }
+                watchers.entry(camera).or_default().push(id.clone());
             }
             if let Some(st) = shared.sessions.lock().unwrap().get_mut(&id) {
                 st.connected = s.connected();
@@ -510,7 +451,7 @@ async fn run(
             } else {
                 info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} ended after {:.0?}, {} bytes", s.number(), now.duration_since(s.created()), s.bytes_sent());
                 shared.sessions.lock().unwrap().remove(id);
-                unwatch(&mut feeds, s.camera_id(), id);
+                unwatch(&mut feeds, &mut watchers, s.camera_id(), id);
             }
             keep
         });
@@ -545,21 +486,20 @@ async fn run(
                     if let Some(mut s) = sessions.remove(&id) {
                         s.close();
                         shared.sessions.lock().unwrap().remove(&id);
-                        unwatch(&mut feeds, s.camera_id(), &id);
+                        unwatch(&mut feeds, &mut watchers, s.camera_id(), &id);
                         info!(camera = %s.camera_id(), peer = %s.peer(), "webrtc: session {} closed by the viewer", s.number());
                     }
                 }
             },
-            u = units.recv() => if let Some(msg) = u {
-                if let Some(feed) = feeds.get(&msg.camera) {
-                    for id in &feed.sessions {
-                        if let Some(s) = sessions.get_mut(id) {
-                            guarded(s, |s| s.unit(msg.unit.as_deref()));
-                            touched.push(id.clone());
-                        }
+            Some((camera, unit)) = feeds.next(), if !feeds.is_empty() => {
+                let unit = unit.ok();
+                for id in watchers.get(&camera).into_iter().flatten() {
+                    if let Some(s) = sessions.get_mut(id) {
+                        guarded(s, |s| s.unit(unit.as_deref()));
+                        touched.push(id.clone());
                     }
                 }
-            },
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, source)) => {
                     let Ok(contents) = buf[..n].try_into() else { continue };
@@ -584,10 +524,16 @@ async fn run(
 }
 
 /// A session of `camera` ended: its camera's subscription ends with its last session.
-fn unwatch(feeds: &mut HashMap<Arc<str>, Feed>, camera: &str, id: &str) {
-    if let Some(feed) = feeds.get_mut(camera) {
-        feed.sessions.retain(|s| s != id);
-        if feed.sessions.is_empty() {
+fn unwatch(
+    feeds: &mut StreamMap<Arc<str>, BroadcastStream<Arc<Unit>>>,
+    watchers: &mut HashMap<Arc<str>, Vec<String>>,
+    camera: &str,
+    id: &str,
+) {
+    if let Some(ids) = watchers.get_mut(camera) {
+        ids.retain(|s| s != id);
+        if ids.is_empty() {
+            watchers.remove(camera);
             feeds.remove(camera);
         }
     }

@@ -24,12 +24,6 @@ use crate::pump::Subscription;
 use crate::registry::Camera;
 use crate::source::coded::units::Unit;
 
-/// A unit of one camera for its sessions (`None`: they fell behind and wait for a keyframe).
-pub struct UnitMsg {
-    pub camera: Arc<str>,
-    pub unit: Option<Arc<Unit>>,
-}
-
 pub struct Session {
     /// The session's secret: the last segment of its URL.
     pub id: String,
