@@ -5,10 +5,15 @@
 #   packaging/build-debs.sh                 all three, into target/*/debian/
 #   packaging/build-debs.sh amd64 arm64     some
 #
+# FARMCAM_DEB_PROFILE picks the Cargo profile (default release, what is shipped). CI's checks
+# (packaging/test-deb.sh from .ci/run) use `dev`: the amd64 package then reuses the test suite's
+# build, and the cross builds skip what only a release needs (optimisation, LTO).
+#
 # Installs what it needs (idempotently): cargo-deb, the Rust targets, Debian's cross compilers.
 set -eu
 cd "$(dirname "$0")/.."
 ARCHS="${*:-amd64 arm64 armhf}"
+PROFILE="${FARMCAM_DEB_PROFILE:-release}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -37,14 +42,14 @@ cross_deb() {
     env "BINDGEN_EXTRA_CLANG_ARGS_$t=--sysroot=/usr/$triple" \
         "CARGO_TARGET_${T}_LINKER=$triple-gcc" \
         "CC_$t=$triple-gcc" \
-        cargo deb --target "$target"
+        cargo deb --profile "$PROFILE" --target "$target"
 }
 
 for arch in $ARCHS; do
     case "$arch" in
         amd64)
             need_apt libclang-dev cmake nasm
-            cargo deb
+            cargo deb --profile "$PROFILE"
             ;;
         arm64) cross_deb aarch64-unknown-linux-gnu aarch64-linux-gnu libc6-dev-arm64-cross ;;
         armhf) cross_deb armv7-unknown-linux-gnueabihf arm-linux-gnueabihf libc6-dev-armhf-cross ;;

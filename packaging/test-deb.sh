@@ -13,6 +13,11 @@ for p in lintian debootstrap; do
     command -v "$p" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$p"
 done
 
+# The Cargo profile the packages are built with (packaging/build-debs.sh), and its directory.
+PROFILE="${FARMCAM_DEB_PROFILE:-release}"
+PROFILE_DIR=$PROFILE
+if [ "$PROFILE" = dev ]; then PROFILE_DIR=debug; fi
+
 packaging/build-debs.sh amd64
 DEB=$(ls -t target/debian/farmcam_*_amd64.deb | head -1)
 echo "test-deb: lintian $DEB" >&2
@@ -56,7 +61,7 @@ cross() {
     arch=$1 qemu=$2 triple=$3 target=$4
     command -v "$qemu" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends qemu-user-static
     packaging/build-debs.sh "$arch"
-    BIN=target/$target/release/farmcam
+    BIN=target/$target/$PROFILE_DIR/farmcam
     "$qemu" -L "/usr/$triple" "$BIN" --version
     "$qemu" -L "/usr/$triple" "$BIN" check --config packaging/farmcam.toml
     dir=$(mktemp -d)
