@@ -83,11 +83,16 @@ b1=$(bytes_sent); v1=$(viewer_bytes)
 read -r PSS PROCS < <(pss_kb "$FC")
 # By kind: farmcam itself, its shared decoder helper, its ffmpeg children.
 OWN_PSS=$(awk '/^Pss:/{print $2}' "/proc/$FC/smaps_rollup")
+# Where a process's PSS goes: libraries and the binary (file-backed) against its own memory.
+split() { awk '/^Pss_File:/{f=$2} /^Pss_Anon:/{a=$2} END{printf "%.0f MB libraries and binary, %.0f MB its own memory", f/1024, a/1024}' "/proc/$1/smaps_rollup"; }
+OWN_SPLIT=$(split "$FC")
+HELPER_SPLIT="no helper"
 HELPER_PSS=0; FF_PSS=0; FF_N=0
 for c in $(cat /proc/"$FC"/task/*/children 2>/dev/null); do
     v=$(awk '/^Pss:/{print $2}' "/proc/$c/smaps_rollup" 2>/dev/null)
     if tr '\0' ' ' < "/proc/$c/cmdline" | grep -q decode-helper; then
         HELPER_PSS=$((HELPER_PSS + ${v:-0}))
+        HELPER_SPLIT=$(split "$c")
     else
         FF_PSS=$((FF_PSS + ${v:-0})); FF_N=$((FF_N + 1))
     fi
@@ -142,6 +147,7 @@ echo "| PSS | $(mb "$PSS") MB ($(per "$PSS/1024") MB per camera) | $(mb "$FLOOR_
 echo "| processes | $PROCS | ${#FLOOR[@]} |"
 echo
 echo "PSS by process: farmcam $(mb "$OWN_PSS") MB, decoder helper $(mb "$HELPER_PSS") MB, $FF_N ffmpeg children $(mb "$FF_PSS") MB"
+echo "farmcam: $OWN_SPLIT; decoder helper: $HELPER_SPLIT"
 echo "decoded by at the end: $(python3 -c "import json,collections;c=json.load(open('$DIR/status.json'));print(dict(collections.Counter(x.get('decoded_by') for x in c)))")"
 echo
 echo "camera connections: upstream_opens per camera $OPENS; the RTSP server accepted $CLIENTS connections from farmcam"

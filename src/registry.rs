@@ -281,12 +281,12 @@ impl Camera {
         self.snapshot_for(max_age, None).await
     }
 
-    /// [`Self::snapshot`] for a `client` (by address) that may be polling: a polling client gets
-    /// a frame it has not had yet, and its polling is a rate demand (see [`crate::polls`]).
+    /// [`Self::snapshot`] for a `client` that may be polling: a polling client gets a frame it
+    /// has not had yet, and its polling is a rate demand (see [`crate::polls`]).
     pub async fn snapshot_for(
         &self,
         max_age: Option<Duration>,
-        client: Option<std::net::IpAddr>,
+        client: Option<polls::Poller>,
     ) -> Result<Frame, SnapshotError> {
         let poll = match (client, max_age) {
             (Some(ip), None) => {

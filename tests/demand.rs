@@ -653,6 +653,66 @@ async fn two_wall_pages_behind_one_address_decode_keyframes_only() {
     assert!(seen.contains("\"keyframes\""), "{seen:?}");
 }
 
+/// Two browsers behind one address (two people behind the MainsailOS proxy), each polling a
+/// snapshot once a second and keeping the cookie farmcam gives it: told apart by their cookies,
+/// neither is polling, and the camera decodes keyframes only. A client that keeps no cookie
+/// (curl, a script) is still one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_behind_one_address_are_told_apart_by_their_cookies() {
+    let server = RtspServer::start(RtspOptions {
+        keyint: Some(15),
+        ..Default::default()
+    });
+    let d = Daemon::start(&camera(&server.url(), "idle_grace = \"30s\""));
+    let main = d.main;
+    // A browser: its first answer gives it a cookie, which it sends from then on.
+    let browser = |offset: u64, rounds: u32| async move {
+        let start = tokio::time::Instant::now() + Duration::from_millis(offset);
+        let mut cadence = tokio::time::interval_at(start, Duration::from_secs(1));
+        let mut cookie: Option<String> = None;
+        let mut modes = std::collections::BTreeSet::new();
+        for round in 0..rounds {
+            cadence.tick().await;
+            let jar = cookie
+                .as_ref()
+                .map(|c| format!("Cookie: theme=dark; {c}\r\n"))
+                .unwrap_or_default();
+            let r = common::request(
+                main,
+                &format!("GET /cameras/cam/snapshot?width=160&bypassCache={offset} HTTP/1.1\r\nHost: x\r\n{jar}Connection: close\r\n\r\n"),
+            )
+            .await;
+            assert_eq!(r.status, 200);
+            match (r.header("set-cookie"), &cookie) {
+                (Some(set), None) => {
+                    assert!(
+                        set.starts_with("farmcam_client=") && set.contains("HttpOnly"),
+                        "{set}"
+                    );
+                    cookie = Some(set.split(';').next().unwrap().to_string());
+                }
+                (set, Some(_)) => assert_eq!(set, None, "a browser with its cookie gets no new one"),
+                (None, None) => panic!("a polling-capable answer without a cookie"),
+            }
+            // The first requests (no cookie yet) are one address polling for a moment (its
+            // demand lingers up to 3 of its intervals); from the fifth round on, two browsers.
+            if round >= 4 {
+                let cams: serde_json::Value =
+                    serde_json::from_slice(&get(main, "/api/cameras").await.body).unwrap();
+                modes.insert(cams[0]["decoder"].to_string());
+            }
+        }
+        modes
+    };
+    let (a, b) = futures_util::future::join(browser(0, 10), browser(500, 10)).await;
+    let seen: std::collections::BTreeSet<String> = a.into_iter().chain(b).collect();
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["\"keyframes\""],
+        "decoder modes while two browsers polled once a second each"
+    );
+}
+
 /// Cameras decoded keyframes only share the helper's spare decoders (a keyframe at a time, each
 /// with its parameter sets) instead of holding one each: every camera's snapshots are still its
 /// own pictures, of its own size and codec, while the three are decoded side by side; a

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame as BodyFrame;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
 use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 use tracing::info;
@@ -18,6 +18,7 @@ use super::path::Query;
 use super::{api, Body};
 use crate::frame::Frame;
 use crate::media::sizes::{Scale, SizeLease};
+use crate::polls::Poller;
 use crate::pump::{ConsumerKind, Subscription, Want};
 use crate::registry::{Camera, SnapshotError};
 
@@ -192,7 +193,41 @@ fn jpeg_response(status: StatusCode, jpeg: Bytes) -> Response<Body> {
     resp
 }
 
-pub async fn snapshot(cam: &Arc<Camera>, q: &Query, peer: std::net::SocketAddr) -> Response<Body> {
+/// The cookie that tells browsers apart when they poll through one address (a proxy).
+const CLIENT_COOKIE: &str = "farmcam_client";
+
+/// The browser's `farmcam_client` cookie, if it sent one farmcam made (16 hex digits).
+pub fn client_cookie(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(CLIENT_COOKIE)?.strip_prefix('='))
+        .find(|v| v.len() == 16)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+}
+
+/// A new `farmcam_client` cookie: a random name for this browser, kept a year.
+fn new_client_cookie() -> HeaderValue {
+    let bytes: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+        .map(|b| b.expose())
+        .unwrap_or_default();
+    let v = format!(
+        "{CLIENT_COOKIE}={:016x}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly",
+        u64::from_le_bytes(bytes)
+    );
+    HeaderValue::from_str(&v).expect("ASCII")
+}
+
+/// A snapshot for `peer`; `browser` is its `farmcam_client` cookie. A client that may poll and
+/// has none is given one, so that browsers behind one address are told apart from then on.
+pub async fn snapshot(
+    cam: &Arc<Camera>,
+    q: &Query,
+    peer: std::net::SocketAddr,
+    browser: Option<u64>,
+) -> Response<Body> {
     let max_age = match q.get("max_age").map(|v| v.parse::<u64>()) {
         None => None,
         Some(Ok(ms)) => Some(Duration::from_millis(ms)),
@@ -223,9 +258,28 @@ pub async fn snapshot(cam: &Arc<Camera>, q: &Query, peer: std::net::SocketAddr) 
     let asked = Instant::now();
     let (max_age, poller) = match every {
         Some(every) => (max_age.or(Some(every)), None),
-        None => (max_age, Some(peer.ip())),
+        None => (
+            max_age,
+            Some(match browser {
+                Some(b) => Poller::Browser(peer.ip(), b),
+                None => Poller::Address(peer.ip()),
+            }),
+        ),
     };
-    match cam.snapshot_for(max_age, poller).await {
+    let mut resp = answer_snapshot(cam, size, asked, cam.snapshot_for(max_age, poller).await).await;
+    if poller.is_some() && browser.is_none() {
+        resp.headers_mut().insert(SET_COOKIE, new_client_cookie());
+    }
+    resp
+}
+
+async fn answer_snapshot(
+    cam: &Arc<Camera>,
+    size: Option<SizeLease>,
+    asked: Instant,
+    snapshot: Result<Frame, SnapshotError>,
+) -> Response<Body> {
+    match snapshot {
         Ok(f) => {
             let f = match &size {
                 Some(size) => size.apply(f).await,

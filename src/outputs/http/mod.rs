@@ -296,9 +296,9 @@ async fn dispatch(
         ),
         Route::Events => events::sse(ctx, req, q),
         Route::Metrics => metrics::metrics(ctx),
-        Route::Camera(Which::Default, part) => default_camera(ctx, part, q, at, head).await,
+        Route::Camera(Which::Default, part) => default_camera(ctx, part, q, at, req, head).await,
         Route::Camera(Which::Id(id), part) => match ctx.registry.get(&id) {
-            Some(cam) => camera(&cam, part, q, at, head).await,
+            Some(cam) => camera(&cam, part, q, at, req, head).await,
             None if at.scope != Scope::Main => api::error(
                 StatusCode::NOT_FOUND,
                 &format!(
@@ -364,10 +364,17 @@ async fn dispatch(
 
 /// The main port's `/?action=…`, `/stream`, `/snapshot`: `[http] default_camera`, or the only
 /// camera; with several and no default, a 404 naming them.
-async fn default_camera(ctx: &Ctx, part: CameraPart, q: &Query, at: &Arrival, head: bool) -> Response<Body> {
+async fn default_camera(
+    ctx: &Ctx,
+    part: CameraPart,
+    q: &Query,
+    at: &Arrival,
+    req: &Request<Incoming>,
+    head: bool,
+) -> Response<Body> {
     let cameras = ctx.registry.cameras();
     match default_of(ctx) {
-        Some(cam) => camera(&cam, part, q, at, head).await,
+        Some(cam) => camera(&cam, part, q, at, req, head).await,
         None => {
             let ids: Vec<&str> = cameras.iter().map(|c| c.id()).collect();
             api::json(
@@ -389,11 +396,21 @@ async fn default_camera(ctx: &Ctx, part: CameraPart, q: &Query, at: &Arrival, he
 }
 
 /// A camera's stream, snapshot or (on its dedicated port) page.
-async fn camera(cam: &Arc<Camera>, part: CameraPart, q: &Query, at: &Arrival, head: bool) -> Response<Body> {
+async fn camera(
+    cam: &Arc<Camera>,
+    part: CameraPart,
+    q: &Query,
+    at: &Arrival,
+    req: &Request<Incoming>,
+    head: bool,
+) -> Response<Body> {
     match part {
         CameraPart::Stream | CameraPart::Snapshot if head => mjpeg::head(cam, part == CameraPart::Stream),
         CameraPart::Stream => mjpeg::stream(cam, q, at.peer),
-        CameraPart::Snapshot => mjpeg::snapshot(cam, q, at.peer).await,
+        CameraPart::Snapshot => {
+            let browser = mjpeg::client_cookie(req.headers());
+            mjpeg::snapshot(cam, q, at.peer, browser).await
+        }
         CameraPart::Page => api::camera_page(cam, q),
         CameraPart::Unknown => api::error(
             StatusCode::NOT_FOUND,
