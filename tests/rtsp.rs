@@ -718,7 +718,7 @@ async fn an_h265_camera_is_served_as_h265() {
 
 /// The first client of a camera that was idle (an NVR starting to record, Home Assistant's first
 /// probe) reads the rate the camera sends: the RTP clock's step is known before the first packet
-/// leaves. Twenty times in a row, every other time with both cores kept busy.
+/// leaves. Ten times in a row, every other time with both cores kept busy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_client_of_an_idle_camera_reads_its_rate() {
     let server = RtspServer::start(RtspOptions::default());
@@ -731,7 +731,7 @@ async fn the_first_client_of_an_idle_camera_reads_its_rate() {
         ),
     ));
     let url = d.rtsp_url("cam");
-    for round in 0..20 {
+    for round in 0..10 {
         d.wait_for("cam", WAIT, |c| c["state"] == "idle").await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let load: Vec<_> = (0..if round % 2 == 1 { 2 } else { 0 })

@@ -205,12 +205,13 @@ impl Session {
         self.feed.take()
     }
 
-    /// Send what the `Rtc` wants sent and handle its events; returns when it wants input next.
-    pub fn drain(&mut self, socket: &UdpSocket) -> Instant {
+    /// Send what the `Rtc` wants sent and handle its events, up to when it wants input next
+    /// ([`Session::timeout`]).
+    pub fn drain(&mut self, socket: &UdpSocket) {
         self.timeout = self.poll(socket);
-        self.timeout
     }
 
+    /// [`Session::drain`]: returns when the `Rtc` wants input next.
     fn poll(&mut self, socket: &UdpSocket) -> Instant {
         loop {
             match self.rtc.poll_output() {
