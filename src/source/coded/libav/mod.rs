@@ -408,6 +408,25 @@ impl Session {
     /// Queue access units; of a replay (`last_only`) only the last one's picture comes back.
     /// False when the decoder is behind (nothing was queued).
     pub fn feed(&mut self, units: &[Bytes], last_only: bool) -> bool {
+        let n = units.len();
+        self.queue(units, |i| {
+            if last_only && i + 1 < n {
+                wire::QUIET_UNIT
+            } else {
+                wire::UNIT
+            }
+        })
+    }
+
+    /// Queue a keyframe that carries its parameter sets, for a camera decoded keyframes only:
+    /// the helper decodes it with any spare decoder and keeps none for this camera. False when
+    /// the decoder is behind.
+    pub fn feed_alone(&mut self, unit: &Bytes) -> bool {
+        self.queue(std::slice::from_ref(unit), |_| wire::ALONE)
+    }
+
+    /// Send `units`, the `i`th as message `kind(i)`, unless the decoder is behind.
+    fn queue(&mut self, units: &[Bytes], kind: impl Fn(usize) -> u8) -> bool {
         let bytes: usize = units.iter().map(Bytes::len).sum();
         let (n, b) = self.in_flight;
         // A unit is a message here, not a part of one write as for a decoder child: a replay of
@@ -417,32 +436,11 @@ impl Session {
             return false;
         }
         for (i, u) in units.iter().enumerate() {
-            let kind = if last_only && i + 1 < units.len() {
-                wire::QUIET_UNIT
-            } else {
-                wire::UNIT
-            };
-            if !self.helper.send(self.slot, kind, u.clone()) {
+            if !self.helper.send(self.slot, kind(i), u.clone()) {
                 return false;
             }
         }
         self.in_flight = (n + units.len(), b + bytes);
-        true
-    }
-
-    /// Queue a keyframe that carries its parameter sets, for a camera decoded keyframes only:
-    /// the helper decodes it with any spare decoder and keeps none for this camera. False when
-    /// the decoder is behind.
-    pub fn feed_alone(&mut self, unit: &Bytes) -> bool {
-        let (n, b) = self.in_flight;
-        let max_units = FEED_QUEUE + GROUP_MAX_UNITS;
-        if self.finished || n + 1 > max_units || (b > 0 && b + unit.len() > FEED_BYTES) {
-            return false;
-        }
-        if !self.helper.send(self.slot, wire::ALONE, unit.clone()) {
-            return false;
-        }
-        self.in_flight = (n + 1, b + unit.len());
         true
     }
 
