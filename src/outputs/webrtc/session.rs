@@ -213,9 +213,22 @@ impl Session {
 
     /// [`Session::drain`]: returns when the `Rtc` wants input next.
     fn poll(&mut self, socket: &UdpSocket) -> Instant {
+        let mut ticks = 4;
         loop {
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Timeout(t)) => {
+                    // Due already (str0m packetizes a written unit, and its pacer looks at its
+                    // queues again after the packets it released, on its clock): tick it here,
+                    // a few times at most, rather than through a timer that fires at once and
+                    // wakes the runtime's driver for it (twice a frame, a third of a viewer's
+                    // system calls).
+                    let now = Instant::now();
+                    if t > now || ticks == 0 {
+                        return t;
+                    }
+                    ticks -= 1;
+                    self.input(Input::Timeout(now));
+                }
                 Ok(Output::Transmit(t)) => {
                     // UDP: a full socket buffer drops the packet, as the network would.
                     if socket.try_send_to(&t.contents, t.destination).is_ok() {
