@@ -403,7 +403,7 @@ async fn bad_signalling_is_refused_clearly() {
     let d = Daemon::start(&config(
         "",
         &format!(
-            "[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 1\n\
+            "[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 1\nconnect_timeout = \"3s\"\n\
              [[camera]]\nid = \"cam\"\nsource = \"{}\"\n\
              [[camera]]\nid = \"pattern\"\nsource = \"test:\"\nsize = \"160x120\"\n",
             server.url()
@@ -501,7 +501,7 @@ async fn bad_signalling_is_refused_clearly() {
     );
     let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
     assert!(m.contains("farmcam_webrtc_sessions{camera=\"cam\"} 1"), "{m}");
-    // Never answered: dropped after the connect timeout; the camera is released, and farmcam
+    // Never answered: dropped after the connect timeout (3 s here); the camera is released, and farmcam
     // holds no more descriptors (sockets, pipes) than before any of this.
     d.wait_for("cam", Duration::from_secs(90), |c| {
         c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty()) && c["state"] == "idle"

@@ -369,6 +369,31 @@ mod tests {
     }
 
     #[test]
+    fn webrtc_connect_timeout_is_a_duration_within_bounds() {
+        let cam = "[[camera]]\nid = \"a\"\nsource = \"test:\"\n";
+        let c = parse(
+            &format!("[webrtc]\nconnect_timeout = \"5s\"\n{cam}"),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.webrtc.unwrap().connect_timeout, Duration::from_secs(5));
+        let c = parse(cam, Path::new("f.toml")).unwrap();
+        assert_eq!(c.webrtc.unwrap().connect_timeout, Duration::from_secs(30));
+        for bad in ["\"0s\"", "\"1h\"", "\"soon\""] {
+            let e = parse(
+                &format!("[webrtc]\nconnect_timeout = {bad}\n{cam}"),
+                Path::new("f.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("f.toml:2:") && e.contains("webrtc.connect_timeout"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn minimal_camera_gets_defaults() {
         let c = parse(
             "[[camera]]\nid = \"a\"\nsource = \"test:\"\n",

@@ -1,6 +1,7 @@
 //! `[webrtc]`: live H.264/H.265 to browsers without transcoding (see `crate::outputs::webrtc`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -10,6 +11,7 @@ use super::diag::Validator;
 pub const DEFAULT_WEBRTC_LISTEN: &str = "0.0.0.0:8555";
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 8;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebrtcConfig {
@@ -19,6 +21,9 @@ pub struct WebrtcConfig {
     pub ice_servers: Vec<String>,
     pub max_sessions: usize,
     pub max_sessions_per_client: usize,
+    /// How long a signalled session may take to connect (ICE and DTLS) before it is dropped
+    /// and its seat given back.
+    pub connect_timeout: Duration,
 }
 
 impl Default for WebrtcConfig {
@@ -28,6 +33,7 @@ impl Default for WebrtcConfig {
             ice_servers: Vec::new(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -40,6 +46,7 @@ pub(super) struct RawWebrtc {
     ice_servers: Option<Spanned<Vec<String>>>,
     max_sessions: Option<Spanned<i64>>,
     max_sessions_per_client: Option<Spanned<i64>>,
+    connect_timeout: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
@@ -95,6 +102,12 @@ impl Validator<'_> {
             "must be between 1 and 1000",
         ) {
             c.max_sessions_per_client = n;
+        }
+        c.connect_timeout = self.duration(&raw.connect_timeout, "webrtc.connect_timeout", c.connect_timeout);
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&c.connect_timeout) {
+            let span = raw.connect_timeout.as_ref().map(|s| s.span());
+            self.problem(span, "webrtc.connect_timeout", "must be between 1s and 300s");
+            c.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         }
         (raw.enabled != Some(false)).then_some(c)
     }

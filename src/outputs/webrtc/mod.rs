@@ -35,9 +35,6 @@ use session::Session;
 
 pub use crate::config::WebrtcConfig;
 
-/// A session that is not connected this long after signalling is dropped.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why signalling failed; the HTTP side turns it into a status.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -116,7 +113,13 @@ impl WebRtc {
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared::default());
-        tracker.spawn(run(socket, commands_rx, shared.clone(), shutdown));
+        tracker.spawn(run(
+            socket,
+            commands_rx,
+            shared.clone(),
+            config.connect_timeout,
+            shutdown,
+        ));
         info!(
             "webrtc: UDP {local}, offering {}",
             candidates
@@ -413,6 +416,7 @@ async fn run(
     socket: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
+    connect_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let local = socket.local_addr().expect("bound socket has an address");
@@ -445,7 +449,7 @@ async fn run(
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
         sessions.retain(|id, s| {
-            let keep = s.alive() && (s.connected() || now.duration_since(s.created()) < CONNECT_TIMEOUT);
+            let keep = s.alive() && (s.connected() || now.duration_since(s.created()) < connect_timeout);
             if keep {
                 next = next.min(s.timeout());
             } else {
