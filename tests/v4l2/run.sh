@@ -5,7 +5,9 @@
 # test binary (e.g. a test name to filter on).
 set -eu
 cd "$(dirname "$0")/../.."
-cargo build --bin farmcam
+# Building the test builds farmcam with it, with the features the suite's build has (a plain
+# `cargo build` resolves dependencies' features without the dev-dependencies and would build a
+# second farmcam over the first, and the suite's next run a third).
 test_bin="$(cargo test --test v4l2 --no-run --message-format=json 2>/dev/null \
     | grep "\"name\":\"v4l2\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
 [ -x "$test_bin" ] || { echo "run.sh: could not build the v4l2 test binary" >&2; exit 2; }

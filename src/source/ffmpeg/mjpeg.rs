@@ -47,6 +47,15 @@ impl MjpegUpstream {
     }
 
     /// Log newly dropped frames (debug: a noisy stream must not flood the journal).
+    /// The input is not in the codec this command line was made for.
+    fn mismatch(&self) -> SourceError {
+        SourceError::Failed(if self.copy {
+            "the input is not MJPEG after all: restarting ffmpeg to re-encode it".into()
+        } else {
+            "the input's codec changed: restarting ffmpeg for it".into()
+        })
+    }
+
     fn log_drops(&mut self) {
         let now = self.splitter.stats();
         let (t, o) = (
@@ -82,20 +91,20 @@ impl Upstream for MjpegUpstream {
             };
             let n = tokio::select! {
                 r = stdout.read(&mut self.buf) => r,
-                _ = self.ff.mismatch.cancelled() => {
-                    return Err(SourceError::Failed(if self.copy {
-                        "the input is not MJPEG after all: restarting ffmpeg to re-encode it".into()
-                    } else {
-                        "the input's codec changed: restarting ffmpeg for it".into()
-                    }));
-                }
+                _ = self.ff.mismatch.cancelled() => return Err(self.mismatch()),
             };
             match n {
                 Ok(0) | Err(_) => {
                     self.ff.stdout = None;
                     self.splitter.finish();
                     self.log_drops();
-                    return Err(SourceError::Failed(self.ff.exit_reason().await));
+                    let reason = self.ff.exit_reason().await;
+                    // ffmpeg may end (a short input read at once) before its codec line was
+                    // read; the reader has taken its last lines now.
+                    if self.ff.mismatch.is_cancelled() {
+                        return Err(self.mismatch());
+                    }
+                    return Err(SourceError::Failed(reason));
                 }
                 Ok(n) => {
                     let mut out = Vec::new();
