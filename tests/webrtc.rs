@@ -501,8 +501,8 @@ async fn bad_signalling_is_refused_clearly() {
     );
     let m = String::from_utf8(common::get(d.main, "/metrics").await.body).unwrap();
     assert!(m.contains("farmcam_webrtc_sessions{camera=\"cam\"} 1"), "{m}");
-    // Never answered: dropped after the connect timeout (3 s here); the camera is released, and farmcam
-    // holds no more descriptors (sockets, pipes) than before any of this.
+    // Never answered: dropped after the connect timeout (3 s here); the camera is released,
+    // and farmcam holds no more descriptors (sockets, pipes) than before any of this.
     d.wait_for("cam", Duration::from_secs(90), |c| {
         c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty()) && c["state"] == "idle"
     })

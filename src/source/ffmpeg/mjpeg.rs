@@ -46,7 +46,6 @@ impl MjpegUpstream {
         }
     }
 
-    /// Log newly dropped frames (debug: a noisy stream must not flood the journal).
     /// The input is not in the codec this command line was made for.
     fn mismatch(&self) -> SourceError {
         SourceError::Failed(if self.copy {
@@ -56,6 +55,7 @@ impl MjpegUpstream {
         })
     }
 
+    /// Log newly dropped frames (debug: a noisy stream must not flood the journal).
     fn log_drops(&mut self) {
         let now = self.splitter.stats();
         let (t, o) = (
