@@ -380,15 +380,11 @@ mod tests {
         let c = parse(cam, Path::new("f.toml")).unwrap();
         assert_eq!(c.webrtc.unwrap().connect_timeout, Duration::from_secs(30));
         for bad in ["\"0s\"", "\"1h\"", "\"soon\""] {
-            let e = parse(
-                &format!("[webrtc]\nconnect_timeout = {bad}\n{cam}"),
-                Path::new("f.toml"),
-            )
-            .unwrap_err()
-            .to_string();
+            let e = errors(&format!("[webrtc]\nconnect_timeout = {bad}\n{cam}"));
             assert!(
-                e.contains("f.toml:2:") && e.contains("webrtc.connect_timeout"),
-                "{bad}: {e}"
+                e.iter()
+                    .any(|l| l.contains("f.toml:2:") && l.contains("webrtc.connect_timeout")),
+                "{bad}: {e:?}"
             );
         }
     }

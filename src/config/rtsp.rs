@@ -54,20 +54,13 @@ impl Validator<'_> {
             max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
         };
-        let t = self.duration(
+        c.session_timeout = self.duration_within(
             &raw.session_timeout,
             "rtsp.session_timeout",
             DEFAULT_SESSION_TIMEOUT,
+            Duration::from_secs(1)..=Duration::from_secs(3600),
+            "must be between 1s and 1h (clients send a keep-alive at half of it)",
         );
-        if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&t) {
-            c.session_timeout = t;
-        } else {
-            self.problem(
-                raw.session_timeout.as_ref().map(|s| s.span()),
-                "rtsp.session_timeout",
-                "must be between 1s and 1h (clients send a keep-alive at half of it)",
-            );
-        }
         if let Some(p) = self.int(
             &raw.udp_port,
             "rtsp.udp_port",

@@ -121,6 +121,24 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration key within `range` (`message` says what is allowed), or `default` when absent
+    /// (also after reporting a bad or out-of-range value).
+    pub fn duration_within(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+        message: &str,
+    ) -> Duration {
+        let d = self.duration(raw, key, default);
+        if range.contains(&d) {
+            return d;
+        }
+        self.problem(raw.as_ref().map(|s| s.span()), key, message);
+        default
+    }
+
     /// A whole-number key within `range` (`message` says what is allowed); `None` when absent
     /// or bad (reported).
     pub fn int<T: TryFrom<i64>>(

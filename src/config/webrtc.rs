@@ -103,12 +103,13 @@ impl Validator<'_> {
         ) {
             c.max_sessions_per_client = n;
         }
-        c.connect_timeout = self.duration(&raw.connect_timeout, "webrtc.connect_timeout", c.connect_timeout);
-        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&c.connect_timeout) {
-            let span = raw.connect_timeout.as_ref().map(|s| s.span());
-            self.problem(span, "webrtc.connect_timeout", "must be between 1s and 300s");
-            c.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-        }
+        c.connect_timeout = self.duration_within(
+            &raw.connect_timeout,
+            "webrtc.connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+            Duration::from_secs(1)..=Duration::from_secs(300),
+            "must be between 1s and 300s",
+        );
         (raw.enabled != Some(false)).then_some(c)
     }
 }
