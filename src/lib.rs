@@ -22,6 +22,7 @@ pub mod events;
 pub mod frame;
 pub mod light;
 pub mod lit;
+pub mod encode;
 pub mod live;
 pub mod media;
 pub mod outputs;

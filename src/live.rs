@@ -128,11 +128,31 @@ pub enum OpenError {
     /// No keyframe (or no rate) within the wait: offline, or not H.264/H.265 after all.
     #[error("camera {0:?} sent no H.264/H.265 keyframe within {1:?} (offline, or not H.264/H.265: see /api/cameras)")]
     NoKeyframe(String, Duration),
+    /// The camera sends pictures, and its H.264 encoder failed.
+    #[error("camera {0:?} has no live H.264: {1} (its MJPEG stream /cameras/{0}/stream works)")]
+    Encoder(String, String),
 }
 
-/// A camera opened for coded video: held connected (no decoder) while this lives.
+/// A consumer's hold on a camera's coded video: the camera stays connected (no decoder) and,
+/// for a camera that sends pictures, its encoder runs while this lives.
+pub struct Hold {
+    _sub: Subscription,
+    _encoding: Option<crate::source::coded::encoding::EncodeHold>,
+}
+
+impl Hold {
+    /// Hold `cam` for a consumer of `kind`.
+    pub fn new(cam: &Arc<Camera>, kind: ConsumerKind) -> Hold {
+        Hold {
+            _sub: cam.subscribe(kind),
+            _encoding: crate::encode::hold(cam),
+        }
+    }
+}
+
+/// A camera opened for coded video.
 pub struct Opened {
-    pub hold: Subscription,
+    pub hold: Hold,
     pub codec: Codec,
 }
 
@@ -147,11 +167,11 @@ pub async fn open(cam: &Arc<Camera>, kind: ConsumerKind, wait: Duration) -> Resu
     if cam.units().is_none() {
         return Err(OpenError::NotCoded(cam.id().to_string()));
     }
-    open_held(cam, cam.subscribe(kind), wait).await
+    open_held(cam, Hold::new(cam, kind), wait).await
 }
 
 /// [`open`] with a hold the consumer has already.
-pub async fn open_held(cam: &Arc<Camera>, hold: Subscription, wait: Duration) -> Result<Opened, OpenError> {
+pub async fn open_held(cam: &Arc<Camera>, hold: Hold, wait: Duration) -> Result<Opened, OpenError> {
     let Some(feed) = cam.units() else {
         return Err(OpenError::NotCoded(cam.id().to_string()));
     };
@@ -159,7 +179,10 @@ pub async fn open_held(cam: &Arc<Camera>, hold: Subscription, wait: Duration) ->
     let shown = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
     match shown.ok().and_then(|r| r.ok().and_then(|c| *c)) {
         Some(codec) => Ok(Opened { hold, codec }),
-        None => Err(OpenError::NoKeyframe(cam.id().to_string(), wait)),
+        None => match cam.encoding().and_then(|e| e.failed.lock().unwrap().clone()) {
+            Some(why) => Err(OpenError::Encoder(cam.id().to_string(), why)),
+            None => Err(OpenError::NoKeyframe(cam.id().to_string(), wait)),
+        },
     }
 }
 

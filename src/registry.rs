@@ -16,6 +16,7 @@ use crate::frame::Frame;
 use crate::light::{Light, LightStatus, Lights};
 use crate::polls::{self, Polls};
 use crate::pump::{CameraShared, ConsumerKind, Counts, Periodic, PeriodicGuard, Pump, Subscription, Want};
+use crate::source::coded::encoding::{self, Encoding, Hardware};
 use crate::source::coded::libav::SharedDecoder;
 use crate::source::{self, Source, SourceSpec, Work};
 pub use crate::source::{DecodedBy, DecoderMode, IngestBy};
@@ -30,6 +31,10 @@ pub struct Camera {
     polls: Arc<Polls>,
     kill: CancellationToken,
     tracker: TaskTracker,
+    /// Live H.264 of its pictures, for a camera that sends pictures and has an encoder.
+    encoding: Option<Arc<Encoding>>,
+    /// The daemon's decoder helper (which also encodes).
+    decoder: Arc<SharedDecoder>,
 }
 
 struct Slot {
@@ -47,6 +52,39 @@ impl Slot {
             None => self.previous.clone(),
         }
     }
+}
+
+/// What H.264 encoders this box has, looked for once.
+pub fn hardware() -> &'static Hardware {
+    static HW: std::sync::OnceLock<Hardware> = std::sync::OnceLock::new();
+    HW.get_or_init(Hardware::probe)
+}
+
+/// Which encoder `config`'s camera gets on this box, and why (`None`: it sends H.264 itself, or
+/// never opens).
+pub fn encoder_of(config: &CameraConfig) -> Option<encoding::Resolved> {
+    match config.source {
+        SourceSpec::Ffmpeg(_) | SourceSpec::TestOffline => None,
+        _ => Some(encoding::resolve(&config.h264_encoder, hardware())),
+    }
+}
+
+/// The encoding of a camera that sends pictures and gets an encoder.
+fn encoding_for(config: &CameraConfig) -> Option<Arc<Encoding>> {
+    let resolved = encoder_of(config)?;
+    if resolved.encoders.is_empty() {
+        tracing::debug!(camera = %config.id, "camera {}: no live H.264 ({})", config.id, resolved.why);
+        return None;
+    }
+    tracing::info!(
+        camera = %config.id,
+        "camera {}: live H.264 with {} when a WebRTC or RTSP client watches ({})",
+        config.id,
+        resolved.encoders.join(", "),
+        resolved.why
+    );
+    let fps = config.fps.unwrap_or(crate::source::test_pattern::DEFAULT_FPS);
+    Some(Arc::new(Encoding::new(&resolved, fps, config.h264_bitrate.unwrap_or(0))))
 }
 
 /// A snapshot without `max_age` gets a frame captured at most this long before it is taken: a
@@ -126,6 +164,9 @@ pub struct CameraStatus {
     /// Decoder processes started (H.264/H.265 cameras): once per need for pictures, not per
     /// change of rate.
     pub decoder_starts: Option<u64>,
+    /// The H.264 encoder encoding this camera's pictures now (`None`: not encoding: nobody
+    /// watches its live H.264, or it has no encoder).
+    pub encoder: Option<String>,
     /// JPEGs encoded for this camera (None: frames are passed through as the camera sends them).
     pub frames_encoded: Option<u64>,
     /// Frames made at a size consumers asked for (`?width=`): each size of each frame once.
@@ -147,7 +188,10 @@ impl Camera {
         decoder: &Arc<SharedDecoder>,
     ) -> Self {
         let source = source::build(&config.common(), &config.source, decoder);
-        Self::with_source(config, source, events, light, parent, tracker)
+        let mut cam = Self::with_source(config, source, events, light, parent, tracker);
+        cam.decoder = decoder.clone();
+        cam.encoding = encoding_for(cam.config());
+        cam
     }
 
     /// A camera with a given source (tests use scripted sources).
@@ -174,7 +218,19 @@ impl Camera {
             polls: Arc::default(),
             kill: parent.child_token(),
             tracker,
+            encoding: None,
+            decoder: SharedDecoder::new(None),
         }
+    }
+
+    /// Its live H.264, if it sends pictures and has an encoder (see [`crate::encode`]).
+    pub fn encoding(&self) -> Option<&Arc<Encoding>> {
+        self.encoding.as_ref()
+    }
+
+    /// The daemon's decoder helper.
+    pub fn decoder(&self) -> &Arc<SharedDecoder> {
+        &self.decoder
     }
 
     /// This camera replaces `old` (same id, changed configuration): its first upstream opens only
@@ -197,6 +253,9 @@ impl Camera {
     /// connection, or an RTSP camera (printers' RTSP is H.264) that has sent nothing else yet.
     pub fn sends_coded_video(&self) -> bool {
         use crate::source::ffmpeg::FfmpegInput;
+        if self.encoding.is_some() {
+            return true;
+        }
         let Some(feed) = self.units() else {
             return false;
         };
@@ -221,6 +280,9 @@ impl Camera {
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
     /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
     pub fn units(&self) -> Option<&crate::source::coded::units::UnitFeed> {
+        if let Some(e) = &self.encoding {
+            return Some(&e.units);
+        }
         if !self.config().source.uses_ffmpeg() {
             return None;
         }
@@ -427,6 +489,7 @@ impl Camera {
                 .filter(|w| w.decoder().is_some())
                 .map(|w| w.decoder_starts.load(Relaxed)),
             frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
+            encoder: self.encoding.as_ref().and_then(|e| e.name()),
             frames_scaled: s.sizes.frames_scaled.load(Relaxed),
             sizes: s.sizes.in_use(),
             rotate: s.config.orientation.rotate,

@@ -19,6 +19,7 @@ use crate::frame::Size;
 use crate::media::orientation::{Flip, Orientation};
 use crate::source::v4l2::list::Servable;
 use crate::source::v4l2::{ControlValue, V4l2Options};
+use crate::source::coded::encoding::EncoderChoice;
 use crate::source::{bambu, Common, SourceSpec};
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = crate::media::jpeg::DEFAULT_MAX_FRAME;
@@ -48,6 +49,11 @@ pub struct CameraConfig {
     pub orientation: Orientation,
     /// The player Moonraker registers it for (`[[moonraker]]`).
     pub moonraker_service: super::MoonrakerService,
+    /// `h264_encoder`: which H.264 encoder makes live video of its pictures (cameras that
+    /// send pictures; ignored for those that send H.264).
+    pub h264_encoder: EncoderChoice,
+    /// `h264_bitrate` in bits per second (None: from the picture size).
+    pub h264_bitrate: Option<u32>,
 }
 
 impl CameraConfig {
@@ -76,6 +82,8 @@ impl CameraConfig {
             light: None,
             orientation: Orientation::default(),
             moonraker_service: Default::default(),
+            h264_encoder: defaults.h264_encoder.clone(),
+            h264_bitrate: None,
         }
     }
 
@@ -133,6 +141,8 @@ pub(super) struct RawCamera {
     rotate: Option<Spanned<i64>>,
     flip: Option<Spanned<String>>,
     moonraker_service: Option<Spanned<String>>,
+    h264_encoder: Option<Spanned<String>>,
+    h264_bitrate: Option<Spanned<IntOrString>>,
     /// Validated with `[prusa_connect]` (the uploads are not part of the camera).
     pub(super) prusa_connect: Option<Spanned<super::prusa_connect::RawCameraPrusa>>,
 }
@@ -273,6 +283,23 @@ impl Validator<'_> {
                     Err(msg) => self.problem(Some(m.span()), &at("moonraker_service"), &msg),
                 }
             }
+            if let Some(e) = &c.h264_encoder {
+                if camera.source.uses_ffmpeg() {
+                    self.problem(
+                        Some(e.span()),
+                        &at("h264_encoder"),
+                        "only applies to cameras that send pictures (test:, v4l2:, bambu://); rtsp/http cameras play their own H.264; remove it",
+                    );
+                } else if let Some(choice) = self.encoder_choice(e, &at("h264_encoder")) {
+                    camera.h264_encoder = choice;
+                }
+            }
+            if let Some(b) = &c.h264_bitrate {
+                match super::values::parse_bitrate(b.get_ref()) {
+                    Ok(bits) => camera.h264_bitrate = Some(bits),
+                    Err(msg) => self.problem(Some(b.span()), &at("h264_bitrate"), &msg),
+                }
+            }
             cameras.push(Arc::new(camera));
         }
         cameras
@@ -392,6 +419,13 @@ impl Validator<'_> {
             _ => {}
         }
         source
+    }
+
+    /// An `h264_encoder` value.
+    pub(super) fn encoder_choice(&mut self, raw: &Spanned<String>, key: &str) -> Option<EncoderChoice> {
+        EncoderChoice::parse(raw.get_ref())
+            .map_err(|msg| self.problem(Some(raw.span()), key, &msg))
+            .ok()
     }
 
     /// `tls_fingerprint` and `tls_verify` (bambu:// sources): the pinned fingerprint, if any.

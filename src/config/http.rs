@@ -67,6 +67,8 @@ pub struct Defaults {
     pub decoder: Option<String>,
     /// How often cameras publish a snapshot over MQTT (`None`: MQTT off, or "off").
     pub snapshot_interval: Option<Duration>,
+    /// `h264_encoder` of every camera that sets none.
+    pub h264_encoder: crate::source::coded::encoding::EncoderChoice,
 }
 
 impl Default for Defaults {
@@ -79,6 +81,7 @@ impl Default for Defaults {
             ffmpeg: PathBuf::from(DEFAULT_PROGRAM),
             decoder: None,
             snapshot_interval: None,
+            h264_encoder: Default::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ pub(super) struct RawDefaults {
     snapshot_timeout: Option<Spanned<String>>,
     stall_timeout: Option<Spanned<String>>,
     auto_v4l2: Option<bool>,
+    h264_encoder: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -308,6 +312,11 @@ impl Validator<'_> {
             decoder: self.decoder_name(&ffmpeg_raw.decoder, "ffmpeg.decoder"),
             ffmpeg,
             snapshot_interval,
+            h264_encoder: raw
+                .h264_encoder
+                .as_ref()
+                .and_then(|e| self.encoder_choice(e, "defaults.h264_encoder"))
+                .unwrap_or_default(),
         }
     }
 }

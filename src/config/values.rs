@@ -187,6 +187,35 @@ impl Validator<'_> {
     }
 }
 
+/// An `h264_bitrate`: bits per second as a number, or with `k` or `M` (`"1.5M"`, `"800k"`).
+pub(super) fn parse_bitrate(v: &IntOrString) -> Result<u32, String> {
+    let shown = match v {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::Str(s) => format!("{s:?}"),
+    };
+    let bad = || {
+        format!("{shown} is not a bitrate; use bits per second between 100k and 50M, e.g. \"1.5M\" or \"800k\"")
+    };
+    let bits = match v {
+        IntOrString::Int(n) => *n as f64,
+        IntOrString::Str(s) => {
+            let s = s.trim();
+            let (num, mult) = match s.strip_suffix(['M', 'm']) {
+                Some(n) => (n, 1e6),
+                None => match s.strip_suffix(['k', 'K']) {
+                    Some(n) => (n, 1e3),
+                    None => (s, 1.0),
+                },
+            };
+            num.trim().parse::<f64>().map_err(|_| bad())? * mult
+        }
+    };
+    if !(100_000.0..=50_000_000.0).contains(&bits) {
+        return Err(bad());
+    }
+    Ok(bits as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

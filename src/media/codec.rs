@@ -198,6 +198,81 @@ pub fn encode_planes(y: &[u8], u: &[u8], v: &[u8], size: Size, quality: u8) -> R
     Ok(c.compress_yuv_planes_to_vec(&image)?)
 }
 
+/// Decode to 4:2:0 planes of even width and height (what H.264 encoders take): a JPEG in
+/// another subsampling has its chroma resampled, an odd last column or row is dropped.
+/// Full range, as JPEG is.
+pub fn decode_i420(jpeg: &[u8]) -> Result<I420, CodecError> {
+    let mut d = Decompressor::new()?;
+    let header = bounded_header(&mut d, jpeg)?;
+    let (w, h) = (header.width, header.height);
+    if w < 2 || h < 2 {
+        return Err(CodecError(format!("a {w}x{h} picture is too small to encode")));
+    }
+    let subsamp = header.subsamp;
+    let len = turbojpeg::yuv_pixels_len(w, 1, h, subsamp)?;
+    let mut buf = vec![0u8; len];
+    d.decompress_to_yuv(
+        jpeg,
+        turbojpeg::YuvImage {
+            pixels: &mut buf[..],
+            width: w,
+            align: 1,
+            height: h,
+            subsamp,
+        },
+    )?;
+    let size = Size {
+        width: (w & !1) as u32,
+        height: (h & !1) as u32,
+    };
+    let (ew, eh) = (size.width as usize, size.height as usize);
+    let mut y = Vec::with_capacity(ew * eh);
+    for r in 0..eh {
+        y.extend_from_slice(&buf[r * w..r * w + ew]);
+    }
+    let (cw, ch) = (ew / 2, eh / 2);
+    if subsamp == Subsamp::Gray {
+        return Ok(I420 {
+            y,
+            u: vec![128; cw * ch],
+            v: vec![128; cw * ch],
+            size,
+        });
+    }
+    // The JPEG's chroma planes: their size as libjpeg-turbo lays them out.
+    let (sw, sh) = (
+        subsamp.width().max(1),
+        subsamp.height().max(1),
+    );
+    let (scw, sch) = (w.div_ceil(sw), h.div_ceil(sh));
+    let plane = |i: usize| &buf[w * h + i * scw * sch..][..scw * sch];
+    let resample = |src: &[u8]| -> Vec<u8> {
+        if (scw, sch) == (cw, ch) || (sw, sh) == (2, 2) {
+            let mut out = Vec::with_capacity(cw * ch);
+            for r in 0..ch {
+                out.extend_from_slice(&src[r * scw..r * scw + cw]);
+            }
+            return out;
+        }
+        // Each 4:2:0 sample from the JPEG's sample covering the same place.
+        let mut out = Vec::with_capacity(cw * ch);
+        for r in 0..ch {
+            let sr = (r * 2 / sh).min(sch - 1);
+            for c in 0..cw {
+                let sc = (c * 2 / sw).min(scw - 1);
+                out.push(src[sr * scw + sc]);
+            }
+        }
+        out
+    };
+    Ok(I420 {
+        u: resample(plane(0)),
+        v: resample(plane(1)),
+        y,
+        size,
+    })
+}
+
 /// A JPEG's size, from its header.
 pub fn size_of(jpeg: &[u8]) -> Result<Size, CodecError> {
     let header = Decompressor::new()?.read_header(jpeg)?;

@@ -11,7 +11,7 @@ pub mod coded;
 pub mod demand;
 pub mod ffmpeg;
 pub mod process;
-mod test_pattern;
+pub mod test_pattern;
 pub mod v4l2;
 
 use std::sync::Arc;

@@ -26,7 +26,7 @@ use super::rtp::Packetizer;
 use super::{Gate, Rtsp};
 use crate::live::{Refusal, Seat};
 use crate::media::h264::Codec;
-use crate::pump::Subscription;
+use crate::live;
 use crate::registry::Camera;
 
 /// A request larger than this (headers and body) is refused.
@@ -65,13 +65,13 @@ pub(super) struct Described {
     pub(super) cam: Arc<Camera>,
     pub(super) codec: Codec,
     /// The camera held open and a seat taken, until a SETUP takes them (or `session_timeout`).
-    pub(super) hold: Option<(Subscription, Seat)>,
+    pub(super) hold: Option<(live::Hold, Seat)>,
     pub(super) at: Instant,
 }
 
 pub(super) struct Session {
     pub(super) cam: Arc<Camera>,
-    pub(super) _hold: Subscription,
+    pub(super) _hold: live::Hold,
     pub(super) _seat: Seat,
     pub(super) sink: Sink,
     pub(super) rtp: Option<Packetizer>,

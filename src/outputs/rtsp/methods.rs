@@ -216,7 +216,7 @@ impl Conn {
             Some(h) => h,
             // A second session of one DESCRIBE: a seat of its own.
             None => match self.rtsp.seat(self.peer.ip()) {
-                Ok(seat) => (cam.subscribe(ConsumerKind::Rtsp), seat),
+                Ok(seat) => (live::Hold::new(&cam, ConsumerKind::Rtsp), seat),
                 Err(r) => return Answer::error(refusal_status(&r), r.message()),
             },
         };

@@ -260,7 +260,9 @@ impl WebRtc {
             .await
             .map_err(|e| match e {
                 live::OpenError::NotCoded(_) => SignalError::Bad(e.to_string()),
-                live::OpenError::NoKeyframe(..) => SignalError::Unavailable(e.to_string()),
+                live::OpenError::NoKeyframe(..) | live::OpenError::Encoder(..) => {
+                    SignalError::Unavailable(e.to_string())
+                }
             })?;
         let (secret, number) = self.new_id()?;
         let session = Session::new(

@@ -20,7 +20,7 @@ use tracing::debug;
 use super::SessionStatus;
 use crate::live::{KeyframeGate, Seat};
 use crate::media::h264::Codec;
-use crate::pump::Subscription;
+use crate::live;
 use crate::registry::Camera;
 use crate::source::coded::units::Unit;
 
@@ -32,7 +32,7 @@ pub struct Session {
     rtc: Rtc,
     cam: Arc<Camera>,
     /// Keeps the camera connected for coded video (no decoder).
-    _hold: Subscription,
+    _hold: live::Hold,
     /// Its place in the session limits, given back when the session is dropped.
     _seat: Seat,
     peer: SocketAddr,
@@ -69,7 +69,7 @@ impl Session {
         id: String,
         number: String,
         cam: Arc<Camera>,
-        hold: Subscription,
+        hold: live::Hold,
         seat: Seat,
         peer: SocketAddr,
         candidates: &[SocketAddr],

@@ -4,6 +4,7 @@
 //! them into pictures for everything else ([`libav`]), and the picture decoders hand over
 //! ([`picture`]). None of it is the ffmpeg command line ([`super::ffmpeg`] uses it).
 
+pub mod encoding;
 pub mod libav;
 pub mod picture;
 pub mod rtsp_client;

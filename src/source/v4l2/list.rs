@@ -383,3 +383,28 @@ pub fn servable(dev: &Path) -> Vec<Servable> {
     }
     out
 }
+
+/// Whether `node` is a V4L2 memory-to-memory device that encodes H.264 (pictures in, H.264
+/// out): a Raspberry Pi 4's bcm2835-codec encoder (`/dev/video11`), or another SoC's.
+pub fn encodes_h264(node: &Path) -> bool {
+    catch_unwind(AssertUnwindSafe(|| {
+        let Ok(device) = Device::with_path(node) else { return false };
+        let Ok(caps) = device.query_caps() else { return false };
+        if !caps
+            .capabilities
+            .intersects(Flags::VIDEO_M2M | Flags::VIDEO_M2M_MPLANE)
+        {
+            return false;
+        }
+        // The coded side of an encoder is its capture queue. A multi-planar device's formats
+        // are not listed through the single-planar call: bcm2835-codec says what it is in its
+        // card name instead.
+        let h264 = FourCC::new(b"H264");
+        device
+            .enum_formats()
+            .map(|fs| fs.iter().any(|f| f.fourcc == h264))
+            .unwrap_or(false)
+            || (caps.driver == "bcm2835-codec" && caps.card.contains("encode"))
+    }))
+    .unwrap_or(false)
+}

@@ -9,6 +9,7 @@
 
 mod device;
 pub mod list;
+pub use list::encodes_h264;
 mod options;
 pub mod yuyv;
 

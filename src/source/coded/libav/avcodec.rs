@@ -43,7 +43,17 @@ struct PacketHead {
     dts: i64,
     data: *mut u8,
     size: c_int,
+    stream_index: c_int,
+    flags: c_int,
 }
+
+/// `AV_PKT_FLAG_KEY`.
+const AV_PKT_FLAG_KEY: c_int = 1;
+/// `AV_PIX_FMT_YUV420P`.
+const AV_PIX_FMT_YUV420P: c_int = 0;
+/// `AV_PICTURE_TYPE_I`, `AV_PICTURE_TYPE_NONE`.
+const AV_PICTURE_TYPE_I: c_int = 1;
+const AV_PICTURE_TYPE_NONE: c_int = 0;
 
 /// `AVFrame`'s head, the same from libavutil 56 to 59.
 #[repr(C)]
@@ -55,6 +65,35 @@ struct FrameHead {
     height: c_int,
     nb_samples: c_int,
     format: c_int,
+}
+
+/// What follows [`FrameHead`] up to `pts`: libavutil 56–58 have `key_frame` before
+/// `pict_type`; 59 (FFmpeg 7) removed it, so `pict_type` moved up and `pts` stayed (8-aligned).
+#[repr(C)]
+struct FrameTail58 {
+    key_frame: c_int,
+    pict_type: c_int,
+    sample_aspect_ratio: [c_int; 2],
+    pts: i64,
+}
+
+#[repr(C)]
+struct FrameTail59 {
+    pict_type: c_int,
+    sample_aspect_ratio: [c_int; 2],
+    pts: i64,
+}
+
+#[repr(C)]
+struct Frame58 {
+    head: FrameHead,
+    tail: FrameTail58,
+}
+
+#[repr(C)]
+struct Frame59 {
+    head: FrameHead,
+    tail: FrameTail59,
 }
 
 type FindDecoder = unsafe extern "C" fn(c_int) -> *const c_void;
@@ -72,6 +111,12 @@ type FrameUnref = unsafe extern "C" fn(*mut FrameHead);
 type SendPacket = unsafe extern "C" fn(*mut c_void, *const PacketHead) -> c_int;
 type ReceiveFrame = unsafe extern "C" fn(*mut c_void, *mut FrameHead) -> c_int;
 type SetLevel = unsafe extern "C" fn(c_int);
+type FindEncoder = unsafe extern "C" fn(*const c_char) -> *const c_void;
+type SendFrame = unsafe extern "C" fn(*mut c_void, *const FrameHead) -> c_int;
+type ReceivePacket = unsafe extern "C" fn(*mut c_void, *mut PacketHead) -> c_int;
+type PacketUnref = unsafe extern "C" fn(*mut PacketHead);
+type Version = unsafe extern "C" fn() -> std::ffi::c_uint;
+type StrError = unsafe extern "C" fn(c_int, *mut c_char, usize) -> c_int;
 
 /// The functions used, resolved once.
 pub struct Libav {
@@ -90,6 +135,13 @@ pub struct Libav {
     frame_unref: FrameUnref,
     send_packet: SendPacket,
     receive_frame: ReceiveFrame,
+    find_encoder: FindEncoder,
+    send_frame: SendFrame,
+    receive_packet: ReceivePacket,
+    packet_unref: PacketUnref,
+    strerror: StrError,
+    /// libavutil's major version: where `AVFrame`'s `pict_type` is (see [`FrameTail`]).
+    avutil_major: u32,
 }
 
 impl Libav {
@@ -117,6 +169,7 @@ impl Libav {
             };
         }
         let set_level: SetLevel = sym!("av_log_set_level");
+        let avutil_version: Version = sym!("avutil_version");
         // SAFETY: a plain setter; the helper's stderr carries its own messages only.
         unsafe { set_level(AV_LOG_QUIET) };
         Ok(Libav {
@@ -134,6 +187,13 @@ impl Libav {
             frame_unref: sym!("av_frame_unref"),
             send_packet: sym!("avcodec_send_packet"),
             receive_frame: sym!("avcodec_receive_frame"),
+            find_encoder: sym!("avcodec_find_encoder_by_name"),
+            send_frame: sym!("avcodec_send_frame"),
+            receive_packet: sym!("avcodec_receive_packet"),
+            packet_unref: sym!("av_packet_unref"),
+            strerror: sym!("av_strerror"),
+            // SAFETY: a plain getter.
+            avutil_major: unsafe { avutil_version() } >> 16,
             _lib: lib,
         })
     }
@@ -342,6 +402,222 @@ unsafe impl Send for AvDecoder<'_> {}
 impl Drop for AvDecoder<'_> {
     fn drop(&mut self) {
         // SAFETY: each free function takes a pointer to the (possibly null) pointer.
+        unsafe {
+            (self.av.frame_free)(&mut self.frame);
+            (self.av.packet_free)(&mut self.packet);
+            (self.av.free_context)(&mut self.ctx);
+        }
+    }
+}
+
+/// What an encoder is opened for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Bits per second.
+    pub bitrate: u32,
+    /// Pictures from one keyframe to the next.
+    pub gop: u32,
+}
+
+impl Libav {
+    /// libavcodec's words for an error code.
+    fn error(&self, r: c_int) -> String {
+        let mut buf = [0 as c_char; 128];
+        // SAFETY: av_strerror writes at most `len` bytes, NUL-terminated.
+        unsafe {
+            if (self.strerror)(r, buf.as_mut_ptr(), buf.len()) < 0 {
+                return format!("error {r}");
+            }
+            std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// One coded picture out of an encoder.
+pub struct Packet {
+    /// Annex B, as the encoder wrote it.
+    pub data: Vec<u8>,
+    pub keyframe: bool,
+}
+
+/// One open H.264 encoder, fed limited-range I420 pictures of its size.
+pub struct AvEncoder<'a> {
+    av: &'a Libav,
+    ctx: *mut c_void,
+    packet: *mut PacketHead,
+    frame: *mut FrameHead,
+    pub params: EncodeParams,
+    next_pts: i64,
+}
+
+impl<'a> AvEncoder<'a> {
+    /// Open the encoder `name` (as `ffmpeg -encoders` lists them) for `params`: 4:2:0, no
+    /// B-frames, a keyframe every `gop` pictures, parameter sets before each keyframe, each
+    /// picture out as soon as it went in where the encoder can (libx264: ultrafast,
+    /// zerolatency, constrained baseline).
+    pub fn open(av: &'a Libav, name: &str, params: &EncodeParams) -> Result<AvEncoder<'a>, String> {
+        let cname = CString::new(name).map_err(|_| format!("{name:?} is not an encoder name"))?;
+        // SAFETY: as AvDecoder::open: every pointer checked, freed in Drop.
+        unsafe {
+            let codec = (av.find_encoder)(cname.as_ptr());
+            if codec.is_null() {
+                return Err(format!("this libavcodec has no encoder {name:?} (see ffmpeg -encoders)"));
+            }
+            let e = AvEncoder {
+                av,
+                ctx: (av.alloc_context)(codec),
+                packet: (av.packet_alloc)(),
+                frame: (av.frame_alloc)(),
+                params: params.clone(),
+                next_pts: 0,
+            };
+            if e.ctx.is_null() || e.packet.is_null() || e.frame.is_null() {
+                return Err("libavcodec is out of memory".into());
+            }
+            let size = format!("{}x{}", params.width, params.height);
+            let time_base = format!("1/{}", params.fps);
+            let (bitrate, gop) = (params.bitrate.to_string(), params.gop.to_string());
+            let required = [
+                ("video_size", size.as_str()),
+                ("pixel_format", "yuv420p"),
+                ("time_base", time_base.as_str()),
+                ("b", bitrate.as_str()),
+                ("maxrate", bitrate.as_str()),
+                ("bufsize", bitrate.as_str()),
+                ("g", gop.as_str()),
+                ("bf", "0"),
+                ("color_range", "tv"),
+            ];
+            for (k, v) in required {
+                let r = e.set(k, v, false);
+                if r < 0 {
+                    return Err(format!("{name} takes no {k} = {v} ({})", av.error(r)));
+                }
+            }
+            // What each encoder does best for live viewers; an option an encoder lacks is
+            // left to it.
+            if name == "libx264" {
+                for (k, v) in [
+                    ("preset", "ultrafast"),
+                    ("tune", "zerolatency"),
+                    ("profile", "baseline"),
+                    ("forced-idr", "1"),
+                    ("threads", "2"),
+                ] {
+                    e.set(k, v, true);
+                }
+            } else {
+                // FF_PROFILE_H264_CONSTRAINED_BASELINE.
+                e.set("profile", "578", false);
+            }
+            let r = (av.open2)(e.ctx, codec, std::ptr::null_mut());
+            if r < 0 {
+                return Err(format!(
+                    "cannot open the encoder {name} for {size} at {} fps: {}",
+                    params.fps,
+                    av.error(r)
+                ));
+            }
+            Ok(e)
+        }
+    }
+
+    /// Set an option of the context (`private`: or of the encoder itself).
+    unsafe fn set(&self, k: &str, v: &str, private: bool) -> c_int {
+        let (k, v) = (
+            CString::new(k).unwrap_or_default(),
+            CString::new(v).unwrap_or_default(),
+        );
+        // AV_OPT_SEARCH_CHILDREN reaches the encoder's private options.
+        (self.av.opt_set)(self.ctx, k.as_ptr(), v.as_ptr(), private as c_int)
+    }
+
+    /// Encode one picture (`planes`: packed limited-range I420 of the encoder's size; `None`
+    /// flushes), a keyframe if `key`; append what comes out.
+    pub fn encode(&mut self, planes: Option<&[u8]>, key: bool, out: &mut Vec<Packet>) -> Result<(), String> {
+        let (w, h) = (self.params.width as usize, self.params.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        if planes.is_some_and(|p| p.len() != w * h + 2 * cw * ch) {
+            return Err(format!("a picture of the wrong size for a {w}x{h} encoder"));
+        }
+        // SAFETY: the frame points into `planes` for the call only (the encoder copies a frame
+        // that has no reference-counted buffer); the fields written are those of this
+        // libavutil's layout.
+        unsafe {
+            let r = match planes {
+                Some(p) => {
+                    let f = &mut *self.frame;
+                    let base = p.as_ptr() as *mut u8;
+                    f.data[0] = base;
+                    f.data[1] = base.add(w * h);
+                    f.data[2] = base.add(w * h + cw * ch);
+                    f.linesize[0] = w as c_int;
+                    f.linesize[1] = cw as c_int;
+                    f.linesize[2] = cw as c_int;
+                    f.width = w as c_int;
+                    f.height = h as c_int;
+                    f.format = AV_PIX_FMT_YUV420P;
+                    let kind = if key { AV_PICTURE_TYPE_I } else { AV_PICTURE_TYPE_NONE };
+                    if self.av.avutil_major >= 59 {
+                        let t = &mut (*(self.frame as *mut Frame59)).tail;
+                        t.pict_type = kind;
+                        t.pts = self.next_pts;
+                    } else {
+                        let t = &mut (*(self.frame as *mut Frame58)).tail;
+                        t.pict_type = kind;
+                        t.pts = self.next_pts;
+                    }
+                    self.next_pts += 1;
+                    let mut r = (self.av.send_frame)(self.ctx, self.frame);
+                    if r == AVERROR_EAGAIN {
+                        // Its queue is full (a hardware encoder): take what is done, once more.
+                        self.drain(out)?;
+                        r = (self.av.send_frame)(self.ctx, self.frame);
+                    }
+                    let f = &mut *self.frame;
+                    f.data = [std::ptr::null_mut(); 8];
+                    f.linesize = [0; 8];
+                    r
+                }
+                None => (self.av.send_frame)(self.ctx, std::ptr::null()),
+            };
+            if r < 0 && r != AVERROR_EAGAIN && r != AVERROR_EOF {
+                return Err(format!("the encoder refused a picture: {}", self.av.error(r)));
+            }
+            self.drain(out)
+        }
+    }
+
+    unsafe fn drain(&mut self, out: &mut Vec<Packet>) -> Result<(), String> {
+        loop {
+            let r = (self.av.receive_packet)(self.ctx, self.packet);
+            if r == AVERROR_EAGAIN || r == AVERROR_EOF {
+                return Ok(());
+            }
+            if r < 0 {
+                return Err(format!("the encoder failed: {}", self.av.error(r)));
+            }
+            let p = &*self.packet;
+            if !p.data.is_null() && p.size > 0 {
+                out.push(Packet {
+                    data: std::slice::from_raw_parts(p.data, p.size as usize).to_vec(),
+                    keyframe: p.flags & AV_PKT_FLAG_KEY != 0,
+                });
+            }
+            (self.av.packet_unref)(self.packet);
+        }
+    }
+}
+
+// SAFETY: as AvDecoder: one thread at a time.
+unsafe impl Send for AvEncoder<'_> {}
+
+impl Drop for AvEncoder<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as AvDecoder's.
         unsafe {
             (self.av.frame_free)(&mut self.frame);
             (self.av.packet_free)(&mut self.packet);

@@ -9,8 +9,9 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::avcodec::{AvDecoder, Decoded, Libav};
-use super::wire::{self, Message};
+use super::avcodec::{AvDecoder, AvEncoder, Decoded, EncodeParams, Libav, Packet};
+use super::wire::{self, EncodeSettings, Message};
+use crate::media::codec::I420;
 
 /// A slot's thread: libavcodec's decoder needs more stack than Rust's 2 MiB default leaves
 /// spare on some builds.
@@ -132,6 +133,120 @@ fn slot(spares: Arc<Spares>, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver
     }
 }
 
+/// A picture to encode, as farmcam sent it: full-range I420 of even size, and whether it must
+/// be a keyframe. `None`: not a picture this slot can encode (it is skipped).
+fn picture_to_encode(m: &Message) -> Option<(I420, bool)> {
+    let (&flags, rest) = m.payload.split_first()?;
+    let key = flags & wire::KEYFRAME != 0;
+    let picture = match m.kind {
+        wire::JPEG_PICTURE => crate::media::codec::decode_i420(rest).ok()?,
+        _ => {
+            let w = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            let h = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
+            let size = crate::frame::Size { width: w, height: h };
+            let (y, c) = super::planes_len(size);
+            let planes = rest.get(8..)?;
+            if w < 2 || h < 2 || w % 2 == 1 || h % 2 == 1 || planes.len() != y + 2 * c {
+                return None;
+            }
+            I420 {
+                y: planes[..y].to_vec(),
+                u: planes[y..y + c].to_vec(),
+                v: planes[y + c..].to_vec(),
+                size,
+            }
+        }
+    };
+    Some((picture, key))
+}
+
+/// Full-range samples (JPEG's) in the limited range H.264 players assume: luma 16..=235,
+/// chroma 16..=240; packed into one buffer, Y then U then V.
+fn limited_planes(p: &I420, out: &mut Vec<u8>) {
+    let luma: [u8; 256] = std::array::from_fn(|v| (16.0 + v as f32 * 219.0 / 255.0).round() as u8);
+    let chroma: [u8; 256] =
+        std::array::from_fn(|v| (128.0 + (v as f32 - 128.0) * 224.0 / 255.0).round() as u8);
+    out.clear();
+    out.extend(p.y.iter().map(|&v| luma[v as usize]));
+    out.extend(p.u.iter().chain(&p.v).map(|&v| chroma[v as usize]));
+}
+
+fn send_packets(out: &Out, slot: u32, packets: &mut Vec<Packet>) {
+    for p in packets.drain(..) {
+        let flags = [if p.keyframe { wire::KEYFRAME } else { 0 }];
+        send(out, slot, wire::PACKET, &[&flags, &p.data]);
+    }
+}
+
+/// One camera's encoder: opened at the first picture's size with the first of the settings'
+/// encoders that opens (said with OPENED), again when the size changes; each picture's packets
+/// sent back as they come out, then DONE. Fails (FAILED, the slot closes) when no encoder opens
+/// or the encoder fails; CLOSE flushes it.
+fn encoder_slot(av: &'static Libav, out: Out, slot: u32, settings: EncodeSettings, rx: mpsc::Receiver<Message>) {
+    let mut encoder: Option<AvEncoder<'static>> = None;
+    let mut packets = Vec::new();
+    let mut planes = Vec::new();
+    while let Ok(m) = rx.recv() {
+        if m.kind == wire::CLOSE {
+            if let Some(e) = encoder.as_mut() {
+                let _ = e.encode(None, false, &mut packets);
+            }
+            send_packets(&out, slot, &mut packets);
+            return send(&out, slot, wire::CLOSED, &[]);
+        }
+        if !matches!(m.kind, wire::JPEG_PICTURE | wire::RAW_PICTURE) {
+            continue;
+        }
+        let done = (m.payload.len() as u32).to_le_bytes();
+        let Some((picture, mut key)) = picture_to_encode(&m) else {
+            send(&out, slot, wire::DONE, &[&done]);
+            continue;
+        };
+        let (w, h) = (picture.size.width, picture.size.height);
+        if encoder.as_ref().is_none_or(|e| (e.params.width, e.params.height) != (w, h)) {
+            if let Some(mut old) = encoder.take() {
+                let _ = old.encode(None, false, &mut packets);
+                send_packets(&out, slot, &mut packets);
+            }
+            let params = EncodeParams {
+                width: w,
+                height: h,
+                fps: settings.fps,
+                bitrate: match settings.bitrate {
+                    0 => wire::bitrate_for(w, h, settings.fps),
+                    b => b,
+                },
+                gop: settings.fps * settings.keyframe_secs,
+            };
+            let mut why = Vec::new();
+            for name in &settings.encoders {
+                match AvEncoder::open(av, name, &params) {
+                    Ok(e) => {
+                        encoder = Some(e);
+                        send(&out, slot, wire::OPENED, &[name.as_bytes()]);
+                        break;
+                    }
+                    Err(e) => why.push(e),
+                }
+            }
+            if encoder.is_none() {
+                if why.is_empty() {
+                    why.push("no encoder was named".into());
+                }
+                return send(&out, slot, wire::FAILED, &[why.join("; ").as_bytes()]);
+            }
+            key = true;
+        }
+        let Some(e) = encoder.as_mut() else { continue };
+        limited_planes(&picture, &mut planes);
+        if let Err(why) = e.encode(Some(&planes), key, &mut packets) {
+            return send(&out, slot, wire::FAILED, &[why.as_bytes()]);
+        }
+        send_packets(&out, slot, &mut packets);
+        send(&out, slot, wire::DONE, &[&done]);
+    }
+}
+
 /// Run the helper until stdin closes. Returns the exit status.
 pub fn run() -> i32 {
     // Without libavcodec every camera is told why when it opens, and decodes with ffmpeg.
@@ -161,6 +276,34 @@ pub fn run() -> i32 {
             }
         };
         let id = m.slot;
+        if m.kind == wire::ENCODE {
+            let av = match &spares {
+                Ok(spares) => spares.av,
+                Err(e) => {
+                    send(&out, id, wire::FAILED, &[e.as_bytes()]);
+                    continue;
+                }
+            };
+            let (tx, rx) = mpsc::channel();
+            let settings = EncodeSettings::from_text(&String::from_utf8_lossy(&m.payload));
+            let slot_out = out.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("encoder {id}"))
+                .stack_size(STACK)
+                .spawn(move || encoder_slot(av, slot_out, id, settings, rx));
+            match started {
+                Ok(_) => {
+                    slots.insert(id, tx);
+                }
+                Err(e) => send(
+                    &out,
+                    id,
+                    wire::FAILED,
+                    &[format!("cannot start an encoder thread: {e}").as_bytes()],
+                ),
+            }
+            continue;
+        }
         if m.kind == wire::OPEN {
             let spares = match &spares {
                 Ok(spares) => spares.clone(),

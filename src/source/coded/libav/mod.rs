@@ -15,8 +15,12 @@
 //! was being decoded at [`STRIKES`] helper deaths in a row, moves to a decoder child of its own.
 
 mod avcodec;
+mod encoder;
 pub mod helper;
 mod wire;
+
+pub use encoder::{EncodeSession, Encoded};
+pub use wire::{bitrate_for, EncodeSettings};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,6 +62,10 @@ enum Event {
     Done(usize),
     /// The slot's decoder could not decode this stream.
     Refused(String),
+    /// An encoder slot's encoder opened (its name).
+    Opened(String),
+    /// A coded picture from an encoder slot.
+    Packet { data: Bytes, keyframe: bool },
     /// The slot closed after its input ended, or the helper ended (`suspect`: with units of this
     /// slot in flight, so this camera's stream may be what ended it).
     Ended {
@@ -153,7 +161,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Helper {
     fn send(&self, slot: u32, kind: u8, payload: Bytes) -> bool {
-        if matches!(kind, wire::UNIT | wire::QUIET_UNIT | wire::ALONE) {
+        if matches!(
+            kind,
+            wire::UNIT | wire::QUIET_UNIT | wire::ALONE | wire::JPEG_PICTURE | wire::RAW_PICTURE
+        ) {
             if let Some(s) = lock(&self.sessions).get_mut(&slot) {
                 if s.pending == 0 {
                     s.since = Instant::now();
@@ -325,6 +336,11 @@ impl Helper {
                 s.since = now;
                 Event::Done(u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize)
             }
+            wire::PACKET if !payload.is_empty() => Event::Packet {
+                keyframe: payload[0] & wire::KEYFRAME != 0,
+                data: Bytes::from(payload).slice(1..),
+            },
+            wire::OPENED => Event::Opened(String::from_utf8_lossy(&payload).into_owned()),
             wire::FAILED => Event::Refused(format!(
                 "the {NAME} failed: {}",
                 String::from_utf8_lossy(&payload)
@@ -375,24 +391,8 @@ pub struct Session {
 impl Session {
     fn open(shared: &Arc<SharedDecoder>, hevc: bool) -> Result<Session, String> {
         let helper = shared.helper()?;
-        let slot = helper.next_slot.fetch_add(1, Relaxed);
-        let (tx, events) = mpsc::unbounded_channel();
-        lock(&helper.sessions).insert(
-            slot,
-            Slot {
-                events: tx,
-                pending: 0,
-                since: Instant::now(),
-            },
-        );
-        if !helper.send(
-            slot,
-            wire::OPEN,
-            Bytes::from_static(if hevc { &[1] } else { &[0] }),
-        ) {
-            lock(&helper.sessions).remove(&slot);
-            return Err(format!("the {NAME} is not running"));
-        }
+        let payload = Bytes::from_static(if hevc { &[1] } else { &[0] });
+        let (slot, events) = helper.attach(wire::OPEN, payload)?;
         Ok(Session {
             helper,
             slot,
@@ -472,6 +472,7 @@ impl Session {
                     self.refused = true;
                     self.ended = Some(why);
                 }
+                Some(Event::Opened(_) | Event::Packet { .. }) => {}
                 None => self.ended = Some(format!("the {NAME} ended")),
             }
         }
@@ -495,16 +496,43 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.finish();
+        self.helper.detach(self.slot);
+    }
+}
+
+impl Helper {
+    /// A new slot in this helper, opened by a `kind` message (a decoder or an encoder), and
+    /// what the helper says of it.
+    fn attach(&self, kind: u8, payload: Bytes) -> Result<(u32, mpsc::UnboundedReceiver<Event>), String> {
+        let slot = self.next_slot.fetch_add(1, Relaxed);
+        let (tx, events) = mpsc::unbounded_channel();
+        lock(&self.sessions).insert(
+            slot,
+            Slot {
+                events: tx,
+                pending: 0,
+                since: Instant::now(),
+            },
+        );
+        if !self.send(slot, kind, payload) {
+            lock(&self.sessions).remove(&slot);
+            return Err(format!("the {NAME} is not running"));
+        }
+        Ok((slot, events))
+    }
+
+    /// A slot is done with (its CLOSE sent). After the last one the helper goes, [`LINGER`]
+    /// later, unless a camera needs it again.
+    fn detach(self: &Arc<Self>, slot: u32) {
         let empty = {
-            let mut sessions = lock(&self.helper.sessions);
-            sessions.remove(&self.slot);
+            let mut sessions = lock(&self.sessions);
+            sessions.remove(&slot);
             sessions.is_empty()
         };
         if !empty {
             return;
         }
-        // The last session: the helper goes after a while unless a camera needs it again.
-        let helper = Arc::downgrade(&self.helper);
+        let helper = Arc::downgrade(self);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 tokio::time::sleep(LINGER).await;

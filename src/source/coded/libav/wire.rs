@@ -25,6 +25,21 @@ pub const CLOSED: u8 = 8;
 /// and the slot keeps no decoder of its own between keyframes.
 pub const ALONE: u8 = 9;
 
+/// farmcam → helper: open an H.264 encoder in the slot (payload: [`EncodeSettings`] as text);
+/// it is opened at the first picture's size (again when the size changes).
+pub const ENCODE: u8 = 10;
+/// farmcam → helper: a JPEG picture to encode (payload: flags `u8`, then the JPEG).
+pub const JPEG_PICTURE: u8 = 11;
+/// farmcam → helper: a raw picture to encode (payload: flags `u8`, width `u32`, height `u32`,
+/// full-range I420 planes).
+pub const RAW_PICTURE: u8 = 12;
+/// helper → farmcam: one coded picture (payload: flags `u8`, then Annex B).
+pub const PACKET: u8 = 13;
+/// helper → farmcam: the slot's encoder opened (payload: its name, UTF-8).
+pub const OPENED: u8 = 14;
+/// Picture flag: make this picture a keyframe (a viewer joined). Packet flag: a keyframe.
+pub const KEYFRAME: u8 = 1;
+
 pub const HEADER: usize = 9;
 /// The largest payload either side accepts: a picture of [`crate::media::codec::MAX_PIXELS`] (its
 /// chroma rounded up) or a unit as large as a camera's `max_frame_size` may be.
@@ -73,6 +88,60 @@ pub fn write(w: &mut impl Write, slot: u32, kind: u8, parts: &[&[u8]]) -> io::Re
     w.flush()
 }
 
+/// What an encoder slot is opened with: the encoders to try, in order (the first that opens
+/// is used), and what they are given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeSettings {
+    pub encoders: Vec<String>,
+    pub fps: u32,
+    /// Bits per second (0: from the size, see [`bitrate_for`]).
+    pub bitrate: u32,
+    /// Seconds from one keyframe to the next.
+    pub keyframe_secs: u32,
+}
+
+impl EncodeSettings {
+    pub fn to_text(&self) -> String {
+        format!(
+            "encoders={}\nfps={}\nbitrate={}\nkeyframe_secs={}\n",
+            self.encoders.join(","),
+            self.fps,
+            self.bitrate,
+            self.keyframe_secs
+        )
+    }
+
+    /// The settings farmcam sent; what is missing or broken takes a sane value.
+    pub fn from_text(text: &str) -> EncodeSettings {
+        let mut s = EncodeSettings {
+            encoders: Vec::new(),
+            fps: 30,
+            bitrate: 0,
+            keyframe_secs: 2,
+        };
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let n = v.trim().parse::<u32>().ok();
+            match k.trim() {
+                "encoders" => s.encoders = v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+                "fps" => s.fps = n.unwrap_or(30).clamp(1, 240),
+                "bitrate" => s.bitrate = n.unwrap_or(0),
+                "keyframe_secs" => s.keyframe_secs = n.unwrap_or(2).clamp(1, 60),
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// The bitrate an encoder gets for pictures of `width` x `height` at `fps` when the camera sets
+/// none: 0.05 bits per pixel and picture (1280x720 at 30 fps: 1.4 Mbit/s; 1920x1080 at 30:
+/// 3.1 Mbit/s; 640x480 at 15: 230 kbit/s), at least 200 kbit/s and at most 8 Mbit/s.
+pub fn bitrate_for(width: u32, height: u32, fps: u32) -> u32 {
+    let bits = width as f64 * height as f64 * fps as f64 * 0.05;
+    bits.clamp(200_000.0, 8_000_000.0) as u32
+}
+
 pub struct Message {
     pub slot: u32,
     pub kind: u8,
@@ -82,6 +151,23 @@ pub struct Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_settings_round_trip_and_broken_ones_get_sane_values() {
+        let s = EncodeSettings {
+            encoders: vec!["h264_v4l2m2m".into(), "libx264".into()],
+            fps: 15,
+            bitrate: 900_000,
+            keyframe_secs: 2,
+        };
+        assert_eq!(EncodeSettings::from_text(&s.to_text()), s);
+        let broken = EncodeSettings::from_text("fps=0\nbitrate=x\nnonsense\nkeyframe_secs=999");
+        assert_eq!((broken.fps, broken.bitrate, broken.keyframe_secs), (1, 0, 60));
+        assert!(broken.encoders.is_empty());
+        assert_eq!(bitrate_for(1280, 720, 30), 1_382_400);
+        assert_eq!(bitrate_for(160, 120, 5), 200_000);
+        assert_eq!(bitrate_for(3840, 2160, 60), 8_000_000);
+    }
 
     #[test]
     fn messages_round_trip_and_oversized_ones_are_refused() {
