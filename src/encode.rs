@@ -23,10 +23,14 @@ pub const KEYFRAME_SECS: u32 = 2;
 /// After the helper died, a new encoder is opened this much later at the soonest.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
-/// Hold `cam`'s encoding for a consumer (`None`: the camera is not encoded): its encoder runs
-/// while this lives.
+/// Hold `cam`'s encoding for a consumer (`None`: the camera is not encoded, or its encoder
+/// failed: it stays MJPEG-only until farmcam restarts or its configuration changes): its
+/// encoder runs while this lives.
 pub fn hold(cam: &Arc<Camera>) -> Option<EncodeHold> {
     let encoding = cam.encoding()?.clone();
+    if encoding.failed.lock().unwrap().is_some() {
+        return None;
+    }
     let c = cam.clone();
     let e = encoding.clone();
     Some(encoding.hold(move |token| {
@@ -83,7 +87,6 @@ async fn run(cam: Arc<Camera>, encoding: Arc<Encoding>, token: CancellationToken
                     Some(Encoded::Opened(name)) => {
                         info!(camera = %id, "camera {id}: encoding H.264 with {name} ({})", encoding.why);
                         encoding.set_name(Some(name));
-                        *encoding.failed.lock().unwrap() = None;
                     }
                     Some(Encoded::Packet { data, keyframe }) => {
                         let au = units.unit(&data, keyframe);
@@ -110,10 +113,8 @@ async fn run(cam: Arc<Camera>, encoding: Arc<Encoding>, token: CancellationToken
     encoding.set_name(None);
     encoding.units.reset();
     if let Some(why) = ended {
-        let said_before = encoding.failed.lock().unwrap().replace(why.clone()).is_some();
-        if !said_before {
-            warn!(camera = %id, "camera {id}: no live H.264: {why}; its MJPEG stream and snapshots go on");
-        }
+        *encoding.failed.lock().unwrap() = Some(why.clone());
+        warn!(camera = %id, "camera {id}: no live H.264: {why}; its MJPEG stream and snapshots go on");
     }
     token.cancel();
 }

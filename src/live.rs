@@ -176,13 +176,26 @@ pub async fn open_held(cam: &Arc<Camera>, hold: Hold, wait: Duration) -> Result<
         return Err(OpenError::NotCoded(cam.id().to_string()));
     };
     let mut ready = feed.watch_codec();
-    let shown = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
-    match shown.ok().and_then(|r| r.ok().and_then(|c| *c)) {
-        Some(codec) => Ok(Opened { hold, codec }),
-        None => match cam.encoding().and_then(|e| e.failed.lock().unwrap().clone()) {
-            Some(why) => Err(OpenError::Encoder(cam.id().to_string(), why)),
-            None => Err(OpenError::NoKeyframe(cam.id().to_string(), wait)),
-        },
+    let failed = || cam.encoding().and_then(|e| e.failed.lock().unwrap().clone());
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(codec) = *ready.borrow_and_update() {
+            return Ok(Opened { hold, codec });
+        }
+        // An encoder that failed is said at once, not after the whole wait.
+        if let Some(why) = failed() {
+            return Err(OpenError::Encoder(cam.id().to_string(), why));
+        }
+        let tick = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(tick, ready.changed()).await {
+            Ok(Err(_)) => break,
+            Err(_) if tick >= deadline => break,
+            _ => {}
+        }
+    }
+    match failed() {
+        Some(why) => Err(OpenError::Encoder(cam.id().to_string(), why)),
+        None => Err(OpenError::NoKeyframe(cam.id().to_string(), wait)),
     }
 }
 

@@ -167,6 +167,8 @@ pub struct CameraStatus {
     /// The H.264 encoder encoding this camera's pictures now (`None`: not encoding: nobody
     /// watches its live H.264, or it has no encoder).
     pub encoder: Option<String>,
+    /// Why the camera has no live H.264 although it has an encoder (it failed; said once).
+    pub encoder_error: Option<String>,
     /// JPEGs encoded for this camera (None: frames are passed through as the camera sends them).
     pub frames_encoded: Option<u64>,
     /// Frames made at a size consumers asked for (`?width=`): each size of each frame once.
@@ -253,8 +255,9 @@ impl Camera {
     /// connection, or an RTSP camera (printers' RTSP is H.264) that has sent nothing else yet.
     pub fn sends_coded_video(&self) -> bool {
         use crate::source::ffmpeg::FfmpegInput;
-        if self.encoding.is_some() {
-            return true;
+        if let Some(e) = &self.encoding {
+            // Until its encoder failed (then it is an MJPEG camera, as without one).
+            return e.failed.lock().unwrap().is_none();
         }
         let Some(feed) = self.units() else {
             return false;
@@ -490,6 +493,7 @@ impl Camera {
                 .map(|w| w.decoder_starts.load(Relaxed)),
             frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
             encoder: self.encoding.as_ref().and_then(|e| e.name()),
+            encoder_error: self.encoding.as_ref().and_then(|e| e.failed.lock().unwrap().clone()),
             frames_scaled: s.sizes.frames_scaled.load(Relaxed),
             sizes: s.sizes.in_use(),
             rotate: s.config.orientation.rotate,

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::proc::open_fds;
-use common::rtsp::{RtspOptions, RtspServer};
+use common::rtsp::{decode, probe, RtspOptions, RtspServer};
 use common::rtsp_client::Client;
 use common::{config, eventually_async, Daemon};
 use futures_util::StreamExt;
@@ -32,53 +32,6 @@ async fn rtsp_sessions(d: &Daemon) -> usize {
     d.camera("cam").await["rtsp_sessions"]
         .as_array()
         .map_or(0, |a| a.len())
-}
-
-/// What ffprobe says of the stream: codec, size, rate.
-fn probe(url: &str, transport: &str) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-select_streams",
-            "v",
-        ])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height,r_frame_rate",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
-fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-select_streams",
-            "v",
-        ])
-        .args(["-read_intervals", &format!("%+#{frames}"), "-show_frames"])
-        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let times = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    (times, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 fn gst_plays(url: &str, protocol: &str) -> std::process::Output {

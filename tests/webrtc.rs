@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::proc::open_fds;
 use common::rtsp::{RtspOptions, RtspServer};
 use common::webdriver::Browser;
+use common::aiortc::Aiortc;
 use common::{config, Daemon};
 use serde_json::Value;
 
@@ -511,69 +512,6 @@ async fn bad_signalling_is_refused_clearly() {
         (open_fds(d.child.id()) <= fds_before).then_some(())
     })
     .await;
-}
-
-/// A WebRTC viewer that is not a browser: aiortc (its own ICE, DTLS, SRTP and H.264 decoder),
-/// run by `tests/peers/aiortc/run.sh`. Its progress lines are kept as they come.
-struct Aiortc {
-    child: std::process::Child,
-    last: std::sync::Arc<std::sync::Mutex<Value>>,
-}
-
-impl Aiortc {
-    fn start(form: &str, url: &str) -> Aiortc {
-        common::peers::require_aiortc();
-        let mut child = std::process::Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc/run.sh"))
-            .args([form, url])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the aiortc peer starts");
-        let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
-        let out = child.stdout.take().unwrap();
-        let keep = last.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    *keep.lock().unwrap() = v;
-                }
-            }
-        });
-        Aiortc { child, last }
-    }
-
-    fn frames(&self) -> u64 {
-        self.last.lock().unwrap()["frames"].as_u64().unwrap_or(0)
-    }
-
-    async fn wait_frames(&self, n: u64) {
-        common::eventually(WAIT, "frames decoded by aiortc", || {
-            let v = self.last.lock().unwrap().clone();
-            assert!(v["error"].is_null(), "aiortc: {v}");
-            (v["frames"].as_u64() >= Some(n)).then_some(v)
-        })
-        .await;
-        let v = self.last.lock().unwrap().clone();
-        assert_eq!(
-            (v["width"].as_u64(), v["height"].as_u64()),
-            (Some(320), Some(240)),
-            "{v}"
-        );
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-impl Drop for Aiortc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Five WebRTC viewers (aiortc, both signalling forms), three MJPEG viewers and snapshots every

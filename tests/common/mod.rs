@@ -1,6 +1,7 @@
 //! Test helpers: run the real `farmcam` binary on port 0 and talk raw HTTP/1.1 to it.
 #![allow(dead_code)]
 
+pub mod aiortc;
 pub mod mjpeg_server;
 pub mod moonraker;
 pub mod mqtt;

@@ -197,3 +197,51 @@ pub fn h264_clip(path: &std::path::Path, frames: u32, extra: &[&str]) -> std::pa
     assert!(made.success(), "ffmpeg made the clip {}", path.display());
     path.to_path_buf()
 }
+
+/// What ffprobe says of the stream: codec, size, rate.
+pub fn probe(url: &str, transport: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-select_streams",
+            "v",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
+pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-select_streams",
+            "v",
+        ])
+        .args(["-read_intervals", &format!("%+#{frames}"), "-show_frames"])
+        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let times = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    (times, String::from_utf8_lossy(&out.stderr).to_string())
+}
+

@@ -1,0 +1,170 @@
+//! Live H.264 of cameras that send pictures (issue 41): a `test:` camera with the software
+//! encoder plays over WebRTC (aiortc, both signalling forms) and RTSP (ffprobe over TCP and
+//! UDP); the encoder runs only while such a viewer watches (never for MJPEG viewers); an encoder
+//! that cannot open is said once and the camera stays MJPEG; an encoder killed mid-stream is
+//! replaced and the viewer plays on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::aiortc::Aiortc;
+use common::proc::decoder_helpers;
+use common::rtsp::{decode, probe};
+use common::{config, live_frame, open_stream, Daemon};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn farm(cameras: &str) -> Daemon {
+    Daemon::start(&config(
+        "",
+        &format!(
+            "[webrtc]\nlisten = \"127.0.0.1:0\"\n[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n{cameras}"
+        ),
+    ))
+}
+
+const ENCODED: &str = "[[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"640x360\"\nfps = 30\n\
+                       h264_encoder = \"software\"\nidle_grace = \"2s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_camera_with_the_software_encoder_plays_over_webrtc_and_rtsp() {
+    let d = farm(ENCODED);
+    let cam = d.camera("cam").await;
+    assert!(cam["encoder"].is_null(), "nobody watches: no encoder: {cam}");
+    assert!(
+        decoder_helpers(d.child.id()).is_empty(),
+        "no helper before a viewer"
+    );
+    let base = format!("http://{}/cameras/cam", d.main);
+    // The first viewer of an idle camera: a picture within a second of asking.
+    let whep = Aiortc::start("--whep", &format!("{base}/whep"));
+    whep.wait_frames_of(1, 640, 360).await;
+    let first = whep.said()["first_frame_ms"].as_f64().expect("first frame timed");
+    assert!(first <= 1000.0, "first frame after {first} ms");
+    let cam = d
+        .wait_for("cam", WAIT, |c| c["encoder"] == "libx264")
+        .await;
+    assert_eq!(cam["viewers_by_kind"]["webrtc"], 1, "{cam}");
+    // The camera's rate: 125 frames decoded at 25 per second or more.
+    let (start, n0) = (Instant::now(), whep.frames());
+    whep.wait_frames_of(n0 + 125, 640, 360).await;
+    let fps = (whep.frames() - n0) as f64 / start.elapsed().as_secs_f64();
+    assert!(fps >= 25.0, "aiortc decoded {fps:.1} frames a second");
+    // camera-streamer's form (Mainsail's and Fluidd's webrtc-camerastreamer): a keyframe at
+    // once for the joining viewer, the first one plays on.
+    let cs = Aiortc::start("--camera-streamer", &format!("{base}/webrtc"));
+    cs.wait_frames_of(30, 640, 360).await;
+    // RTSP out, both transports, from the same encoder.
+    let url = d.rtsp_url("cam");
+    for transport in ["tcp", "udp"] {
+        assert_eq!(probe(&url, transport), "h264,640,360,30/1", "over {transport}");
+        let (times, complaints) = decode(&url, transport, 30);
+        assert!(times.len() >= 29, "{transport}: {times:?} {complaints}");
+        assert!(!complaints.contains("error"), "{transport}: {complaints}");
+    }
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["encoder"], "libx264", "{cam}");
+    assert_eq!(
+        decoder_helpers(d.child.id()).len(),
+        1,
+        "one helper encodes for every viewer"
+    );
+    // Everyone leaves: the encoder stops, then the helper.
+    drop((whep, cs));
+    d.wait_for("cam", WAIT, |c| c["encoder"].is_null()).await;
+    common::eventually(WAIT, "the helper gone", || {
+        decoder_helpers(d.child.id()).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mjpeg_viewer_alone_starts_no_encoder() {
+    let d = farm(ENCODED);
+    let mut s = open_stream(&d, "cam").await;
+    for _ in 0..30 {
+        live_frame(&mut s).await;
+    }
+    let snap = common::get(d.main, "/cameras/cam/snapshot").await;
+    assert_eq!(snap.status, 200);
+    let cam = d.camera("cam").await;
+    assert!(cam["encoder"].is_null(), "{cam}");
+    assert_eq!(cam["viewers_by_kind"]["mjpeg"], 1, "{cam}");
+    assert!(
+        decoder_helpers(d.child.id()).is_empty(),
+        "no encoder process for MJPEG viewers"
+    );
+    // It says it has live H.264 (for Mainsail's WebRTC mode) all the same.
+    let all = d.cameras_json().await;
+    assert!(all[0]["webrtc_url"].is_string(), "{all}");
+}
+
+/// An encoder libavcodec has but cannot open here (NVENC without an NVIDIA GPU): the RTSP and
+/// WebRTC clients are told why at once, the log says it once, and the MJPEG stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_that_cannot_open_is_said_once_and_mjpeg_goes_on() {
+    let d = farm(&ENCODED.replace("\"software\"", "\"h264_nvenc\""));
+    let mut s = open_stream(&d, "cam").await;
+    live_frame(&mut s).await;
+    let url = d.rtsp_url("cam");
+    let asked = Instant::now();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-rtsp_transport", "tcp", &url])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "refused without waiting for a keyframe: {:?}",
+        asked.elapsed()
+    );
+    let cam = d
+        .wait_for("cam", WAIT, |c| c["encoder_error"].is_string())
+        .await;
+    let why = cam["encoder_error"].as_str().unwrap();
+    assert!(why.contains("h264_nvenc"), "{cam}");
+    assert!(cam["encoder"].is_null(), "{cam}");
+    // Asked again over WebRTC: refused with the reason, no new attempt.
+    let r = common::request(
+        d.main,
+        "POST /cameras/cam/webrtc HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\n{\"type\":\"request\"}",
+    )
+    .await;
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(r.status >= 400, "{} {body}", r.status);
+    assert!(
+        body.contains("no live H.264") || body.contains("does not send H.264"),
+        "{body}"
+    );
+    let said = d.log_text().matches("no live H.264").count();
+    assert_eq!(said, 1, "said once: {}", d.log_text());
+    // The MJPEG viewer never noticed.
+    for _ in 0..10 {
+        live_frame(&mut s).await;
+    }
+    let all = d.cameras_json().await;
+    assert!(all[0]["webrtc_url"].is_null(), "no WebRTC offered any more: {all}");
+}
+
+/// The helper killed under a viewer (a crash in libavcodec): a new encoder starts, the viewer
+/// plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_killed_mid_stream_is_replaced_and_the_viewer_plays_on() {
+    let d = farm(ENCODED);
+    let v = Aiortc::start("--whep", &format!("http://{}/cameras/cam/whep", d.main));
+    v.wait_frames_of(30, 640, 360).await;
+    let helpers = decoder_helpers(d.child.id());
+    assert_eq!(helpers.len(), 1);
+    // SAFETY: a signal to farmcam's own child.
+    unsafe { libc::kill(helpers[0] as i32, libc::SIGKILL) };
+    let before = v.frames();
+    v.wait_frames_of(before + 60, 640, 360).await;
+    let now = decoder_helpers(d.child.id());
+    assert!(
+        now.len() == 1 && now[0] != helpers[0],
+        "a new helper: {helpers:?} → {now:?}"
+    );
+    assert!(d.log_text().contains("starting another"), "{}", d.log_text());
+}
