@@ -18,11 +18,11 @@
 pub mod bench;
 pub mod config;
 pub mod daemon;
+pub mod encode;
 pub mod events;
 pub mod frame;
 pub mod light;
 pub mod lit;
-pub mod encode;
 pub mod live;
 pub mod media;
 pub mod outputs;

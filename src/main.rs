@@ -334,6 +334,12 @@ fn main() -> ExitCode {
                         cam.id,
                         cam.listen.map(|a| format!("  http://{a}/?action=stream")).unwrap_or_default()
                     );
+                    if let Some(r) = farmcam::registry::encoder_of(cam) {
+                        match r.encoders.first() {
+                            Some(e) => out!("  {:<16} live H.264: {e} ({})", "", r.why),
+                            None => out!("  {:<16} live H.264: none ({})", "", r.why),
+                        }
+                    }
                 }
                 if let Some(v) = ffmpeg {
                     out!("  ffmpeg: {v}");

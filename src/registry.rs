@@ -84,7 +84,11 @@ fn encoding_for(config: &CameraConfig) -> Option<Arc<Encoding>> {
         resolved.why
     );
     let fps = config.fps.unwrap_or(crate::source::test_pattern::DEFAULT_FPS);
-    Some(Arc::new(Encoding::new(&resolved, fps, config.h264_bitrate.unwrap_or(0))))
+    Some(Arc::new(Encoding::new(
+        &resolved,
+        fps,
+        config.h264_bitrate.unwrap_or(0),
+    )))
 }
 
 /// A snapshot without `max_age` gets a frame captured at most this long before it is taken: a
@@ -493,7 +497,10 @@ impl Camera {
                 .map(|w| w.decoder_starts.load(Relaxed)),
             frames_encoded: work.map(|w| w.frames_encoded.load(Relaxed)),
             encoder: self.encoding.as_ref().and_then(|e| e.name()),
-            encoder_error: self.encoding.as_ref().and_then(|e| e.failed.lock().unwrap().clone()),
+            encoder_error: self
+                .encoding
+                .as_ref()
+                .and_then(|e| e.failed.lock().unwrap().clone()),
             frames_scaled: s.sizes.frames_scaled.load(Relaxed),
             sizes: s.sizes.in_use(),
             rotate: s.config.orientation.rotate,

@@ -42,9 +42,7 @@ async fn a_test_camera_with_the_software_encoder_plays_over_webrtc_and_rtsp() {
     whep.wait_frames_of(1, 640, 360).await;
     let first = whep.said()["first_frame_ms"].as_f64().expect("first frame timed");
     assert!(first <= 1000.0, "first frame after {first} ms");
-    let cam = d
-        .wait_for("cam", WAIT, |c| c["encoder"] == "libx264")
-        .await;
+    let cam = d.wait_for("cam", WAIT, |c| c["encoder"] == "libx264").await;
     assert_eq!(cam["viewers_by_kind"]["webrtc"], 1, "{cam}");
     // The camera's rate: 125 frames decoded at 25 per second or more.
     let (start, n0) = (Instant::now(), whep.frames());
@@ -120,9 +118,7 @@ async fn an_encoder_that_cannot_open_is_said_once_and_mjpeg_goes_on() {
         "refused without waiting for a keyframe: {:?}",
         asked.elapsed()
     );
-    let cam = d
-        .wait_for("cam", WAIT, |c| c["encoder_error"].is_string())
-        .await;
+    let cam = d.wait_for("cam", WAIT, |c| c["encoder_error"].is_string()).await;
     let why = cam["encoder_error"].as_str().unwrap();
     assert!(why.contains("h264_nvenc"), "{cam}");
     assert!(cam["encoder"].is_null(), "{cam}");
@@ -145,7 +141,10 @@ async fn an_encoder_that_cannot_open_is_said_once_and_mjpeg_goes_on() {
         live_frame(&mut s).await;
     }
     let all = d.cameras_json().await;
-    assert!(all[0]["webrtc_url"].is_null(), "no WebRTC offered any more: {all}");
+    assert!(
+        all[0]["webrtc_url"].is_null(),
+        "no WebRTC offered any more: {all}"
+    );
 }
 
 /// The helper killed under a viewer (a crash in libavcodec): a new encoder starts, the viewer

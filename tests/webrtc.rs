@@ -7,10 +7,10 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use common::aiortc::Aiortc;
 use common::proc::open_fds;
 use common::rtsp::{RtspOptions, RtspServer};
 use common::webdriver::Browser;
-use common::aiortc::Aiortc;
 use common::{config, Daemon};
 use serde_json::Value;
 

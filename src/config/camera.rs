@@ -17,9 +17,9 @@ use super::v4l2::RawV4l2;
 use super::values::{parse_size, valid_id, IntOrString};
 use crate::frame::Size;
 use crate::media::orientation::{Flip, Orientation};
+use crate::source::coded::encoding::EncoderChoice;
 use crate::source::v4l2::list::Servable;
 use crate::source::v4l2::{ControlValue, V4l2Options};
-use crate::source::coded::encoding::EncoderChoice;
 use crate::source::{bambu, Common, SourceSpec};
 
 pub const DEFAULT_MAX_FRAME_SIZE: usize = crate::media::jpeg::DEFAULT_MAX_FRAME;

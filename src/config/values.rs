@@ -194,7 +194,9 @@ pub(super) fn parse_bitrate(v: &IntOrString) -> Result<u32, String> {
         IntOrString::Str(s) => format!("{s:?}"),
     };
     let bad = || {
-        format!("{shown} is not a bitrate; use bits per second between 100k and 50M, e.g. \"1.5M\" or \"800k\"")
+        format!(
+            "{shown} is not a bitrate; use bits per second between 100k and 50M, e.g. \"1.5M\" or \"800k\""
+        )
     };
     let bits = match v {
         IntOrString::Int(n) => *n as f64,

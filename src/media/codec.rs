@@ -240,10 +240,7 @@ pub fn decode_i420(jpeg: &[u8]) -> Result<I420, CodecError> {
         });
     }
     // The JPEG's chroma planes: their size as libjpeg-turbo lays them out.
-    let (sw, sh) = (
-        subsamp.width().max(1),
-        subsamp.height().max(1),
-    );
+    let (sw, sh) = (subsamp.width().max(1), subsamp.height().max(1));
     let (scw, sch) = (w.div_ceil(sw), h.div_ceil(sh));
     let plane = |i: usize| &buf[w * h + i * scw * sch..][..scw * sch];
     let resample = |src: &[u8]| -> Vec<u8> {

@@ -86,4 +86,3 @@ impl Drop for Aiortc {
         let _ = self.child.wait();
     }
 }
-

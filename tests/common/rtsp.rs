@@ -244,4 +244,3 @@ pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
         .collect();
     (times, String::from_utf8_lossy(&out.stderr).to_string())
 }
-

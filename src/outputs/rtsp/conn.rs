@@ -24,9 +24,9 @@ use tracing::{debug, info};
 use super::play::{Counters, Sink};
 use super::rtp::Packetizer;
 use super::{Gate, Rtsp};
+use crate::live;
 use crate::live::{Refusal, Seat};
 use crate::media::h264::Codec;
-use crate::live;
 use crate::registry::Camera;
 
 /// A request larger than this (headers and body) is refused.

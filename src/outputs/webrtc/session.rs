@@ -18,9 +18,9 @@ use tokio::sync::broadcast;
 use tracing::debug;
 
 use super::SessionStatus;
+use crate::live;
 use crate::live::{KeyframeGate, Seat};
 use crate::media::h264::Codec;
-use crate::live;
 use crate::registry::Camera;
 use crate::source::coded::units::Unit;
 

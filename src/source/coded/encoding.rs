@@ -231,7 +231,6 @@ impl Encoding {
     pub fn held(&self) -> bool {
         self.state.lock().unwrap().holders > 0
     }
-
 }
 
 impl Drop for EncodeHold {

@@ -388,8 +388,12 @@ pub fn servable(dev: &Path) -> Vec<Servable> {
 /// out): a Raspberry Pi 4's bcm2835-codec encoder (`/dev/video11`), or another SoC's.
 pub fn encodes_h264(node: &Path) -> bool {
     catch_unwind(AssertUnwindSafe(|| {
-        let Ok(device) = Device::with_path(node) else { return false };
-        let Ok(caps) = device.query_caps() else { return false };
+        let Ok(device) = Device::with_path(node) else {
+            return false;
+        };
+        let Ok(caps) = device.query_caps() else {
+            return false;
+        };
         if !caps
             .capabilities
             .intersects(Flags::VIDEO_M2M | Flags::VIDEO_M2M_MPLANE)

@@ -431,7 +431,9 @@ impl Libav {
             if (self.strerror)(r, buf.as_mut_ptr(), buf.len()) < 0 {
                 return format!("error {r}");
             }
-            std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_string_lossy()
+                .into_owned()
         }
     }
 }
@@ -464,7 +466,9 @@ impl<'a> AvEncoder<'a> {
         unsafe {
             let codec = (av.find_encoder)(cname.as_ptr());
             if codec.is_null() {
-                return Err(format!("this libavcodec has no encoder {name:?} (see ffmpeg -encoders)"));
+                return Err(format!(
+                    "this libavcodec has no encoder {name:?} (see ffmpeg -encoders)"
+                ));
             }
             let e = AvEncoder {
                 av,
@@ -560,7 +564,11 @@ impl<'a> AvEncoder<'a> {
                     f.width = w as c_int;
                     f.height = h as c_int;
                     f.format = AV_PIX_FMT_YUV420P;
-                    let kind = if key { AV_PICTURE_TYPE_I } else { AV_PICTURE_TYPE_NONE };
+                    let kind = if key {
+                        AV_PICTURE_TYPE_I
+                    } else {
+                        AV_PICTURE_TYPE_NONE
+                    };
                     if self.av.avutil_major >= 59 {
                         let t = &mut (*(self.frame as *mut Frame59)).tail;
                         t.pict_type = kind;

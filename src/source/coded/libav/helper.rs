@@ -182,7 +182,13 @@ fn send_packets(out: &Out, slot: u32, packets: &mut Vec<Packet>) {
 /// encoders that opens (said with OPENED), again when the size changes; each picture's packets
 /// sent back as they come out, then DONE. Fails (FAILED, the slot closes) when no encoder opens
 /// or the encoder fails; CLOSE flushes it.
-fn encoder_slot(av: &'static Libav, out: Out, slot: u32, settings: EncodeSettings, rx: mpsc::Receiver<Message>) {
+fn encoder_slot(
+    av: &'static Libav,
+    out: Out,
+    slot: u32,
+    settings: EncodeSettings,
+    rx: mpsc::Receiver<Message>,
+) {
     let mut encoder: Option<AvEncoder<'static>> = None;
     let mut packets = Vec::new();
     let mut planes = Vec::new();
@@ -203,7 +209,10 @@ fn encoder_slot(av: &'static Libav, out: Out, slot: u32, settings: EncodeSetting
             continue;
         };
         let (w, h) = (picture.size.width, picture.size.height);
-        if encoder.as_ref().is_none_or(|e| (e.params.width, e.params.height) != (w, h)) {
+        if encoder
+            .as_ref()
+            .is_none_or(|e| (e.params.width, e.params.height) != (w, h))
+        {
             if let Some(mut old) = encoder.take() {
                 let _ = old.encode(None, false, &mut packets);
                 send_packets(&out, slot, &mut packets);

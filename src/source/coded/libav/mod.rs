@@ -65,7 +65,10 @@ enum Event {
     /// An encoder slot's encoder opened (its name).
     Opened(String),
     /// A coded picture from an encoder slot.
-    Packet { data: Bytes, keyframe: bool },
+    Packet {
+        data: Bytes,
+        keyframe: bool,
+    },
     /// The slot closed after its input ended, or the helper ended (`suspect`: with units of this
     /// slot in flight, so this camera's stream may be what ended it).
     Ended {

@@ -120,10 +120,18 @@ impl EncodeSettings {
             keyframe_secs: 2,
         };
         for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let n = v.trim().parse::<u32>().ok();
             match k.trim() {
-                "encoders" => s.encoders = v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect(),
+                "encoders" => {
+                    s.encoders = v
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                }
                 "fps" => s.fps = n.unwrap_or(30).clamp(1, 240),
                 "bitrate" => s.bitrate = n.unwrap_or(0),
                 "keyframe_secs" => s.keyframe_secs = n.unwrap_or(2).clamp(1, 60),
