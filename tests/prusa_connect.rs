@@ -103,7 +103,12 @@ async fn snapshots_arrive_at_the_interval_with_the_documented_headers_and_size()
         fake.seen()
     );
 
-    let c = d.camera("mk4").await;
+    // The fake answers before farmcam counts the upload: wait for the count, do not read it once.
+    let c = d
+        .wait_for("mk4", Duration::from_secs(30), |c| {
+            c["prusa_connect"]["attempts"]["ok"].as_u64() >= Some(3)
+        })
+        .await;
     let p = &c["prusa_connect"];
     assert_eq!(p["last_result"], "ok", "{c}");
     assert_eq!(p["fingerprint"], fingerprint.as_str());
