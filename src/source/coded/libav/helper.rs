@@ -285,35 +285,7 @@ pub fn run() -> i32 {
             }
         };
         let id = m.slot;
-        if m.kind == wire::ENCODE {
-            let av = match &spares {
-                Ok(spares) => spares.av,
-                Err(e) => {
-                    send(&out, id, wire::FAILED, &[e.as_bytes()]);
-                    continue;
-                }
-            };
-            let (tx, rx) = mpsc::channel();
-            let settings = EncodeSettings::from_text(&String::from_utf8_lossy(&m.payload));
-            let slot_out = out.clone();
-            let started = std::thread::Builder::new()
-                .name(format!("encoder {id}"))
-                .stack_size(STACK)
-                .spawn(move || encoder_slot(av, slot_out, id, settings, rx));
-            match started {
-                Ok(_) => {
-                    slots.insert(id, tx);
-                }
-                Err(e) => send(
-                    &out,
-                    id,
-                    wire::FAILED,
-                    &[format!("cannot start an encoder thread: {e}").as_bytes()],
-                ),
-            }
-            continue;
-        }
-        if m.kind == wire::OPEN {
+        if matches!(m.kind, wire::ENCODE | wire::OPEN) {
             let spares = match &spares {
                 Ok(spares) => spares.clone(),
                 Err(e) => {
@@ -322,12 +294,21 @@ pub fn run() -> i32 {
                 }
             };
             let (tx, rx) = mpsc::channel();
-            let hevc = m.payload.first() == Some(&1);
             let slot_out = out.clone();
+            let (what, work): (&str, Box<dyn FnOnce() + Send>) = if m.kind == wire::ENCODE {
+                let settings = EncodeSettings::from_text(&String::from_utf8_lossy(&m.payload));
+                (
+                    "encoder",
+                    Box::new(move || encoder_slot(spares.av, slot_out, id, settings, rx)),
+                )
+            } else {
+                let hevc = m.payload.first() == Some(&1);
+                ("decoder", Box::new(move || slot(spares, slot_out, id, hevc, rx)))
+            };
             let started = std::thread::Builder::new()
-                .name(format!("slot {id}"))
+                .name(format!("{what} {id}"))
                 .stack_size(STACK)
-                .spawn(move || slot(spares, slot_out, id, hevc, rx));
+                .spawn(work);
             match started {
                 Ok(_) => {
                     slots.insert(id, tx);
@@ -336,7 +317,7 @@ pub fn run() -> i32 {
                     &out,
                     id,
                     wire::FAILED,
-                    &[format!("cannot start a decoder thread: {e}").as_bytes()],
+                    &[format!("cannot start a {what} thread: {e}").as_bytes()],
                 ),
             }
             continue;
