@@ -1,6 +1,7 @@
 //! Live H.264 of a camera that sends pictures: while a coded-video consumer (WebRTC, RTSP)
-//! holds it, one task takes the camera's pictures from its pump, as any consumer does, and has
-//! the decoder helper encode them (a JPEG is decoded there, once); the coded pictures go to the
+//! holds it, one task keeps the camera's pump open and has the decoder helper encode its
+//! pictures: raw ones from the source's raw feed where it makes them (a YUYV camera, the test
+//! pattern: no JPEG is made for the encoder), else its JPEG frames (decoded there, once); the coded pictures go to the
 //! camera's [`Encoding`] feed, which consumers read as an RTSP camera's. MJPEG viewers and
 //! snapshots never start it. [`LINGER`](crate::source::coded::encoding::LINGER) after the last
 //! consumer left, the task ends, and the encoder with it.
@@ -17,6 +18,13 @@ use crate::pump::{ConsumerKind, Want};
 use crate::registry::Camera;
 use crate::source::coded::encoding::{EncodeHold, Encoding, Units};
 use crate::source::coded::libav::{EncodeSession, EncodeSettings, Encoded};
+use crate::source::raw::RawPicture;
+
+/// A picture for the encoder.
+enum Picture {
+    Jpeg(bytes::Bytes),
+    Raw(Arc<RawPicture>),
+}
 
 /// Seconds from one keyframe to the next (and a joining consumer gets one at once).
 pub const KEYFRAME_SECS: u32 = 2;
@@ -49,38 +57,31 @@ async fn run(cam: Arc<Camera>, encoding: Arc<Encoding>, token: CancellationToken
         bitrate: encoding.bitrate,
         keyframe_secs: KEYFRAME_SECS,
     };
-    let mut pictures = cam.subscribe_wanting(ConsumerKind::Other, Want::Every);
+    // Raw pictures where the source makes them (no JPEG is made for the encoder), else the
+    // JPEG frames the camera delivers anyway.
+    let raw_feed = cam.raw_pictures();
+    let mut raw = raw_feed.map(|f| f.subscribe());
+    let mut pictures = cam.subscribe_wanting(ConsumerKind::Other, Want::Raw);
     let mut session: Option<EncodeSession> = None;
     let mut units = Units::default();
     let mut not_before = tokio::time::Instant::now();
     let ended = loop {
-        tokio::select! {
+        let picture = tokio::select! {
             _ = token.cancelled() => break None,
             frame = pictures.next() => {
                 let Some(frame) = frame else { break None };
-                if frame.placeholder {
+                if frame.placeholder || raw_feed.is_some_and(|f| f.native()) {
                     continue;
                 }
-                if session.is_none() {
-                    if tokio::time::Instant::now() < not_before {
-                        continue;
-                    }
-                    match EncodeSession::open(cam.decoder(), &settings) {
-                        Ok(s) => session = Some(s),
-                        Err(why) => break Some(why),
-                    }
+                Picture::Jpeg(frame.jpeg)
+            }
+            changed = async { raw.as_mut().expect("checked").changed().await }, if raw.is_some() => {
+                if changed.is_err() {
+                    raw = None;
+                    continue;
                 }
-                let Some(s) = session.as_mut() else { continue };
-                // The first picture of an encoder is a keyframe anyway.
-                let key = encoding.take_keyframe();
-                if s.ready() && s.feed_jpeg(&frame.jpeg, key) {
-                    encoding.pictures.fetch_add(1, Relaxed);
-                } else {
-                    encoding.skipped.fetch_add(1, Relaxed);
-                    if key {
-                        encoding.want_keyframe();
-                    }
-                }
+                let Some(p) = raw.as_mut().expect("checked").borrow_and_update().clone() else { continue };
+                Picture::Raw(p)
             }
             said = async { session.as_mut().expect("checked").next().await }, if session.is_some() => {
                 match said {
@@ -106,10 +107,40 @@ async fn run(cam: Arc<Camera>, encoding: Arc<Encoding>, token: CancellationToken
                         units = Units::default();
                     }
                 }
+                continue;
+            }
+        };
+        if session.is_none() {
+            if tokio::time::Instant::now() < not_before {
+                continue;
+            }
+            match EncodeSession::open(cam.decoder(), &settings) {
+                Ok(s) => session = Some(s),
+                Err(why) => break Some(why),
+            }
+        }
+        let Some(s) = session.as_mut() else { continue };
+        // The first picture of an encoder is a keyframe anyway.
+        let key = encoding.take_keyframe();
+        let queued = s.ready()
+            && match &picture {
+                Picture::Jpeg(jpeg) => s.feed_jpeg(jpeg, key),
+                Picture::Raw(p) => s.feed_raw(&p.picture, p.limited, key),
+            };
+        if queued {
+            encoding.pictures.fetch_add(1, Relaxed);
+        } else {
+            encoding.skipped.fetch_add(1, Relaxed);
+            if key {
+                encoding.want_keyframe();
             }
         }
     };
     drop(session);
+    drop(raw);
+    if let Some(feed) = raw_feed.filter(|f| !f.wanted()) {
+        feed.clear();
+    }
     encoding.set_name(None);
     encoding.units.reset();
     if let Some(why) = ended {

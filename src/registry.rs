@@ -234,6 +234,11 @@ impl Camera {
         self.encoding.as_ref()
     }
 
+    /// The raw pictures its source hands to an encoder (sources whose pictures are raw).
+    pub fn raw_pictures(&self) -> Option<&crate::source::raw::RawFeed> {
+        self.source.work().map(|w| &w.raw)
+    }
+
     /// The daemon's decoder helper.
     pub fn decoder(&self) -> &Arc<SharedDecoder> {
         &self.decoder

@@ -45,10 +45,21 @@ async fn a_test_camera_with_the_software_encoder_plays_over_webrtc_and_rtsp() {
     let cam = d.wait_for("cam", WAIT, |c| c["encoder"] == "libx264").await;
     assert_eq!(cam["viewers_by_kind"]["webrtc"], 1, "{cam}");
     // The camera's rate: 125 frames decoded at 25 per second or more.
+    let jpegs0 = cam["frames_encoded"]
+        .as_u64()
+        .expect("the test pattern counts its JPEGs");
     let (start, n0) = (Instant::now(), whep.frames());
     whep.wait_frames_of(n0 + 125, 640, 360).await;
-    let fps = (whep.frames() - n0) as f64 / start.elapsed().as_secs_f64();
+    let played = whep.frames() - n0;
+    let fps = played as f64 / start.elapsed().as_secs_f64();
     assert!(fps >= 25.0, "aiortc decoded {fps:.1} frames a second");
+    // The encoder takes the pattern's raw pictures: no JPEG is made for it (only the pump's
+    // keep-alive frames, one every few seconds).
+    let jpegs = d.camera("cam").await["frames_encoded"].as_u64().unwrap() - jpegs0;
+    assert!(
+        jpegs * 10 <= played as u64,
+        "{jpegs} JPEGs made while {played} pictures played"
+    );
     // camera-streamer's form (Mainsail's and Fluidd's webrtc-camerastreamer): a keyframe at
     // once for the joining viewer, the first one plays on.
     let cs = Aiortc::start("--camera-streamer", &format!("{base}/webrtc"));

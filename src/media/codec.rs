@@ -121,6 +121,7 @@ fn raw_encode_with_restarts(rgb: &[u8], w: usize, h: usize, quality: u8) -> Resu
 
 /// Planar YUV 4:2:0: a full-size Y plane and U, V planes of half the width and height (rounded
 /// up), each packed (rows `width` bytes apart).
+#[derive(Clone)]
 pub struct I420 {
     pub y: Vec<u8>,
     pub u: Vec<u8>,
@@ -150,6 +151,67 @@ impl I420 {
             v: op.apply(&self.v, cw, ch, cw, 1).0,
             size: op.size(self.size),
         }
+    }
+
+    /// The picture cut to an even width and height (the last column or row dropped if odd), as
+    /// H.264's 4:2:0 needs.
+    pub fn even(self) -> I420 {
+        let (w, h) = (self.size.width as usize, self.size.height as usize);
+        let (ew, eh) = (w & !1, h & !1);
+        if (ew, eh) == (w, h) {
+            return self;
+        }
+        let cw = w.div_ceil(2);
+        let crop = |plane: &[u8], stride: usize, width: usize, rows: usize| -> Vec<u8> {
+            plane
+                .chunks_exact(stride.max(1))
+                .take(rows)
+                .flat_map(|r| &r[..width])
+                .copied()
+                .collect()
+        };
+        I420 {
+            y: crop(&self.y, w, ew, eh),
+            u: crop(&self.u, cw, ew / 2, eh / 2),
+            v: crop(&self.v, cw, ew / 2, eh / 2),
+            size: Size {
+                width: ew as u32,
+                height: eh as u32,
+            },
+        }
+    }
+
+    /// An RGB picture (3 bytes per pixel) in limited-range BT.601 4:2:0, as H.264 players
+    /// expect (chroma of each 2x2 block averaged).
+    pub fn from_rgb_limited(rgb: &[u8], size: Size) -> I420 {
+        let (w, h) = (size.width as usize, size.height as usize);
+        let c = Self::chroma_size(size);
+        let (cw, ch) = (c.width as usize, c.height as usize);
+        let px = |x: usize, y: usize| -> [f32; 3] {
+            let i = (y.min(h - 1) * w + x.min(w - 1)) * 3;
+            [rgb[i] as f32, rgb[i + 1] as f32, rgb[i + 2] as f32]
+        };
+        let luma = |[r, g, b]: [f32; 3]| 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
+        let mut y = Vec::with_capacity(w * h);
+        for row in 0..h {
+            for col in 0..w {
+                y.push(luma(px(col, row)).round() as u8);
+            }
+        }
+        let (mut u, mut v) = (Vec::with_capacity(cw * ch), Vec::with_capacity(cw * ch));
+        for row in 0..ch {
+            for col in 0..cw {
+                let mut sum = [0f32; 3];
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let p = px(2 * col + dx, 2 * row + dy);
+                    (0..3).for_each(|k| sum[k] += p[k] / 4.0);
+                }
+                let [r, g, b] = sum;
+                u.push((128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0).round() as u8);
+                v.push((128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0).round() as u8);
+            }
+        }
+        I420 { y, u, v, size }
     }
 
     /// Encode as a baseline 4:2:0 JPEG.

@@ -19,6 +19,10 @@ pub enum Want {
     /// No JPEG at all: the camera's own coded video (a WebRTC viewer takes the access units the
     /// camera connection yields). It keeps the camera connected without a decoder.
     Units,
+    /// Every picture, for the camera's H.264 encoder: raw ones from the source's
+    /// [`RawFeed`](super::raw::RawFeed) where it makes them (no JPEG is made for it), else the JPEG
+    /// frames a camera that sends JPEG delivers anyway. Asks no JPEG of the source, as `Units`.
+    Raw,
 }
 
 impl Want {
@@ -68,7 +72,7 @@ impl Demand {
         };
         for w in wants {
             d.consumers += 1;
-            if *w == Want::Units {
+            if matches!(w, Want::Units | Want::Raw) {
                 continue;
             }
             d.pictures += 1;
@@ -160,7 +164,7 @@ mod tests {
             }
         );
         // Coded-video takers keep the camera connected and want no pictures.
-        let units = Demand::of(&[Want::Units, Want::Units]);
+        let units = Demand::of(&[Want::Units, Want::Raw]);
         assert!(units.any() && !units.wants_pictures());
         assert_eq!(units.rate, Some(0.0));
         let mixed = Demand::of(&[Want::Units, Want::Rate(2.0)]);

@@ -11,6 +11,7 @@ pub mod coded;
 pub mod demand;
 pub mod ffmpeg;
 pub mod process;
+pub mod raw;
 pub mod test_pattern;
 pub mod v4l2;
 
@@ -145,6 +146,8 @@ pub enum SourceError {
 pub struct Work {
     /// The camera's access units as its connection yields them (H.264/H.265 cameras).
     pub units: coded::units::UnitFeed,
+    /// The camera's raw pictures, for its H.264 encoder (sources whose pictures are raw).
+    pub raw: raw::RawFeed,
     decoder: std::sync::atomic::AtomicU8,
     decoded_by: std::sync::atomic::AtomicU8,
     ingest: std::sync::atomic::AtomicU8,

@@ -2,7 +2,9 @@
 //!
 //! Cheap by construction: the static background and every position of the moving box are encoded
 //! once (with a restart marker at each 16-pixel row), so a frame is spliced from pre-encoded rows
-//! and only the two rows holding the frame number and clock are encoded per frame.
+//! and only the two rows holding the frame number and clock are encoded per frame. For an H.264
+//! encoder the same picture is drawn raw (limited-range 4:2:0, no JPEG made): the background
+//! converted once, then the box and the text band drawn per frame.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +17,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{Common, DemandRx, Source, SourceError, Upstream, Work};
 use crate::frame::Captured;
 use crate::frame::Size;
+use crate::media::codec::I420;
 use crate::media::jpeg;
+use crate::media::orientation::Op;
 use crate::media::render::{fit_scale, Canvas};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -39,16 +43,21 @@ pub struct TestPattern {
     keepalive: Duration,
     work: Arc<Work>,
     prepared: Arc<OnceCell<Arc<Prepared>>>,
+    /// How the camera is mounted: raw pictures are turned here (the pump turns the JPEGs).
+    turn: Op,
 }
 
 impl TestPattern {
     pub fn new(common: &Common) -> Self {
+        let work = Arc::<Work>::default();
+        work.raw.set_native(true);
         TestPattern {
+            turn: common.orientation.op(),
             name: common.name.clone(),
             size: common.size.unwrap_or(DEFAULT_SIZE),
             fps: common.fps.unwrap_or(DEFAULT_FPS),
             keepalive: common.stall_timeout / 3,
-            work: Arc::default(),
+            work,
             prepared: Arc::new(OnceCell::new()),
         }
     }
@@ -82,6 +91,7 @@ impl Source for TestPattern {
             keepalive: self.keepalive,
             last: None,
             work: self.work.clone(),
+            turn: self.turn,
         }))
     }
 }
@@ -95,6 +105,7 @@ struct PatternStream {
     /// When the last frame was encoded.
     last: Option<Instant>,
     work: Arc<Work>,
+    turn: Op,
 }
 
 #[async_trait]
@@ -104,6 +115,10 @@ impl Upstream for PatternStream {
         loop {
             self.ticker.tick().await;
             self.frame += 1;
+            if self.work.raw.wanted() {
+                let picture = self.prepared.raw_frame(self.frame - 1, SystemTime::now());
+                self.work.raw.publish(picture.turned(self.turn), true);
+            }
             let since = self.last.map_or(Duration::MAX, |t| t.elapsed());
             if self.demand.borrow().wants_frame(since, self.keepalive) {
                 break;
@@ -125,8 +140,11 @@ impl Upstream for PatternStream {
 
 /// Everything that does not change from frame to frame.
 struct Prepared {
+    name: String,
     size: Size,
     mode: Mode,
+    /// The background raw, made when an encoder first asks (1.4 MB at 720p).
+    raw_base: std::sync::OnceLock<I420>,
 }
 
 enum Mode {
@@ -152,8 +170,10 @@ impl Prepared {
         let mcu_rows = size.height.div_ceil(MCU);
         if mcu_rows < 12 {
             return Prepared {
+                name: name.to_string(),
                 size,
                 mode: Mode::Whole { base },
+                raw_base: Default::default(),
             };
         }
         let full = base.encode(true);
@@ -175,6 +195,8 @@ impl Prepared {
             })
             .collect();
         Prepared {
+            name: name.to_string(),
+            raw_base: Default::default(),
             size,
             mode: Mode::Spliced {
                 text_band: base.rows(TEXT_ROWS.start * MCU, TEXT_ROWS.len() as u32 * MCU),
@@ -237,6 +259,86 @@ impl Prepared {
                 Bytes::from(out)
             }
         }
+    }
+}
+
+impl Prepared {
+    /// Frame `n` as a raw picture (limited-range 4:2:0), as [`Self::frame`] draws it.
+    fn raw_frame(&self, n: u64, now: SystemTime) -> I420 {
+        let size = self.size;
+        let base = self
+            .raw_base
+            .get_or_init(|| I420::from_rgb_limited(&background(&self.name, size).rgb, size));
+        let mut p = base.clone();
+        let label = format!("#{n:06}  {}", humantime::format_rfc3339_millis(now));
+        let (band_y, band_h, (x, bw), box_y, box_h) = match &self.mode {
+            Mode::Spliced { box_row, phases, .. } => (
+                TEXT_ROWS.start * MCU,
+                TEXT_ROWS.len() as u32 * MCU,
+                box_position((n % phases.len() as u64) as u32, phases.len() as u32, size.width),
+                (box_row * MCU + 8) as i64,
+                (BOX_ROWS * MCU - 16) as i64,
+            ),
+            Mode::Whole { .. } => {
+                let scale = fit_scale(size.width, label.len(), 3);
+                (
+                    0,
+                    (8 * scale + 8).min(size.height) & !1,
+                    box_position((n % 60) as u32, 60, size.width),
+                    size.height as i64 / 2,
+                    8,
+                )
+            }
+        };
+        let mut text = Canvas::new(size.width, band_h.max(1), [0, 0, 0]);
+        let scale = fit_scale(text.width, label.len(), 3);
+        text.text(
+            8,
+            (text.height as i64 - 8 * scale as i64) / 2,
+            scale,
+            &label,
+            [255, 255, 0],
+        );
+        paste(
+            &mut p,
+            band_y,
+            &I420::from_rgb_limited(
+                &text.rgb,
+                Size {
+                    width: size.width,
+                    height: text.height,
+                },
+            ),
+        );
+        fill_white(&mut p, x, box_y, bw, box_h);
+        p
+    }
+}
+
+/// Copy `band` (as wide as `p`) into `p` from row `y` (even) down, clipped to `p`.
+fn paste(p: &mut I420, y: u32, band: &I420) {
+    let w = p.size.width as usize;
+    let cw = I420::chroma_size(p.size).width as usize;
+    let rows = (band.size.height.min(p.size.height.saturating_sub(y))) as usize;
+    let (y, cy, crows) = (y as usize, y as usize / 2, rows / 2);
+    p.y[y * w..(y + rows) * w].copy_from_slice(&band.y[..rows * w]);
+    p.u[cy * cw..(cy + crows) * cw].copy_from_slice(&band.u[..crows * cw]);
+    p.v[cy * cw..(cy + crows) * cw].copy_from_slice(&band.v[..crows * cw]);
+}
+
+/// A white rectangle, clipped to the picture.
+fn fill_white(p: &mut I420, x: i64, y: i64, w: i64, h: i64) {
+    let (pw, ph) = (p.size.width as i64, p.size.height as i64);
+    let (x0, x1) = (x.clamp(0, pw) as usize, (x + w).clamp(0, pw) as usize);
+    let (y0, y1) = (y.clamp(0, ph) as usize, (y + h).clamp(0, ph) as usize);
+    let cw = I420::chroma_size(p.size).width as usize;
+    for r in y0..y1 {
+        p.y[r * pw as usize + x0..r * pw as usize + x1].fill(235);
+    }
+    for r in y0 / 2..y1.div_ceil(2) {
+        let row = r * cw;
+        p.u[row + x0 / 2..row + x1.div_ceil(2)].fill(128);
+        p.v[row + x0 / 2..row + x1.div_ceil(2)].fill(128);
     }
 }
 
@@ -315,6 +417,40 @@ mod tests {
                 .map(|(x, y)| x.abs_diff(*y) as u32)
                 .sum();
             assert!(diff < 300 * 4, "background rows survive splicing (diff {diff})");
+        }
+    }
+
+    #[test]
+    fn raw_frames_show_the_same_picture_as_the_jpeg_ones() {
+        for size in [
+            Size {
+                width: 1280,
+                height: 720,
+            },
+            Size {
+                width: 64,
+                height: 48,
+            },
+        ] {
+            let p = Prepared::new("Demo", size, 30);
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let raw = p.raw_frame(7, t0);
+            assert_eq!(raw.size, size);
+            let c = I420::chroma_size(size);
+            assert_eq!(raw.u.len(), (c.width * c.height) as usize);
+            assert!(raw.y.iter().all(|&v| (16..=235).contains(&v)), "limited range");
+            // The JPEG of the same frame, decoded: luma alike away from the text band.
+            let jpeg = crate::media::codec::decode_i420(&p.frame(7, t0)).unwrap();
+            let w = size.width as usize;
+            let row = (size.height as usize * 7 / 8) * w;
+            let diff: u32 = (0..w)
+                .map(|i| {
+                    let full = (raw.y[row + i] as f32 - 16.0) * 255.0 / 219.0;
+                    (full - jpeg.y[row + i] as f32).abs() as u32
+                })
+                .sum();
+            assert!(diff < w as u32 * 6, "background alike (diff {diff} over {w} px)");
+            assert_ne!(p.raw_frame(8, t0).y, raw.y, "the picture moves");
         }
     }
 

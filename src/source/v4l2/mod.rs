@@ -232,6 +232,7 @@ impl Capture {
                 return Ok(()); // The pump gave up waiting.
             }
         }
+        let _raw = RawNative::set(&self.work, negotiated.encoding != Encoding::Mjpeg);
         let mut warmup = s.options.warmup_frames;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(filled) = ring
@@ -246,14 +247,13 @@ impl Capture {
             } else if warmup > 0 {
                 warmup -= 1;
                 None
-            } else if self.frames.capacity() == 0
-                || (negotiated.encoding != Encoding::Mjpeg && !self.wanted())
-            {
-                // The pump is behind (skip this frame rather than queue stale ones), or nobody
-                // needs it (a YUYV frame nobody takes is not encoded).
-                None
             } else {
-                self.convert(ring.data(&filled), &negotiated)
+                // A JPEG is made when the pump keeps up (else this frame is skipped rather than
+                // stale ones queued) and, for a YUYV camera, someone takes it; a YUYV camera's
+                // raw picture goes to its H.264 encoder when one listens.
+                let jpeg =
+                    self.frames.capacity() > 0 && (negotiated.encoding == Encoding::Mjpeg || self.wanted());
+                self.convert(ring.data(&filled), &negotiated, jpeg)
             };
             ring.requeue(filled.index)
                 .map_err(|e| device::describe(&s.path, "capture", &e))?;
@@ -272,13 +272,18 @@ impl Capture {
         self.demand.borrow().wants_frame(since, self.settings.keepalive)
     }
 
-    /// One buffer to a JPEG frame, or `None` (counted as invalid) if it is broken.
-    fn convert(&mut self, data: &[u8], n: &Negotiated) -> Option<Captured> {
+    /// One buffer to a JPEG frame if `jpeg` (else `None`, as for a broken buffer, which is
+    /// counted as invalid); a YUYV buffer also to a raw picture for the H.264 encoder, if one
+    /// listens.
+    fn convert(&mut self, data: &[u8], n: &Negotiated, jpeg: bool) -> Option<Captured> {
         let captured_at = SystemTime::now();
+        let raw = self.work.raw.wanted();
         let result = match n.encoding {
-            Encoding::Mjpeg => crate::media::jpeg::complete_mjpeg(data)
+            Encoding::Mjpeg if jpeg => crate::media::jpeg::complete_mjpeg(data)
                 .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height, false))
                 .map_err(|e| e.to_string()),
+            Encoding::Mjpeg => return None,
+            Encoding::Yuyv { .. } if !jpeg && !raw => return None,
             Encoding::Yuyv { stride } => {
                 let frame = yuyv::Yuyv {
                     data,
@@ -287,17 +292,23 @@ impl Capture {
                     stride,
                 };
                 if frame.is_complete() {
-                    self.last_encoded = Some(std::time::Instant::now());
-                    self.work.frames_encoded.fetch_add(1, Ordering::Relaxed);
-                    let turn = self.settings.turn;
-                    let out = turn.size(Size {
-                        width: n.width,
-                        height: n.height,
+                    let picture = frame.to_i420().turned(self.settings.turn);
+                    let size = picture.size;
+                    let encoded = jpeg.then(|| {
+                        self.last_encoded = Some(std::time::Instant::now());
+                        self.work.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                        picture.encode(self.settings.quality)
                     });
-                    frame
-                        .encode(self.settings.quality, turn)
-                        .map(|jpeg| (Bytes::from(jpeg), out.width, out.height, true))
-                        .map_err(|e| e.to_string())
+                    if raw {
+                        // The camera's samples as they are: YUYV is limited range.
+                        self.work.raw.publish(picture, true);
+                    }
+                    match encoded {
+                        None => return None,
+                        Some(r) => r
+                            .map(|jpeg| (Bytes::from(jpeg), size.width, size.height, true))
+                            .map_err(|e| e.to_string()),
+                    }
                 } else {
                     Err(format!("short YUYV frame ({} bytes)", data.len()))
                 }
@@ -317,6 +328,22 @@ impl Capture {
                 None
             }
         }
+    }
+}
+
+/// While it lives, the camera's raw feed says whether the open upstream makes raw pictures.
+struct RawNative(Arc<Work>);
+
+impl RawNative {
+    fn set(work: &Arc<Work>, native: bool) -> RawNative {
+        work.raw.set_native(native);
+        RawNative(work.clone())
+    }
+}
+
+impl Drop for RawNative {
+    fn drop(&mut self) {
+        self.0.raw.set_native(false);
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{wire, EncodeSettings, Event, Helper, SharedDecoder, NAME};
-use crate::frame::Size;
+use crate::media::codec::I420;
 
 /// Pictures queued for the encoder before it counts as behind (a picture is then skipped): a
 /// software encoder keeping up has one in work, and one waiting.
@@ -66,13 +66,18 @@ impl EncodeSession {
         self.queue(wire::JPEG_PICTURE, p.freeze())
     }
 
-    /// Queue a raw picture: full-range I420 planes of `size` (even width and height).
-    pub fn feed_raw(&mut self, size: Size, planes: &[u8], key: bool) -> bool {
-        let mut p = BytesMut::with_capacity(9 + planes.len());
-        p.put_u8(if key { wire::KEYFRAME } else { 0 });
-        p.put_u32_le(size.width);
-        p.put_u32_le(size.height);
-        p.put_slice(planes);
+    /// Queue a raw picture (even width and height; `limited`: its samples are limited range).
+    pub fn feed_raw(&mut self, picture: &I420, limited: bool, key: bool) -> bool {
+        if !self.ready() {
+            return false;
+        }
+        let mut p = BytesMut::with_capacity(9 + picture.y.len() + 2 * picture.u.len());
+        p.put_u8((u8::from(key) * wire::KEYFRAME) | (u8::from(limited) * wire::LIMITED));
+        p.put_u32_le(picture.size.width);
+        p.put_u32_le(picture.size.height);
+        p.put_slice(&picture.y);
+        p.put_slice(&picture.u);
+        p.put_slice(&picture.v);
         self.queue(wire::RAW_PICTURE, p.freeze())
     }
 

@@ -133,13 +133,33 @@ fn slot(spares: Arc<Spares>, out: Out, slot: u32, hevc: bool, rx: mpsc::Receiver
     }
 }
 
-/// A picture to encode, as farmcam sent it: full-range I420 of even size, and whether it must
-/// be a keyframe. `None`: not a picture this slot can encode (it is skipped).
-fn picture_to_encode(m: &Message) -> Option<(I420, bool)> {
+/// A picture to encode, as farmcam sent it (even-sized I420).
+enum ToEncode<'a> {
+    /// Full-range samples (a decoded JPEG, a full-range raw picture): converted before encoding.
+    Full(I420),
+    /// Limited-range planes, Y then U then V: encoded as they are.
+    Limited {
+        size: crate::frame::Size,
+        planes: &'a [u8],
+    },
+}
+
+impl ToEncode<'_> {
+    fn size(&self) -> crate::frame::Size {
+        match self {
+            ToEncode::Full(p) => p.size,
+            ToEncode::Limited { size, .. } => *size,
+        }
+    }
+}
+
+/// A picture to encode, and whether it must be a keyframe. `None`: not a picture this slot can
+/// encode (it is skipped).
+fn picture_to_encode(m: &Message) -> Option<(ToEncode<'_>, bool)> {
     let (&flags, rest) = m.payload.split_first()?;
     let key = flags & wire::KEYFRAME != 0;
     let picture = match m.kind {
-        wire::JPEG_PICTURE => crate::media::codec::decode_i420(rest).ok()?,
+        wire::JPEG_PICTURE => ToEncode::Full(crate::media::codec::decode_i420(rest).ok()?),
         _ => {
             let w = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
             let h = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
@@ -149,11 +169,15 @@ fn picture_to_encode(m: &Message) -> Option<(I420, bool)> {
             if w < 2 || h < 2 || w % 2 == 1 || h % 2 == 1 || planes.len() != y + 2 * c {
                 return None;
             }
-            I420 {
-                y: planes[..y].to_vec(),
-                u: planes[y..y + c].to_vec(),
-                v: planes[y + c..].to_vec(),
-                size,
+            if flags & wire::LIMITED != 0 {
+                ToEncode::Limited { size, planes }
+            } else {
+                ToEncode::Full(I420 {
+                    y: planes[..y].to_vec(),
+                    u: planes[y..y + c].to_vec(),
+                    v: planes[y + c..].to_vec(),
+                    size,
+                })
             }
         }
     };
@@ -191,7 +215,7 @@ fn encoder_slot(
 ) {
     let mut encoder: Option<AvEncoder<'static>> = None;
     let mut packets = Vec::new();
-    let mut planes = Vec::new();
+    let mut limited = Vec::new();
     while let Ok(m) = rx.recv() {
         if m.kind == wire::CLOSE {
             if let Some(e) = encoder.as_mut() {
@@ -208,7 +232,8 @@ fn encoder_slot(
             send(&out, slot, wire::DONE, &[&done]);
             continue;
         };
-        let (w, h) = (picture.size.width, picture.size.height);
+        let size = picture.size();
+        let (w, h) = (size.width, size.height);
         if encoder
             .as_ref()
             .is_none_or(|e| (e.params.width, e.params.height) != (w, h))
@@ -247,8 +272,14 @@ fn encoder_slot(
             key = true;
         }
         let Some(e) = encoder.as_mut() else { continue };
-        limited_planes(&picture, &mut planes);
-        if let Err(why) = e.encode(Some(&planes), key, &mut packets) {
+        let planes: &[u8] = match &picture {
+            ToEncode::Full(p) => {
+                limited_planes(p, &mut limited);
+                &limited
+            }
+            ToEncode::Limited { planes, .. } => planes,
+        };
+        if let Err(why) = e.encode(Some(planes), key, &mut packets) {
             return send(&out, slot, wire::FAILED, &[why.as_bytes()]);
         }
         send_packets(&out, slot, &mut packets);

@@ -31,7 +31,7 @@ pub const ENCODE: u8 = 10;
 /// farmcam → helper: a JPEG picture to encode (payload: flags `u8`, then the JPEG).
 pub const JPEG_PICTURE: u8 = 11;
 /// farmcam → helper: a raw picture to encode (payload: flags `u8`, width `u32`, height `u32`,
-/// full-range I420 planes).
+/// I420 planes, full range unless flagged [`LIMITED`]).
 pub const RAW_PICTURE: u8 = 12;
 /// helper → farmcam: one coded picture (payload: flags `u8`, then Annex B).
 pub const PACKET: u8 = 13;
@@ -39,6 +39,8 @@ pub const PACKET: u8 = 13;
 pub const OPENED: u8 = 14;
 /// Picture flag: make this picture a keyframe (a viewer joined). Packet flag: a keyframe.
 pub const KEYFRAME: u8 = 1;
+/// Raw picture flag: its samples are limited range already (a camera's YUYV), encoded as they are.
+pub const LIMITED: u8 = 2;
 
 pub const HEADER: usize = 9;
 /// The largest payload either side accepts: a picture of [`crate::media::codec::MAX_PIXELS`] (its
