@@ -172,13 +172,18 @@ pub async fn open(cam: &Arc<Camera>, kind: ConsumerKind, wait: Duration) -> Resu
 
 /// [`open`] with a hold the consumer has already.
 pub async fn open_held(cam: &Arc<Camera>, hold: Hold, wait: Duration) -> Result<Opened, OpenError> {
-    let Some(feed) = cam.units() else {
+    let Some(mut feed) = cam.units() else {
         return Err(OpenError::NotCoded(cam.id().to_string()));
     };
     let mut ready = feed.watch_codec();
     let failed = || cam.encoding().and_then(|e| e.failed.lock().unwrap().clone());
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // An HTTP camera with an encoder found to send H.264 itself is played as it sends it.
+        if let Some(now) = cam.units().filter(|f| !std::ptr::eq(*f, feed)) {
+            feed = now;
+            ready = feed.watch_codec();
+        }
         if let Some(codec) = *ready.borrow_and_update() {
             return Ok(Opened { hold, codec });
         }

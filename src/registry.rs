@@ -61,10 +61,11 @@ pub fn hardware() -> &'static Hardware {
 }
 
 /// Which encoder `config`'s camera gets on this box, and why (`None`: it sends H.264 itself, or
-/// never opens).
+/// never opens). An HTTP camera is taken to send MJPEG until it is seen sending H.264.
 pub fn encoder_of(config: &CameraConfig) -> Option<encoding::Resolved> {
-    match config.source {
-        SourceSpec::Ffmpeg(_) | SourceSpec::TestOffline => None,
+    match &config.source {
+        SourceSpec::Ffmpeg(o) if !o.input.may_send_pictures() => None,
+        SourceSpec::TestOffline => None,
         _ => Some(encoding::resolve(&config.h264_encoder, hardware())),
     }
 }
@@ -229,9 +230,21 @@ impl Camera {
         }
     }
 
-    /// Its live H.264, if it sends pictures and has an encoder (see [`crate::encode`]).
+    /// Its live H.264, if it sends pictures and has an encoder (see [`crate::encode`]); not for
+    /// an HTTP camera found to send H.264 itself (played as it sends it).
     pub fn encoding(&self) -> Option<&Arc<Encoding>> {
-        self.encoding.as_ref()
+        self.encoding
+            .as_ref()
+            .filter(|_| self.own_units().is_none_or(|f| f.seen().is_none()))
+    }
+
+    /// The coded video the camera sends itself (cameras read through ffmpeg or farmcam's RTSP
+    /// client; None for the others).
+    fn own_units(&self) -> Option<&crate::source::coded::units::UnitFeed> {
+        if !self.config().source.uses_ffmpeg() {
+            return None;
+        }
+        self.source.work().map(|w| &w.units)
     }
 
     /// The raw pictures its source hands to an encoder (sources whose pictures are raw).
@@ -264,7 +277,7 @@ impl Camera {
     /// connection, or an RTSP camera (printers' RTSP is H.264) that has sent nothing else yet.
     pub fn sends_coded_video(&self) -> bool {
         use crate::source::ffmpeg::FfmpegInput;
-        if let Some(e) = &self.encoding {
+        if let Some(e) = self.encoding() {
             // Until its encoder failed (then it is an MJPEG camera, as without one).
             return e.failed.lock().unwrap().is_none();
         }
@@ -292,13 +305,10 @@ impl Camera {
     /// The camera's coded video, for consumers that take it as it is (H.264/H.265 cameras
     /// through ffmpeg; None for the others). Subscribe with `Want::Units` to keep it coming.
     pub fn units(&self) -> Option<&crate::source::coded::units::UnitFeed> {
-        if let Some(e) = &self.encoding {
-            return Some(&e.units);
+        match self.encoding() {
+            Some(e) => Some(&e.units),
+            None => self.own_units(),
         }
-        if !self.config().source.uses_ffmpeg() {
-            return None;
-        }
-        self.source.work().map(|w| &w.units)
     }
 
     /// Declare a consumer that takes a frame every `every` while the guard lives (see

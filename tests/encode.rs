@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::aiortc::Aiortc;
 use common::proc::decoder_helpers;
-use common::rtsp::{decode, probe};
+use common::rtsp::{decode, packet_times, probe};
 use common::{config, live_frame, open_stream, Daemon};
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -177,4 +177,37 @@ async fn an_encoder_killed_mid_stream_is_replaced_and_the_viewer_plays_on() {
         "a new helper: {helpers:?} → {now:?}"
     );
     assert!(d.log_text().contains("starting another"), "{}", d.log_text());
+}
+
+/// An HTTP MJPEG camera (mjpg-streamer, read through ffmpeg) with the software encoder: its
+/// JPEGs are encoded while an RTSP client watches, at the camera's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_mjpeg_camera_with_the_software_encoder_plays_over_rtsp() {
+    let http = common::mjpeg_server::MjpegServer::start(256, 192).await;
+    let d = farm(&format!(
+        "[[camera]]\nid = \"k1\"\nsource = \"{}\"\nh264_encoder = \"software\"\nidle_grace = \"2s\"\n",
+        http.url()
+    ));
+    let url = d.rtsp_url("k1");
+    let probed = probe(&url, "tcp");
+    assert!(probed.starts_with("h264,256,192,"), "{probed}");
+    let (times, complaints) = decode(&url, "tcp", 20);
+    assert!(times.len() >= 19, "{times:?} {complaints}");
+    assert!(!complaints.contains("error"), "{complaints}");
+    // Timed at the camera's own 10 fps (its pictures as they came), not the nominal 30: the
+    // median step between packets' RTP times is about 100 ms.
+    let times = packet_times(&url, "tcp", 20);
+    let mut steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    let median = steps[steps.len() / 2];
+    assert!(
+        (0.07..=0.13).contains(&median),
+        "median step {median} s: {times:?}"
+    );
+    assert_eq!(
+        http.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection to the camera"
+    );
+    d.wait_for("k1", WAIT, |c| c["encoder"].is_null()).await;
 }

@@ -284,11 +284,12 @@ impl Validator<'_> {
                 }
             }
             if let Some(e) = &c.h264_encoder {
-                if camera.source.uses_ffmpeg() {
+                if matches!(&camera.source, crate::source::SourceSpec::Ffmpeg(o) if !o.input.may_send_pictures())
+                {
                     self.problem(
                         Some(e.span()),
                         &at("h264_encoder"),
-                        "only applies to cameras that send pictures (test:, v4l2:, bambu://); rtsp/http cameras play their own H.264; remove it",
+                        "only applies to cameras that send pictures (test:, v4l2:, bambu://, MJPEG over http:// or ffmpeg:); rtsp cameras send their own H.264; remove it",
                     );
                 } else if let Some(choice) = self.encoder_choice(e, &at("h264_encoder")) {
                     camera.h264_encoder = choice;

@@ -222,6 +222,31 @@ pub fn probe(url: &str, transport: &str) -> String {
 }
 
 /// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
+/// The presentation times (seconds) of the first `packets` video packets of `url`, as their RTP
+/// timestamps say (a decoder's frame times may be its own guesses from the stream's rate).
+#[allow(dead_code)]
+pub fn packet_times(url: &str, transport: &str, packets: u32) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-select_streams",
+            "v",
+        ])
+        .args(["-read_intervals", &format!("%+#{packets}"), "-show_packets"])
+        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
 pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
     let out = Command::new("ffprobe")
         .args([

@@ -174,6 +174,7 @@ impl Encoding {
     pub fn new(resolved: &Resolved, fps: u32, bitrate: u32) -> Encoding {
         let units = UnitFeed::default();
         units.set_configured_rate(Some(fps));
+        units.time_by_arrival();
         Encoding {
             encoders: resolved.encoders.clone(),
             why: resolved.why.clone(),

@@ -96,6 +96,9 @@ struct Clock {
     units: u64,
     /// The latest presentation time, unrounded (given rounded); `None` before the first unit.
     exact: Option<f64>,
+    /// Times are the arrivals themselves (an encoder's pictures, which come as the camera makes
+    /// them, one by one): a camera slower than its nominal rate is not pressed onto its steps.
+    by_arrival: bool,
 }
 
 impl Clock {
@@ -119,6 +122,7 @@ impl Clock {
             arrivals: std::collections::VecDeque::with_capacity(Self::WINDOW),
             units: 0,
             exact: None,
+            by_arrival: false,
         }
     }
 
@@ -143,6 +147,7 @@ impl Clock {
             return arrived.round() as u64;
         };
         let pts = match step {
+            _ if self.by_arrival => arrived,
             // The warm-up without a known rate: arrival times (nobody gets these units timed so).
             None => arrived,
             // The first unit after a reconnect: one step on, or where it arrived if later.
@@ -332,6 +337,13 @@ impl UnitFeed {
     /// The camera's configured frame rate (`fps`): the clock's step when its SPS says none.
     pub fn set_configured_rate(&self, fps: Option<u32>) {
         self.clock.lock().unwrap().configured = fps.filter(|f| *f > 0).map(f64::from);
+    }
+
+    /// Time units by their arrival alone (for an encoder's output: its pictures come one by
+    /// one as the camera makes them, at whatever rate it runs); the step is still the nominal
+    /// rate, for consumers that announce one.
+    pub fn time_by_arrival(&self) {
+        self.clock.lock().unwrap().by_arrival = true;
     }
 
     /// Where a new consumer starts, and every unit after it. The clock's step is locked from
@@ -536,6 +548,29 @@ mod tests {
             clock.stamp(t0 + std::time::Duration::from_millis(i * 100));
         }
         assert_eq!(clock.rate(), Some(10.0));
+    }
+
+    #[test]
+    fn an_encoders_units_are_timed_as_they_come_whatever_the_nominal_rate() {
+        // An HTTP camera at 10 fps, encoded with a nominal 30: every picture 100 ms on, not
+        // three steps of 33 ms crammed together and then a jump.
+        let feed = UnitFeed::default();
+        feed.set_configured_rate(Some(30));
+        feed.time_by_arrival();
+        let mut clock = feed.clock.lock().unwrap();
+        clock.hint = Some(30.0);
+        let t0 = clock.origin;
+        let pts: Vec<u64> = (0..40u64)
+            .map(|i| clock.stamp(t0 + std::time::Duration::from_millis(i * 100)))
+            .collect();
+        let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|&d| d == 9000), "{steps:?}");
+        assert_eq!(
+            clock.rate(),
+            Some(30.0),
+            "the nominal rate, for those who announce one"
+        );
+        assert!(clock.stamp(t0) > *pts.last().unwrap(), "never backwards");
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl FfmpegInput {
         Some(Ok(kind(s.to_string())))
     }
 
+    /// Whether the camera may send pictures (MJPEG) rather than H.264/H.265: an HTTP stream or
+    /// the user's own ffmpeg input; RTSP cameras send coded video.
+    pub fn may_send_pictures(&self) -> bool {
+        matches!(self, FfmpegInput::Http(_) | FfmpegInput::Raw(_))
+    }
+
     /// As shown in logs and status: credentials removed.
     pub fn redacted(&self) -> String {
         match self {
