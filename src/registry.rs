@@ -65,6 +65,7 @@ pub fn hardware() -> &'static Hardware {
 pub fn encoder_of(config: &CameraConfig) -> Option<encoding::Resolved> {
     match &config.source {
         SourceSpec::Ffmpeg(o) if !o.input.may_send_pictures() => None,
+        SourceSpec::V4l2(_) if config.source.sends_own_video() => None,
         SourceSpec::TestOffline => None,
         _ => Some(encoding::resolve(&config.h264_encoder, hardware())),
     }
@@ -241,7 +242,7 @@ impl Camera {
     /// The coded video the camera sends itself (cameras read through ffmpeg or farmcam's RTSP
     /// client; None for the others).
     fn own_units(&self) -> Option<&crate::source::coded::units::UnitFeed> {
-        if !self.config().source.uses_ffmpeg() {
+        if !self.config().source.sends_own_video() {
             return None;
         }
         self.source.work().map(|w| &w.units)
@@ -286,10 +287,13 @@ impl Camera {
         };
         feed.seen().is_some()
             || (self.shared.frames_captured.load(Relaxed) == 0
-                && matches!(
-                    &self.shared.config.source,
-                    SourceSpec::Ffmpeg(o) if matches!(o.input, FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_))
-                ))
+                && match &self.shared.config.source {
+                    SourceSpec::Ffmpeg(o) => {
+                        matches!(o.input, FfmpegInput::Rtsp(_) | FfmpegInput::BambuRtsps(_))
+                    }
+                    s @ SourceSpec::V4l2(_) => s.sends_own_video(),
+                    _ => false,
+                })
     }
 
     /// The size consumers get: the last picture's, else the configured one, else (a camera

@@ -45,7 +45,7 @@ fn bad_configs_exit_78_naming_the_key() {
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nrotate = 45\n", ":4:10: camera[0].rotate:", "0, 90, 180 or 270"),
         ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nflip = \"both\"\n", ":4:8: camera[0].flip:", "\"horizontal\""),
         ("[[camera]]\nid = \"a\"\nsource = \"rtsp://x/\"\nmoonraker_service = \"h264\"\n", ":4:21: camera[0].moonraker_service:", "\"mjpeg\""),
-        ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nmoonraker_service = \"webrtc\"\n", ":4:21: camera[0].moonraker_service:", "only rtsp, rtsps and http"),
+        ("[[camera]]\nid = \"a\"\nsource = \"test:\"\nmoonraker_service = \"webrtc\"\n", ":4:21: camera[0].moonraker_service:", "which only rtsp, rtsps, http and v4l2"),
         ("[[wall.gateway]]\nname = \"b\"\nurl = \"https://b.local\"\n", ":3:7: wall.gateway[0].url:", "http://HOST:PORT"),
         ("[[wall.gateway]]\nname = \"Shelf B\"\nurl = \"http://b.local:8080\"\n", ":2:8: wall.gateway[0].name:", "not a valid name"),
     ];

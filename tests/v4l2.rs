@@ -4,7 +4,9 @@
 //!
 //! - vivid: a webcam-like driver with raw formats only; farmcam encodes its YUYV.
 //! - v4l2loopback fed by ffmpeg: a camera that sends MJPEG, the way UVC cameras do (here without
-//!   Huffman tables, as many do); farmcam passes it through.
+//!   Huffman tables, as many do); farmcam passes it through. Fed H.264, a UVC camera with its own
+//!   encoder: passed through to RTSP, decoded for snapshots.
+//! - Live H.264 of both with the software encoder, over RTSP (issue 41).
 
 mod common;
 
@@ -56,6 +58,30 @@ impl Feeder {
             file.to_str().unwrap(),
             "-c:v",
             "copy",
+        ])
+    }
+
+    /// testsrc2 encoded as H.264 (as a UVC camera with its own encoder sends it: baseline, no
+    /// B-frames, a keyframe with its parameter sets every second).
+    fn h264(fps: u32) -> Feeder {
+        Self::spawn(&[
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=320x240:rate={fps}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &fps.to_string(),
         ])
     }
 
@@ -439,4 +465,88 @@ async fn with_no_camera_configured_every_usb_camera_found_is_served() {
     let d = Daemon::start(&config("", "[[camera]]\nid = \"demo\"\nsource = \"test:\"\n"));
     let all = d.cameras_json().await;
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+}
+
+/// A daemon with RTSP out on loopback and these cameras.
+fn with_rtsp(cameras: &str) -> Daemon {
+    Daemon::start(&config(
+        "",
+        &format!("[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n{cameras}"),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_sends_h264_is_passed_through_and_decoded_for_snapshots() {
+    add_loopback();
+    let _feeder = Feeder::h264(15);
+    wait_loopback_ready().await;
+    let d = with_rtsp(
+        "[[camera]]\nid = \"uvc\"\nsource = \"v4l2:/dev/video10\"\nformat = \"h264\"\n\
+         warmup_frames = 0\nidle_grace = \"1s\"\n",
+    );
+    // The camera's own H.264 over RTSP, not encoded again.
+    let url = d.rtsp_url("uvc");
+    let probed = common::rtsp::probe(&url, "tcp");
+    assert!(probed.starts_with("h264,320,240,"), "{probed} {}", d.log_text());
+    let (times, complaints) = common::rtsp::decode(&url, "tcp", 20);
+    assert!(times.len() >= 19, "{times:?} {complaints}");
+    let c = d.camera("uvc").await;
+    assert!(c["encoder"].is_null(), "passed through, no encoder: {c}");
+    assert_eq!(c["ingest"], "farmcam", "{c}");
+    // Pictures for snapshots and MJPEG viewers from the shared decoder.
+    let snap = get(d.main, "/cameras/uvc/snapshot").await;
+    assert_eq!(snap.status, 200, "{}", d.log_text());
+    assert_eq!(decode_jpeg(&snap.body), (320, 240));
+    let mut s = open_stream(&d, "uvc").await;
+    for _ in 0..10 {
+        assert_eq!(decode_jpeg(&live_frame(&mut s).await.jpeg), (320, 240));
+    }
+    let c = d.camera("uvc").await;
+    assert_eq!(c["decoded_by"], "helper", "{c}");
+    drop(s);
+    d.wait_for("uvc", LIVE_WAIT, |c| c["state"] == "idle").await;
+    let log = d.log_text();
+    assert!(log.contains("H.264 (passed through"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yuyv_and_mjpeg_usb_cameras_play_as_h264_with_the_software_encoder() {
+    add_loopback();
+    let _feeder = Feeder::encoded(10);
+    wait_loopback_ready().await;
+    let d = with_rtsp(
+        "[[camera]]\nid = \"desk\"\nsource = \"v4l2:/dev/video0\"\nformat = \"yuyv\"\n\
+         size = \"320x240\"\nfps = 10\nwarmup_frames = 0\nidle_grace = \"1s\"\nh264_encoder = \"software\"\n\
+         [[camera]]\nid = \"mjpeg\"\nsource = \"v4l2:/dev/video10\"\nformat = \"mjpeg\"\n\
+         warmup_frames = 0\nidle_grace = \"1s\"\nh264_encoder = \"software\"\n",
+    );
+    // vivid offers 320x180 for 320x240.
+    for (id, size) in [("desk", "320,180"), ("mjpeg", "640,480")] {
+        let url = d.rtsp_url(id);
+        let probed = common::rtsp::probe(&url, "tcp");
+        assert!(
+            probed.starts_with(&format!("h264,{size},")),
+            "{id}: {probed} {}",
+            d.log_text()
+        );
+        let (times, complaints) = common::rtsp::decode(&url, "tcp", 15);
+        assert!(times.len() >= 14, "{id}: {times:?} {complaints}");
+        assert!(!complaints.contains("error"), "{id}: {complaints}");
+    }
+    let log = d.log_text();
+    for id in ["desk", "mjpeg"] {
+        assert!(
+            log.contains(&format!("camera {id}: encoding H.264 with libx264")),
+            "{log}"
+        );
+    }
+    let desk = d.camera("desk").await;
+    // The YUYV camera's raw pictures went to the encoder: hardly any JPEG was made.
+    let jpegs = desk["frames_encoded"].as_u64().unwrap();
+    assert!(jpegs <= 10, "{jpegs} JPEGs made for H.264 viewers only: {desk}");
+    for id in ["desk", "mjpeg"] {
+        d.wait_for(id, LIVE_WAIT, |c| c["state"] == "idle" && c["encoder"].is_null())
+            .await;
+    }
 }

@@ -274,22 +274,29 @@ impl Validator<'_> {
             }
             if let Some(m) = &c.moonraker_service {
                 match super::MoonrakerService::parse(m.get_ref()) {
-                    Ok(super::MoonrakerService::Webrtc) if !camera.source.uses_ffmpeg() => self.problem(
-                        Some(m.span()),
-                        &at("moonraker_service"),
-                        "\"webrtc\" plays H.264 as the camera sends it, and only rtsp, rtsps and http cameras send it; use \"mjpeg\"",
-                    ),
+                    Ok(super::MoonrakerService::Webrtc)
+                        if !camera.source.sends_own_video() && c.h264_encoder.is_none() =>
+                    {
+                        self.problem(
+                            Some(m.span()),
+                            &at("moonraker_service"),
+                            "\"webrtc\" plays H.264, which only rtsp, rtsps, http and v4l2 (format = \"h264\") cameras send, or one with an h264_encoder; use \"mjpeg\" or set h264_encoder",
+                        )
+                    }
                     Ok(service) => camera.moonraker_service = service,
                     Err(msg) => self.problem(Some(m.span()), &at("moonraker_service"), &msg),
                 }
             }
             if let Some(e) = &c.h264_encoder {
-                if matches!(&camera.source, crate::source::SourceSpec::Ffmpeg(o) if !o.input.may_send_pictures())
-                {
+                let own = match &camera.source {
+                    crate::source::SourceSpec::Ffmpeg(o) => !o.input.may_send_pictures(),
+                    s => s.sends_own_video(),
+                };
+                if own {
                     self.problem(
                         Some(e.span()),
                         &at("h264_encoder"),
-                        "only applies to cameras that send pictures (test:, v4l2:, bambu://, MJPEG over http:// or ffmpeg:); rtsp cameras send their own H.264; remove it",
+                        "only applies to cameras that send pictures (test:, v4l2:, bambu://, MJPEG over http:// or ffmpeg:); rtsp cameras and v4l2 cameras with format = \"h264\" send their own H.264; remove it",
                     );
                 } else if let Some(choice) = self.encoder_choice(e, &at("h264_encoder")) {
                     camera.h264_encoder = choice;

@@ -23,11 +23,12 @@ impl Validator<'_> {
                 "auto" => PixelFormat::Auto,
                 "mjpeg" | "mjpg" => PixelFormat::Mjpeg,
                 "yuyv" => PixelFormat::Yuyv,
+                "h264" => PixelFormat::H264,
                 other => {
                     self.problem(
                         Some(f.span()),
                         &at("format"),
-                        &format!("{other:?}: use \"auto\" (MJPEG if the camera has it, else YUYV), \"mjpeg\" or \"yuyv\""),
+                        &format!("{other:?}: use \"auto\" (MJPEG if the camera has it, else YUYV), \"mjpeg\", \"yuyv\" or \"h264\" (a camera that encodes H.264 itself)"),
                     );
                     PixelFormat::Auto
                 }

@@ -117,6 +117,17 @@ impl SourceSpec {
         matches!(self, SourceSpec::Ffmpeg(_))
     }
 
+    /// Whether the camera may send coded video (H.264/H.265) itself, for consumers to take as it
+    /// is: cameras read through ffmpeg or farmcam's RTSP client, V4L2 cameras with
+    /// `format = "h264"`.
+    pub fn sends_own_video(&self) -> bool {
+        match self {
+            SourceSpec::Ffmpeg(_) => true,
+            SourceSpec::V4l2(o) => o.format == v4l2::PixelFormat::H264,
+            _ => false,
+        }
+    }
+
     /// What the `source` key names, for messages ("only applies to …").
     pub fn kind(&self) -> &'static str {
         match self {
@@ -297,7 +308,7 @@ pub fn build(
         SourceSpec::TestOffline => Arc::new(Offline),
         SourceSpec::Ffmpeg(o) => Arc::new(ffmpeg::FfmpegSource::new(common, o.clone(), shared.clone())),
         SourceSpec::Bambu(spec) => Arc::new(bambu::BambuSource::new(common, spec.clone())),
-        SourceSpec::V4l2(o) => Arc::new(v4l2::V4l2Source::new(common, o.clone())),
+        SourceSpec::V4l2(o) => Arc::new(v4l2::V4l2Source::new(common, o.clone(), shared.clone())),
     }
 }
 

@@ -221,7 +221,6 @@ pub fn probe(url: &str, transport: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
 /// The presentation times (seconds) of the first `packets` video packets of `url`, as their RTP
 /// timestamps say (a decoder's frame times may be its own guesses from the stream's rate).
 #[allow(dead_code)]
@@ -247,6 +246,7 @@ pub fn packet_times(url: &str, transport: &str, packets: u32) -> Vec<f64> {
         .collect()
 }
 
+/// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
 pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
     let out = Command::new("ffprobe")
         .args([

@@ -70,6 +70,17 @@ pub enum Connection {
     Ffmpeg(Box<Ffmpeg>),
     /// farmcam's own RTSP client (plain `rtsp://` cameras).
     Rtsp(Box<RtspClient>),
+    /// A device that yields whole access units (a USB camera that encodes H.264 itself).
+    Device(Box<dyn UnitSource>),
+}
+
+/// A camera connection that yields whole access units itself (a V4L2 camera sending H.264).
+#[async_trait]
+pub trait UnitSource: Send {
+    /// The next access units into `out` (cancel-safe); `Err(why)` once the camera ended.
+    async fn next(&mut self, out: &mut Vec<AccessUnit>) -> Result<(), String>;
+    /// Release the camera, in bounded time.
+    async fn stop(&mut self);
 }
 
 impl Connection {
@@ -98,6 +109,7 @@ impl Connection {
                 }
             }
             Connection::Rtsp(c) => c.next(out).await.map_err(Some),
+            Connection::Device(d) => d.next(out).await.map_err(Some),
         }
     }
 
@@ -105,12 +117,15 @@ impl Connection {
         match self {
             Connection::Ffmpeg(ff) => ff.exit_reason().await,
             Connection::Rtsp(_) => "the camera's RTSP connection ended".into(),
+            Connection::Device(_) => "the camera's video ended".into(),
         }
     }
 
     async fn stop(&mut self) {
-        if let Connection::Ffmpeg(ff) = self {
-            ff.stop().await;
+        match self {
+            Connection::Ffmpeg(ff) => ff.stop().await,
+            Connection::Device(d) => d.stop().await,
+            Connection::Rtsp(_) => {}
         }
     }
 }
@@ -589,7 +604,7 @@ impl Upstream for Ingest {
             let retry_at = self.decoder_retry_at.filter(|_| self.decoder.is_none());
             let mismatch = match &self.conn {
                 Connection::Ffmpeg(ff) => Some(ff.mismatch.clone()),
-                Connection::Rtsp(_) => None,
+                Connection::Rtsp(_) | Connection::Device(_) => None,
             };
             let mut units = Vec::new();
             let event = {

@@ -17,7 +17,7 @@
 mod args;
 mod decoder;
 mod decoding;
-mod ingest;
+pub mod ingest;
 mod input;
 mod mjpeg;
 mod probe;

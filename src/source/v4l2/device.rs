@@ -38,6 +38,9 @@ pub fn mjpg() -> FourCC {
 pub fn yuyv() -> FourCC {
     FourCC::new(b"YUYV")
 }
+pub fn h264() -> FourCC {
+    FourCC::new(b"H264")
+}
 
 /// How frames of the negotiated format become JPEGs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub enum Encoding {
     Mjpeg,
     /// Encoded; `stride` is the driver's bytes per line.
     Yuyv { stride: u32 },
+    /// H.264 access units, passed through as coded video (and decoded for pictures).
+    H264,
 }
 
 /// What the device agreed to.
@@ -115,7 +120,7 @@ pub fn open(
     let fourcc = choose_format(format, &offered).ok_or_else(|| {
         let names: Vec<String> = offered.iter().map(|f| f.to_string()).collect();
         format!(
-            "{} offers {}; farmcam reads MJPG and YUYV{}",
+            "{} offers {}; farmcam reads MJPG, YUYV and H264{}",
             path.display(),
             if names.is_empty() {
                 "no formats".into()
@@ -125,7 +130,7 @@ pub fn open(
             match format {
                 PixelFormat::Auto => String::new(),
                 PixelFormat::Mjpeg => " (try format = \"yuyv\" or \"auto\")".into(),
-                PixelFormat::Yuyv => " (try format = \"mjpeg\" or \"auto\")".into(),
+                PixelFormat::Yuyv | PixelFormat::H264 => " (try format = \"mjpeg\" or \"auto\")".into(),
             }
         )
     })?;
@@ -161,6 +166,8 @@ pub fn open(
     apply_controls(&device, controls, &mut warnings);
     let encoding = if fourcc == mjpg() {
         Encoding::Mjpeg
+    } else if fourcc == h264() {
+        Encoding::H264
     } else {
         Encoding::Yuyv {
             stride: agreed.stride.max(agreed.width * 2),
@@ -184,6 +191,7 @@ pub fn choose_format(want: PixelFormat, offered: &[FourCC]) -> Option<FourCC> {
         PixelFormat::Auto => has(mjpg()).or_else(|| has(yuyv())),
         PixelFormat::Mjpeg => has(mjpg()),
         PixelFormat::Yuyv => has(yuyv()),
+        PixelFormat::H264 => has(h264()),
     }
 }
 

@@ -4,10 +4,13 @@
 //! the async runtime. The thread polls in 250 ms steps, so it notices a stop request quickly, and
 //! it releases the device (stream off, buffers unmapped, file closed) before it reports done.
 //! MJPEG frames are passed through (cut at the end marker, Huffman tables added when missing);
-//! YUYV frames are encoded here, on the capture thread. A process-wide table makes sure one device
+//! YUYV frames are encoded here, on the capture thread; H.264 (`format = "h264"`) goes to the
+//! same ingest as an RTSP camera's video ([`h264`]): passed through to coded-video consumers,
+//! decoded by the shared helper for pictures. A process-wide table makes sure one device
 //! is open for one camera at a time, even if two paths (by-id and /dev/videoN) name it.
 
 mod device;
+mod h264;
 pub mod list;
 pub use list::encodes_h264;
 mod options;
@@ -56,6 +59,10 @@ pub fn parse(path: &str) -> Result<PathBuf, String> {
 pub struct V4l2Source {
     settings: Arc<Settings>,
     work: Arc<Work>,
+    /// The daemon's shared decoder (for a camera that sends H.264).
+    shared: Arc<crate::source::coded::libav::SharedDecoder>,
+    stall: Duration,
+    max_frame: usize,
 }
 
 struct Settings {
@@ -72,9 +79,19 @@ struct Settings {
 }
 
 impl V4l2Source {
-    pub fn new(common: &Common, options: V4l2Options) -> Self {
+    pub fn new(
+        common: &Common,
+        options: V4l2Options,
+        shared: Arc<crate::source::coded::libav::SharedDecoder>,
+    ) -> Self {
+        let work = Arc::<Work>::default();
+        // The clock's step for an H.264 camera whose SPS gives no rate.
+        work.units.set_configured_rate(common.fps);
         V4l2Source {
-            work: Arc::default(),
+            work,
+            shared,
+            stall: common.stall_timeout,
+            max_frame: common.max_frame_size,
             settings: Arc::new(Settings {
                 camera: common.id.clone(),
                 keepalive: common.stall_timeout / 3,
@@ -97,10 +114,11 @@ impl Source for V4l2Source {
 
     async fn open(&self, demand: DemandRx) -> Result<Box<dyn Upstream>, SourceError> {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (frames_tx, frames_rx) = mpsc::channel(2);
+        let (frames_tx, frames_rx) = mpsc::channel(QUEUE);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let stop = Arc::new(AtomicBool::new(false));
         let invalid = Arc::new(AtomicU64::new(0));
+        let demand_for_ingest = demand.clone();
         let capture = Capture {
             settings: self.settings.clone(),
             stop: stop.clone(),
@@ -126,7 +144,20 @@ impl Source for V4l2Source {
             invalid,
         });
         let failure = match tokio::time::timeout(OPEN_TIMEOUT, ready_rx).await {
-            Ok(Ok(Ok(()))) => return Ok(upstream),
+            Ok(Ok(Ok(Encoding::H264))) => {
+                return Ok(h264::ingest(
+                    upstream,
+                    demand_for_ingest,
+                    self.settings.camera.clone(),
+                    self.settings.quality,
+                    self.shared.clone(),
+                    self.stall,
+                    self.max_frame,
+                    self.work.clone(),
+                )
+                .await)
+            }
+            Ok(Ok(Ok(_))) => return Ok(upstream),
             Ok(Ok(Err(msg))) => msg,
             Ok(Err(_)) => "the capture thread ended while opening".to_string(),
             Err(_) => format!(
@@ -139,9 +170,21 @@ impl Source for V4l2Source {
     }
 }
 
+/// What the capture thread hands on: a JPEG frame, or an H.264 camera's access unit.
+enum Delivered {
+    Frame(Captured),
+    Unit(Bytes),
+}
+
+/// Deliveries queued between the capture thread and the upstream: an H.264 camera's units must
+/// not be dropped (the pictures after one lost refer to it), so there is room for a burst; JPEG
+/// frames are skipped once [`JPEG_QUEUE`] wait (stale frames are worth less than fresh ones).
+const QUEUE: usize = 16;
+const JPEG_QUEUE: usize = 2;
+
 struct V4l2Upstream {
     camera: String,
-    frames: mpsc::Receiver<Result<Captured, String>>,
+    frames: mpsc::Receiver<Result<Delivered, String>>,
     stop: Arc<AtomicBool>,
     done: oneshot::Receiver<()>,
     invalid: Arc<AtomicU64>,
@@ -150,10 +193,13 @@ struct V4l2Upstream {
 #[async_trait]
 impl Upstream for V4l2Upstream {
     async fn next_frame(&mut self) -> Result<Captured, SourceError> {
-        match self.frames.recv().await {
-            Some(Ok(frame)) => Ok(frame),
-            Some(Err(msg)) => Err(SourceError::Failed(msg)),
-            None => Err(SourceError::Ended),
+        loop {
+            return match self.frames.recv().await {
+                Some(Ok(Delivered::Frame(frame))) => Ok(frame),
+                Some(Ok(Delivered::Unit(_))) => continue,
+                Some(Err(msg)) => Err(SourceError::Failed(msg)),
+                None => Err(SourceError::Ended),
+            };
         }
     }
 
@@ -161,20 +207,21 @@ impl Upstream for V4l2Upstream {
         self.invalid.swap(0, Ordering::Relaxed)
     }
 
-    async fn close(self: Box<Self>) {
-        let V4l2Upstream {
-            camera,
-            frames,
-            stop,
-            done,
-            ..
-        } = *self;
-        stop.store(true, Ordering::Relaxed);
-        drop(frames);
-        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
-            warn!(%camera, "the capture thread did not stop within {CLOSE_TIMEOUT:?}; the device is released when it does");
+    async fn close(mut self: Box<Self>) {
+        self.release().await;
+    }
+}
+
+impl V4l2Upstream {
+    /// Stop the capture thread and wait (bounded) until it released the device.
+    async fn release(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.frames.close();
+        while self.frames.try_recv().is_ok() {}
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.done).await.is_err() {
+            warn!(camera = %self.camera, "the capture thread did not stop within {CLOSE_TIMEOUT:?}; the device is released when it does");
         } else {
-            debug!(%camera, "v4l2 device released");
+            debug!(camera = %self.camera, "v4l2 device released");
         }
     }
 }
@@ -184,14 +231,14 @@ struct Capture {
     settings: Arc<Settings>,
     stop: Arc<AtomicBool>,
     invalid: Arc<AtomicU64>,
-    frames: mpsc::Sender<Result<Captured, String>>,
+    frames: mpsc::Sender<Result<Delivered, String>>,
     demand: DemandRx,
     work: Arc<Work>,
     last_encoded: Option<std::time::Instant>,
 }
 
 impl Capture {
-    fn run(mut self, ready: oneshot::Sender<Result<(), String>>) {
+    fn run(mut self, ready: oneshot::Sender<Result<Encoding, String>>) {
         let mut ready = Some(ready);
         // The v4l crate unwraps in places (a card name that is not UTF-8, a menu it cannot read):
         // a panic here is a failed camera, never a dead daemon.
@@ -209,7 +256,10 @@ impl Capture {
         }
     }
 
-    fn capture(&mut self, ready: &mut Option<oneshot::Sender<Result<(), String>>>) -> Result<(), String> {
+    fn capture(
+        &mut self,
+        ready: &mut Option<oneshot::Sender<Result<Encoding, String>>>,
+    ) -> Result<(), String> {
         let settings = self.settings.clone();
         let s = &*settings;
         let _claim = Claim::take(&s.path, &s.camera)?;
@@ -222,18 +272,24 @@ impl Capture {
         info!(
             camera = %s.camera,
             device = %s.path.display(),
-            format = if negotiated.encoding == Encoding::Mjpeg { "MJPEG (passed through)" } else { "YUYV (encoded)" },
+            format = match negotiated.encoding {
+                Encoding::Mjpeg => "MJPEG (passed through)",
+                Encoding::Yuyv { .. } => "YUYV (encoded)",
+                Encoding::H264 => "H.264 (passed through, decoded for pictures)",
+            },
             size = %format!("{}x{}", negotiated.width, negotiated.height),
             fps = negotiated.fps.map(|f| format!("{f:.1}")).unwrap_or_else(|| "driver default".into()),
             "v4l2 capture started"
         );
         if let Some(ready) = ready.take() {
-            if ready.send(Ok(())).is_err() {
+            if ready.send(Ok(negotiated.encoding)).is_err() {
                 return Ok(()); // The pump gave up waiting.
             }
         }
-        let _raw = RawNative::set(&self.work, negotiated.encoding != Encoding::Mjpeg);
+        let _raw = RawNative::set(&self.work, matches!(negotiated.encoding, Encoding::Yuyv { .. }));
         let mut warmup = s.options.warmup_frames;
+        // An H.264 unit could not be queued: the ones after it wait for the next keyframe.
+        let mut resync = false;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(filled) = ring
                 .next(POLL)
@@ -247,19 +303,29 @@ impl Capture {
             } else if warmup > 0 {
                 warmup -= 1;
                 None
+            } else if negotiated.encoding == Encoding::H264 {
+                let data = ring.data(&filled);
+                resync &= !h264::is_keyframe(data);
+                (!resync).then(|| Delivered::Unit(Bytes::copy_from_slice(data)))
             } else {
                 // A JPEG is made when the pump keeps up (else this frame is skipped rather than
                 // stale ones queued) and, for a YUYV camera, someone takes it; a YUYV camera's
                 // raw picture goes to its H.264 encoder when one listens.
-                let jpeg =
-                    self.frames.capacity() > 0 && (negotiated.encoding == Encoding::Mjpeg || self.wanted());
+                let queued = self.frames.max_capacity() - self.frames.capacity();
+                let jpeg = queued < JPEG_QUEUE && (negotiated.encoding == Encoding::Mjpeg || self.wanted());
                 self.convert(ring.data(&filled), &negotiated, jpeg)
+                    .map(Delivered::Frame)
             };
             ring.requeue(filled.index)
                 .map_err(|e| device::describe(&s.path, "capture", &e))?;
             if let Some(frame) = frame {
-                if let Err(mpsc::error::TrySendError::Closed(_)) = self.frames.try_send(Ok(frame)) {
-                    break;
+                match self.frames.try_send(Ok(frame)) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Full(Ok(Delivered::Unit(_)))) => {
+                        self.invalid.fetch_add(1, Ordering::Relaxed);
+                        resync = true;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -282,7 +348,7 @@ impl Capture {
             Encoding::Mjpeg if jpeg => crate::media::jpeg::complete_mjpeg(data)
                 .map(|(jpeg, (width, height))| (Bytes::from(jpeg.into_owned()), width, height, false))
                 .map_err(|e| e.to_string()),
-            Encoding::Mjpeg => return None,
+            Encoding::Mjpeg | Encoding::H264 => return None,
             Encoding::Yuyv { .. } if !jpeg && !raw => return None,
             Encoding::Yuyv { stride } => {
                 let frame = yuyv::Yuyv {

@@ -15,6 +15,10 @@ pub enum PixelFormat {
     Auto,
     Mjpeg,
     Yuyv,
+    /// H.264 as the camera encodes it (UVC cameras with their own encoder): passed through to
+    /// WebRTC and RTSP viewers; pictures for MJPEG viewers and snapshots come from the shared
+    /// decoder. Never chosen by `Auto`.
+    H264,
 }
 
 /// A control value as written in `controls = { … }`.
