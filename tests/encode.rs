@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::aiortc::Aiortc;
 use common::proc::decoder_helpers;
-use common::rtsp::{decode, packet_times, probe};
+use common::rtsp::{decode, gst_plays, packet_times, probe};
 use common::{config, live_frame, open_stream, Daemon};
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -71,6 +71,13 @@ async fn a_test_camera_with_the_software_encoder_plays_over_webrtc_and_rtsp() {
         let (times, complaints) = decode(&url, transport, 30);
         assert!(times.len() >= 29, "{transport}: {times:?} {complaints}");
         assert!(!complaints.contains("error"), "{transport}: {complaints}");
+        // GStreamer's rtspsrc (Home Assistant's go2rtc and Frigate use the same RTP path).
+        let played = gst_plays(&url, transport);
+        assert!(
+            played.status.success(),
+            "rtspsrc over {transport}: {}",
+            String::from_utf8_lossy(&played.stderr)
+        );
     }
     let cam = d.camera("cam").await;
     assert_eq!(cam["encoder"], "libx264", "{cam}");
@@ -210,4 +217,57 @@ async fn an_http_mjpeg_camera_with_the_software_encoder_plays_over_rtsp() {
         "one connection to the camera"
     );
     d.wait_for("k1", WAIT, |c| c["encoder"].is_null()).await;
+}
+
+/// Mainsail's and Fluidd's `webrtc-camerastreamer` player in the real browser: the encoded test
+/// camera plays in Chromium at its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_encoded_camera_plays_in_chromium_with_camera_streamers_signalling() {
+    let d = farm(ENCODED);
+    let browser = common::webdriver::Browser::start(800, 600).await;
+    browser.goto(&format!("http://{}/api/cameras", d.main)).await;
+    let started = browser
+        .eval(
+            "return (async () => {
+                const r = await fetch('/cameras/cam/webrtc', { method: 'POST',
+                    body: JSON.stringify({ type: 'request', iceServers: [] }) });
+                const offer = await r.json();
+                const pc = new RTCPeerConnection();
+                window.pc = pc;
+                await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
+                const answer = await pc.createAnswer();
+                await pc.setLocalDescription(answer);
+                const a = await fetch('/cameras/cam/webrtc', { method: 'POST',
+                    body: JSON.stringify({ type: 'answer', id: offer.id, sdp: answer.sdp }) });
+                return { offered: r.status, answered: a.status };
+            })()",
+        )
+        .await;
+    assert_eq!(
+        (&started["offered"], &started["answered"]),
+        (&200.into(), &200.into()),
+        "{started}"
+    );
+    let stats = browser
+        .wait_for(
+            WAIT,
+            "frames decoded in Chromium",
+            "return (async () => {
+                const s = await window.pc.getStats();
+                let v = {};
+                s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video')
+                    v = { decoded: r.framesDecoded || 0, width: r.frameWidth, height: r.frameHeight }; });
+                return v;
+            })()",
+            |v| v["decoded"].as_u64() > Some(30),
+        )
+        .await;
+    assert_eq!(
+        (&stats["width"], &stats["height"]),
+        (&640.into(), &360.into()),
+        "{stats}"
+    );
+    d.wait_for("cam", WAIT, |c| c["encoder"] == "libx264").await;
+    browser.quit().await;
+    d.wait_for("cam", WAIT, |c| c["encoder"].is_null()).await;
 }

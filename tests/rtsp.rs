@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -32,31 +31,6 @@ async fn rtsp_sessions(d: &Daemon) -> usize {
     d.camera("cam").await["rtsp_sessions"]
         .as_array()
         .map_or(0, |a| a.len())
-}
-
-fn gst_plays(url: &str, protocol: &str) -> std::process::Output {
-    common::peers::require("gst-launch-1.0", "gstreamer1.0-tools gstreamer1.0-libav");
-    Command::new("timeout")
-        .args(["60", "gst-launch-1.0", "-q"])
-        .args([
-            "rtspsrc",
-            &format!("location={url}"),
-            &format!("protocols={protocol}"),
-        ])
-        .args([
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "fakesink",
-            "num-buffers=30",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 /// Retina plays `frames` frames: the picture size its parameters say, and the frames it got.
@@ -176,18 +150,7 @@ async fn real_clients_play_the_cameras_h264_over_tcp_and_udp_from_one_connection
         }));
         let (u, log) = (url.clone(), d.log.clone());
         clients.push(tokio::task::spawn_blocking(move || {
-            // gst-launch stopping itself after its 30 buffers sometimes fails its own PAUSE
-            // after the TEARDOWN it sent ("Could not send message. (Received end-of-file)",
-            // seen once in CI after the session played and was torn down): a second run must
-            // play.
-            let mut out = gst_plays(&u, transport);
-            if !out.status.success() {
-                eprintln!(
-                    "rtspsrc over {transport} failed once, trying again: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                out = gst_plays(&u, transport);
-            }
+            let out = common::rtsp::gst_plays(&u, transport);
             assert!(
                 out.status.success(),
                 "GStreamer's rtspsrc plays over {transport}: {}\nfarmcam's RTSP log: {:#?}",

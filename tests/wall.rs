@@ -252,7 +252,8 @@ async fn one_wall_for_two_gateways() {
 
 /// The live view plays an H.264 camera over WebRTC (the camera's own video, no decoder for it)
 /// and says so; when WebRTC fails (here: the one session this client may have is taken) it plays
-/// MJPEG and says why; a camera without H.264 plays MJPEG.
+/// MJPEG and says why; a camera without H.264 plays MJPEG; a camera that sends pictures, with an
+/// encoder, plays over WebRTC (issue 41).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
     let server = common::rtsp::RtspServer::start(common::rtsp::RtspOptions::default());
@@ -261,7 +262,9 @@ async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
         &format!(
             "[webrtc]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_client = 1\n\
              [[camera]]\nid = \"h264\"\nname = \"Bambu X1C\"\nsource = \"{}\"\nidle_grace = \"2s\"\n\
-             [[camera]]\nid = \"pattern\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\n",
+             [[camera]]\nid = \"pattern\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 5\n\
+             [[camera]]\nid = \"encoded\"\nsource = \"test:\"\nsize = \"320x180\"\nfps = 15\n\
+             h264_encoder = \"software\"\nidle_grace = \"2s\"\n",
             server.url()
         ),
     ));
@@ -282,7 +285,7 @@ async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
     browser.goto(&format!("http://{}/", d.main)).await;
     browser
         .wait_for(WAIT, "tiles", TILES, |v| {
-            v.as_array().is_some_and(|t| t.len() == 2)
+            v.as_array().is_some_and(|t| t.len() == 3)
         })
         .await;
     const LIVE: &str = "const v = document.querySelector('#live-video'),
@@ -306,6 +309,26 @@ async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
     browser.click("#live-close").await;
     d.wait_for("h264", WAIT, |c| {
         c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty())
+    })
+    .await;
+
+    // The test pattern with the software encoder: H.264 over WebRTC, encoded while watched.
+    browser.click("article[data-camera=encoded]").await;
+    let live = browser
+        .wait_for(
+            Duration::from_secs(45),
+            "the encoded pattern playing",
+            LIVE,
+            |v| v["frames"].as_u64() > Some(10),
+        )
+        .await;
+    assert_eq!(live["width"], 320, "{live}");
+    assert!(live["mode"].as_str().unwrap().starts_with("WebRTC ("), "{live}");
+    let cam = d.wait_for("encoded", WAIT, |c| c["encoder"] == "libx264").await;
+    assert_eq!(cam["viewers_by_kind"]["webrtc"], 1, "{cam}");
+    browser.click("#live-close").await;
+    d.wait_for("encoded", WAIT, |c| {
+        c["encoder"].is_null() && c["webrtc_sessions"].as_array().is_some_and(|s| s.is_empty())
     })
     .await;
 
@@ -343,5 +366,7 @@ async fn the_live_view_plays_h264_over_webrtc_and_falls_back_to_mjpeg() {
         })
         .await;
     assert_eq!(live["mode"], "MJPEG", "{live}");
+    browser.click("#live-close").await;
+
     browser.quit().await;
 }
