@@ -339,6 +339,13 @@ fn main() -> ExitCode {
                             Some(e) => out!("  {:<16} live H.264: {e} ({})", "", r.why),
                             None => out!("  {:<16} live H.264: none ({})", "", r.why),
                         }
+                    } else if matches!(cam.source, farmcam::source::SourceSpec::V4l2(_))
+                        && cam.source.sends_own_video()
+                    {
+                        out!(
+                            "  {:<16} live H.264: the camera's own (format = \"h264\"), passed through",
+                            ""
+                        );
                     }
                 }
                 if let Some(v) = ffmpeg {

@@ -78,6 +78,43 @@ fn several_problems_are_listed_one_per_line() {
     assert_eq!(err.lines().count(), 3, "{err}");
 }
 
+/// `check` says which live H.264 encoder each camera gets, and why not: a hardware encoder named
+/// on a box without one (this one: no V4L2 memory-to-memory encoder), `auto` without one, a
+/// camera that sends H.264 itself.
+#[test]
+fn check_says_which_encoder_each_camera_gets_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        "[[camera]]\nid = \"pi\"\nsource = \"test:\"\nh264_encoder = \"h264_v4l2m2m\"\n\
+         [[camera]]\nid = \"auto\"\nsource = \"test:\"\n\
+         [[camera]]\nid = \"sw\"\nsource = \"test:\"\nh264_encoder = \"software\"\n\
+         [[camera]]\nid = \"uvc\"\nsource = \"v4l2:/dev/video42\"\nformat = \"h264\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let said = |id: &str| {
+        let mut lines = out.lines().skip_while(|l| !l.starts_with(&format!("  {id} ")));
+        lines.nth(1).unwrap_or_default().trim().to_string()
+    };
+    assert!(
+        said("pi").starts_with("live H.264: none (h264_encoder = \"h264_v4l2m2m\", but this box has no V4L2 device that encodes H.264"),
+        "{out}"
+    );
+    assert!(
+        said("auto").starts_with("live H.264: none (auto: no hardware H.264 encoder"),
+        "{out}"
+    );
+    assert!(said("sw").starts_with("live H.264: libx264"), "{out}");
+    assert_eq!(
+        said("uvc"),
+        "live H.264: the camera's own (format = \"h264\"), passed through",
+        "{out}"
+    );
+}
+
 #[test]
 fn missing_config_is_a_config_error_with_a_hint() {
     let (code, _, err) = run(&["check", "--config", "/nonexistent/farmcam.toml"]);
