@@ -87,6 +87,10 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let timelapses = config.timelapse.clone().map(|t| {
+        info!("timelapse: keeping timelapses in {}", t.dir.display());
+        crate::timelapse::Timelapses::start(t, config.defaults.ffmpeg.clone(), registry.clone(), &shutdown)
+    });
     let mut moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
     let prusa = crate::outputs::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
     prusa.apply(&config);
@@ -119,6 +123,7 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             prusa: prusa.clone(),
             webrtc,
             rtsp,
+            timelapses: timelapses.clone(),
         },
         shutdown.clone(),
     );
@@ -182,6 +187,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             m.stop().await;
         }
         prusa.stop().await;
+        if let Some(t) = &timelapses {
+            t.shutdown().await;
+        }
     };
     // Lights still on are switched off (each port task gives up after a second); WebRTC
     // sessions end (their cameras are released).

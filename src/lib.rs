@@ -32,4 +32,5 @@ pub mod pump;
 pub mod registry;
 pub mod source;
 pub mod systemd;
+pub mod timelapse;
 pub mod util;

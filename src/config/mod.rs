@@ -20,6 +20,7 @@ mod moonraker;
 mod mqtt;
 mod prusa_connect;
 mod rtsp;
+mod timelapse;
 mod v4l2;
 mod values;
 mod wall;
@@ -37,6 +38,7 @@ pub use moonraker::{MoonrakerConfig, MoonrakerService};
 pub use mqtt::MqttConfig;
 pub use prusa_connect::{Endpoint, PrusaCamera, PrusaConnectConfig};
 pub use rtsp::RtspConfig;
+pub use timelapse::TimelapseConfig;
 pub use values::{parse_duration, parse_size, valid_id, Secret};
 pub use wall::WallGateway;
 pub use webrtc::WebrtcConfig;
@@ -72,6 +74,8 @@ pub struct Config {
     pub rtsp: Option<RtspConfig>,
     /// `[prusa_connect]` and the cameras with a `[camera.prusa_connect]` block.
     pub prusa_connect: PrusaConnectConfig,
+    /// `[timelapse]`: None when the section is absent (timelapses off).
+    pub timelapse: Option<TimelapseConfig>,
 }
 
 impl Config {
@@ -173,6 +177,7 @@ struct RawConfig {
     rtsp: rtsp::RawRtsp,
     #[serde(default)]
     prusa_connect: prusa_connect::RawPrusaConnect,
+    timelapse: Option<timelapse::RawTimelapse>,
 }
 
 /// `localhost`, `127.0.0.1`, `::1` and the rest of 127/8.
@@ -282,6 +287,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .filter_map(|(i, c)| c.prusa_connect.as_ref().map(|p| (i, c.id.get_ref().as_str(), p)))
         .collect();
     let prusa_connect = v.prusa_connect(&raw.prusa_connect, &uploads);
+    let timelapse = raw.timelapse.as_ref().map(|t| v.timelapse(t));
     if !v.problems.is_empty() {
         return Err(ConfigError::Invalid { problems: v.problems });
     }
@@ -298,6 +304,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         webrtc,
         rtsp,
         prusa_connect,
+        timelapse,
     })
 }
 

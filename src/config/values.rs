@@ -73,6 +73,16 @@ pub(super) fn parse_bytes(
     range: RangeInclusive<u64>,
     range_text: &str,
 ) -> Result<usize, String> {
+    let n = parse_bytes_u64(v, range, range_text)?;
+    usize::try_from(n).map_err(|_| format!("must be {range_text}"))
+}
+
+/// [`parse_bytes`] for sizes beyond what a 32-bit box addresses (disk budgets); also "T"/"TiB".
+pub(super) fn parse_bytes_u64(
+    v: &IntOrString,
+    range: RangeInclusive<u64>,
+    range_text: &str,
+) -> Result<u64, String> {
     let out_of_range = || format!("must be {range_text}");
     let n: u64 = match v {
         IntOrString::Int(n) => u64::try_from(*n).map_err(|_| out_of_range())?,
@@ -83,9 +93,10 @@ pub(super) fn parse_bytes(
             let (num, unit) = t.split_at(split);
             let mult: u64 = match unit.trim() {
                 "" | "B" => 1,
-                "K" | "KB" | "KiB" | "k" | "kB" => 1024,
-                "M" | "MB" | "MiB" => 1024 * 1024,
-                "G" | "GB" | "GiB" => 1024 * 1024 * 1024,
+                "K" | "KB" | "KiB" | "k" | "kB" => 1 << 10,
+                "M" | "MB" | "MiB" => 1 << 20,
+                "G" | "GB" | "GiB" => 1 << 30,
+                "T" | "TB" | "TiB" => 1 << 40,
                 _ => return Err(bad()),
             };
             if num.is_empty() {
@@ -100,7 +111,7 @@ pub(super) fn parse_bytes(
     if !range.contains(&n) {
         return Err(out_of_range());
     }
-    usize::try_from(n).map_err(|_| out_of_range())
+    Ok(n)
 }
 
 /// A whole number within `range`, converted to the type the setting is kept in.

@@ -11,6 +11,7 @@ mod mjpeg;
 mod path;
 mod relay;
 mod server;
+mod timelapse;
 mod wall;
 mod webrtc;
 
@@ -79,6 +80,8 @@ pub struct Services {
     /// `Err`: WebRTC is configured but its port could not be bound (requests say why).
     pub webrtc: Result<Option<Arc<crate::outputs::webrtc::WebRtc>>, String>,
     pub rtsp: Option<Arc<crate::outputs::rtsp::Rtsp>>,
+    /// `[timelapse]`: None when timelapses are off.
+    pub timelapses: Option<Arc<crate::timelapse::Timelapses>>,
 }
 
 /// Shared by every connection.
@@ -103,6 +106,8 @@ pub struct Ctx {
     pub webrtc_error: Option<String>,
     /// RTSP out; None unless `[rtsp] listen` is set (and bound).
     pub rtsp: Option<Arc<crate::outputs::rtsp::Rtsp>>,
+    /// `[timelapse]`: None when timelapses are off.
+    pub timelapses: Option<Arc<crate::timelapse::Timelapses>>,
     pub shutdown: CancellationToken,
     access: RwLock<Arc<Access>>,
     relayed: ClientCounts,
@@ -123,6 +128,7 @@ impl Ctx {
             prusa,
             webrtc,
             rtsp,
+            timelapses,
         } = services;
         let login_stats = Arc::new(auth::LoginStats::default());
         Ctx {
@@ -138,6 +144,7 @@ impl Ctx {
             webrtc_error: webrtc.as_ref().err().cloned(),
             webrtc: webrtc.ok().flatten(),
             rtsp,
+            timelapses,
             access: RwLock::new(Arc::new(Access::new(config, login_stats.clone()))),
             relayed: ClientCounts::new(RELAYED_PER_CLIENT),
             login_stats,
@@ -222,7 +229,8 @@ async fn guarded(req: Request<Incoming>, at: &Arrival, ctx: &Ctx, access: &Acces
     let route = Route::parse(&at.scope, req.uri().path(), &query);
     let methods = match &route {
         Route::WebRtc(_, Signal::WhepSession(_)) => "PATCH, DELETE, OPTIONS",
-        Route::WebRtc(..) => "POST, OPTIONS",
+        Route::WebRtc(..) | Route::TimelapseControl(..) => "POST, OPTIONS",
+        Route::Timelapse(_) => "GET, HEAD, DELETE, OPTIONS",
         _ => "GET, HEAD, OPTIONS",
     };
     // A CORS preflight carries no credentials (browsers never send them on one): it is
@@ -296,6 +304,9 @@ async fn dispatch(
         ),
         Route::Events => events::sse(ctx, req, q),
         Route::Metrics => metrics::metrics(ctx),
+        Route::TimelapseList | Route::Timelapse(_) | Route::TimelapseControl(..) | Route::TimelapseVideo(_) => {
+            timelapse::handle(ctx, route, req, q, head).await
+        }
         Route::Camera(Which::Default, part) => default_camera(ctx, part, q, at, req, head).await,
         Route::Camera(Which::Id(id), part) => match ctx.registry.get(&id) {
             Some(cam) => camera(&cam, part, q, at, req, head).await,

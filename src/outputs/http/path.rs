@@ -100,6 +100,13 @@ pub enum CameraPart {
     Unknown,
 }
 
+/// What `POST /cameras/ID/timelapse/…` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelapseAction {
+    Start,
+    Stop,
+}
+
 /// Which camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Which {
@@ -135,6 +142,14 @@ pub enum Route {
     Events,
     /// `/metrics`.
     Metrics,
+    /// `/api/timelapses`.
+    TimelapseList,
+    /// `/api/timelapses/NAME`: one timelapse (`GET`), or removed (`DELETE`).
+    Timelapse(String),
+    /// `POST /cameras/ID/timelapse/start` or `…/stop`.
+    TimelapseControl(String, TimelapseAction),
+    /// `/timelapses/NAME.mp4`: a timelapse's video (Range requests served).
+    TimelapseVideo(String),
     /// `/gateways/NAME/…`: `inner` is what the other gateway will serve for `target`, parsed by
     /// these same rules; never itself a relay.
     Relay {
@@ -212,6 +227,19 @@ impl Route {
                 ["api", "gateways"] => Route::GatewayList,
                 ["api", "events"] => Route::Events,
                 ["metrics"] => Route::Metrics,
+                ["api", "timelapses"] => Route::TimelapseList,
+                ["api", "timelapses", name] => Route::Timelapse(name.to_string()),
+                ["cameras", id, "timelapse", action @ ("start" | "stop")] => Route::TimelapseControl(
+                    id.to_string(),
+                    if *action == "start" {
+                        TimelapseAction::Start
+                    } else {
+                        TimelapseAction::Stop
+                    },
+                ),
+                ["timelapses", file] if file.ends_with(".mp4") => {
+                    Route::TimelapseVideo(file.trim_end_matches(".mp4").to_string())
+                }
                 ["cameras", id, rest @ ..] => {
                     let part = match camera_part(rest) {
                         // Only a dedicated port has a page.
@@ -254,6 +282,9 @@ impl Route {
             Route::Wall => Area::Wall,
             Route::Camera(..) | Route::WebRtc(..) => Area::Streams,
             Route::CameraList | Route::GatewayList | Route::Events => Area::Api,
+            // Starting, stopping and deleting are the API's; watching a video is a stream's.
+            Route::TimelapseList | Route::Timelapse(_) | Route::TimelapseControl(..) => Area::Api,
+            Route::TimelapseVideo(_) => Area::Streams,
             Route::Metrics => Area::Metrics,
             Route::Relay { inner, .. } => inner.area(),
             Route::NestedRelay | Route::NotFound(_) | Route::BadPath => Area::Api,
@@ -291,6 +322,12 @@ mod tests {
             ("/api/gateways", Area::Api),
             ("/metrics", Area::Metrics),
             ("/metrics/", Area::Metrics),
+            ("/api/timelapses", Area::Api),
+            ("/api/timelapses/x_1", Area::Api),
+            ("/cameras/a/timelapse/start", Area::Api),
+            ("/cameras/a/timelapse/stop", Area::Api),
+            ("/timelapses/x_1.mp4", Area::Streams),
+            ("/timelapses/x_1", Area::Api),
             ("/nothing", Area::Api),
             // Relayed paths carry the area the other gateway gives them.
             ("/gateways/b/snapshot", Area::Streams),
