@@ -92,6 +92,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         crate::timelapse::Timelapses::start(t, config.defaults.ffmpeg.clone(), registry.clone(), &shutdown)
     });
     let mut moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
+    let mut print_triggers = timelapses
+        .as_ref()
+        .map(|t| crate::timelapse::moonraker::start(&config.moonrakers, t));
     let prusa = crate::outputs::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
     prusa.apply(&config);
     let webrtc_tasks = TaskTracker::new();
@@ -170,6 +173,12 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
                         m.cancel();
                     }
                     moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
+                    if let Some(t) = &timelapses {
+                        if let Some(old) = print_triggers.take() {
+                            old.stop().await;
+                        }
+                        print_triggers = Some(crate::timelapse::moonraker::start(&config.moonrakers, t));
+                    }
                 }
             }
         }
@@ -187,6 +196,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
             m.stop().await;
         }
         prusa.stop().await;
+        if let Some(p) = print_triggers.take() {
+            p.stop().await;
+        }
         if let Some(t) = &timelapses {
             t.shutdown().await;
         }

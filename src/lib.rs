@@ -25,6 +25,7 @@ pub mod light;
 pub mod lit;
 pub mod live;
 pub mod media;
+pub mod moonraker_api;
 pub mod outputs;
 pub mod password;
 pub mod polls;

@@ -268,3 +268,86 @@ async fn timelapses_off_say_how_to_turn_them_on() {
     assert_eq!(r.status, 404);
     assert!(String::from_utf8_lossy(&r.body).contains("[timelapse]"));
 }
+
+/// A Klipper printer: Moonraker's `print_stats` (over its websocket) starts the timelapse when
+/// the print starts, takes a picture per layer, goes on through a lost connection, and stops it
+/// with the print's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_klipper_print_is_recorded_layer_by_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::fake_moonraker::FakeMoonraker::start().await;
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[timelapse]\ndir = \"{}\"\ninterval = \"1h\"\nfps = 10\nhold = \"0s\"\n\
+             [[camera]]\nid = \"cam\"\nsource = \"test:\"\nsize = \"320x240\"\nfps = 10\n\
+             [[moonraker]]\nurl = \"{}\"\nname = \"voron\"\ncameras = [\"cam\"]\nfarmcam_url = \"http://127.0.0.1:1\"\n",
+            dir.path().display(),
+            m.url()
+        ),
+    ));
+    eventually(WAIT, "farmcam subscribed to print_stats", || {
+        (m.subscriptions() == 1).then_some(())
+    })
+    .await;
+    assert!(list(&d).await.is_empty(), "nothing printing, nothing recorded");
+    m.update(serde_json::json!({ "state": "printing", "filename": "benchy.gcode", "info": { "current_layer": 1 } }));
+    let name = eventually(WAIT, "the print's timelapse", || {
+        let all = futures_blocking(list(&d));
+        all.first().map(|t| t["name"].as_str().unwrap().to_string())
+    })
+    .await;
+    assert!(
+        name.starts_with("voron_benchy_") && name.ends_with("_cam"),
+        "{name}"
+    );
+    let t = wait_for(&d, &name, "the first pictures", |t| {
+        t["pictures"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(t["trigger"], "moonraker");
+    // One picture per layer (the interval is an hour).
+    for layer in 2..=5u64 {
+        let before = wait_for(&d, &name, "pictures", |_| true).await["pictures"]
+            .as_u64()
+            .unwrap();
+        m.update(serde_json::json!({ "info": { "current_layer": layer } }));
+        wait_for(&d, &name, "a picture for the layer", |t| {
+            t["pictures"].as_u64() > Some(before)
+        })
+        .await;
+    }
+    // Moonraker restarts mid-print: farmcam subscribes again, the recording goes on.
+    m.drop_connections();
+    eventually(WAIT, "subscribed again", || {
+        (m.subscriptions() >= 2).then_some(())
+    })
+    .await;
+    let before = wait_for(&d, &name, "still recording", |t| t["state"] == "recording").await["pictures"]
+        .as_u64()
+        .unwrap();
+    m.update(serde_json::json!({ "info": { "current_layer": 6 } }));
+    wait_for(&d, &name, "a picture after the reconnect", |t| {
+        t["pictures"].as_u64() > Some(before)
+    })
+    .await;
+    m.update(serde_json::json!({ "state": "complete" }));
+    let ready = wait_for(&d, &name, "the video", |t| t["state"] == "ready").await;
+    assert_eq!(ready["outcome"], "complete");
+    assert_eq!(ready["printer"], "voron");
+    assert_eq!(ready["file"], "benchy.gcode");
+    let pictures = ready["pictures"].as_u64().unwrap();
+    assert!(
+        (6..=8).contains(&pictures),
+        "a picture at the start and one per layer: {ready}"
+    );
+    assert_eq!(
+        probe(&dir.path().join(format!("{name}.mp4"))),
+        format!("h264,320,240,{pictures}")
+    );
+}
+
+/// Run a future to its end from a synchronous closure (for `eventually`).
+fn futures_blocking<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

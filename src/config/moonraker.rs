@@ -26,6 +26,10 @@ pub struct MoonrakerConfig {
     pub gateway: String,
     /// Whether WebRTC is on (`[webrtc]`): H.264 cameras are then registered for it.
     pub webrtc: bool,
+    /// The printer's name in timelapses (`name`, else the host).
+    pub printer: String,
+    /// With `[timelapse]`: its prints are recorded by its `cameras` (`timelapse = false`: not).
+    pub timelapse: bool,
 }
 
 /// How a camera is registered in Moonraker (its `moonraker_service`): the player Mainsail and
@@ -62,6 +66,8 @@ pub(super) struct RawMoonraker {
     api_key: Option<String>,
     cameras: Option<Spanned<Vec<String>>>,
     farmcam_url: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    timelapse: Option<bool>,
 }
 
 impl Validator<'_> {
@@ -124,8 +130,22 @@ impl Validator<'_> {
                     }
                 },
             };
+            let printer = match &m.name {
+                Some(n) if n.get_ref().trim().is_empty() => {
+                    self.problem(
+                        Some(n.span()),
+                        &at("name"),
+                        "is empty: name the printer, e.g. \"voron-2\"",
+                    );
+                    continue;
+                }
+                Some(n) => n.get_ref().trim().to_string(),
+                None => host.clone(),
+            };
             out.push(MoonrakerConfig {
                 url: format!("http://{host}:{port}"),
+                printer,
+                timelapse: m.timelapse.unwrap_or(true),
                 host,
                 port,
                 api_key: m.api_key.clone().map(Secret),

@@ -120,3 +120,52 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[test]
+    fn timelapse_settings_parse_and_bad_ones_name_the_fix() {
+        let c = super::super::parse(
+            "[timelapse]\ndir = \"/srv/tl\"\ninterval = \"2s\"\nper_layer = false\nfps = 25\nhold = \"2s\"\n\
+             max_size = \"20GiB\"\nmin_free = \"2GiB\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let t = c.timelapse.unwrap();
+        assert_eq!(t.dir, Path::new("/srv/tl"));
+        assert_eq!(
+            (t.interval, t.per_layer, t.fps, t.hold),
+            (Duration::from_secs(2), false, 25, Duration::from_secs(2))
+        );
+        assert_eq!((t.max_size, t.min_free), (20 << 30, 2 << 30));
+        assert!(
+            super::super::parse("", Path::new("f.toml"))
+                .unwrap()
+                .timelapse
+                .is_none(),
+            "off without the section"
+        );
+        let defaults = super::super::parse("[timelapse]\n", Path::new("f.toml"))
+            .unwrap()
+            .timelapse
+            .unwrap();
+        assert_eq!(defaults, super::TimelapseConfig::default());
+        let e = super::super::parse(
+            "[timelapse]\ndir = \"tl\"\ninterval = \"10ms\"\nfps = 0\nmax_size = \"lots\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for said in [
+            "timelapse.dir: \"tl\": give an absolute path",
+            "timelapse.interval: must be between 200ms and 1h",
+            "timelapse.fps: must be between 1 and 120",
+            "timelapse.max_size: \"lots\" is not a size in bytes",
+        ] {
+            assert!(e.contains(said), "{said}: {e}");
+        }
+    }
+}

@@ -96,7 +96,7 @@ mod tests {
     fn v4l2_keys_on_other_sources_and_bad_values_are_errors() {
         let e = super::super::parse(
             "[[camera]]\nid = \"a\"\nsource = \"test:\"\nformat = \"mjpeg\"\n\
-             [[camera]]\nid = \"b\"\nsource = \"v4l2:/dev/video0\"\nformat = \"h264\"\nwarmup_frames = -1\n",
+             [[camera]]\nid = \"b\"\nsource = \"v4l2:/dev/video0\"\nformat = \"h265\"\nwarmup_frames = -1\n",
             Path::new("f.toml"),
         )
         .unwrap_err()
@@ -105,7 +105,7 @@ mod tests {
             e.contains("camera[0].format: only applies to v4l2: sources"),
             "{e}"
         );
-        assert!(e.contains("camera[1].format: \"h264\": use \"auto\""), "{e}");
+        assert!(e.contains("camera[1].format: \"h265\": use \"auto\""), "{e}");
         assert!(
             e.contains("camera[1].warmup_frames: must be between 0 and 1000"),
             "{e}"

@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Method, Request};
+use hyper::Method;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout};
@@ -22,16 +20,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{MoonrakerConfig, MoonrakerService};
+use crate::moonraker_api::call;
 use crate::registry::{Camera, Registry};
 use crate::util::backoff::Backoff;
 use crate::util::log_limit::{held_back, LogLimit};
 
-/// One request to Moonraker may take this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The list is checked again this often while Moonraker answers.
 const RESYNC: Duration = Duration::from_secs(60);
-/// Moonraker's answers are small; more than this is not Moonraker.
-const MAX_BODY: usize = 1 << 20;
 
 /// The running registrations.
 pub struct Moonraker {
@@ -257,52 +252,4 @@ fn same(entry: &Value, desired: &Value) -> bool {
     ]
     .iter()
     .all(|k| entry[k] == desired[k])
-}
-
-/// One JSON request over a fresh connection (bounded in time and size).
-async fn call(
-    config: &MoonrakerConfig,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let what = format!("{method} {}{path}", config.url);
-    let exchange = async {
-        let (mut sender, _driver) = crate::util::http_client::connect(&config.host, config.port)
-            .await
-            .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", format!("{}:{}", config.host, config.port))
-            .header("content-type", "application/json");
-        if let Some(key) = &config.api_key {
-            req = req.header("x-api-key", key.0.as_str());
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("{what}: {e}"))?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("{what}: {e}"));
-        let result = match resp {
-            Ok(resp) => {
-                let status = resp.status();
-                let bytes = Limited::new(resp.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map_err(|e| format!("{what}: {e}"))?
-                    .to_bytes();
-                match status.as_u16() {
-                    200..=299 => serde_json::from_slice(&bytes).map_err(|_| format!("{what}: not JSON")),
-                    401 | 403 => Err(format!("{} refused farmcam ({status}): set api_key in [[moonraker]] or add farmcam's address to its trusted_clients", config.url)),
-                    _ => Err(format!("{what}: {status}")),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        result
-    };
-    timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("{} did not answer within {REQUEST_TIMEOUT:?}", config.url))?
 }

@@ -10,6 +10,7 @@
 //! finish (a crash, a power loss, a restart) is rendered when farmcam starts again; a render that
 //! fails is said and tried again, its pictures kept.
 
+pub mod moonraker;
 pub mod render;
 pub mod spool;
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aiortc;
+pub mod fake_moonraker;
 pub mod mjpeg_server;
 pub mod moonraker;
 pub mod mqtt;
