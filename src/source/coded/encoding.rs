@@ -4,7 +4,7 @@
 //! camera's consumers read), who holds it, and what encodes it now. The encoding itself runs in
 //! the decoder helper ([`super::libav::EncodeSession`]); `crate::encode` feeds it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,37 +58,14 @@ impl EncoderChoice {
     }
 }
 
-/// The hardware H.264 encoders this box has, as far as farmcam can drive them.
+/// The hardware H.264 encoders this box has, as far as farmcam can drive them (found by
+/// [`crate::source::v4l2::h264_encoder_device`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hardware {
     /// A V4L2 memory-to-memory device that encodes H.264 (a Pi 4's bcm2835-codec encoder).
     pub v4l2m2m: Option<PathBuf>,
 }
 
-impl Hardware {
-    /// Look at `/dev`: the V4L2 devices that take pictures in and give H.264 out.
-    pub fn probe() -> Hardware {
-        Self::probe_in(Path::new("/dev"))
-    }
-
-    pub fn probe_in(dev: &Path) -> Hardware {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dev)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("video"))
-            })
-            .collect();
-        found.sort();
-        Hardware {
-            v4l2m2m: found.into_iter().find(|p| crate::source::v4l2::encodes_h264(p)),
-        }
-    }
-}
 
 /// What a camera's `h264_encoder` comes to on this box: the encoders to try, in order (none:
 /// the camera is not encoded), and why, as `farmcam check` and the log say it.

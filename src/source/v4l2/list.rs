@@ -384,6 +384,23 @@ pub fn servable(dev: &Path) -> Vec<Servable> {
     out
 }
 
+/// The first `videoN` under `dev` that is a V4L2 memory-to-memory H.264 encoder.
+pub fn h264_encoder_device(dev: &Path) -> Option<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dev)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("video"))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().find(|p| encodes_h264(p))
+}
+
 /// Whether `node` is a V4L2 memory-to-memory device that encodes H.264 (pictures in, H.264
 /// out): a Raspberry Pi 4's bcm2835-codec encoder (`/dev/video11`), or another SoC's.
 pub fn encodes_h264(node: &Path) -> bool {

@@ -12,7 +12,7 @@
 mod device;
 mod h264;
 pub mod list;
-pub use list::encodes_h264;
+pub use list::{encodes_h264, h264_encoder_device};
 mod options;
 pub mod yuyv;
 
