@@ -95,6 +95,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     let mut print_triggers = timelapses
         .as_ref()
         .map(|t| crate::timelapse::moonraker::start(&config.moonrakers, t));
+    let mut bambu_triggers = timelapses
+        .as_ref()
+        .map(|t| crate::timelapse::bambu::start(&config.cameras, t));
     let prusa = crate::outputs::prusa_connect::PrusaConnect::new(registry.clone(), &config.node_id);
     prusa.apply(&config);
     let webrtc_tasks = TaskTracker::new();
@@ -167,6 +170,13 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
                 let before = config.moonrakers.clone();
                 config = reload(config, path, &registry, &server, mqtt.as_deref(), moonraker.as_ref());
                 prusa.apply(&config);
+                if let Some(t) = &timelapses {
+                    // The Bambu printers the cameras name now.
+                    if let Some(old) = bambu_triggers.take() {
+                        old.stop().await;
+                    }
+                    bambu_triggers = Some(crate::timelapse::bambu::start(&config.cameras, t));
+                }
                 if config.moonrakers != before {
                     // New Moonraker settings: the registrations start over with them.
                     if let Some(m) = moonraker.take() {
@@ -198,6 +208,9 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
         prusa.stop().await;
         if let Some(p) = print_triggers.take() {
             p.stop().await;
+        }
+        if let Some(b) = bambu_triggers.take() {
+            b.stop().await;
         }
         if let Some(t) = &timelapses {
             t.shutdown().await;

@@ -484,3 +484,110 @@ async fn bambu_rtsps_is_the_x1_url_through_ffmpeg() {
     );
     assert!(!d.log_text().contains(code));
 }
+
+/// With `[timelapse]`, the printer's own MQTT reports (its broker: TLS, user bblp, the camera's
+/// access code) start the timelapse of its camera when a print runs, take a picture per layer,
+/// and stop it when the print finishes. The serial is learnt from the first report, and the
+/// whole state asked for (`pushall`), as P1 printers send only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_print_is_recorded_from_the_printers_mqtt_reports() {
+    use common::mqtt::{mosquitto_password_file, Mosquitto, Sub};
+    const SERIAL: &str = "01P00A000000000";
+    let printer = FakePrinter::start(&[Mode::Normal]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_certificate();
+    let passwords = dir.path().join("passwords");
+    mosquitto_password_file(&passwords, "bblp", CODE);
+    let broker = Mosquitto::start(&format!(
+        "password_file {}\nlistener {{extra_port}} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+        passwords.display(),
+        cert.display(),
+        key.display()
+    ));
+    let mut sub = Sub::connect(broker.port, &["device/+/request"], None).await;
+    let timelapses = dir.path().join("timelapses");
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[timelapse]\ndir = \"{}\"\ninterval = \"1h\"\nfps = 10\nhold = \"0s\"\n\
+             [[camera]]\nid = \"p1s\"\nname = \"P1S-01\"\nsource = \"{}\"\nbambu_mqtt_port = {}\n",
+            timelapses.display(),
+            printer.url(),
+            broker.extra_port
+        ),
+    ));
+    eventually(WAIT, "farmcam logged in to the printer's MQTT", || {
+        d.log_text()
+            .contains("connected to the printer's MQTT")
+            .then_some(())
+    })
+    .await;
+    let client = sub.client.clone();
+    let report = |v: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(
+                    format!("device/{SERIAL}/report"),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    v.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let list = || async {
+        let r = get(d.main, "/api/timelapses").await;
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
+    };
+    let pictures = |v: &serde_json::Value| v[0]["pictures"].as_u64().unwrap_or(0);
+    report(serde_json::json!({ "print": { "gcode_state": "RUNNING", "subtask_name": "Benchy", "layer_num": 1 } })).await;
+    let mut all = list().await;
+    for _ in 0..400 {
+        if pictures(&all) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        all = list().await;
+    }
+    let name = all[0]["name"].as_str().expect("a timelapse").to_string();
+    assert!(
+        name.starts_with("P1S-01_Benchy_") && name.ends_with("_p1s"),
+        "{all}"
+    );
+    assert_eq!(all[0]["trigger"], "bambu");
+    // The serial came with the first report; the whole state is asked for under it.
+    sub.wait_for(WAIT, "pushall", |m| {
+        m.topic == format!("device/{SERIAL}/request") && m.text().contains("pushall")
+    })
+    .await;
+    for layer in 2..=3u64 {
+        let before = pictures(&list().await);
+        report(serde_json::json!({ "print": { "layer_num": layer } })).await;
+        for _ in 0..400 {
+            if pictures(&list().await) > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(pictures(&list().await) > before, "a picture for layer {layer}");
+    }
+    report(serde_json::json!({ "print": { "gcode_state": "FINISH" } })).await;
+    let mut done = list().await;
+    for _ in 0..1200 {
+        if done[0]["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        done = list().await;
+    }
+    assert_eq!(done[0]["state"], "ready", "{done}\n{}", d.log_text());
+    assert_eq!(done[0]["outcome"], "complete");
+    assert_eq!(done[0]["file"], "Benchy");
+    assert!(done[0]["pictures"].as_u64() >= Some(3), "{done}");
+    assert!(
+        !d.log_text().contains(CODE),
+        "the access code never reaches the log"
+    );
+}

@@ -54,6 +54,13 @@ pub struct CameraConfig {
     pub h264_encoder: EncoderChoice,
     /// `h264_bitrate` in bits per second (None: from the picture size).
     pub h264_bitrate: Option<u32>,
+    /// `timelapse = false`: its printer's prints are not recorded by it (with `[timelapse]`).
+    pub timelapse: bool,
+    /// A Bambu printer's serial (`bambu_serial`): its MQTT reports are under it. `None`: learnt
+    /// from the first report.
+    pub bambu_serial: Option<String>,
+    /// The Bambu printer's MQTT port (`bambu_mqtt_port`, default 8883).
+    pub bambu_mqtt_port: u16,
 }
 
 impl CameraConfig {
@@ -84,6 +91,9 @@ impl CameraConfig {
             moonraker_service: Default::default(),
             h264_encoder: defaults.h264_encoder.clone(),
             h264_bitrate: None,
+            timelapse: true,
+            bambu_serial: None,
+            bambu_mqtt_port: bambu::MQTT_PORT,
         }
     }
 
@@ -143,6 +153,9 @@ pub(super) struct RawCamera {
     moonraker_service: Option<Spanned<String>>,
     h264_encoder: Option<Spanned<String>>,
     h264_bitrate: Option<Spanned<IntOrString>>,
+    timelapse: Option<bool>,
+    bambu_serial: Option<Spanned<String>>,
+    bambu_mqtt_port: Option<Spanned<i64>>,
     /// Validated with `[prusa_connect]` (the uploads are not part of the camera).
     pub(super) prusa_connect: Option<Spanned<super::prusa_connect::RawCameraPrusa>>,
 }
@@ -306,6 +319,42 @@ impl Validator<'_> {
                 match super::values::parse_bitrate(b.get_ref()) {
                     Ok(bits) => camera.h264_bitrate = Some(bits),
                     Err(msg) => self.problem(Some(b.span()), &at("h264_bitrate"), &msg),
+                }
+            }
+            camera.timelapse = c.timelapse.unwrap_or(true);
+            let bambu = bambu::printer_of(&camera.source).is_some();
+            if let Some(s) = &c.bambu_serial {
+                let serial = s.get_ref().trim();
+                if !bambu {
+                    self.problem(
+                        Some(s.span()),
+                        &at("bambu_serial"),
+                        "only applies to bambu:// and bambu-rtsps:// sources; remove it",
+                    );
+                } else if serial.is_empty() || !serial.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                    self.problem(
+                        Some(s.span()),
+                        &at("bambu_serial"),
+                        &format!("{serial:?}: give the printer's serial number, letters and digits (e.g. \"01P00A123456789\"; on the printer's screen or in Bambu Studio)"),
+                    );
+                } else {
+                    camera.bambu_serial = Some(serial.to_string());
+                }
+            }
+            if let Some(p) = &c.bambu_mqtt_port {
+                if !bambu {
+                    self.problem(
+                        Some(p.span()),
+                        &at("bambu_mqtt_port"),
+                        "only applies to bambu:// and bambu-rtsps:// sources; remove it",
+                    );
+                } else if let Some(port) = self.int::<u16>(
+                    &c.bambu_mqtt_port,
+                    &at("bambu_mqtt_port"),
+                    1..=65535,
+                    "must be a port, 1 to 65535 (the printer's is 8883)",
+                ) {
+                    camera.bambu_mqtt_port = port;
                 }
             }
             cameras.push(Arc::new(camera));

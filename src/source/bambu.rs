@@ -58,6 +58,66 @@ impl BambuSpec {
     }
 }
 
+/// The port of a Bambu printer's MQTT broker (TLS; user `bblp`, the access code as password).
+pub const MQTT_PORT: u16 = 8883;
+
+/// A Bambu printer as its camera's source names it: where it is and how to log in (its MQTT
+/// broker takes the same access code, and its certificate the same pin).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Printer {
+    pub host: String,
+    pub access_code: String,
+    pub fingerprint: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Printer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bambu printer at {}", self.host)
+    }
+}
+
+/// The printer of a `bambu://` or `bambu-rtsps://` camera.
+pub fn printer_of(spec: &SourceSpec) -> Option<Printer> {
+    match spec {
+        SourceSpec::Bambu(b) => Some(Printer {
+            host: b.host.clone(),
+            access_code: b.access_code.clone(),
+            fingerprint: b.fingerprint,
+        }),
+        SourceSpec::Ffmpeg(o) => match &o.input {
+            FfmpegInput::BambuRtsps(url) => {
+                // rtsps://bblp:CODE@HOST:PORT/streaming/live/1, as parse() wrote it.
+                let rest = url.strip_prefix("rtsps://bblp:")?;
+                let (code, hostport) = rest.split_once('@')?;
+                let hostport = hostport.split('/').next()?;
+                let (host, _) = crate::util::hostport::split(hostport)?;
+                Some(Printer {
+                    host: host.to_string(),
+                    access_code: code.to_string(),
+                    fingerprint: None,
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The TLS settings for a Bambu printer: its self-signed certificate accepted, or checked
+/// against the pinned fingerprint.
+pub fn tls_config(fingerprint: Option<[u8; 32]>) -> rustls::ClientConfig {
+    let verifier = Arc::new(Verifier {
+        fingerprint,
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
+    });
+    rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth()
+}
+
 /// `None` if `s` is not a Bambu source at all.
 pub fn parse(s: &str) -> Option<Result<SourceSpec, String>> {
     let (rtsps, rest) = if let Some(r) = s.strip_prefix("bambu://") {
@@ -146,16 +206,7 @@ pub struct BambuSource {
 
 impl BambuSource {
     pub fn new(common: &Common, spec: BambuSpec) -> Self {
-        let verifier = Arc::new(Verifier {
-            fingerprint: spec.fingerprint,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        });
-        let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+        let config = tls_config(spec.fingerprint);
         BambuSource {
             spec,
             connector: TlsConnector::from(Arc::new(config)),

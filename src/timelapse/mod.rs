@@ -10,7 +10,9 @@
 //! finish (a crash, a power loss, a restart) is rendered when farmcam starts again; a render that
 //! fails is said and tried again, its pictures kept.
 
+pub mod bambu;
 pub mod moonraker;
+pub mod print;
 pub mod render;
 pub mod spool;
 
@@ -236,6 +238,43 @@ impl Timelapses {
         info.stopped = Some(rfc3339(spool::now()));
         info.outcome = Some(outcome.to_string());
         Ok(info)
+    }
+
+    /// A printer's report: start, a picture per layer, or stop the timelapses of its `cameras`
+    /// (those with `timelapse = false` are left out), as [`print::Print`] says.
+    pub fn follow(
+        self: &Arc<Self>,
+        printer: &str,
+        cameras: &[String],
+        print: &mut print::Print,
+        report: print::Report,
+        trigger: &'static str,
+    ) {
+        let cameras: Vec<&String> = cameras
+            .iter()
+            .filter(|c| self.registry.get(c).is_none_or(|cam| cam.config().timelapse))
+            .collect();
+        let recording = cameras.iter().any(|c| self.recording(c));
+        for step in print.update(report, recording) {
+            for camera in &cameras {
+                match &step {
+                    print::Step::Start { file } => {
+                        let req = StartRequest {
+                            printer: Some(printer.to_string()),
+                            file: file.clone(),
+                            trigger,
+                        };
+                        if let Err(e) = self.start_recording(camera, req) {
+                            warn!("timelapse: printer {printer}: cannot record camera {camera}: {e}");
+                        }
+                    }
+                    print::Step::Layer(n) => self.layer(camera, *n),
+                    print::Step::Stop(outcome) => {
+                        let _ = self.stop_recording(camera, outcome);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether `camera` records now.

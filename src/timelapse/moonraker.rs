@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{StartRequest, Timelapses};
+use super::print::{Phase, Print, Report};
+use super::Timelapses;
 use crate::config::MoonrakerConfig;
 use crate::moonraker_api::{request, websocket, Socket};
 use crate::util::backoff::Backoff;
@@ -73,59 +74,21 @@ pub fn start(configs: &[MoonrakerConfig], timelapses: &Arc<Timelapses>) -> Trigg
     t
 }
 
-/// What the printer said last (updates are partial: fields left out keep their values).
-#[derive(Debug, Default)]
-pub struct Printer {
-    state: Option<String>,
-    filename: Option<String>,
-    layer: Option<u64>,
-}
-
-/// What a change of `print_stats` asks of the timelapses.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    Start { file: Option<String> },
-    Layer(u64),
-    Stop(&'static str),
-}
-
-impl Printer {
-    /// Take an update of `print_stats`; what it means for a printer `recording` or not.
-    pub fn update(&mut self, stats: &Value, recording: bool) -> Vec<Step> {
-        if let Some(s) = stats.get("state").and_then(Value::as_str) {
-            self.state = Some(s.to_string());
-        }
-        if let Some(f) = stats.get("filename").and_then(Value::as_str) {
-            self.filename = (!f.is_empty()).then(|| f.to_string());
-        }
-        let layer = stats
+/// `print_stats` fields as a [`Report`].
+pub fn report(stats: &Value) -> Report {
+    Report {
+        phase: stats.get("state").and_then(Value::as_str).map(|s| match s {
+            "printing" | "paused" => Phase::Printing,
+            "complete" => Phase::Ended("complete"),
+            "cancelled" => Phase::Ended("cancelled"),
+            "error" => Phase::Ended("error"),
+            _ => Phase::Idle,
+        }),
+        file: stats.get("filename").and_then(Value::as_str).map(str::to_string),
+        layer: stats
             .get("info")
             .and_then(|i| i.get("current_layer"))
-            .and_then(Value::as_u64);
-        let mut steps = Vec::new();
-        match self.state.as_deref() {
-            Some("printing" | "paused") if !recording => steps.push(Step::Start {
-                file: self.filename.clone(),
-            }),
-            Some(s @ ("complete" | "cancelled" | "error" | "standby")) if recording => {
-                steps.push(Step::Stop(match s {
-                    "complete" => "complete",
-                    "cancelled" => "cancelled",
-                    "error" => "error",
-                    _ => "stopped",
-                }));
-                self.layer = None;
-                return steps;
-            }
-            _ => {}
-        }
-        if let Some(n) = layer {
-            if self.layer != Some(n) && matches!(self.state.as_deref(), Some("printing" | "paused")) {
-                steps.push(Step::Layer(n));
-            }
-            self.layer = Some(n);
-        }
-        steps
+            .and_then(Value::as_u64),
     }
 }
 
@@ -179,7 +142,7 @@ async fn session(
             return format!("websocket: {e}");
         }
     }
-    let mut printer = Printer::default();
+    let mut printer = Print::default();
     loop {
         let msg = match tokio::time::timeout(SILENCE, ws.next()).await {
             Err(_) => return format!("said nothing for {}", humantime::format_duration(SILENCE)),
@@ -247,33 +210,10 @@ fn apply(
     config: &MoonrakerConfig,
     cameras: &[String],
     timelapses: &Arc<Timelapses>,
-    printer: &mut Printer,
+    print: &mut Print,
     stats: &Value,
 ) {
-    let recording = cameras.iter().any(|c| timelapses.recording(c));
-    for step in printer.update(stats, recording) {
-        for camera in cameras {
-            match &step {
-                Step::Start { file } => {
-                    let req = StartRequest {
-                        printer: Some(config.printer.clone()),
-                        file: file.clone(),
-                        trigger: "moonraker",
-                    };
-                    if let Err(e) = timelapses.start_recording(camera, req) {
-                        warn!(
-                            "moonraker {}: cannot start the timelapse of camera {camera}: {e}",
-                            config.url
-                        );
-                    }
-                }
-                Step::Layer(n) => timelapses.layer(camera, *n),
-                Step::Stop(outcome) => {
-                    let _ = timelapses.stop_recording(camera, outcome);
-                }
-            }
-        }
-    }
+    timelapses.follow(&config.printer, cameras, print, report(stats), "moonraker");
 }
 
 #[cfg(test)]
@@ -282,54 +222,24 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn print_stats_start_layer_and_stop_timelapses() {
-        let mut p = Printer::default();
-        assert!(p
-            .update(&json!({"state": "standby", "filename": ""}), false)
-            .is_empty());
+    fn print_stats_as_reports() {
         assert_eq!(
-            p.update(
-                &json!({"state": "printing", "filename": "benchy.gcode", "info": {"current_layer": 0}}),
-                false
-            ),
-            vec![
-                Step::Start {
-                    file: Some("benchy.gcode".into())
-                },
-                Step::Layer(0)
-            ]
+            report(&json!({"state": "printing", "filename": "benchy.gcode", "info": {"current_layer": 3}})),
+            Report {
+                phase: Some(Phase::Printing),
+                file: Some("benchy.gcode".into()),
+                layer: Some(3)
+            }
         );
+        assert_eq!(report(&json!({"state": "paused"})).phase, Some(Phase::Printing));
         assert_eq!(
-            p.update(&json!({"info": {"current_layer": 1}}), true),
-            vec![Step::Layer(1)]
+            report(&json!({"state": "cancelled"})).phase,
+            Some(Phase::Ended("cancelled"))
         );
-        assert!(
-            p.update(&json!({"info": {"current_layer": 1}}), true).is_empty(),
-            "the same layer again"
-        );
-        assert!(p.update(&json!({"state": "paused"}), true).is_empty());
+        assert_eq!(report(&json!({"state": "standby"})).phase, Some(Phase::Idle));
         assert_eq!(
-            p.update(&json!({"state": "cancelled"}), true),
-            vec![Step::Stop("cancelled")]
-        );
-        assert!(
-            p.update(&json!({"state": "cancelled"}), false).is_empty(),
-            "stopped already"
-        );
-        // A print under way when farmcam connects.
-        let mut p = Printer::default();
-        assert_eq!(
-            p.update(
-                &json!({"state": "printing", "filename": "a.gcode", "info": {}}),
-                false
-            ),
-            vec![Step::Start {
-                file: Some("a.gcode".into())
-            }]
-        );
-        assert_eq!(
-            p.update(&json!({"state": "complete"}), true),
-            vec![Step::Stop("complete")]
+            report(&json!({"info": {"current_layer": null}})),
+            Report::default()
         );
     }
 }

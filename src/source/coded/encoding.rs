@@ -66,7 +66,6 @@ pub struct Hardware {
     pub v4l2m2m: Option<PathBuf>,
 }
 
-
 /// What a camera's `h264_encoder` comes to on this box: the encoders to try, in order (none:
 /// the camera is not encoded), and why, as `farmcam check` and the log say it.
 #[derive(Clone, Debug, PartialEq, Eq)]
