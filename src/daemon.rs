@@ -75,6 +75,10 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
     for l in &listeners {
         info!("listening on http://{} ({})", l.local_addr(), l.describe());
     }
+    let timelapses = config.timelapse.clone().map(|t| {
+        info!("timelapse: keeping timelapses in {}", t.dir.display());
+        crate::timelapse::Timelapses::start(t, config.defaults.ffmpeg.clone(), registry.clone(), &shutdown)
+    });
     let mqtt = match &config.mqtt {
         Some(m) => {
             let options = crate::outputs::mqtt::options(m).map_err(anyhow::Error::msg)?;
@@ -83,14 +87,12 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
                 m,
                 options,
                 registry.clone(),
+                timelapses.clone(),
+                config.http.public_url.clone(),
             )))
         }
         None => None,
     };
-    let timelapses = config.timelapse.clone().map(|t| {
-        info!("timelapse: keeping timelapses in {}", t.dir.display());
-        crate::timelapse::Timelapses::start(t, config.defaults.ffmpeg.clone(), registry.clone(), &shutdown)
-    });
     let mut moonraker = crate::outputs::moonraker::start(&config.moonrakers, registry.clone());
     let mut print_triggers = timelapses
         .as_ref()

@@ -481,3 +481,100 @@ async fn a_dead_camera_stays_unavailable_between_attempts() {
         "availability flapped: {availability:?}"
     );
 }
+
+/// Timelapses over MQTT: started and stopped by commands (as a script or an automation sends
+/// them), the finished one published retained with its absolute URL, and a Home Assistant sensor
+/// announced for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelapses_are_commanded_and_published() {
+    let broker = Mosquitto::start("");
+    let mut sub = Sub::connect(broker.port, &["farmcam/#", "homeassistant/sensor/#"], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _d = Daemon::start(&config(
+        "public_url = \"http://farm.local:8080\"",
+        &format!(
+            "{}[timelapse]\ndir = \"{}\"\ninterval = \"300ms\"\nfps = 10\nhold = \"0s\"\n\
+             [[camera]]\nid = \"p1\"\nsource = \"test:\"\nsize = \"160x120\"\n",
+            mqtt_section(&broker.url(), "snapshot_interval = \"off\""),
+            dir.path().display()
+        ),
+    ));
+    let sensor = sub
+        .wait_for(
+            WAIT,
+            "the timelapse sensor",
+            is("homeassistant/sensor/testnode_p1_timelapse/config"),
+        )
+        .await
+        .json();
+    assert_eq!(sensor["state_topic"], "farmcam/testnode/p1/timelapse", "{sensor}");
+    assert_eq!(sensor["value_template"], "{{ value_json.url }}");
+    // Announced after farmcam subscribed to the commands.
+    sub.client
+        .publish(
+            "farmcam/testnode/p1/timelapse/start",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            r#"{"printer":"mk4","file":"cube.gcode"}"#,
+        )
+        .await
+        .unwrap();
+    let spool = eventually(WAIT, "pictures spooled", || {
+        let d = std::fs::read_dir(dir.path())
+            .ok()?
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "spool"))?;
+        (std::fs::read_dir(d.path()).ok()?.count() >= 4).then(|| d.path())
+    })
+    .await;
+    assert!(
+        spool
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("mk4_cube_"),
+        "{spool:?}"
+    );
+    sub.client
+        .publish(
+            "farmcam/testnode/p1/timelapse/stop",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "complete",
+        )
+        .await
+        .unwrap();
+    let done = sub
+        .wait_for(
+            WAIT,
+            "the finished timelapse",
+            is("farmcam/testnode/p1/timelapse"),
+        )
+        .await;
+    let v = done.json();
+    assert_eq!(v["state"], "ready", "{v}");
+    assert_eq!(
+        (&v["printer"], &v["file"], &v["outcome"], &v["trigger"]),
+        (
+            &"mk4".into(),
+            &"cube.gcode".into(),
+            &"complete".into(),
+            &"mqtt".into()
+        )
+    );
+    let name = v["name"].as_str().unwrap();
+    assert_eq!(v["url"], format!("http://farm.local:8080/timelapses/{name}.mp4"));
+    assert!(dir.path().join(format!("{name}.mp4")).is_file());
+    // Retained: a dashboard connecting later gets the latest timelapse of the camera.
+    let mut later = Sub::connect(broker.port, &["farmcam/testnode/p1/timelapse"], None).await;
+    let kept = later
+        .wait_for(
+            WAIT,
+            "the retained timelapse",
+            is("farmcam/testnode/p1/timelapse"),
+        )
+        .await;
+    assert!(kept.retain);
+    assert_eq!(kept.json()["name"], name);
+}

@@ -96,6 +96,9 @@ impl Shared {
 
     fn incoming(&self, p: Publish) {
         let topic = p.topic.as_str();
+        if self.timelapse_command(topic, &p.payload) {
+            return;
+        }
         if topic == self.topics.ha_status() {
             if p.payload.as_ref() == b"online" {
                 debug!("mqtt: Home Assistant is online: announcing again");

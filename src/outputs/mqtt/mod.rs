@@ -16,6 +16,7 @@
 
 mod connection;
 mod publish;
+mod timelapse;
 mod tls;
 mod topics;
 
@@ -85,6 +86,9 @@ impl Mqtt {
                 if self.shared.config.ha_discovery {
                     stale.push(self.shared.topics.ha_camera(id));
                     stale.push(self.shared.topics.ha_button(id));
+                    if self.shared.timelapses.is_some() {
+                        stale.push(self.shared.topics.ha_timelapse(id));
+                    }
                 }
             }
         }
@@ -105,7 +109,15 @@ impl Mqtt {
 }
 
 /// Start publishing. `options` comes from [`options`].
-pub fn start(config: &MqttConfig, options: MqttOptions, registry: Arc<Registry>) -> Mqtt {
+/// Start publishing. `timelapses`: take timelapse commands and publish finished ones (their URLs
+/// made absolute with `base_url`, `[http] public_url`).
+pub fn start(
+    config: &MqttConfig,
+    options: MqttOptions,
+    registry: Arc<Registry>,
+    timelapses: Option<Arc<crate::timelapse::Timelapses>>,
+    base_url: Option<String>,
+) -> Mqtt {
     let (client, eventloop) = AsyncClient::new(options, QUEUE);
     let (connected_tx, connected) = watch::channel(false);
     let stop = CancellationToken::new();
@@ -123,12 +135,15 @@ pub fn start(config: &MqttConfig, options: MqttOptions, registry: Arc<Registry>)
         last_snapshot: Default::default(),
         stale: Mutex::new(Vec::new()),
         too_big: Mutex::new(LogLimit::new()),
+        timelapses,
+        base_url,
     });
     for camera in shared.registry.cameras() {
         shared.spawn_snapshots(camera, &tracker, &stop);
     }
     tracker.spawn(shared.clone().announcer(stop.clone()));
     tracker.spawn(shared.clone().states(stop.clone()));
+    tracker.spawn(shared.clone().finished_timelapses(stop.clone()));
     tracker.spawn(shared.clone().connection(eventloop, connected_tx, stop.clone()));
     Mqtt {
         stats,
@@ -156,6 +171,9 @@ struct Shared {
     /// announcer with an empty retained message.
     stale: Mutex<Vec<String>>,
     too_big: Mutex<LogLimit>,
+    timelapses: Option<Arc<crate::timelapse::Timelapses>>,
+    /// `[http] public_url`: what makes a timelapse's URL absolute.
+    base_url: Option<String>,
 }
 
 impl Shared {

@@ -37,6 +37,10 @@ impl Shared {
                     .await;
             }
             let mut subs = vec![format!("{}/+/snapshot/request", self.topics.prefix)];
+            if self.timelapses.is_some() {
+                subs.push(format!("{}/+/timelapse/start", self.topics.prefix));
+                subs.push(format!("{}/+/timelapse/stop", self.topics.prefix));
+            }
             if self.config.ha_discovery {
                 subs.push(self.topics.ha_status());
                 subs.push(format!("{}/camera/+/config", self.topics.ha));
@@ -51,7 +55,13 @@ impl Shared {
                 .await;
             for camera in self.registry.cameras() {
                 if self.config.ha_discovery {
-                    let (cam, button) = self.discovery(&camera);
+                    let (cam, button, timelapse) = self.discovery(&camera);
+                    if let Some(t) = timelapse {
+                        let _ = self
+                            .client
+                            .publish(self.topics.ha_timelapse(camera.id()), QoS::AtLeastOnce, true, t)
+                            .await;
+                    }
                     let _ = self
                         .client
                         .publish(self.topics.ha_camera(camera.id()), QoS::AtLeastOnce, true, cam)

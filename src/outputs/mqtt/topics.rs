@@ -36,6 +36,13 @@ impl Topics {
     pub(super) fn availability(&self, camera: &str) -> String {
         format!("{}/{camera}/availability", self.prefix)
     }
+    /// The latest finished timelapse of a camera (JSON, retained).
+    pub(super) fn timelapse(&self, camera: &str) -> String {
+        format!("{}/{camera}/timelapse", self.prefix)
+    }
+    pub(super) fn ha_timelapse(&self, camera: &str) -> String {
+        format!("{}/sensor/{}_timelapse/config", self.ha, self.object_id(camera))
+    }
     pub(super) fn ha_status(&self) -> String {
         format!("{}/status", self.ha)
     }
@@ -55,8 +62,9 @@ impl Topics {
 }
 
 impl Shared {
-    /// Home Assistant discovery payloads: an MQTT camera and a "take snapshot" button.
-    pub(super) fn discovery(&self, camera: &Camera) -> (String, String) {
+    /// Home Assistant discovery payloads: an MQTT camera, a "take snapshot" button, and with
+    /// timelapses a sensor of the latest one.
+    pub(super) fn discovery(&self, camera: &Camera) -> (String, String, Option<String>) {
         let id = camera.id();
         let device = json!({
             "identifiers": [self.topics.device_id()],
@@ -98,6 +106,10 @@ impl Shared {
             "availability": availability,
             "device": device,
         });
-        (cam.to_string(), button.to_string())
+        let timelapse = self
+            .timelapses
+            .is_some()
+            .then(|| self.timelapse_discovery(camera, &device, &availability));
+        (cam.to_string(), button.to_string(), timelapse)
     }
 }
