@@ -97,6 +97,8 @@ async fn a_timelapse_started_and_stopped_through_the_api_is_rendered_and_served(
     // Pictures spool as they come.
     let rec = wait_for(&d, &name, "6 pictures", |t| t["pictures"].as_u64() >= Some(6)).await;
     assert_eq!(rec["state"], "recording");
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["timelapse"]["recording"], true, "{cam}");
     let spooled = std::fs::read_dir(dir.path().join(format!("{name}.spool")))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
@@ -122,6 +124,13 @@ async fn a_timelapse_started_and_stopped_through_the_api_is_rendered_and_served(
     );
     let size = std::fs::metadata(&video).unwrap().len();
     assert_eq!(ready["size"], size);
+    let cam = d.camera("cam").await;
+    assert_eq!(cam["timelapse"]["recording"], false, "{cam}");
+    assert_eq!(cam["timelapse"]["latest_name"], name.as_str(), "{cam}");
+    assert_eq!(
+        cam["timelapse"]["latest_url"],
+        format!("http://{}/timelapses/{name}.mp4", d.main)
+    );
 
     // Served: whole, and by ranges as browsers and Home Assistant ask.
     let url = ready["url"].as_str().unwrap();
@@ -350,4 +359,38 @@ async fn a_klipper_print_is_recorded_layer_by_layer() {
 /// Run a future to its end from a synchronous closure (for `eventually`).
 fn futures_blocking<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// The wall shows each camera's latest timelapse as a link that plays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_links_each_cameras_latest_timelapse() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = farm(dir.path(), "");
+    let (_, started) = post(&d, "/cameras/cam/timelapse/start").await;
+    let name = started["name"].as_str().unwrap().to_string();
+    wait_for(&d, &name, "2 pictures", |t| t["pictures"].as_u64() >= Some(2)).await;
+    post(&d, "/cameras/cam/timelapse/stop").await;
+    wait_for(&d, &name, "the video", |t| t["state"] == "ready").await;
+    let browser = common::webdriver::Browser::start(1024, 768).await;
+    browser.goto(&format!("http://{}/", d.main)).await;
+    let link = browser
+        .wait_for(
+            WAIT,
+            "the timelapse link",
+            "const a = document.querySelector('article[data-camera=cam] .tl');
+             return a && !a.hidden ? a.href : null;",
+            |v| v.is_string(),
+        )
+        .await;
+    assert_eq!(link, format!("http://{}/timelapses/{name}.mp4", d.main));
+    // It plays: the browser reads the video's length.
+    let duration = browser
+        .eval(&format!(
+            "return await new Promise(ok => {{ const v = document.createElement('video');
+               v.onloadedmetadata = () => ok(v.duration); v.onerror = () => ok(-1);
+               v.src = '/timelapses/{name}.mp4'; }});"
+        ))
+        .await;
+    assert!(duration.as_f64().is_some_and(|s| s > 0.0), "{duration}");
+    browser.quit().await;
 }

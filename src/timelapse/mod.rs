@@ -61,6 +61,15 @@ pub enum Refused {
     Disk(String, String),
 }
 
+/// A camera's timelapses in a word, for `/api/cameras` and the wall.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Brief {
+    pub recording: bool,
+    /// Its latest ready timelapse's video, relative to farmcam's address.
+    pub latest_url: Option<String>,
+    pub latest_name: Option<String>,
+}
+
 /// One timelapse as `/api/timelapses` and MQTT show it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Info {
@@ -111,6 +120,8 @@ pub struct Timelapses {
     state: Mutex<State>,
     render_wake: Notify,
     finished: broadcast::Sender<Info>,
+    /// Each camera's latest ready timelapse (videos are listed once at start, then followed).
+    latest: Mutex<HashMap<String, Info>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -135,6 +146,7 @@ impl Timelapses {
             state: Mutex::default(),
             render_wake: Notify::new(),
             finished: broadcast::channel(16).0,
+            latest: Mutex::default(),
             tracker: TaskTracker::new(),
             shutdown: shutdown.child_token(),
         });
@@ -144,6 +156,7 @@ impl Timelapses {
                 t.config.dir.display()
             );
         }
+        spool::remove_leftovers(&t.config.dir);
         for (spool, mut meta) in spool::scan(&t.config.dir).spools {
             if meta.stopped.is_none() {
                 meta.stopped = Some(spool::now());
@@ -156,6 +169,7 @@ impl Timelapses {
                 );
             }
         }
+        t.find_latest();
         t.tracker.spawn(t.clone().renderer());
         t
     }
@@ -348,6 +362,31 @@ impl Timelapses {
         out
     }
 
+    /// What a camera's tile shows: whether it records, and its latest ready timelapse.
+    pub fn brief(&self, camera: &str) -> Brief {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap()
+            .get(camera)
+            .filter(|i| spool::video(&self.config.dir, &i.name).is_file())
+            .cloned();
+        Brief {
+            recording: self.recording(camera),
+            latest_url: latest.as_ref().and_then(|i| i.url.clone()),
+            latest_name: latest.map(|i| i.name),
+        }
+    }
+
+    /// Note the latest ready timelapse of each camera, from the directory.
+    fn find_latest(&self) {
+        let mut latest = HashMap::new();
+        for (_, meta, size) in spool::scan(&self.config.dir).videos {
+            latest.insert(meta.camera.clone(), self.video_info(&meta, size));
+        }
+        *self.latest.lock().unwrap() = latest;
+    }
+
     /// The video of a ready timelapse.
     pub fn video(&self, name: &str) -> Option<PathBuf> {
         let path = spool::video(&self.config.dir, name);
@@ -376,6 +415,8 @@ impl Timelapses {
             return Err(Refused::NoTimelapse(name.to_string()));
         }
         info!("timelapse {name}: deleted");
+        drop(state);
+        self.find_latest();
         Ok(())
     }
 
@@ -513,6 +554,10 @@ impl Timelapses {
                 Ok(info) => {
                     state.failed.remove(&meta.name);
                     drop(state);
+                    self.latest
+                        .lock()
+                        .unwrap()
+                        .insert(info.camera.clone(), info.clone());
                     let _ = self.finished.send(info);
                     self.keep_budget();
                 }
@@ -566,10 +611,12 @@ impl Timelapses {
         let found = spool::scan(&self.config.dir);
         let mut total: u64 = found.videos.iter().map(|(_, _, s)| s).sum::<u64>()
             + found.spools.iter().map(|(s, _)| s.size()).sum::<u64>();
+        let mut removed = false;
         for (_, meta, size) in &found.videos {
             if total <= self.config.max_size {
                 break;
             }
+            removed = true;
             match spool::remove_video(&self.config.dir, &meta.name) {
                 Ok(()) => {
                     warn!(
@@ -582,6 +629,9 @@ impl Timelapses {
                 }
                 Err(e) => warn!("timelapse {}: cannot remove it: {e}", meta.name),
             }
+        }
+        if removed {
+            self.find_latest();
         }
     }
 

@@ -177,8 +177,19 @@ pub struct Contents {
     pub videos: Vec<(PathBuf, Meta, u64)>,
 }
 
-/// Read the timelapse directory (a missing one is empty). Leftovers of a render that did not
-/// finish (`.NAME.mp4.tmp`) are removed.
+/// Remove what a render that did not finish left (`.NAME.mp4.tmp`): at start, before any render.
+pub fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".mp4.tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Read the timelapse directory (a missing one is empty).
 pub fn scan(root: &Path) -> Contents {
     let mut out = Contents::default();
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -189,8 +200,8 @@ pub fn scan(root: &Path) -> Contents {
         let Some(file) = path.file_name().and_then(|f| f.to_str()).map(str::to_string) else {
             continue;
         };
-        if file.starts_with('.') && file.ends_with(".mp4.tmp") {
-            let _ = std::fs::remove_file(&path);
+        if file.starts_with('.') {
+            continue;
         } else if let Some(name) = file.strip_suffix(".spool") {
             let spool = Spool { dir: path.clone() };
             let meta = spool.meta().unwrap_or_else(|_| Meta {

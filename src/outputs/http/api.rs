@@ -110,6 +110,8 @@ struct Entry<'a> {
     dedicated_snapshot_url: Option<String>,
     /// Snapshot uploads to Prusa Connect (`[camera.prusa_connect]`); None without.
     prusa_connect: Option<crate::outputs::prusa_connect::UploadStatus>,
+    /// Whether it records a timelapse, and its latest one (`[timelapse]`); None without.
+    timelapse: Option<crate::timelapse::Brief>,
 }
 
 /// A header's value if it is a plain host, prefix or scheme (nothing that could smuggle markup
@@ -200,6 +202,11 @@ pub fn cameras(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
                 dedicated_url: dedicated.as_ref().map(|d| format!("{d}/?action=stream")),
                 dedicated_snapshot_url: dedicated.map(|d| format!("{d}/?action=snapshot")),
                 prusa_connect: ctx.prusa.status(c.id()),
+                timelapse: ctx.timelapses.as_ref().map(|t| {
+                    let mut b = t.brief(c.id());
+                    b.latest_url = b.latest_url.map(|u| format!("{base}{u}"));
+                    b
+                }),
                 status: c.status(),
             }
         })
