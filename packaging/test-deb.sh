@@ -51,8 +51,10 @@ done
 perms=$($SUDO chroot "$ROOT" stat -c '%a %U:%G' /etc/farmcam/farmcam.toml)
 [ "$perms" = "640 root:farmcam" ] || fail "/etc/farmcam/farmcam.toml is $perms, not 640 root:farmcam"
 $SUDO chroot "$ROOT" grep -q '/etc/farmcam/farmcam.toml' /var/lib/dpkg/info/farmcam.conffiles || fail "config is not a conffile"
+perms=$($SUDO chroot "$ROOT" stat -c '%a %U:%G' /var/lib/farmcam/timelapses)
+[ "$perms" = "750 farmcam:farmcam" ] || fail "/var/lib/farmcam/timelapses is $perms, not 750 farmcam:farmcam"
 $SUDO chroot "$ROOT" farmcam check --config /etc/farmcam/farmcam.toml || fail "farmcam check on the shipped config"
-echo "test-deb: amd64 package OK (lintian, install, user, files, check)" >&2
+echo "test-deb: amd64 package OK (lintian, install, user, files, timelapse directory, check)" >&2
 
 # Cross builds (arm64, armhf): build the .deb, then run the binary under qemu user emulation:
 # --version, `check` on the shipped configuration, and a turned, scaled snapshot of a test
