@@ -9,17 +9,26 @@
 # the same run ffmpeg's floor for the same work: a stream copy of each camera (what WebRTC viewers
 # take), a keyframe decode + JPEG encode of each (what 1 Hz snapshots need), and for MJPEG viewers
 # two full transcodes. `--walls N` opens the wall N times (N Chromium browsers from the same
-# address, as two people behind one proxy or two tabs). Run by hand, not in CI (WebRTC viewers
-# need `packaging/dev.sh deps`):
-#   benches/farm.sh [--walls N] [CAMERAS] [SECONDS] [webrtc|mjpeg]     (defaults 1, 20, 60, webrtc)
+# address, as two people behind one proxy or two tabs). `--timelapse` records a timelapse of
+# every camera (one picture every 5 s) during the measurement, then stops them all and measures
+# the renders' CPU time per minute of print. Run by hand, not in CI (WebRTC viewers need
+# `packaging/dev.sh deps`):
+#   benches/farm.sh [--walls N] [--timelapse] [CAMERAS] [SECONDS] [webrtc|mjpeg]
+#                                                                   (defaults 1, off, 20, 60, webrtc)
 set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 WALLS=1
-if [ "${1:-}" = --walls ]; then
-    WALLS=$2
-    shift 2
-fi
+TIMELAPSE=""
+while [ "${1:-}" = --walls ] || [ "${1:-}" = --timelapse ]; do
+    if [ "$1" = --walls ]; then
+        WALLS=$2
+        shift 2
+    else
+        TIMELAPSE=1
+        shift
+    fi
+done
 N=${1:-20}
 SECS=${2:-60}
 VIEWERS=${3:-webrtc}
@@ -49,6 +58,7 @@ mosquitto -c "$DIR/mosquitto.conf" > "$DIR/mosquitto.log" 2>&1 &
 # farmcam
 {
     printf '[http]\nlisten = "127.0.0.1:8096"\n[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nsnapshot_interval = "10s"\n[webrtc]\nlisten = "127.0.0.1:8557"\n' $MQTT_PORT
+    [ -n "$TIMELAPSE" ] && printf '[timelapse]\ndir = "%s/timelapses"\ninterval = "5s"\n' "$DIR"
     for i in $(seq 1 "$N"); do
         printf '[[camera]]\nid = "cam%s"\nsource = "%s"\n' "$i" "$(src "$i")"
     done
@@ -71,6 +81,12 @@ for i in 1 2; do
 done
 # Warm-up: every camera connected, the wall's tiles sized.
 sleep 15
+if [ -n "$TIMELAPSE" ]; then
+    for i in $(seq 1 "$N"); do
+        curl -sf -X POST -o /dev/null "http://127.0.0.1:8096/cameras/cam$i/timelapse/start?printer=p$i"
+    done
+    TL_START=$(date +%s.%N)
+fi
 bytes_sent() {
     curl -s http://127.0.0.1:8096/metrics | awk '/^farmcam_bytes_sent_total/{s+=$2} END{printf "%d\n", s}'
 }
@@ -81,6 +97,20 @@ sleep "$SECS"
 t1=$(ticks "$FC"); s1=$(date +%s.%N)
 b1=$(bytes_sent); v1=$(viewer_bytes)
 read -r PSS PROCS < <(pss_kb "$FC")
+if [ -n "$TIMELAPSE" ]; then
+    # Every print ends: the renders (ffmpeg at idle priority) over the farm's own work.
+    for i in $(seq 1 "$N"); do
+        curl -sf -X POST -o /dev/null "http://127.0.0.1:8096/cameras/cam$i/timelapse/stop?outcome=complete"
+    done
+    PRINT_MIN=$(python3 -c "print(($(date +%s.%N)-$TL_START)/60)")
+    r0=$(ticks "$FC"); rs0=$(date +%s.%N)
+    # Polled once a second: the list reads the directory.
+    until curl -s http://127.0.0.1:8096/api/timelapses | python3 -c "import json,sys; t=json.load(sys.stdin); sys.exit(0 if len(t)==$N and all(x['state']=='ready' for x in t) else 1)"; do
+        sleep 1
+    done
+    r1=$(ticks "$FC"); rs1=$(date +%s.%N)
+    curl -s http://127.0.0.1:8096/api/timelapses > "$DIR/timelapses.json"
+fi
 # By kind: farmcam itself, its shared decoder helper, its ffmpeg children.
 OWN_PSS=$(awk '/^Pss:/{print $2}' "/proc/$FC/smaps_rollup")
 # Where a process's PSS goes: libraries and the binary (file-backed) against its own memory.
@@ -154,6 +184,11 @@ echo "camera connections: upstream_opens per camera $OPENS; the RTSP server acce
 echo "decoder modes at the end: $DECODERS"
 echo "live viewers at the end: $(python3 -c "import json;c=json.load(open('$DIR/status.json'));k=[x['viewers_by_kind'] for x in c];print(sum(v['webrtc'] for v in k), 'WebRTC,', sum(v['mjpeg'] for v in k), 'MJPEG')")"
 echo "the wall's bytes per second (snapshots): $WALL_BPS"
+if [ -n "$TIMELAPSE" ]; then
+    # The render phase's CPU beyond the farm's own rate, per camera and minute of print.
+    RENDER_S=$(python3 -c "print(($r1-$r0)/100 - $FARM_CPU/100*($rs1-$rs0))")
+    echo "timelapses: $N recorded for $(python3 -c "print(f'{$PRINT_MIN:.1f}')") min, $(python3 -c "import json;t=json.load(open('$DIR/timelapses.json'));print(sum(x['pictures'] for x in t), 'pictures,', round(sum(x['size'] for x in t)/1e6,1), 'MB of video')"); rendered in $(python3 -c "print(f'{$rs1-$rs0:.1f}')") s: $(python3 -c "print(f'{$RENDER_S:.1f}')") s of CPU, $(python3 -c "print(f'{$RENDER_S/$N/$PRINT_MIN:.2f}')") s per camera and minute of print"
+fi
 echo "| target | ratio |"
 echo "| --- | --- |"
 echo "| farmcam / ffmpeg floor (≤ 1.5) | $(python3 -c "print(f'{$FARM_CPU/$FLOOR_CPU:.2f}')") |"
