@@ -196,3 +196,40 @@ async fn h264_cameras_are_registered_for_webrtc_with_a_jpeg_snapshot() {
     let offer: Value = serde_json::from_slice(&offer.body).unwrap();
     assert_eq!(offer["type"], "offer");
 }
+
+/// With `[timelapse]`, farmcam also holds the real Moonraker's websocket (it identifies itself and
+/// waits for Klipper, which this Moonraker has not: no subscription is made, nothing fails), and
+/// still registers the cameras.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timelapse_trigger_holds_the_real_moonrakers_websocket() {
+    let m = Moonraker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&config(
+        "",
+        &format!(
+            "[timelapse]\ndir = \"{}\"\n[[moonraker]]\nurl = \"{}\"\nfarmcam_url = \"http://10.0.0.5:8080\"\nname = \"voron\"\ncameras = [\"p1\"]\n{}",
+            dir.path().display(),
+            m.url(),
+            cam("p1", "Printer 1")
+        ),
+    ));
+    list_where(&m, "the camera registered", |l| ours(l).len() == 1).await;
+    let clients = common::eventually(WAIT, "farmcam's websocket client at Moonraker", || {
+        let r = common::futures_blocking(common::get(m.addr(), "/server/info"));
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        (v["result"]["websocket_count"].as_u64() >= Some(1)).then_some(v)
+    })
+    .await;
+    assert_eq!(clients["result"]["klippy_state"], "disconnected", "{clients}");
+    assert!(
+        d.log_text()
+            .contains("timelapses of printer \"voron\"'s prints by p1"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text().contains("websocket:"),
+        "no websocket error: {}",
+        d.log_text()
+    );
+}

@@ -302,7 +302,7 @@ async fn a_klipper_print_is_recorded_layer_by_layer() {
     assert!(list(&d).await.is_empty(), "nothing printing, nothing recorded");
     m.update(serde_json::json!({ "state": "printing", "filename": "benchy.gcode", "info": { "current_layer": 1 } }));
     let name = eventually(WAIT, "the print's timelapse", || {
-        let all = futures_blocking(list(&d));
+        let all = common::futures_blocking(list(&d));
         all.first().map(|t| t["name"].as_str().unwrap().to_string())
     })
     .await;
@@ -354,11 +354,6 @@ async fn a_klipper_print_is_recorded_layer_by_layer() {
         probe(&dir.path().join(format!("{name}.mp4"))),
         format!("h264,320,240,{pictures}")
     );
-}
-
-/// Run a future to its end from a synchronous closure (for `eventually`).
-fn futures_blocking<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// The wall shows each camera's latest timelapse as a link that plays it.

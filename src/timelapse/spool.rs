@@ -179,7 +179,9 @@ pub struct Contents {
 
 /// Remove what a render that did not finish left (`.NAME.mp4.tmp`): at start, before any render.
 pub fn remove_leftovers(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
