@@ -44,20 +44,9 @@ impl Canvas {
     /// Draw text with the 8x8 font magnified `scale` times; returns the width drawn.
     /// Characters the font lacks are drawn as '?'; an em dash is drawn as a long dash.
     pub fn text(&mut self, x: i64, y: i64, scale: u32, s: &str, color: Rgb) -> i64 {
-        let scale = scale.max(1) as i64;
-        let mut cx = x;
-        for ch in s.chars() {
-            let glyph = glyph(ch);
-            for (gy, bits) in glyph.iter().enumerate() {
-                for gx in 0..8 {
-                    if bits & (1 << gx) != 0 {
-                        self.fill(cx + gx * scale, y + gy as i64 * scale, scale, scale, color);
-                    }
-                }
-            }
-            cx += 8 * scale;
-        }
-        cx - x
+        text_cells(x, y, scale, s, |cx, cy, side| {
+            self.fill(cx, cy, side, side, color)
+        })
     }
 
     /// Text centred horizontally at row `y`, scaled down until it fits the width.
@@ -95,6 +84,24 @@ impl Canvas {
 pub fn fit_scale(width: u32, chars: usize, max_scale: u32) -> u32 {
     let per_scale = (chars.max(1) * 8) as u32;
     (width.saturating_sub(16) / per_scale).clamp(1, max_scale.max(1))
+}
+
+/// The lit cells of `s` in the 8x8 font magnified `scale` times from (`x`, `y`): `cell(x, y,
+/// side)` for each (for drawing into any picture); returns the width of the text.
+pub fn text_cells(x: i64, y: i64, scale: u32, s: &str, mut cell: impl FnMut(i64, i64, i64)) -> i64 {
+    let scale = scale.max(1) as i64;
+    let mut cx = x;
+    for ch in s.chars() {
+        for (gy, bits) in glyph(ch).iter().enumerate() {
+            for gx in 0..8 {
+                if bits & (1 << gx) != 0 {
+                    cell(cx + gx * scale, y + gy as i64 * scale, scale);
+                }
+            }
+        }
+        cx += 8 * scale;
+    }
+    cx - x
 }
 
 fn glyph(ch: char) -> [u8; 8] {

@@ -20,7 +20,7 @@ use crate::frame::Size;
 use crate::media::codec::I420;
 use crate::media::jpeg;
 use crate::media::orientation::Op;
-use crate::media::render::{fit_scale, Canvas};
+use crate::media::render::{fit_scale, text_cells, Canvas};
 use std::sync::atomic::Ordering::Relaxed;
 
 pub const DEFAULT_SIZE: Size = Size {
@@ -290,55 +290,40 @@ impl Prepared {
                 )
             }
         };
-        let mut text = Canvas::new(size.width, band_h.max(1), [0, 0, 0]);
-        let scale = fit_scale(text.width, label.len(), 3);
-        text.text(
-            8,
-            (text.height as i64 - 8 * scale as i64) / 2,
-            scale,
-            &label,
-            [255, 255, 0],
-        );
-        paste(
-            &mut p,
-            band_y,
-            &I420::from_rgb_limited(
-                &text.rgb,
-                Size {
-                    width: size.width,
-                    height: text.height,
-                },
-            ),
-        );
-        fill_white(&mut p, x, box_y, bw, box_h);
+        // The text band: black, the label in yellow, drawn straight into the planes.
+        fill(&mut p, 0, band_y as i64, size.width as i64, band_h as i64, BLACK);
+        let scale = fit_scale(size.width, label.len(), 3);
+        let top = band_y as i64 + (band_h as i64 - 8 * scale as i64) / 2;
+        text_cells(8, top, scale, &label, |x, y, side| {
+            fill(&mut p, x, y, side, side, YELLOW)
+        });
+        fill(&mut p, x, box_y, bw, box_h, WHITE);
         p
     }
 }
 
-/// Copy `band` (as wide as `p`) into `p` from row `y` (even) down, clipped to `p`.
-fn paste(p: &mut I420, y: u32, band: &I420) {
-    let w = p.size.width as usize;
-    let cw = I420::chroma_size(p.size).width as usize;
-    let rows = (band.size.height.min(p.size.height.saturating_sub(y))) as usize;
-    let (y, cy, crows) = (y as usize, y as usize / 2, rows / 2);
-    p.y[y * w..(y + rows) * w].copy_from_slice(&band.y[..rows * w]);
-    p.u[cy * cw..(cy + crows) * cw].copy_from_slice(&band.u[..crows * cw]);
-    p.v[cy * cw..(cy + crows) * cw].copy_from_slice(&band.v[..crows * cw]);
-}
+/// Limited-range BT.601 (Y, U, V) of the pattern's colours.
+const BLACK: [u8; 3] = [16, 128, 128];
+const WHITE: [u8; 3] = [235, 128, 128];
+/// [255, 255, 0].
+const YELLOW: [u8; 3] = [210, 16, 146];
 
-/// A white rectangle, clipped to the picture.
-fn fill_white(p: &mut I420, x: i64, y: i64, w: i64, h: i64) {
+/// A rectangle of one colour, clipped to the picture (chroma of the 2x2 blocks it touches).
+fn fill(p: &mut I420, x: i64, y: i64, w: i64, h: i64, [cy, cu, cv]: [u8; 3]) {
     let (pw, ph) = (p.size.width as i64, p.size.height as i64);
     let (x0, x1) = (x.clamp(0, pw) as usize, (x + w).clamp(0, pw) as usize);
     let (y0, y1) = (y.clamp(0, ph) as usize, (y + h).clamp(0, ph) as usize);
+    if x0 >= x1 || y0 >= y1 {
+        return;
+    }
     let cw = I420::chroma_size(p.size).width as usize;
     for r in y0..y1 {
-        p.y[r * pw as usize + x0..r * pw as usize + x1].fill(235);
+        p.y[r * pw as usize + x0..r * pw as usize + x1].fill(cy);
     }
     for r in y0 / 2..y1.div_ceil(2) {
         let row = r * cw;
-        p.u[row + x0 / 2..row + x1.div_ceil(2)].fill(128);
-        p.v[row + x0 / 2..row + x1.div_ceil(2)].fill(128);
+        p.u[row + x0 / 2..row + x1.div_ceil(2)].fill(cu);
+        p.v[row + x0 / 2..row + x1.div_ceil(2)].fill(cv);
     }
 }
 
