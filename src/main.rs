@@ -351,6 +351,17 @@ fn main() -> ExitCode {
                 if let Some(v) = ffmpeg {
                     out!("  ffmpeg: {v}");
                 }
+                if let Some(t) = &c.timelapse {
+                    out!(
+                        "  timelapses: {} ({}), a picture every {}{}; within {} MiB, none below {} MiB free",
+                        t.dir.display(),
+                        farmcam::timelapse::spool::dir_state(&t.dir),
+                        humantime::format_duration(t.interval),
+                        if t.per_layer { " or per layer" } else { "" },
+                        t.max_size >> 20,
+                        t.min_free >> 20
+                    );
+                }
                 for why in c.warnings() {
                     out!("  warning: {why}");
                 }

@@ -115,6 +115,28 @@ fn check_says_which_encoder_each_camera_gets_and_why() {
     );
 }
 
+/// `check` says where timelapses go and whether farmcam can write there.
+#[test]
+fn check_says_where_timelapses_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[timelapse]\ndir = \"{}\"\ninterval = \"10s\"\n[[camera]]\nid = \"a\"\nsource = \"test:\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("timelapses: {} (writable", dir.path().display()))
+            && out.contains("a picture every 10s or per layer"),
+        "{out}"
+    );
+}
+
 #[test]
 fn missing_config_is_a_config_error_with_a_hint() {
     let (code, _, err) = run(&["check", "--config", "/nonexistent/farmcam.toml"]);

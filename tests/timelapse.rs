@@ -389,3 +389,41 @@ async fn the_wall_links_each_cameras_latest_timelapse() {
     assert!(duration.as_f64().is_some_and(|s| s > 0.0), "{duration}");
     browser.quit().await;
 }
+
+/// A render that fails (here: no ffmpeg where `[ffmpeg] path` says) is said with its reason, its
+/// pictures are kept, and it is made when farmcam starts again with a working ffmpeg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_render_is_said_and_its_pictures_kept_until_it_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = farm(dir.path(), "[ffmpeg]\npath = \"/nonexistent/ffmpeg\"\n");
+    let (_, started) = post(&d, "/cameras/cam/timelapse/start").await;
+    let name = started["name"].as_str().unwrap().to_string();
+    wait_for(&d, &name, "3 pictures", |t| t["pictures"].as_u64() >= Some(3)).await;
+    post(&d, "/cameras/cam/timelapse/stop").await;
+    let failed = wait_for(&d, &name, "the render failed", |t| t["state"] == "failed").await;
+    let why = failed["error"].as_str().unwrap();
+    assert!(
+        why.contains("ffmpeg not found") && why.contains("[ffmpeg] path"),
+        "{failed}"
+    );
+    assert!(
+        d.log_text()
+            .contains("its pictures are kept and it is tried again"),
+        "{}",
+        d.log_text()
+    );
+    let pictures = failed["pictures"].as_u64().unwrap();
+    assert!(dir
+        .path()
+        .join(format!("{name}.spool/{pictures:06}.jpg"))
+        .is_file());
+    d.signal(libc::SIGTERM);
+    d.wait_exit(WAIT).expect("stopped");
+    let d = farm(dir.path(), "");
+    let ready = wait_for(&d, &name, "the video at the next start", |t| {
+        t["state"] == "ready"
+    })
+    .await;
+    assert_eq!(ready["pictures"], pictures);
+    assert_eq!(ready["outcome"], "stopped");
+}

@@ -248,6 +248,33 @@ pub fn remove_video(root: &Path, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether farmcam (this user) can keep timelapses in `dir`, as `farmcam check` says it.
+pub fn dir_state(dir: &Path) -> String {
+    let writable = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            // SAFETY: a valid C string.
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+    };
+    let free = free_space(dir)
+        .map(|f| format!(", {} MiB free", f >> 20))
+        .unwrap_or_default();
+    if dir.is_dir() {
+        if writable(dir) {
+            format!("writable{free}")
+        } else {
+            format!("NOT writable by this user: chown it to farmcam's user{free}")
+        }
+    } else {
+        let parent = dir.ancestors().skip(1).find(|p| p.exists());
+        match parent {
+            Some(p) if writable(p) => format!("created at start{free}"),
+            _ => {
+                "does not exist and cannot be created by this user: create it, owned by farmcam's user".into()
+            }
+        }
+    }
+}
+
 /// Free bytes for an unprivileged user on the file system holding `path` (its nearest existing
 /// ancestor); `None` if it cannot be asked.
 pub fn free_space(path: &Path) -> Option<u64> {
