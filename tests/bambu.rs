@@ -591,3 +591,27 @@ async fn a_print_is_recorded_from_the_printers_mqtt_reports() {
         "the access code never reaches the log"
     );
 }
+
+/// A P1/A1 camera's JPEGs with the software encoder: live H.264 over RTSP at the camera's size,
+/// on the one printer connection MJPEG viewers use (issue 41).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printers_jpegs_play_as_h264_with_the_software_encoder() {
+    let printer = FakePrinter::start(&[Mode::Normal]).await;
+    let d = Daemon::start(&format!(
+        "{}\n[rtsp]\nlisten = \"127.0.0.1:0\"\nudp_port = 0\n",
+        camera(&printer.url(), "h264_encoder = \"software\"\nidle_grace = \"2s\"")
+    ));
+    let mut s = viewer(&d).await;
+    live_frames(&mut s, 2).await;
+    let url = d.rtsp_url("p1s");
+    let probed = common::rtsp::probe(&url, "tcp");
+    assert!(probed.starts_with("h264,320,240,"), "{probed}\n{}", d.log_text());
+    let (times, complaints) = common::rtsp::decode(&url, "tcp", 10);
+    assert!(times.len() >= 9, "{times:?} {complaints}");
+    live_frames(&mut s, 2).await;
+    assert_eq!(
+        printer.max_concurrent.load(SeqCst),
+        1,
+        "one printer connection for both"
+    );
+}
