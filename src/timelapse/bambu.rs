@@ -15,11 +15,10 @@ use rumqttc::{
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::print::{Phase, Print, Report};
-use super::Timelapses;
+use super::{Timelapses, Triggers};
 use crate::config::CameraConfig;
 use crate::source::bambu::{printer_of, tls_config, Printer};
 use crate::util::backoff::Backoff;
@@ -28,20 +27,6 @@ use crate::util::log_limit::{held_back, LogLimit};
 /// Reports of an X1 carry its whole state: tens of kB.
 const MAX_PACKET: usize = 1 << 20;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
-
-/// The running triggers.
-pub struct Triggers {
-    stop: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Triggers {
-    pub async fn stop(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
 
 /// One printer: how to reach it, its serial if configured, and its cameras.
 struct Watched {
@@ -55,10 +40,7 @@ struct Watched {
 
 /// Watch every Bambu printer a camera of `cameras` records.
 pub fn start(cameras: &[Arc<CameraConfig>], timelapses: &Arc<Timelapses>) -> Triggers {
-    let t = Triggers {
-        stop: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let t = Triggers::default();
     let mut printers: BTreeMap<(String, u16), Watched> = BTreeMap::new();
     for c in cameras.iter().filter(|c| c.timelapse) {
         let Some(printer) = printer_of(&c.source) else {

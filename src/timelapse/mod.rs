@@ -37,6 +37,21 @@ const RETRY: Duration = Duration::from_secs(60);
 /// The budget is checked again after this many pictures of a recording.
 const BUDGET_EVERY: u64 = 20;
 
+/// The running tasks of a kind of trigger (Moonraker's printers, Bambu's), stopped together.
+#[derive(Default)]
+pub struct Triggers {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Triggers {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
 /// What starts a timelapse, and what it knows of the print.
 #[derive(Clone, Debug, Default)]
 pub struct StartRequest {

@@ -14,11 +14,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::print::{Phase, Print, Report};
-use super::Timelapses;
+use super::{Timelapses, Triggers};
 use crate::config::MoonrakerConfig;
 use crate::moonraker_api::{request, websocket, Socket};
 use crate::util::backoff::Backoff;
@@ -31,26 +30,9 @@ const IDENTIFY: u64 = 1;
 const SERVER_INFO: u64 = 2;
 const SUBSCRIBE: u64 = 3;
 
-/// The running triggers.
-pub struct Triggers {
-    stop: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Triggers {
-    pub async fn stop(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
 /// Watch every `[[moonraker]]` printer that records timelapses.
 pub fn start(configs: &[MoonrakerConfig], timelapses: &Arc<Timelapses>) -> Triggers {
-    let t = Triggers {
-        stop: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let t = Triggers::default();
     for c in configs.iter().filter(|c| c.timelapse) {
         let cameras = match &c.cameras {
             Some(ids) if !ids.is_empty() => ids.clone(),

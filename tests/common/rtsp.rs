@@ -225,29 +225,16 @@ pub fn probe(url: &str, transport: &str) -> String {
 /// timestamps say (a decoder's frame times may be its own guesses from the stream's rate).
 #[allow(dead_code)]
 pub fn packet_times(url: &str, transport: &str, packets: u32) -> Vec<f64> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-select_streams",
-            "v",
-        ])
-        .args(["-read_intervals", &format!("%+#{packets}"), "-show_packets"])
-        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect()
+    times_of(url, transport, packets, "packet").0
 }
 
 /// ffprobe decoding `frames` frames: the presentation times, and what it complained of.
 pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
+    times_of(url, transport, frames, "frame")
+}
+
+/// The `pts_time` of the first `n` video `what`s (`packet` or `frame`) ffprobe reads from `url`.
+fn times_of(url: &str, transport: &str, n: u32, what: &str) -> (Vec<f64>, String) {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -257,8 +244,8 @@ pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
             "-select_streams",
             "v",
         ])
-        .args(["-read_intervals", &format!("%+#{frames}"), "-show_frames"])
-        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+        .args(["-read_intervals", &format!("%+#{n}"), &format!("-show_{what}s")])
+        .args(["-show_entries", &format!("{what}=pts_time"), "-of", "csv=p=0"])
         .arg(url)
         .stdin(Stdio::null())
         .output()
