@@ -96,9 +96,12 @@ struct Clock {
     units: u64,
     /// The latest presentation time, unrounded (given rounded); `None` before the first unit.
     exact: Option<f64>,
-    /// Times are the arrivals themselves (an encoder's pictures, which come as the camera makes
-    /// them, one by one): a camera slower than its nominal rate is not pressed onto its steps.
+    /// Times are the arrivals put on the nominal rate's grid (an encoder's pictures, which come
+    /// as the camera makes them, one by one): a camera slower than its nominal rate keeps its
+    /// own pace in whole steps instead of being pressed onto one step per unit.
     by_arrival: bool,
+    /// With `by_arrival`: where the grid starts (the first unit's time, on this connection).
+    anchor: Option<f64>,
 }
 
 impl Clock {
@@ -123,6 +126,7 @@ impl Clock {
             units: 0,
             exact: None,
             by_arrival: false,
+            anchor: None,
         }
     }
 
@@ -147,7 +151,15 @@ impl Clock {
             return arrived.round() as u64;
         };
         let pts = match step {
-            _ if self.by_arrival => arrived,
+            // On the nominal rate's grid, where the arrival is: steady steps for a camera at
+            // its rate (a player guessing the rate from the timestamps reads it), whole steps
+            // apart for a slower one, never the same time twice.
+            Some(step) if self.by_arrival => {
+                let anchor = *self.anchor.get_or_insert(last);
+                let snapped = anchor + ((arrived - anchor) / step).round() * step;
+                snapped.max(last + step)
+            }
+            None if self.by_arrival => arrived,
             // The warm-up without a known rate: arrival times (nobody gets these units timed so).
             None => arrived,
             // The first unit after a reconnect: one step on, or where it arrived if later.
@@ -230,6 +242,7 @@ impl Clock {
         self.hint = None;
         self.arrivals.clear();
         self.units = 0;
+        self.anchor = None;
         if !keep {
             self.locked = None;
         }
@@ -339,9 +352,8 @@ impl UnitFeed {
         self.clock.lock().unwrap().configured = fps.filter(|f| *f > 0).map(f64::from);
     }
 
-    /// Time units by their arrival alone (for an encoder's output: its pictures come one by
-    /// one as the camera makes them, at whatever rate it runs); the step is still the nominal
-    /// rate, for consumers that announce one.
+    /// Time units by their arrival, on the nominal rate's grid (for an encoder's output: its
+    /// pictures come one by one as the camera makes them, at whatever rate it runs).
     pub fn time_by_arrival(&self) {
         self.clock.lock().unwrap().by_arrival = true;
     }
@@ -571,6 +583,23 @@ mod tests {
             "the nominal rate, for those who announce one"
         );
         assert!(clock.stamp(t0) > *pts.last().unwrap(), "never backwards");
+        drop(clock);
+        // A camera at the nominal 30 fps whose pictures arrive with up to ±4 ms of jitter:
+        // steady steps (ffprobe reads 30/1, not 30000/1001).
+        let feed = UnitFeed::default();
+        feed.set_configured_rate(Some(30));
+        feed.time_by_arrival();
+        let mut clock = feed.clock.lock().unwrap();
+        let t0 = clock.origin;
+        let pts: Vec<u64> = (0..60u64)
+            .map(|i| {
+                let jitter = [0i64, 4, -3, 3, -4, 1][(i % 6) as usize];
+                let at = (i as i64 * 33_333 + 10_000 + jitter * 1000) as u64;
+                clock.stamp(t0 + std::time::Duration::from_micros(at))
+            })
+            .collect();
+        let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|&d| d == 3000), "{steps:?}");
     }
 
     #[test]
