@@ -245,7 +245,8 @@ pub async fn run(mut config: Config, path: &Path) -> anyhow::Result<()> {
 /// running configuration kept). Otherwise cameras are reconciled: unchanged ones untouched, new
 /// ones added, changed ones restarted, removed ones stopped. Access settings (`[http.auth]`,
 /// `allowed_hosts`, `allowed_origins`), `[[wall.gateway]]` and Prusa Connect uploads apply at
-/// once: a revoked token or user stops working with the reload. Listener, MQTT and light settings take effect at the next
+/// once: a revoked token or user stops working with the reload. Listener, MQTT, light and
+/// `[timelapse]` settings take effect at the next
 /// restart (said in the log). Returns the configuration now in force.
 fn reload(
     current: Config,
@@ -326,6 +327,9 @@ fn reload(
     }
     if new.rtsp != current.rtsp {
         later.push("[rtsp]");
+    }
+    if new.timelapse != current.timelapse {
+        later.push("[timelapse]");
     }
     let listen = |c: &Config| {
         c.cameras

@@ -427,3 +427,23 @@ async fn a_failed_render_is_said_and_its_pictures_kept_until_it_works() {
     assert_eq!(ready["pictures"], pictures);
     assert_eq!(ready["outcome"], "stopped");
 }
+
+/// `[timelapse]` changed by a reload is said to take effect at the next restart (recordings go
+/// on as they are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_timelapse_settings_wait_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = farm(dir.path(), "");
+    let path = d.config_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("interval = \"500ms\"", "interval = \"2s\"");
+    std::fs::write(&path, text).unwrap();
+    d.signal(libc::SIGHUP);
+    eventually(WAIT, "the reload said", || {
+        d.log_text()
+            .contains("reload: changes to [timelapse] take effect when farmcam restarts")
+            .then_some(())
+    })
+    .await;
+}
