@@ -543,14 +543,11 @@ async fn a_print_is_recorded_from_the_printers_mqtt_reports() {
     };
     let pictures = |v: &serde_json::Value| v[0]["pictures"].as_u64().unwrap_or(0);
     report(serde_json::json!({ "print": { "gcode_state": "RUNNING", "subtask_name": "Benchy", "layer_num": 1 } })).await;
-    let mut all = list().await;
-    for _ in 0..400 {
-        if pictures(&all) >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        all = list().await;
-    }
+    let all = common::eventually_async(WAIT, "the print's timelapse with its first picture", || async {
+        let all = list().await;
+        (pictures(&all) >= 1).then_some(all)
+    })
+    .await;
     let name = all[0]["name"].as_str().expect("a timelapse").to_string();
     assert!(
         name.starts_with("P1S-01_Benchy_") && name.ends_with("_p1s"),
@@ -565,24 +562,17 @@ async fn a_print_is_recorded_from_the_printers_mqtt_reports() {
     for layer in 2..=3u64 {
         let before = pictures(&list().await);
         report(serde_json::json!({ "print": { "layer_num": layer } })).await;
-        for _ in 0..400 {
-            if pictures(&list().await) > before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(pictures(&list().await) > before, "a picture for layer {layer}");
+        common::eventually_async(WAIT, &format!("a picture for layer {layer}"), || async {
+            (pictures(&list().await) > before).then_some(())
+        })
+        .await;
     }
     report(serde_json::json!({ "print": { "gcode_state": "FINISH" } })).await;
-    let mut done = list().await;
-    for _ in 0..1200 {
-        if done[0]["state"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        done = list().await;
-    }
-    assert_eq!(done[0]["state"], "ready", "{done}\n{}", d.log_text());
+    let done = common::eventually_async(WAIT * 3, "the video", || async {
+        let all = list().await;
+        (all[0]["state"] == "ready").then_some(all)
+    })
+    .await;
     assert_eq!(done[0]["outcome"], "complete");
     assert_eq!(done[0]["file"], "Benchy");
     assert!(done[0]["pictures"].as_u64() >= Some(3), "{done}");

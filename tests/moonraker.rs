@@ -214,8 +214,8 @@ async fn the_timelapse_trigger_holds_the_real_moonrakers_websocket() {
         ),
     ));
     list_where(&m, "the camera registered", |l| ours(l).len() == 1).await;
-    let clients = common::eventually(WAIT, "farmcam's websocket client at Moonraker", || {
-        let r = common::futures_blocking(common::get(m.addr(), "/server/info"));
+    let clients = common::eventually_async(WAIT, "farmcam's websocket client at Moonraker", || async {
+        let r = common::get(m.addr(), "/server/info").await;
         let v: Value = serde_json::from_slice(&r.body).ok()?;
         (v["result"]["websocket_count"].as_u64() >= Some(1)).then_some(v)
     })

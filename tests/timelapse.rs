@@ -46,21 +46,10 @@ async fn list(d: &Daemon) -> Vec<Value> {
 
 /// Wait until the timelapse `name` satisfies `ok`.
 async fn wait_for(d: &Daemon, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let all = list(d).await;
-        if let Some(t) = all.iter().find(|t| t["name"] == name) {
-            if ok(t) {
-                return t.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {WAIT:?}: {what}: {all:?}\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually_async(WAIT, &format!("timelapse {name}: {what}"), || async {
+        list(d).await.into_iter().find(|t| t["name"] == name && ok(t))
+    })
+    .await
 }
 
 /// What ffprobe says of a video: codec, size and the frames it decodes.
@@ -301,9 +290,11 @@ async fn a_klipper_print_is_recorded_layer_by_layer() {
     .await;
     assert!(list(&d).await.is_empty(), "nothing printing, nothing recorded");
     m.update(serde_json::json!({ "state": "printing", "filename": "benchy.gcode", "info": { "current_layer": 1 } }));
-    let name = eventually(WAIT, "the print's timelapse", || {
-        let all = common::futures_blocking(list(&d));
-        all.first().map(|t| t["name"].as_str().unwrap().to_string())
+    let name = common::eventually_async(WAIT, "the print's timelapse", || async {
+        list(&d)
+            .await
+            .first()
+            .map(|t| t["name"].as_str().unwrap().to_string())
     })
     .await;
     assert!(

@@ -719,8 +719,3 @@ pub fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&jpeg[at..]);
     out
 }
-
-/// Run a future to its end from a synchronous closure (for `eventually`).
-pub fn futures_blocking<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
-}
