@@ -11,16 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 SECS=${1:-20}
-BIN=target/release/farmcam
-AIORTC="bash tests/peers/aiortc/run.sh"
-cargo build --release --bin farmcam
-$AIORTC --install >/dev/null
-DIR=$(mktemp -d)
-cleanup() {
-    kill $(jobs -p) 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+aiortc_bench_setup
 URL=http://127.0.0.1:8097/cameras/cam
 
 config() {

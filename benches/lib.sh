@@ -67,3 +67,14 @@ wait_until() {
         sleep 0.1
     done
 }
+
+# The set-up of the benchmarks with aiortc viewers: the release farmcam in $BIN, aiortc in
+# $AIORTC (its venv made), a scratch $DIR, and on exit every background job killed and $DIR gone.
+aiortc_bench_setup() {
+    BIN=target/release/farmcam
+    AIORTC="bash tests/peers/aiortc/run.sh"
+    cargo build --release --bin farmcam
+    $AIORTC --install >/dev/null
+    DIR=$(mktemp -d)
+    trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
+}

@@ -12,16 +12,7 @@ set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 SECS=${1:-20}
-BIN=target/release/farmcam
-AIORTC="bash tests/peers/aiortc/run.sh"
-cargo build --release --bin farmcam
-$AIORTC --install >/dev/null
-DIR=$(mktemp -d)
-cleanup() {
-    kill $(jobs -p) 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
+aiortc_bench_setup
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
 wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"

@@ -86,7 +86,13 @@ pub async fn websocket(config: &MoonrakerConfig) -> Result<Socket, String> {
         let tcp = TcpStream::connect((config.host.as_str(), config.port))
             .await
             .map_err(|e| format!("cannot reach {}: {e}", config.url))?;
-        let url = format!("ws://{}:{}/websocket{query}", config.host, config.port);
+        // An IPv6 address goes in brackets in the URL (and the Host header made from it).
+        let host = if config.host.contains(':') {
+            format!("[{}]", config.host)
+        } else {
+            config.host.clone()
+        };
+        let url = format!("ws://{host}:{}/websocket{query}", config.port);
         let (ws, _) = tokio_tungstenite::client_async(url, tcp)
             .await
             .map_err(|e| format!("{}/websocket: {e}", config.url))?;

@@ -314,7 +314,7 @@ impl Timelapses {
     fn recording_info(&self, r: &Recording) -> Info {
         let mut info = self.info(&r.meta, "recording");
         info.pictures = r.pictures.load(Relaxed);
-        info.size = r.spool.size();
+        info.size = r.spool.contents().1;
         info
     }
 
@@ -365,8 +365,7 @@ impl Timelapses {
                 ("waiting", None)
             };
             let mut info = self.info(meta, st);
-            info.pictures = s.pictures();
-            info.size = s.size();
+            (info.pictures, info.size) = s.contents();
             info.error = error;
             out.push(info);
         }
@@ -625,7 +624,7 @@ impl Timelapses {
     fn keep_budget(&self) {
         let found = spool::scan(&self.config.dir);
         let mut total: u64 = found.videos.iter().map(|(_, _, s)| s).sum::<u64>()
-            + found.spools.iter().map(|(s, _)| s.size()).sum::<u64>();
+            + found.spools.iter().map(|(s, _)| s.contents().1).sum::<u64>();
         let mut removed = false;
         for (_, meta, size) in &found.videos {
             if total <= self.config.max_size {

@@ -198,9 +198,9 @@ pub fn h264_clip(path: &std::path::Path, frames: u32, extra: &[&str]) -> std::pa
     path.to_path_buf()
 }
 
-/// What ffprobe says of the stream: codec, size, rate.
-pub fn probe(url: &str, transport: &str) -> String {
-    let out = Command::new("ffprobe")
+/// ffprobe on the video of `url` over `transport`, with these further arguments.
+fn ffprobe(url: &str, transport: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ffprobe")
         .args([
             "-v",
             "error",
@@ -209,15 +209,25 @@ pub fn probe(url: &str, transport: &str) -> String {
             "-select_streams",
             "v",
         ])
-        .args([
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// What ffprobe says of the stream: codec, size, rate.
+pub fn probe(url: &str, transport: &str) -> String {
+    let out = ffprobe(
+        url,
+        transport,
+        &[
             "-show_entries",
             "stream=codec_name,width,height,r_frame_rate",
             "-of",
             "csv=p=0",
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
+        ],
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -235,21 +245,24 @@ pub fn decode(url: &str, transport: &str, frames: u32) -> (Vec<f64>, String) {
 
 /// The `pts_time` of the first `n` video `what`s (`packet` or `frame`) ffprobe reads from `url`.
 fn times_of(url: &str, transport: &str, n: u32, what: &str) -> (Vec<f64>, String) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-select_streams",
-            "v",
-        ])
-        .args(["-read_intervals", &format!("%+#{n}"), &format!("-show_{what}s")])
-        .args(["-show_entries", &format!("{what}=pts_time"), "-of", "csv=p=0"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (intervals, show, entries) = (
+        format!("%+#{n}"),
+        format!("-show_{what}s"),
+        format!("{what}=pts_time"),
+    );
+    let out = ffprobe(
+        url,
+        transport,
+        &[
+            "-read_intervals",
+            &intervals,
+            &show,
+            "-show_entries",
+            &entries,
+            "-of",
+            "csv=p=0",
+        ],
+    );
     let times = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
