@@ -39,14 +39,21 @@ pub struct Start {
     /// Whether `units` run up to now; if not (the group was too long to keep) only the keyframe is
     /// there, and the consumer waits for the next keyframe after it.
     pub complete: bool,
+    /// The units were timed on the rate's grid as they came (an encoder's, see
+    /// [`UnitFeed::time_by_arrival`]): their own times are steady already.
+    pub on_grid: bool,
 }
 
 impl Start {
     /// The presentation times a consumer starting here gives its units: the latest unit's own,
     /// and the earlier ones whole steps of `rate` before it, so that a client's first packets
     /// are already at the camera's steady rate (the kept units may have been timed by their
-    /// arrival, before the rate was known).
+    /// arrival, before the rate was known). Units timed on the grid keep their own times (a
+    /// 10 fps camera encoded with a nominal 30 starts at 100 ms steps, not 33).
     pub fn steady_pts(&self, rate: Option<f64>) -> Vec<u64> {
+        if self.on_grid {
+            return self.units.iter().map(|u| u.pts).collect();
+        }
         let Some(last) = self.units.last().map(|u| u.pts) else {
             return Vec::new();
         };
@@ -296,13 +303,18 @@ impl UnitFeed {
     /// A unit from the camera (costs one allocation when nobody takes units, and the group kept
     /// for new consumers).
     pub fn publish(&self, codec: Codec, au: &AccessUnit) {
+        self.publish_arrived(codec, au, Instant::now());
+    }
+
+    /// [`Self::publish`] of a unit that arrived `at`.
+    fn publish_arrived(&self, codec: Codec, au: &AccessUnit, at: Instant) {
         let (pts, stepped) = {
             let mut clock = self.clock.lock().unwrap();
             if let Some(sps) = &au.sps {
                 // Its start code first (4 bytes).
                 clock.hint = crate::media::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
             }
-            let pts = clock.stamp(Instant::now());
+            let pts = clock.stamp(at);
             (pts, clock.step().is_some())
         };
         let mut group = self.group.lock().unwrap();
@@ -319,6 +331,7 @@ impl UnitFeed {
             group.start = Start {
                 units: vec![unit.clone()],
                 complete: true,
+                on_grid: false,
             };
             *self.seen.lock().unwrap() = Some(codec);
             if let Some(sps) = &au.sps {
@@ -362,11 +375,14 @@ impl UnitFeed {
     /// now on (see [`Clock`]).
     pub fn subscribe(&self) -> (Start, broadcast::Receiver<Arc<Unit>>) {
         let group = self.group.lock().unwrap();
-        self.clock.lock().unwrap().lock();
+        let mut clock = self.clock.lock().unwrap();
+        clock.lock();
         let start = Start {
             units: group.start.units.clone(),
             complete: group.start.complete,
+            on_grid: clock.by_arrival,
         };
+        drop(clock);
         // Under the lock: no unit published in between is lost or seen twice.
         (start, self.tx.subscribe())
     }
@@ -378,6 +394,7 @@ impl UnitFeed {
         Start {
             units: group.start.units.clone(),
             complete: group.start.complete,
+            on_grid: self.clock.lock().unwrap().by_arrival,
         }
     }
 
@@ -600,6 +617,25 @@ mod tests {
             .collect();
         let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(steps.iter().all(|&d| d == 3000), "{steps:?}");
+    }
+
+    /// A consumer joining an encoded 10 fps camera (nominal 30) mid-group starts at the units'
+    /// own 100 ms steps: retimed at 33 ms, ffprobe read 20 packets as 30 fps in CI.
+    #[test]
+    fn a_consumer_of_an_encoders_units_starts_at_their_own_times() {
+        let feed = UnitFeed::default();
+        feed.set_configured_rate(Some(30));
+        feed.time_by_arrival();
+        let t0 = feed.clock.lock().unwrap().origin;
+        let at = |i: u64| t0 + std::time::Duration::from_millis(i * 100);
+        feed.publish_arrived(Codec::H264, &au(true, true, 1), at(0));
+        for i in 1..8 {
+            feed.publish_arrived(Codec::H264, &au(false, false, 2), at(i));
+        }
+        let (start, _) = feed.subscribe();
+        let pts = start.steady_pts(Some(30.0));
+        let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(steps, [9000; 7]);
     }
 
     #[test]
