@@ -44,6 +44,7 @@ fail() { echo "test-deb: FAILED: $*" >&2; exit 1; }
 $SUDO chroot "$ROOT" getent passwd farmcam >/dev/null || fail "no farmcam user"
 $SUDO chroot "$ROOT" id -nG farmcam | grep -qw video || fail "farmcam not in group video"
 $SUDO chroot "$ROOT" id -nG farmcam | grep -qw dialout || fail "farmcam not in group dialout"
+$SUDO chroot "$ROOT" id -nG farmcam | grep -qw render || fail "farmcam not in group render (h264_vaapi)"
 for f in /usr/bin/farmcam /usr/lib/systemd/system/farmcam.service /usr/lib/sysusers.d/farmcam.conf \
          /etc/farmcam/farmcam.toml /usr/share/doc/farmcam/README.md; do
     [ -e "$ROOT$f" ] || fail "missing $f"

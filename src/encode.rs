@@ -56,6 +56,7 @@ async fn run(cam: Arc<Camera>, encoding: Arc<Encoding>, token: CancellationToken
         fps: encoding.fps,
         bitrate: encoding.bitrate,
         keyframe_secs: KEYFRAME_SECS,
+        device: encoding.device.clone(),
     };
     // Raw pictures where the source makes them (no JPEG is made for the encoder), else the
     // JPEG frames the camera delivers anyway.

@@ -59,6 +59,7 @@ pub fn hardware() -> &'static Hardware {
     static HW: std::sync::OnceLock<Hardware> = std::sync::OnceLock::new();
     HW.get_or_init(|| Hardware {
         v4l2m2m: crate::source::v4l2::h264_encoder_device(std::path::Path::new("/dev")),
+        vaapi: encoding::vaapi_render_node(std::path::Path::new("/sys/class/drm")),
     })
 }
 

@@ -79,8 +79,8 @@ fn several_problems_are_listed_one_per_line() {
 }
 
 /// `check` says which live H.264 encoder each camera gets, and why not: a hardware encoder named
-/// on a box without one (this one: no V4L2 memory-to-memory encoder), `auto` without one, a
-/// camera that sends H.264 itself.
+/// on a box without one (this one: no V4L2 memory-to-memory encoder, no Intel or AMD graphics),
+/// `auto` without one, a camera that sends H.264 itself.
 #[test]
 fn check_says_which_encoder_each_camera_gets_and_why() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +90,8 @@ fn check_says_which_encoder_each_camera_gets_and_why() {
         "[[camera]]\nid = \"pi\"\nsource = \"test:\"\nh264_encoder = \"h264_v4l2m2m\"\n\
          [[camera]]\nid = \"auto\"\nsource = \"test:\"\n\
          [[camera]]\nid = \"sw\"\nsource = \"test:\"\nh264_encoder = \"software\"\n\
-         [[camera]]\nid = \"uvc\"\nsource = \"v4l2:/dev/video42\"\nformat = \"h264\"\n",
+         [[camera]]\nid = \"uvc\"\nsource = \"v4l2:/dev/video42\"\nformat = \"h264\"\n\
+         [[camera]]\nid = \"intel\"\nsource = \"test:\"\nh264_encoder = \"h264_vaapi\"\n",
     )
     .unwrap();
     let (code, out, err) = run(&["check", "-c", path.to_str().unwrap()]);
@@ -108,6 +109,12 @@ fn check_says_which_encoder_each_camera_gets_and_why() {
         "{out}"
     );
     assert!(said("sw").starts_with("live H.264: libx264"), "{out}");
+    assert!(
+        said("intel").starts_with(
+            "live H.264: none (h264_encoder = \"h264_vaapi\", but this box has no Intel or AMD render node"
+        ),
+        "{out}"
+    );
     assert_eq!(
         said("uvc"),
         "live H.264: the camera's own (format = \"h264\"), passed through",

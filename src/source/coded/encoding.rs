@@ -4,7 +4,7 @@
 //! camera's consumers read), who holds it, and what encodes it now. The encoding itself runs in
 //! the decoder helper ([`super::libav::EncodeSession`]); `crate::encode` feeds it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +19,11 @@ use crate::media::h264::{nal_type, nal_units, AccessUnit, Codec};
 pub const SOFTWARE: &str = "libx264";
 /// The encoder of a V4L2 memory-to-memory device (a Raspberry Pi 4's `/dev/video11`).
 pub const V4L2M2M: &str = "h264_v4l2m2m";
+/// The encoder of Intel and AMD graphics (a DRM render node with a VA driver).
+pub const VAAPI: &str = "h264_vaapi";
+/// The kernel drivers of render nodes whose VA drivers encode H.264 (Intel: i915, xe; AMD:
+/// amdgpu, radeon). A Raspberry Pi's v3d/vc4 nodes have no VA driver; nouveau's decodes only.
+const VA_ENCODING_DRIVERS: &[&str] = &["i915", "xe", "amdgpu", "radeon"];
 
 /// A camera's `h264_encoder`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,8 +47,8 @@ impl EncoderChoice {
             "auto" => Ok(EncoderChoice::Auto),
             "software" => Ok(EncoderChoice::Software),
             "off" => Ok(EncoderChoice::Off),
-            "h264_vaapi" | "h264_qsv" => Err(format!(
-                "{s:?} needs hardware frames, which farmcam does not drive yet; use \"software\" or \"{V4L2M2M}\" (Raspberry Pi 4)"
+            "h264_qsv" => Err(format!(
+                "{s:?} needs Intel's Media SDK frames, which farmcam does not drive; use \"{VAAPI}\" (the same Intel graphics) or \"software\""
             )),
             name if !name.is_empty()
                 && name.len() <= 64
@@ -64,6 +69,28 @@ impl EncoderChoice {
 pub struct Hardware {
     /// A V4L2 memory-to-memory device that encodes H.264 (a Pi 4's bcm2835-codec encoder).
     pub v4l2m2m: Option<PathBuf>,
+    /// A DRM render node of Intel or AMD graphics ([`vaapi_render_node`]).
+    pub vaapi: Option<PathBuf>,
+}
+
+/// The first render node (`/dev/dri/renderD*`) whose kernel driver, as `drm` (sysfs's
+/// `/sys/class/drm`) tells it, has a VA driver that encodes H.264.
+pub fn vaapi_render_node(drm: &Path) -> Option<PathBuf> {
+    let mut nodes: Vec<String> = std::fs::read_dir(drm)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("renderD"))
+        .collect();
+    nodes.sort();
+    nodes.into_iter().find_map(|node| {
+        let driver = std::fs::read_link(drm.join(&node).join("device/driver")).ok()?;
+        let driver = driver.file_name()?.to_str()?;
+        VA_ENCODING_DRIVERS
+            .contains(&driver)
+            .then(|| Path::new("/dev/dri").join(&node))
+    })
 }
 
 /// What a camera's `h264_encoder` comes to on this box: the encoders to try, in order (none:
@@ -72,6 +99,8 @@ pub struct Hardware {
 pub struct Resolved {
     pub encoders: Vec<String>,
     pub why: String,
+    /// The render node of `h264_vaapi`.
+    pub device: Option<PathBuf>,
 }
 
 /// Which encoder a camera gets.
@@ -79,19 +108,31 @@ pub fn resolve(choice: &EncoderChoice, hw: &Hardware) -> Resolved {
     let none = |why: String| Resolved {
         encoders: Vec::new(),
         why,
+        device: None,
+    };
+    let vaapi = |dev: &PathBuf, why: String| Resolved {
+        encoders: vec![VAAPI.into()],
+        why,
+        device: Some(dev.clone()),
     };
     match choice {
         EncoderChoice::Off => none("h264_encoder = \"off\"".into()),
         EncoderChoice::Software => Resolved {
             encoders: vec![SOFTWARE.into()],
             why: "h264_encoder = \"software\" (libx264: costs CPU, see BENCHMARKS.md)".into(),
+            device: None,
         },
-        EncoderChoice::Auto => match &hw.v4l2m2m {
-            Some(dev) => Resolved {
+        EncoderChoice::Auto => match (&hw.v4l2m2m, &hw.vaapi) {
+            (Some(dev), _) => Resolved {
                 encoders: vec![V4L2M2M.into()],
                 why: format!("auto: the hardware encoder at {}", dev.display()),
+                device: None,
             },
-            None => none(
+            (None, Some(dev)) => vaapi(
+                dev,
+                format!("auto: the graphics' encoder (VAAPI) at {}", dev.display()),
+            ),
+            (None, None) => none(
                 "auto: no hardware H.264 encoder on this box; h264_encoder = \"software\" encodes with libx264 at the cost of CPU"
                     .into(),
             ),
@@ -99,9 +140,16 @@ pub fn resolve(choice: &EncoderChoice, hw: &Hardware) -> Resolved {
         EncoderChoice::Named(name) if name == V4L2M2M && hw.v4l2m2m.is_none() => none(format!(
             "h264_encoder = \"{V4L2M2M}\", but this box has no V4L2 device that encodes H.264 (a Raspberry Pi 4 has /dev/video11; a Pi 5 has none: use \"software\")"
         )),
+        EncoderChoice::Named(name) if name == VAAPI => match &hw.vaapi {
+            Some(dev) => vaapi(dev, format!("h264_encoder = \"{VAAPI}\" at {}", dev.display())),
+            None => none(format!(
+                "h264_encoder = \"{VAAPI}\", but this box has no Intel or AMD render node (/dev/dri/renderD*); use \"software\""
+            )),
+        },
         EncoderChoice::Named(name) => Resolved {
             encoders: vec![name.clone()],
             why: format!("h264_encoder = {name:?}"),
+            device: None,
         },
     }
 }
@@ -114,6 +162,8 @@ pub const LINGER: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct Encoding {
     pub encoders: Vec<String>,
+    /// The render node of `h264_vaapi`.
+    pub device: Option<PathBuf>,
     /// Why these (or none), for the log and `farmcam check`.
     pub why: String,
     pub units: UnitFeed,
@@ -153,6 +203,7 @@ impl Encoding {
         units.time_by_arrival();
         Encoding {
             encoders: resolved.encoders.clone(),
+            device: resolved.device.clone(),
             why: resolved.why.clone(),
             units,
             fps,
@@ -305,8 +356,12 @@ mod tests {
             EncoderChoice::parse("h264_v4l2m2m"),
             Ok(EncoderChoice::Named(V4L2M2M.into()))
         );
-        let e = EncoderChoice::parse("h264_vaapi").unwrap_err();
-        assert!(e.contains("software"), "{e}");
+        assert_eq!(
+            EncoderChoice::parse("h264_vaapi"),
+            Ok(EncoderChoice::Named(VAAPI.into()))
+        );
+        let e = EncoderChoice::parse("h264_qsv").unwrap_err();
+        assert!(e.contains(VAAPI), "{e}");
         let e = EncoderChoice::parse("x; rm -rf /").unwrap_err();
         assert!(e.contains("ffmpeg -encoders"), "{e}");
     }
@@ -316,7 +371,23 @@ mod tests {
         let none = Hardware::default();
         let pi4 = Hardware {
             v4l2m2m: Some("/dev/video11".into()),
+            vaapi: None,
         };
+        let intel = Hardware {
+            v4l2m2m: None,
+            vaapi: Some("/dev/dri/renderD128".into()),
+        };
+        let r = resolve(&EncoderChoice::Auto, &intel);
+        assert_eq!(r.encoders, [VAAPI]);
+        assert_eq!(r.device.as_deref(), Some(Path::new("/dev/dri/renderD128")));
+        assert!(r.why.contains("VAAPI"), "{r:?}");
+        let r = resolve(&EncoderChoice::Named(VAAPI.into()), &intel);
+        assert_eq!(
+            (r.encoders, r.device),
+            (vec![VAAPI.to_string()], intel.vaapi.clone())
+        );
+        let r = resolve(&EncoderChoice::Named(VAAPI.into()), &pi4);
+        assert!(r.encoders.is_empty() && r.why.contains("render node"), "{r:?}");
         let r = resolve(&EncoderChoice::Auto, &none);
         assert!(r.encoders.is_empty() && r.why.contains("software"), "{r:?}");
         let r = resolve(&EncoderChoice::Auto, &pi4);
@@ -331,6 +402,38 @@ mod tests {
             resolve(&EncoderChoice::Named(V4L2M2M.into()), &pi4).encoders,
             [V4L2M2M]
         );
+    }
+
+    /// sysfs as an Intel box with a second, Pi-like render node shows it (a render node with a
+    /// VA driver cannot be had here).
+    #[test]
+    fn the_render_node_of_intel_or_amd_graphics_is_found_and_others_are_not() {
+        let sys = tempfile::tempdir().unwrap();
+        let node = |name: &str, driver: &str| {
+            let dev = sys.path().join(format!("devices/{name}"));
+            std::fs::create_dir_all(dev.join("device")).unwrap();
+            let drivers = sys.path().join(format!("bus/drivers/{driver}"));
+            std::fs::create_dir_all(&drivers).unwrap();
+            std::os::unix::fs::symlink(&drivers, dev.join("device/driver")).unwrap();
+            std::fs::create_dir_all(sys.path().join("class")).unwrap();
+            std::os::unix::fs::symlink(&dev, sys.path().join(format!("class/{name}"))).unwrap();
+        };
+        std::fs::create_dir_all(sys.path().join("class")).unwrap();
+        let drm = sys.path().join("class");
+        assert_eq!(vaapi_render_node(&drm), None, "no render node");
+        node("card0", "i915");
+        node("renderD128", "v3d");
+        assert_eq!(
+            vaapi_render_node(&drm),
+            None,
+            "a Pi's render node has no VA driver"
+        );
+        node("renderD129", "i915");
+        assert_eq!(
+            vaapi_render_node(&drm),
+            Some(PathBuf::from("/dev/dri/renderD129"))
+        );
+        assert_eq!(vaapi_render_node(Path::new("/nonexistent")), None);
     }
 
     #[test]

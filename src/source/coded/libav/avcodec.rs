@@ -11,6 +11,10 @@ use std::ffi::{c_char, c_int, c_void, CString};
 
 use libloading::Library;
 
+use crate::source::coded::encoding::VAAPI;
+
+mod vaapi;
+
 /// The libavcodec sonames tried, newest first: FFmpeg 8 (62), 7.1 (61, Debian 13), 6 (60),
 /// 5.1 (59, Debian 12), 4.4 (58). The structure heads read are those of 58–61; 62 is tried in
 /// the hope they are unchanged there (not tested here: Debian has no FFmpeg 8).
@@ -117,6 +121,45 @@ type ReceivePacket = unsafe extern "C" fn(*mut c_void, *mut PacketHead) -> c_int
 type PacketUnref = unsafe extern "C" fn(*mut PacketHead);
 type Version = unsafe extern "C" fn() -> std::ffi::c_uint;
 type StrError = unsafe extern "C" fn(c_int, *mut c_char, usize) -> c_int;
+type OptFind =
+    unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, c_int, c_int) -> *const OptionHead;
+type PixFmtByName = unsafe extern "C" fn(*const c_char) -> c_int;
+type HwTypeByName = unsafe extern "C" fn(*const c_char) -> c_int;
+type HwDeviceCreate =
+    unsafe extern "C" fn(*mut *mut BufferRef, c_int, *const c_char, *mut c_void, c_int) -> c_int;
+type HwFramesAlloc = unsafe extern "C" fn(*mut BufferRef) -> *mut BufferRef;
+type HwFramesInit = unsafe extern "C" fn(*mut BufferRef) -> c_int;
+type HwGetBuffer = unsafe extern "C" fn(*mut BufferRef, *mut FrameHead, c_int) -> c_int;
+type HwTransfer = unsafe extern "C" fn(*mut FrameHead, *const FrameHead, c_int) -> c_int;
+type BufferNew = unsafe extern "C" fn(usize) -> *mut BufferRef;
+type BufferRefFn = unsafe extern "C" fn(*const BufferRef) -> *mut BufferRef;
+type BufferUnref = unsafe extern "C" fn(*mut *mut BufferRef);
+
+/// `AVOption`'s head (unchanged since libavutil 51): where an option's field is in its struct.
+#[repr(C)]
+struct OptionHead {
+    name: *const c_char,
+    help: *const c_char,
+    offset: c_int,
+}
+
+/// `AVBufferRef` (unchanged since libavutil 52; `size` is an `int` before 57, read never).
+#[repr(C)]
+struct BufferRef {
+    buffer: *mut c_void,
+    data: *mut u8,
+}
+
+/// The fields of `AVHWFramesContext` set before `av_hwframe_ctx_init`, after its pointers
+/// (8 of them in libavutil 56–58, 7 from 59, which dropped `internal`).
+#[repr(C)]
+struct HwFramesFields {
+    initial_pool_size: c_int,
+    format: c_int,
+    sw_format: c_int,
+    width: c_int,
+    height: c_int,
+}
 
 /// The functions used, resolved once.
 pub struct Libav {
@@ -140,6 +183,20 @@ pub struct Libav {
     receive_packet: ReceivePacket,
     packet_unref: PacketUnref,
     strerror: StrError,
+    opt_find: OptFind,
+    pix_fmt_by_name: PixFmtByName,
+    hw_type_by_name: HwTypeByName,
+    hw_device_create: HwDeviceCreate,
+    hw_frames_alloc: HwFramesAlloc,
+    hw_frames_init: HwFramesInit,
+    hw_get_buffer: HwGetBuffer,
+    hw_transfer: HwTransfer,
+    buffer_allocz: BufferNew,
+    buffer_ref: BufferRefFn,
+    buffer_unref: BufferUnref,
+    /// libavcodec's major version: where `AVCodecContext`'s `hw_frames_ctx` is (see
+    /// [`Libav::hw_frames_ctx_offset`]).
+    avcodec_major: u32,
     /// libavutil's major version: where `AVFrame`'s `pict_type` is (see [`FrameTail`]).
     avutil_major: u32,
 }
@@ -170,6 +227,7 @@ impl Libav {
         }
         let set_level: SetLevel = sym!("av_log_set_level");
         let avutil_version: Version = sym!("avutil_version");
+        let avcodec_version: Version = sym!("avcodec_version");
         // SAFETY: a plain setter; the helper's stderr carries its own messages only.
         unsafe { set_level(AV_LOG_QUIET) };
         Ok(Libav {
@@ -192,6 +250,19 @@ impl Libav {
             receive_packet: sym!("avcodec_receive_packet"),
             packet_unref: sym!("av_packet_unref"),
             strerror: sym!("av_strerror"),
+            opt_find: sym!("av_opt_find"),
+            pix_fmt_by_name: sym!("av_get_pix_fmt"),
+            hw_type_by_name: sym!("av_hwdevice_find_type_by_name"),
+            hw_device_create: sym!("av_hwdevice_ctx_create"),
+            hw_frames_alloc: sym!("av_hwframe_ctx_alloc"),
+            hw_frames_init: sym!("av_hwframe_ctx_init"),
+            hw_get_buffer: sym!("av_hwframe_get_buffer"),
+            hw_transfer: sym!("av_hwframe_transfer_data"),
+            buffer_allocz: sym!("av_buffer_allocz"),
+            buffer_ref: sym!("av_buffer_ref"),
+            buffer_unref: sym!("av_buffer_unref"),
+            // SAFETY: a plain getter.
+            avcodec_major: unsafe { avcodec_version() } >> 16,
             // SAFETY: a plain getter.
             avutil_major: unsafe { avutil_version() } >> 16,
             _lib: lib,
@@ -420,6 +491,8 @@ pub struct EncodeParams {
     pub bitrate: u32,
     /// Pictures from one keyframe to the next.
     pub gop: u32,
+    /// The VAAPI render node (`h264_vaapi` only).
+    pub device: Option<std::path::PathBuf>,
 }
 
 impl Libav {
@@ -453,6 +526,8 @@ pub struct AvEncoder<'a> {
     frame: *mut FrameHead,
     pub params: EncodeParams,
     next_pts: i64,
+    /// The device pictures are copied to first (`h264_vaapi`).
+    hw: Option<vaapi::HwFrames<'a>>,
 }
 
 impl<'a> AvEncoder<'a> {
@@ -470,23 +545,38 @@ impl<'a> AvEncoder<'a> {
                     "this libavcodec has no encoder {name:?} (see ffmpeg -encoders)"
                 ));
             }
-            let e = AvEncoder {
+            let mut e = AvEncoder {
                 av,
                 ctx: (av.alloc_context)(codec),
                 packet: (av.packet_alloc)(),
                 frame: (av.frame_alloc)(),
                 params: params.clone(),
                 next_pts: 0,
+                hw: None,
             };
             if e.ctx.is_null() || e.packet.is_null() || e.frame.is_null() {
                 return Err("libavcodec is out of memory".into());
+            }
+            let mut pixel_format = "yuv420p";
+            if name == VAAPI {
+                let device = params.device.as_deref().ok_or_else(|| {
+                    format!("{VAAPI} needs a render node (/dev/dri/renderD128), and none was found")
+                })?;
+                e.hw = Some(vaapi::HwFrames::open(
+                    av,
+                    e.ctx,
+                    device,
+                    params.width,
+                    params.height,
+                )?);
+                pixel_format = "vaapi";
             }
             let size = format!("{}x{}", params.width, params.height);
             let time_base = format!("1/{}", params.fps);
             let (bitrate, gop) = (params.bitrate.to_string(), params.gop.to_string());
             let required = [
                 ("video_size", size.as_str()),
-                ("pixel_format", "yuv420p"),
+                ("pixel_format", pixel_format),
                 ("time_base", time_base.as_str()),
                 ("b", bitrate.as_str()),
                 ("maxrate", bitrate.as_str()),
@@ -564,26 +654,33 @@ impl<'a> AvEncoder<'a> {
                     f.width = w as c_int;
                     f.height = h as c_int;
                     f.format = AV_PIX_FMT_YUV420P;
+                    let frame = match self.hw.as_mut() {
+                        Some(hw) => hw.upload(p, w, h)?,
+                        None => self.frame,
+                    };
                     let kind = if key {
                         AV_PICTURE_TYPE_I
                     } else {
                         AV_PICTURE_TYPE_NONE
                     };
                     if self.av.avutil_major >= 59 {
-                        let t = &mut (*(self.frame as *mut Frame59)).tail;
+                        let t = &mut (*(frame as *mut Frame59)).tail;
                         t.pict_type = kind;
                         t.pts = self.next_pts;
                     } else {
-                        let t = &mut (*(self.frame as *mut Frame58)).tail;
+                        let t = &mut (*(frame as *mut Frame58)).tail;
                         t.pict_type = kind;
                         t.pts = self.next_pts;
                     }
                     self.next_pts += 1;
-                    let mut r = (self.av.send_frame)(self.ctx, self.frame);
+                    let mut r = (self.av.send_frame)(self.ctx, frame);
                     if r == AVERROR_EAGAIN {
                         // Its queue is full (a hardware encoder): take what is done, once more.
                         self.drain(out)?;
-                        r = (self.av.send_frame)(self.ctx, self.frame);
+                        r = (self.av.send_frame)(self.ctx, frame);
+                    }
+                    if let Some(hw) = self.hw.as_mut() {
+                        hw.release();
                     }
                     let f = &mut *self.frame;
                     f.data = [std::ptr::null_mut(); 8];
@@ -648,5 +745,33 @@ mod tests {
         assert!(to_full_range(16, false, true) <= 1);
         assert_eq!(to_full_range(240, false, true), 255);
         assert_eq!(to_full_range(77, true, false), 77);
+    }
+
+    /// The places the VAAPI encoder writes to (`AVCodecContext.hw_frames_ctx`, the frames
+    /// context's format) are where this machine's libavcodec reads them: proven through the
+    /// library's own check (a wrong place makes it take the mismatched format or refuse both).
+    #[test]
+    fn hardware_frames_are_given_where_this_libavcodec_reads_them() {
+        let av = Libav::load().expect("libavcodec (apt install ffmpeg)");
+        assert_eq!(av.check_hw_layout(), Ok(()));
+    }
+
+    /// No VA device here: `h264_vaapi` is refused with the device named and the fix.
+    #[test]
+    fn vaapi_without_a_device_is_refused_naming_it() {
+        let av = Libav::load().expect("libavcodec (apt install ffmpeg)");
+        let mut params = EncodeParams {
+            width: 320,
+            height: 240,
+            fps: 30,
+            bitrate: 500_000,
+            gop: 60,
+            device: Some("/dev/null".into()),
+        };
+        let e = AvEncoder::open(&av, VAAPI, &params).err().expect("no VAAPI here");
+        assert!(e.contains("/dev/null") && e.contains("VA driver"), "{e}");
+        params.device = None;
+        let e = AvEncoder::open(&av, VAAPI, &params).err().expect("no device");
+        assert!(e.contains("render node"), "{e}");
     }
 }

@@ -251,6 +251,7 @@ fn encoder_slot(
                     b => b,
                 },
                 gop: settings.fps * settings.keyframe_secs,
+                device: settings.device.clone(),
             };
             let mut why = Vec::new();
             for name in &settings.encoders {

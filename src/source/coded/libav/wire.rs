@@ -2,6 +2,7 @@
 //! payload length `u32`, little-endian) and the payload. A slot is one camera's decoder.
 
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 /// farmcam → helper: open a decoder in the slot (payload: 0 H.264, 1 H.265).
 pub const OPEN: u8 = 1;
@@ -100,17 +101,23 @@ pub struct EncodeSettings {
     pub bitrate: u32,
     /// Seconds from one keyframe to the next.
     pub keyframe_secs: u32,
+    /// The VAAPI render node (`h264_vaapi`).
+    pub device: Option<PathBuf>,
 }
 
 impl EncodeSettings {
     pub fn to_text(&self) -> String {
-        format!(
+        let mut text = format!(
             "encoders={}\nfps={}\nbitrate={}\nkeyframe_secs={}\n",
             self.encoders.join(","),
             self.fps,
             self.bitrate,
             self.keyframe_secs
-        )
+        );
+        if let Some(device) = self.device.as_ref().and_then(|d| d.to_str()) {
+            text.push_str(&format!("device={device}\n"));
+        }
+        text
     }
 
     /// The settings farmcam sent; what is missing or broken takes a sane value.
@@ -120,6 +127,7 @@ impl EncodeSettings {
             fps: 30,
             bitrate: 0,
             keyframe_secs: 2,
+            device: None,
         };
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
@@ -137,6 +145,7 @@ impl EncodeSettings {
                 "fps" => s.fps = n.unwrap_or(30).clamp(1, 240),
                 "bitrate" => s.bitrate = n.unwrap_or(0),
                 "keyframe_secs" => s.keyframe_secs = n.unwrap_or(2).clamp(1, 60),
+                "device" if !v.trim().is_empty() => s.device = Some(PathBuf::from(v.trim())),
                 _ => {}
             }
         }
@@ -169,6 +178,7 @@ mod tests {
             fps: 15,
             bitrate: 900_000,
             keyframe_secs: 2,
+            device: Some("/dev/dri/renderD128".into()),
         };
         assert_eq!(EncodeSettings::from_text(&s.to_text()), s);
         let broken = EncodeSettings::from_text("fps=0\nbitrate=x\nnonsense\nkeyframe_secs=999");
