@@ -1,11 +1,12 @@
 //! libavcodec, loaded at run time (`dlopen`) from the ffmpeg farmcam already depends on: one
 //! H.264/H.265 decoder per camera, single-threaded, turning whole access units into full-range
-//! I420 pictures. Only the decoder helper process ([`super::helper`]) calls it, so a crash in
+//! I420 pictures; and the live H.264 encoders ([`AvEncoder`]). Only the decoder helper process ([`super::helper`]) calls it, so a crash in
 //! the library never takes farmcam down.
 //!
 //! Only the stable head of each structure is read (`AVPacket`'s `data`/`size`, `AVFrame`'s
 //! planes, size and format: unchanged from ffmpeg 4 to 7); everything else goes through
-//! functions and `AVOption`s.
+//! functions and `AVOption`s, except the hardware frames VAAPI needs (see [`vaapi`], which
+//! proves where it writes on the loaded library first).
 
 use std::ffi::{c_char, c_int, c_void, CString};
 
