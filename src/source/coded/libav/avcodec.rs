@@ -644,20 +644,23 @@ impl<'a> AvEncoder<'a> {
         unsafe {
             let r = match planes {
                 Some(p) => {
-                    let f = &mut *self.frame;
-                    let base = p.as_ptr() as *mut u8;
-                    f.data[0] = base;
-                    f.data[1] = base.add(w * h);
-                    f.data[2] = base.add(w * h + cw * ch);
-                    f.linesize[0] = w as c_int;
-                    f.linesize[1] = cw as c_int;
-                    f.linesize[2] = cw as c_int;
-                    f.width = w as c_int;
-                    f.height = h as c_int;
-                    f.format = AV_PIX_FMT_YUV420P;
+                    // The picture on the device (VAAPI), or the frame pointing into `planes`.
                     let frame = match self.hw.as_mut() {
                         Some(hw) => hw.upload(p, w, h)?,
-                        None => self.frame,
+                        None => {
+                            let f = &mut *self.frame;
+                            let base = p.as_ptr() as *mut u8;
+                            f.data[0] = base;
+                            f.data[1] = base.add(w * h);
+                            f.data[2] = base.add(w * h + cw * ch);
+                            f.linesize[0] = w as c_int;
+                            f.linesize[1] = cw as c_int;
+                            f.linesize[2] = cw as c_int;
+                            f.width = w as c_int;
+                            f.height = h as c_int;
+                            f.format = AV_PIX_FMT_YUV420P;
+                            self.frame
+                        }
                     };
                     let kind = if key {
                         AV_PICTURE_TYPE_I
@@ -675,17 +678,24 @@ impl<'a> AvEncoder<'a> {
                     }
                     self.next_pts += 1;
                     let mut r = (self.av.send_frame)(self.ctx, frame);
+                    let mut drained = Ok(());
                     if r == AVERROR_EAGAIN {
                         // Its queue is full (a hardware encoder): take what is done, once more.
-                        self.drain(out)?;
-                        r = (self.av.send_frame)(self.ctx, frame);
+                        drained = self.drain(out);
+                        if drained.is_ok() {
+                            r = (self.av.send_frame)(self.ctx, frame);
+                        }
                     }
-                    if let Some(hw) = self.hw.as_mut() {
-                        hw.release();
+                    // The encoder holds its own reference now: let go of the picture.
+                    match self.hw.as_mut() {
+                        Some(hw) => hw.release(),
+                        None => {
+                            let f = &mut *self.frame;
+                            f.data = [std::ptr::null_mut(); 8];
+                            f.linesize = [0; 8];
+                        }
                     }
-                    let f = &mut *self.frame;
-                    f.data = [std::ptr::null_mut(); 8];
-                    f.linesize = [0; 8];
+                    drained?;
                     r
                 }
                 None => (self.av.send_frame)(self.ctx, std::ptr::null()),
