@@ -8,6 +8,7 @@
 //! ([`WebRtc::accept`], WHEP). Either way the answer or offer carries our host candidates, so no
 //! trickling is needed.
 
+mod batch;
 mod session;
 
 use std::collections::HashMap;

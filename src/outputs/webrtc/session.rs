@@ -17,6 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
 use tracing::debug;
 
+use super::batch::Batch;
 use super::SessionStatus;
 use crate::live;
 use crate::live::{KeyframeGate, Seat};
@@ -54,6 +55,8 @@ pub struct Session {
     feed: Option<broadcast::Receiver<Arc<Unit>>>,
     /// When the `Rtc` wants input next.
     timeout: Instant,
+    /// Packets waiting to be sent together.
+    batch: Batch,
 }
 
 fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
@@ -105,6 +108,7 @@ impl Session {
             started_at: None,
             feed: None,
             timeout: Instant::now(),
+            batch: Batch::default(),
         })
     }
 
@@ -209,6 +213,15 @@ impl Session {
     /// ([`Session::timeout`]).
     pub fn drain(&mut self, socket: &UdpSocket) {
         self.timeout = self.poll(socket);
+        let n = self.batch.flush(socket);
+        self.sent(n);
+    }
+
+    fn sent(&mut self, n: u64) {
+        if n > 0 {
+            self.bytes += n;
+            self.cam.shared().webrtc_bytes_sent.fetch_add(n, Relaxed);
+        }
     }
 
     /// [`Session::drain`]: returns when the `Rtc` wants input next.
@@ -230,12 +243,9 @@ impl Session {
                     self.input(Input::Timeout(now));
                 }
                 Ok(Output::Transmit(t)) => {
-                    // UDP: a full socket buffer drops the packet, as the network would.
-                    if socket.try_send_to(&t.contents, t.destination).is_ok() {
-                        let n = t.contents.len() as u64;
-                        self.bytes += n;
-                        self.cam.shared().webrtc_bytes_sent.fetch_add(n, Relaxed);
-                    }
+                    // A picture's packets go out together (flushed when the poll ends).
+                    let n = self.batch.send(socket, &t.contents, t.destination);
+                    self.sent(n);
                 }
                 Ok(Output::Event(e)) => self.event(e),
                 Err(e) => {
