@@ -83,7 +83,8 @@ impl Batch {
         } else {
             match send(socket, &self.buf, dest, Some(self.segment)) {
                 Ok(n) => n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                // Not offload's fault (a full buffer, no route): dropped, as one by one.
+                Err(e) if !refused(&e) => 0,
                 Err(e) => {
                     if OFFLOAD.swap(false, Relaxed) {
                         tracing::debug!(
@@ -100,6 +101,15 @@ impl Batch {
         self.buf.clear();
         sent
     }
+}
+
+/// Whether a send failed because the kernel or the device does not take `UDP_SEGMENT` (no
+/// checksum offload: EIO; an old kernel: EINVAL, ENOPROTOOPT, EOPNOTSUPP).
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
 }
 
 /// One datagram (0 bytes sent when the socket buffer is full).
