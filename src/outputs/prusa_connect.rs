@@ -353,7 +353,6 @@ impl Upload {
                 a = self.attempt(&mut size, &mut info_sent) => a,
             };
             let Some(attempt) = attempt else { return };
-            self.record(&attempt);
             let error = attempt.error.as_deref().unwrap_or("");
             due = match attempt.outcome {
                 Outcome::Ok => {
@@ -402,6 +401,10 @@ impl Upload {
                     started + delay
                 }
             };
+            // The next attempt is set before the outcome is shown: status never shows an
+            // outcome without when the next try is.
+            *self.state.next.lock().unwrap() = Some(due);
+            self.record(&attempt);
         }
     }
 
