@@ -5,10 +5,8 @@
 //! per packet from then on.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-
-use tokio::net::UdpSocket;
 
 /// Datagrams in one send at most (the kernel takes 64).
 const MAX_SEGMENTS: usize = 32;
@@ -49,7 +47,7 @@ impl Batch {
 
     /// Send `packet` to `dest`, now or with the packets after it; returns the bytes sent by this
     /// call (a full socket buffer drops packets, as the network would).
-    pub fn send(&mut self, socket: &UdpSocket, packet: &[u8], dest: SocketAddr) -> u64 {
+    pub fn send(&mut self, socket: &impl AsFd, packet: &[u8], dest: SocketAddr) -> u64 {
         let offload = self.offload && OFFLOAD.load(Relaxed);
         let joins = offload
             && self.dest == Some(dest)
@@ -73,7 +71,7 @@ impl Batch {
     }
 
     /// Send what waits; returns the bytes sent.
-    pub fn flush(&mut self, socket: &UdpSocket) -> u64 {
+    pub fn flush(&mut self, socket: &impl AsFd) -> u64 {
         let Some(dest) = self.dest.take() else {
             return 0;
         };
@@ -113,14 +111,14 @@ fn refused(e: &std::io::Error) -> bool {
 }
 
 /// One datagram (0 bytes sent when the socket buffer is full).
-fn sendto(socket: &UdpSocket, packet: &[u8], dest: SocketAddr) -> u64 {
+fn sendto(socket: &impl AsFd, packet: &[u8], dest: SocketAddr) -> u64 {
     send(socket, packet, dest, None).map_or(0, |n| n as u64)
 }
 
 /// One `sendmsg` of `buf` to `dest`, without waiting: one datagram, or with `segment` datagrams
 /// of that size (the last may be shorter). Straight to the socket, not through tokio's
 /// readiness: nothing waits for the socket to be writable (a full buffer drops packets).
-fn send(socket: &UdpSocket, buf: &[u8], dest: SocketAddr, segment: Option<usize>) -> std::io::Result<usize> {
+fn send(socket: &impl AsFd, buf: &[u8], dest: SocketAddr, segment: Option<usize>) -> std::io::Result<usize> {
     let segment = segment
         .map(|s| u16::try_from(s).map_err(|_| std::io::ErrorKind::InvalidInput))
         .transpose()?;
@@ -148,7 +146,7 @@ fn send(socket: &UdpSocket, buf: &[u8], dest: SocketAddr, segment: Option<usize>
             (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment);
         }
-        let n = libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT);
+        let n = libc::sendmsg(socket.as_fd().as_raw_fd(), &msg, libc::MSG_DONTWAIT);
         if n < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -188,6 +186,7 @@ fn sockaddr(dest: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
     /// What a receiver gets: the same datagrams, in order, whether sent together or one by one;
     /// a packet to another address or of another size starts a new batch.

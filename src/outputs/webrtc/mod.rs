@@ -21,6 +21,8 @@ use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
@@ -106,6 +108,16 @@ impl WebRtc {
             )
         })?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
+        // Registered for reading only: sends go straight to the socket (batch.rs), and a socket
+        // registered for writing too is reported writable after every send (its buffer space
+        // came back): an event per picture for nothing.
+        let socket = socket
+            .into_std()
+            // SAFETY: the socket owns its descriptor, and the AsyncFd owns the socket.
+            .and_then(|s| {
+                unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }.map_err(|e| e.into())
+            })
+            .map_err(|e| format!("the WebRTC socket UDP {local}: {e}"))?;
         let candidates = host_candidates(local);
         if candidates.is_empty() {
             return Err(format!(
@@ -416,13 +428,16 @@ fn interface_addresses() -> Vec<IpAddr> {
 /// camera; after each event only the sessions it touched are drained. A frame costs each viewer
 /// one write and one drain, and wakes nothing but this task.
 async fn run(
-    socket: UdpSocket,
+    socket: AsyncFd<std::net::UdpSocket>,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     connect_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let local = socket.local_addr().expect("bound socket has an address");
+    let local = socket
+        .get_ref()
+        .local_addr()
+        .expect("bound socket has an address");
     let mut sessions: HashMap<String, Box<Session>> = HashMap::new();
     // Each watched camera's units, and the sessions watching it. A camera whose units fell
     // behind (this task could not keep up) yields `Lagged`: its sessions skip to a keyframe.
@@ -431,10 +446,15 @@ async fn run(
     let mut buf = vec![0u8; 2048];
     // Sessions to drain before waiting again.
     let mut touched: Vec<String> = Vec::new();
+    // One timer, moved to each next wake-up (a later one without touching the timer wheel).
+    let sleep = tokio::time::sleep(Duration::from_secs(1));
+    // Waits once for the whole loop (a new one each time round would register and unregister).
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(sleep, cancelled);
     loop {
         for id in touched.drain(..) {
             let Some(s) = sessions.get_mut(&id) else { continue };
-            guarded(s, |s| s.drain(&socket));
+            guarded(s, |s| s.drain(socket.get_ref()));
             if let Some(rx) = s.take_feed() {
                 let camera: Arc<str> = s.camera_id().into();
                 // A camera watched already keeps its older subscription (the session skips what
@@ -462,10 +482,10 @@ async fn run(
             }
             keep
         });
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+        sleep.as_mut().reset(tokio::time::Instant::from_std(next));
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = sleep => {
+            _ = &mut cancelled => break,
+            _ = &mut sleep => {
                 let now = Instant::now();
                 for (id, s) in sessions.iter_mut().filter(|(_, s)| s.timeout() <= now) {
                     guarded(s, |s| s.input(Input::Timeout(now)));
@@ -507,8 +527,12 @@ async fn run(
                     }
                 }
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, source)) => {
+            r = socket.readable() => match r.map(|mut ready| ready.try_io(|s| s.get_ref().recv_from(&mut buf))) {
+                // The runtime is gone.
+                Err(_) => break,
+                // Nothing after all (readiness is cleared).
+                Ok(Err(_)) => {}
+                Ok(Ok(Ok((n, source)))) => {
                     let Ok(contents) = buf[..n].try_into() else { continue };
                     let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
                     // The session this packet is for (ICE credentials, then the peer's address).
@@ -517,7 +541,7 @@ async fn run(
                         touched.push(id.clone());
                     }
                 }
-                Err(e) => {
+                Ok(Ok(Err(e))) => {
                     // ICMP errors from a vanished peer surface here on Linux: not fatal.
                     debug!("webrtc: receive: {e}");
                 }

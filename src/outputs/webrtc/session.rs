@@ -4,7 +4,7 @@
 //! browser's keyframe request (PLI/FIR) is served by the camera's next keyframe: a printer cannot
 //! be asked for one.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -13,7 +13,6 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
 use tracing::debug;
 
@@ -340,10 +339,14 @@ impl Session {
         // A second after the session's creation at its creation: never below zero.
         let ticks = (now.duration_since(self.created).as_micros() * 9 / 100) as u64 + 90_000;
         let rtp = MediaTime::from_90khz(ticks - early.min(90_000));
-        if let Err(e) = writer.write(pt, now, rtp, u.au.data.to_vec()) {
-            debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
-            // Not sent: the browser's decoder needs the next keyframe.
-            self.gate.wait();
+        match writer.write(pt, now, rtp, u.au.data.to_vec()) {
+            // Packetized on the `Rtc`'s clock: ticked now, rather than after a poll that says so.
+            Ok(()) => self.input(Input::Timeout(now)),
+            Err(e) => {
+                debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
+                // Not sent: the browser's decoder needs the next keyframe.
+                self.gate.wait();
+            }
         }
     }
 

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use super::args::DecoderPlan;
@@ -176,6 +177,9 @@ pub struct Ingest {
     last_unit: Option<Instant>,
     opened: Instant,
     last_picture: Instant,
+    /// The loop's one timer, moved to its earliest deadline each time round (later, as a unit
+    /// moves the stall deadline on, without touching the timer wheel).
+    timer: Pin<Box<Sleep>>,
     work: Arc<Work>,
 }
 
@@ -222,6 +226,7 @@ impl Ingest {
             last_unit: None,
             opened: now,
             last_picture: now,
+            timer: Box::pin(sleep_until(now + stall)),
             work,
         }
     }
@@ -606,8 +611,15 @@ impl Upstream for Ingest {
                 Connection::Ffmpeg(ff) => Some(ff.mismatch.clone()),
                 Connection::Rtsp(_) | Connection::Device(_) => None,
             };
+            let wake = [Some(unit_deadline), picture_deadline, retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(unit_deadline);
+            self.timer.as_mut().reset(wake);
             let mut units = Vec::new();
             let event = {
+                let timer = &mut self.timer;
                 let conn = &mut self.conn;
                 let splitter = &mut self.splitter;
                 let buf = &mut self.buf;
@@ -619,9 +631,16 @@ impl Upstream for Ingest {
                     r = conn.next(splitter, buf, units) => Event::Units(r),
                     f = async { match decoder { Some(d) => d.next().await, None => std::future::pending().await } }, if has_decoder => Event::Picture(f),
                     _ = async { if demand.changed().await.is_err() { std::future::pending::<()>().await } } => Event::Demand,
-                    _ = sleep_until(unit_deadline) => Event::NoUnit,
-                    _ = sleep_until(picture_deadline.unwrap_or(unit_deadline)), if picture_deadline.is_some() => Event::NoPicture,
-                    _ = sleep_until(retry_at.unwrap_or(unit_deadline)), if retry_at.is_some() => Event::Retry,
+                    _ = timer.as_mut() => {
+                        let due = |t: Option<Instant>| t.is_some_and(|t| t <= Instant::now());
+                        if due(retry_at) {
+                            Event::Retry
+                        } else if due(picture_deadline) {
+                            Event::NoPicture
+                        } else {
+                            Event::NoUnit
+                        }
+                    }
                     _ = async { match &mismatch { Some(m) => m.cancelled().await, None => std::future::pending().await } } => Event::Mismatch,
                 }
             };
