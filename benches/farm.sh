@@ -153,7 +153,7 @@ if [ "$VIEWERS" = mjpeg ]; then
     done
 fi
 sleep 15
-floor_ticks() { local t=0 p; for p in "${FLOOR[@]}"; do t=$((t + $(ticks "$p"))); done; echo $t; }
+floor_ticks() { local p; for p in "${FLOOR[@]}"; do ticks "$p"; done | awk '{t += $1} END {printf "%.4f\n", t}'; }
 floor_rss() { local r=0 p; for p in "${FLOOR[@]}"; do r=$((r + $(rss_kb "$p"))); done; echo $r; }
 floor_pss() { local r=0 p; for p in "${FLOOR[@]}"; do r=$((r + $(pss_kb "$p" | cut -d' ' -f1))); done; echo $r; }
 f0=$(floor_ticks); s0=$(date +%s.%N)

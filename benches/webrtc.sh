@@ -4,14 +4,17 @@
 # 20 WebRTC viewers next to 1, 5 and 20 MJPEG viewers and `ffmpeg -c:v copy` (the floor: what
 # the camera connection alone costs), all in one run; then the time from the signalling POST to
 # the first decoded frame, on a camera already connected. Each case warms up for 5 s, then is
-# measured for SECONDS. Run by hand, not in CI (needs `packaging/dev.sh deps` for aiortc):
-#   benches/webrtc.sh [SECONDS]        (default 20)
+# measured for SECONDS. The one-viewer case and the floor, whose ratio is the target, are
+# measured ROUNDS times, alternately (the machine's load drifts between runs of each); their
+# figures are the means. Run by hand, not in CI (needs `packaging/dev.sh deps` for aiortc):
+#   benches/webrtc.sh [SECONDS] [ROUNDS]        (defaults 20, 3)
 # WebRTC viewers are aiortc (tests/peers/aiortc) receiving without decoding (--no-decode), so
 # 20 of them fit on the same 2 cores; MJPEG viewers are curl.
 set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 SECS=${1:-20}
+ROUNDS=${2:-3}
 aiortc_bench_setup
 
 /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
@@ -69,11 +72,20 @@ farmcam_case() {
 }
 
 declare -A R
-for n in 1 5 20; do
+for n in 5 20; do
     R[webrtc$n]=$(farmcam_case webrtc "$n")
     R[mjpeg$n]=$(farmcam_case mjpeg "$n")
 done
-FLOOR=$(ffmpeg_copy)
+R[mjpeg1]=$(farmcam_case mjpeg 1)
+ONE=() FLOORS=()
+for r in $(seq "$ROUNDS"); do
+    ONE+=("$(farmcam_case webrtc 1)")
+    FLOORS+=("$(ffmpeg_copy)")
+done
+# The one-viewer case: mean CPU, the other columns of its first round.
+mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.2f}')" "$@"; }
+R[webrtc1]="$(mean $(printf '%s\n' "${ONE[@]}" | awk '{print $1}')) $(echo "${ONE[0]}" | cut -d' ' -f2-)"
+FLOOR=$(mean "${FLOORS[@]}")
 
 # First frame: farmcam connected to the camera (one viewer already watching), then a new
 # viewer that decodes; five times.
@@ -96,13 +108,15 @@ kill "$KEEP" "$FPID"; wait "$FPID" 2>/dev/null || true
 col() { echo "${R[$1]}" | awk -v i="$2" '{print $i}'; }
 ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b > 0 else 'n/a')"; }
 echo
-echo "H.264 1280x720 at 30 fps, keyframe every 1 s; CPU % of one core over ${SECS} s (farmcam + its ffmpeg children)"
+echo "H.264 1280x720 at 30 fps, keyframe every 1 s; CPU % of one core over ${SECS} s (farmcam + its children; one viewer and the floor: means of $ROUNDS rounds)"
 echo "| viewers | WebRTC CPU | WebRTC kB/s per viewer | MJPEG CPU | MJPEG kB/s per viewer | decoder (WebRTC / MJPEG), viewers seen |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for n in 1 5 20; do
     echo "| $n | $(col webrtc$n 1) % | $(col webrtc$n 2) | $(col mjpeg$n 1) % | $(col mjpeg$n 2) | $(col webrtc$n 3) / $(col mjpeg$n 3), $(col webrtc$n 4) / $(col mjpeg$n 4) |"
 done
 echo "| ffmpeg -c:v copy (floor) | $FLOOR % | | | | |"
+echo
+echo "One viewer and the floor, round by round (CPU %): $(for r in $(seq 0 $((ROUNDS - 1))); do echo -n "$(echo "${ONE[$r]}" | awk '{print $1}') / ${FLOORS[$r]}; "; done)"
 echo
 echo "First decoded frame after the POST (ms, camera connected):$FIRST"
 echo
