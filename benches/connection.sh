@@ -13,9 +13,7 @@ SECS=${1:-20}
 ROUNDS=${2:-3}
 aiortc_bench_setup
 
-/usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
-SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+rtsp_test_camera
 API=http://127.0.0.1:8096/api/cameras
 
 cat > "$DIR/farmcam.toml" <<TOML
@@ -56,7 +54,6 @@ for r in $(seq "$ROUNDS"); do
     CONN+=("$(connection_case)")
     FLOORS+=("$(ffmpeg_copy)")
 done
-mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.2f}')" "$@"; }
 echo
 echo "H.264 1280x720 at 30 fps, keyframe every 1 s; CPU % of one core over ${SECS} s, $ROUNDS rounds"
 echo "| | rounds | mean |"

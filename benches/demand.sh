@@ -17,9 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-/usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
-SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+rtsp_test_camera
 
 # CPU (% of one core) of process tree $1 over SECS, after a 5 s warm-up.
 cpu_of() {

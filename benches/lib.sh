@@ -97,3 +97,14 @@ aiortc_bench_setup() {
     DIR=$(mktemp -d)
     trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 }
+
+# The mean of the numbers given, to 2 decimals.
+mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.2f}')" "$@"; }
+
+# GStreamer's RTSP test camera (H.264 1280x720, 30 fps, a keyframe every second), in the
+# background; its URL in $SRC. Needs $DIR.
+rtsp_test_camera() {
+    /usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
+    wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
+    SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+}

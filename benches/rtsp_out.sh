@@ -20,9 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-/usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
-SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+rtsp_test_camera
 OUT=rtsp://127.0.0.1:8597/cam
 
 cat > "$DIR/farmcam.toml" <<TOML

@@ -17,9 +17,7 @@ SECS=${1:-20}
 ROUNDS=${2:-3}
 aiortc_bench_setup
 
-/usr/bin/python3 tests/peers/rtsp_server.py --size 1280x720 --fps 30 --keyint 30 > "$DIR/rtsp" &
-wait_until 60 "the RTSP test server" grep -q ready "$DIR/rtsp"
-SRC="rtsp://127.0.0.1:$(awk '/ready/{print $2}' "$DIR/rtsp")/cam"
+rtsp_test_camera
 URL=http://127.0.0.1:8096/cameras/cam
 
 cat > "$DIR/farmcam.toml" <<TOML
@@ -83,7 +81,6 @@ for r in $(seq "$ROUNDS"); do
     FLOORS+=("$(ffmpeg_copy)")
 done
 # The one-viewer case: mean CPU, the other columns of its first round.
-mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.2f}')" "$@"; }
 R[webrtc1]="$(mean $(printf '%s\n' "${ONE[@]}" | awk '{print $1}')) $(echo "${ONE[0]}" | cut -d' ' -f2-)"
 FLOOR=$(mean "${FLOORS[@]}")
 
