@@ -527,25 +527,27 @@ async fn run(
                     }
                 }
             }
-            r = socket.readable() => match r.map(|mut ready| ready.try_io(|s| s.get_ref().recv_from(&mut buf))) {
+            r = socket.readable() => {
                 // The runtime is gone.
-                Err(_) => break,
-                // Nothing after all (readiness is cleared).
-                Ok(Err(_)) => {}
-                Ok(Ok(Ok((n, source)))) => {
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
-                    // The session this packet is for (ICE credentials, then the peer's address).
-                    if let Some((id, s)) = sessions.iter_mut().find(|(_, s)| s.accepts(&input)) {
-                        guarded(s, |s| s.input(input));
-                        touched.push(id.clone());
+                let Ok(mut ready) = r else { break };
+                match ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {
+                    // Nothing after all (readiness is cleared).
+                    Err(_would_block) => {}
+                    Ok(Ok((n, source))) => {
+                        let Ok(contents) = buf[..n].try_into() else { continue };
+                        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents });
+                        // The session this packet is for (ICE credentials, then the peer's address).
+                        if let Some((id, s)) = sessions.iter_mut().find(|(_, s)| s.accepts(&input)) {
+                            guarded(s, |s| s.input(input));
+                            touched.push(id.clone());
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        // ICMP errors from a vanished peer surface here on Linux: not fatal.
+                        debug!("webrtc: receive: {e}");
                     }
                 }
-                Ok(Ok(Err(e))) => {
-                    // ICMP errors from a vanished peer surface here on Linux: not fatal.
-                    debug!("webrtc: receive: {e}");
-                }
-            },
+            }
         }
     }
     for (_, mut s) in sessions.drain() {
