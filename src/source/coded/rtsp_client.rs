@@ -128,15 +128,18 @@ impl RtspClient {
         self.codec
     }
 
-    /// The next access units (cancel-safe); `Err(why)` once the connection ended.
-    pub async fn next(&mut self, out: &mut Vec<AccessUnit>) -> Result<(), String> {
+    /// The next access units (cancel-safe) and the camera's time of them (90 kHz ticks since
+    /// the connection's first frame, by the camera's own clock); `Err(why)` once the connection
+    /// ended.
+    pub async fn next(&mut self, out: &mut Vec<AccessUnit>) -> Result<f64, String> {
         loop {
             match self.session.next().await {
                 Some(Ok(CodecItem::VideoFrame(f))) if f.stream_id() == self.stream => {
                     // A frame is one whole access unit: cut (and checked) at once.
                     self.splitter.push(f.data(), out);
                     self.splitter.finish(out);
-                    return Ok(());
+                    let t = f.timestamp();
+                    return Ok(t.elapsed() as f64 * 90_000.0 / f64::from(t.clock_rate().get()));
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(one_line(&e, &self.secrets)),

@@ -87,6 +87,11 @@ struct Group {
 /// consumer follows the feed, the step is locked: it never changes under a session (a camera
 /// sending slower than its SPS says shows as gaps), also across a reconnect, after which the
 /// times go on from where they were (never backwards).
+///
+/// Where the camera's connection tells the camera's own time of each unit (farmcam's RTSP client:
+/// RTP timestamps), a unit the camera timed one step after the previous is its next picture
+/// however late this box read it (a busy core is not a gap), and the rate is measured on the
+/// camera's clock.
 #[derive(Debug)]
 struct Clock {
     origin: Instant,
@@ -97,7 +102,9 @@ struct Clock {
     configured: Option<f64>,
     /// The step consumers were given: kept while any follows the feed.
     locked: Option<f64>,
-    /// The latest arrivals (ticks), at most [`Clock::WINDOW`]: their mean interval is the rate.
+    /// The latest units' times (ticks), at most [`Clock::WINDOW`]: the camera's own where its
+    /// connection says (one connection says for all its units or none), else their arrivals.
+    /// Their mean interval is the rate.
     arrivals: std::collections::VecDeque<f64>,
     /// Units on this connection.
     units: u64,
@@ -109,6 +116,8 @@ struct Clock {
     by_arrival: bool,
     /// With `by_arrival`: where the grid starts (the first unit's time, on this connection).
     anchor: Option<f64>,
+    /// The camera's own time of the latest unit (RTP, 90 kHz ticks), where its connection says.
+    camera: Option<f64>,
 }
 
 impl Clock {
@@ -134,6 +143,7 @@ impl Clock {
             exact: None,
             by_arrival: false,
             anchor: None,
+            camera: None,
         }
     }
 
@@ -144,15 +154,27 @@ impl Clock {
         (n >= 2 && last > first).then(|| (last - first) / (n - 1) as f64)
     }
 
-    fn stamp(&mut self, at: Instant) -> u64 {
+    /// The presentation time of a unit that arrived `at`, which the camera timed `camera` (see
+    /// [`UnitFeed::publish_timed`]).
+    fn stamp(&mut self, at: Instant, camera: Option<f64>) -> u64 {
         let arrived = at.saturating_duration_since(self.origin).as_secs_f64() * Self::HZ + Self::BASE;
         self.units += 1;
         // The step as the earlier arrivals say (this one may be the end of a gap).
         let step = self.step();
+        // The camera's own clock says this is its next picture, one step after the last: a late
+        // arrival is then this box's delay (a busy core, a stalled read), not a gap in the video.
+        let last_camera = std::mem::replace(&mut self.camera, camera);
+        let next_picture = match (camera, last_camera, step) {
+            (Some(now), Some(last), Some(step)) => (now - last - step).abs() <= step / 2.0,
+            _ => false,
+        };
+        // The rate is measured on the camera's clock where it says (a stalled read does not make
+        // the camera look slower than its SPS), else on the arrivals.
+        let seen = camera.unwrap_or(arrived);
         if self.arrivals.len() == Self::WINDOW {
             self.arrivals.pop_front();
         }
-        self.arrivals.push_back(arrived);
+        self.arrivals.push_back(seen);
         let Some(last) = self.exact else {
             self.exact = Some(arrived.round());
             return arrived.round() as u64;
@@ -174,14 +196,19 @@ impl Clock {
             Some(step) => {
                 let predicted = last + step;
                 let error = arrived - predicted;
-                if error > 4.0 * step {
+                if next_picture && error.abs() <= Self::HZ {
+                    // Within a second of the arrivals, the camera's word is taken: its next
+                    // picture, one step on, however late this box got it (a gap or a drift
+                    // read into a stall would show a player a rate the camera never had).
+                    predicted
+                } else if error > 4.0 * step {
                     // A gap (or a stall) of several frames: time jumps with it, by whole steps,
                     // and a measured rate is measured again from here (the SPS's is checked
                     // against the window as it is: a camera sending less than it announces
                     // shows as gaps).
                     if !self.uses_hint() {
                         self.arrivals.clear();
-                        self.arrivals.push_back(arrived);
+                        self.arrivals.push_back(seen);
                     }
                     last + step * ((arrived - last) / step).round()
                 } else if error < -Self::HZ {
@@ -250,6 +277,7 @@ impl Clock {
         self.arrivals.clear();
         self.units = 0;
         self.anchor = None;
+        self.camera = None;
         if !keep {
             self.locked = None;
         }
@@ -303,18 +331,24 @@ impl UnitFeed {
     /// A unit from the camera (costs one allocation when nobody takes units, and the group kept
     /// for new consumers).
     pub fn publish(&self, codec: Codec, au: &AccessUnit) {
-        self.publish_arrived(codec, au, Instant::now());
+        self.publish_arrived(codec, au, Instant::now(), None);
     }
 
-    /// [`Self::publish`] of a unit that arrived `at`.
-    fn publish_arrived(&self, codec: Codec, au: &AccessUnit, at: Instant) {
+    /// [`Self::publish`] of a unit the camera timed at `camera_time` (90 kHz ticks by its own
+    /// clock, from any origin), when its connection says (RTP): see [`Clock::stamp`].
+    pub fn publish_timed(&self, codec: Codec, au: &AccessUnit, camera_time: Option<f64>) {
+        self.publish_arrived(codec, au, Instant::now(), camera_time);
+    }
+
+    /// [`Self::publish_timed`] of a unit that arrived `at`.
+    fn publish_arrived(&self, codec: Codec, au: &AccessUnit, at: Instant, camera_time: Option<f64>) {
         let (pts, stepped) = {
             let mut clock = self.clock.lock().unwrap();
             if let Some(sps) = &au.sps {
                 // Its start code first (4 bytes).
                 clock.hint = crate::media::sps::frame_rate(codec, sps.get(4..).unwrap_or_default());
             }
-            let pts = clock.stamp(at);
+            let pts = clock.stamp(at, camera_time);
             (pts, clock.step().is_some())
         };
         let mut group = self.group.lock().unwrap();
@@ -443,6 +477,14 @@ impl UnitFeed {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::time::Duration;
+
+    impl Clock {
+        /// A unit from a connection that does not say the camera's time (ffmpeg's pipe).
+        fn stamp_at(&mut self, at: Instant) -> u64 {
+            self.stamp(at, None)
+        }
+    }
 
     fn au(keyframe: bool, sps: bool, byte: u8) -> AccessUnit {
         AccessUnit {
@@ -539,7 +581,7 @@ mod tests {
         // 25 fps arriving in pairs: 0, 0, 80, 80, 160, 160 … ms.
         let mut pts = Vec::new();
         for i in 0..200u64 {
-            pts.push(clock.stamp(ms(i / 2 * 80)));
+            pts.push(clock.stamp_at(ms(i / 2 * 80)));
         }
         let steps: Vec<i64> = pts.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
         let late = &steps[100..];
@@ -550,11 +592,11 @@ mod tests {
         assert_eq!(clock.rate(), Some(25.0));
         // Two seconds without units, then units again: the gap is kept, in whole steps.
         let before = *pts.last().unwrap();
-        let after = clock.stamp(ms(100 * 80 + 2000));
+        let after = clock.stamp_at(ms(100 * 80 + 2000));
         assert!(after - before > 150_000, "{before} {after}");
         let steps = (after - before) as f64 / 3600.0;
         assert!((steps - steps.round()).abs() < 0.01, "{before} {after}");
-        assert!(clock.stamp(ms(100 * 80 + 2000)) > after, "never backwards");
+        assert!(clock.stamp_at(ms(100 * 80 + 2000)) > after, "never backwards");
     }
 
     #[test]
@@ -563,9 +605,9 @@ mod tests {
         clock.hint = Some(15.0);
         let t0 = clock.origin;
         // ffmpeg hands on what it buffered while probing all at once, then the camera's pace.
-        let mut pts: Vec<u64> = (0..10).map(|_| clock.stamp(t0)).collect();
+        let mut pts: Vec<u64> = (0..10).map(|_| clock.stamp_at(t0)).collect();
         for i in 1..40u64 {
-            pts.push(clock.stamp(t0 + std::time::Duration::from_micros(i * 66_667)));
+            pts.push(clock.stamp_at(t0 + std::time::Duration::from_micros(i * 66_667)));
         }
         let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(steps.iter().all(|d| (5900..=6100).contains(d)), "{steps:?}");
@@ -574,9 +616,48 @@ mod tests {
         let mut clock = Clock::new();
         clock.hint = Some(30.0);
         for i in 0..100u64 {
-            clock.stamp(t0 + std::time::Duration::from_millis(i * 100));
+            clock.stamp_at(t0 + std::time::Duration::from_millis(i * 100));
         }
         assert_eq!(clock.rate(), Some(10.0));
+    }
+
+    #[test]
+    fn a_stalled_box_is_no_gap_when_the_camera_says_its_pictures_follow() {
+        // 15 fps, every picture one step after the last by the camera's clock; this box stops
+        // reading now and then (a busy core: for 150 ms, for 400 ms), then gets what came
+        // meanwhile all at once.
+        let stalls = [(1_300_000u64, 150_000u64), (2_700_000, 400_000)];
+        let times = |camera_timed: bool| {
+            let mut clock = Clock::new();
+            clock.hint = Some(15.0);
+            let t0 = clock.origin;
+            (0..60u64)
+                .map(|i| {
+                    let sent = i * 66_667;
+                    let read = stalls
+                        .iter()
+                        .find(|(from, long)| (*from..from + long).contains(&sent))
+                        .map_or(sent, |(from, long)| from + long);
+                    clock.stamp(
+                        t0 + Duration::from_micros(read),
+                        camera_timed.then_some(i as f64 * 6000.0),
+                    )
+                })
+                .collect::<Vec<u64>>()
+        };
+        let steps: Vec<u64> = times(true).windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|d| *d == 6000), "{steps:?}");
+        // Without the camera's word, a stall of several steps reads as a gap (as it must: it
+        // may be one).
+        let steps: Vec<u64> = times(false).windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().any(|d| *d > 6000), "{steps:?}");
+        // A real gap by the camera's clock (five pictures it did not send) is kept.
+        let mut clock = Clock::new();
+        clock.hint = Some(15.0);
+        let t0 = clock.origin;
+        let before = clock.stamp(t0, Some(0.0));
+        let after = clock.stamp(t0 + Duration::from_micros(6 * 66_667), Some(6.0 * 6000.0));
+        assert_eq!(after - before, 6 * 6000);
     }
 
     #[test]
@@ -590,7 +671,7 @@ mod tests {
         clock.hint = Some(30.0);
         let t0 = clock.origin;
         let pts: Vec<u64> = (0..40u64)
-            .map(|i| clock.stamp(t0 + std::time::Duration::from_millis(i * 100)))
+            .map(|i| clock.stamp_at(t0 + std::time::Duration::from_millis(i * 100)))
             .collect();
         let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(steps.iter().all(|&d| d == 9000), "{steps:?}");
@@ -599,7 +680,7 @@ mod tests {
             Some(30.0),
             "the nominal rate, for those who announce one"
         );
-        assert!(clock.stamp(t0) > *pts.last().unwrap(), "never backwards");
+        assert!(clock.stamp_at(t0) > *pts.last().unwrap(), "never backwards");
         drop(clock);
         // A camera at the nominal 30 fps whose pictures arrive with up to ±4 ms of jitter:
         // steady steps (ffprobe reads 30/1, not 30000/1001).
@@ -612,7 +693,7 @@ mod tests {
             .map(|i| {
                 let jitter = [0i64, 4, -3, 3, -4, 1][(i % 6) as usize];
                 let at = (i as i64 * 33_333 + 10_000 + jitter * 1000) as u64;
-                clock.stamp(t0 + std::time::Duration::from_micros(at))
+                clock.stamp_at(t0 + std::time::Duration::from_micros(at))
             })
             .collect();
         let steps: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
@@ -628,9 +709,9 @@ mod tests {
         feed.time_by_arrival();
         let t0 = feed.clock.lock().unwrap().origin;
         let at = |i: u64| t0 + std::time::Duration::from_millis(i * 100);
-        feed.publish_arrived(Codec::H264, &au(true, true, 1), at(0));
+        feed.publish_arrived(Codec::H264, &au(true, true, 1), at(0), None);
         for i in 1..8 {
-            feed.publish_arrived(Codec::H264, &au(false, false, 2), at(i));
+            feed.publish_arrived(Codec::H264, &au(false, false, 2), at(i), None);
         }
         let (start, _) = feed.subscribe();
         let pts = start.steady_pts(Some(30.0));

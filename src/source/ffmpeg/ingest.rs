@@ -92,7 +92,7 @@ impl Connection {
         splitter: &mut AuSplitter,
         buf: &mut [u8],
         out: &mut Vec<AccessUnit>,
-    ) -> Result<(), Option<String>> {
+    ) -> Result<Option<f64>, Option<String>> {
         match self {
             Connection::Ffmpeg(ff) => {
                 let Some(stdout) = ff.stdout.as_mut() else {
@@ -101,7 +101,7 @@ impl Connection {
                 match stdout.read(buf).await {
                     Ok(n) if n > 0 => {
                         splitter.push(&buf[..n], out);
-                        Ok(())
+                        Ok(None)
                     }
                     _ => {
                         ff.stdout = None;
@@ -109,8 +109,8 @@ impl Connection {
                     }
                 }
             }
-            Connection::Rtsp(c) => c.next(out).await.map_err(Some),
-            Connection::Device(d) => d.next(out).await.map_err(Some),
+            Connection::Rtsp(c) => c.next(out).await.map(Some).map_err(Some),
+            Connection::Device(d) => d.next(out).await.map(|()| None).map_err(Some),
         }
     }
 
@@ -421,13 +421,13 @@ impl Ingest {
     }
 
     /// A unit from the camera: keep the group, measure the keyframe interval, feed the decoder.
-    fn unit(&mut self, unit: AccessUnit) {
+    fn unit(&mut self, unit: AccessUnit, camera_time: Option<f64>) {
         let now = Instant::now();
         let arrived = SystemTime::now();
         self.last_unit = Some(now);
         // Coded-video consumers (WebRTC, RTSP) get every unit as the camera sent it; the group
         // kept there is what a decoder starts from.
-        self.work.units.publish(self.codec, &unit);
+        self.work.units.publish_timed(self.codec, &unit, camera_time);
         if !unit.keyframe {
             self.feed(&unit, arrived);
             return;
@@ -575,7 +575,8 @@ impl Ingest {
 
 /// What woke the ingest loop.
 enum Event {
-    Units(Result<(), Option<String>>),
+    /// Units read, with the camera's time of them where its connection tells it.
+    Units(Result<Option<f64>, Option<String>>),
     Picture(Option<Picture>),
     Demand,
     NoUnit,
@@ -645,16 +646,16 @@ impl Upstream for Ingest {
                 }
             };
             match event {
-                Event::Units(Ok(())) => {
+                Event::Units(Ok(camera_time)) => {
                     for u in units {
-                        self.unit(u);
+                        self.unit(u, camera_time);
                     }
                 }
                 Event::Units(Err(why)) => {
                     let mut last = Vec::new();
                     self.splitter.finish(&mut last);
                     for u in last {
-                        self.unit(u);
+                        self.unit(u, None);
                     }
                     if let Some((d, _)) = self.decoder.as_mut() {
                         d.finish();
