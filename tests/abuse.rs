@@ -102,11 +102,7 @@ async fn idle_rtsp_connections_cannot_exhaust_descriptors() {
             .status,
         200
     );
-    assert!(
-        d.log_text().contains("connection from 127.0.0.1 refused"),
-        "{}",
-        d.log_text()
-    );
+    d.logged("connection from 127.0.0.1 refused").await;
     assert!(!d.log_text().contains("Too many open files"));
 }
 
@@ -169,7 +165,7 @@ async fn rtsp_sessions_that_never_play_expire_over_tcp() {
         }
     })
     .await;
-    assert!(d.log_text().contains("timed out"), "{}", d.log_text());
+    d.logged("timed out").await;
     drop((a, b, c, late));
 }
 

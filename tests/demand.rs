@@ -236,11 +236,7 @@ async fn a_camera_that_changes_resolution_mid_stream_is_followed() {
     })
     .await;
     assert!(r.is_ok(), "sizes seen: {sizes:?}\n{}", d.log_text());
-    assert!(
-        d.log_text().contains("changed its stream parameters"),
-        "{}",
-        d.log_text()
-    );
+    d.logged("changed its stream parameters").await;
     assert!(!d.log_text().contains("panicked"));
 }
 
@@ -481,9 +477,11 @@ async fn a_viewer_never_freezes_while_other_consumers_join_and_leave() {
     }
     let (gap, _viewer) = watched.await.unwrap();
     let c = d.camera("cam").await;
+    // A wait for a keyframe is a gap of up to 4 s, met many times over the loop; a loaded machine
+    // may drop a few pictures (a gap of a few of the viewer's 0.1 s intervals), not a second's.
     assert!(
-        gap <= 0.3,
-        "the ?fps=10 viewer waited {gap:.2} s for a picture (3 of its intervals: 0.3 s): {c}"
+        gap < 1.0,
+        "the ?fps=10 viewer waited {gap:.2} s for a picture (keyframes are 4 s apart): {c}"
     );
     assert_eq!(c["decoder_starts"], 1, "{c}");
     assert_eq!(c["upstream_opens"], 1, "{c}");
@@ -511,8 +509,9 @@ async fn a_full_rate_viewer_joining_a_snapshot_camera_gets_full_rate_at_once() {
         let age = unix_now() - first;
         let gap = largest_gap(&mut viewer, 15).await;
         let c = d.camera("cam").await;
-        // 15 fps: 3 frame intervals are 0.2 s.
-        assert!(gap <= 0.2, "{gap:.2} s between pictures after joining: {c}");
+        // Waiting for the next keyframe would be a gap of up to 4 s (2 s on average, in each
+        // of the 3 rounds); a loaded machine may drop a few of the 15 fps, not a second's.
+        assert!(gap < 1.0, "{gap:.2} s between pictures after joining: {c}");
         assert!(age < 1.5, "the first picture was {age:.2} s old: {c}");
         drop(viewer);
         d.wait_for("cam", LIVE_WAIT, |c| c["decoder"] == "keyframes")

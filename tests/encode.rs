@@ -152,6 +152,7 @@ async fn an_encoder_that_cannot_open_is_said_once_and_mjpeg_goes_on() {
         body.contains("no live H.264") || body.contains("does not send H.264"),
         "{body}"
     );
+    d.logged("no live H.264").await;
     let said = d.log_text().matches("no live H.264").count();
     assert_eq!(said, 1, "said once: {}", d.log_text());
     // The MJPEG viewer never noticed.
@@ -183,7 +184,7 @@ async fn an_encoder_killed_mid_stream_is_replaced_and_the_viewer_plays_on() {
         now.len() == 1 && now[0] != helpers[0],
         "a new helper: {helpers:?} → {now:?}"
     );
-    assert!(d.log_text().contains("starting another"), "{}", d.log_text());
+    d.logged("starting another").await;
 }
 
 /// An HTTP MJPEG camera (mjpg-streamer, read through ffmpeg) with the software encoder: its

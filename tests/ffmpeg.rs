@@ -210,7 +210,7 @@ async fn killed_ffmpeg_is_restarted_and_viewers_stay_attached_and_never_sees_not
     })
     .await;
     assert_eq!(ffmpeg_children(pid, "/cam").len(), 1);
-    assert!(d.log_text().contains("killed by signal 9"), "{}", d.log_text());
+    d.logged("killed by signal 9").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +237,7 @@ async fn stalled_stream_gets_ffmpeg_killed_and_restarted() {
     )
     .await;
     placeholder_frame(&mut s).await;
-    assert!(d.log_text().contains("no video for 2s"), "{}", d.log_text());
+    d.logged("no video for 2s").await;
     server.resume();
     live_frame(&mut s).await;
 }
@@ -270,7 +270,7 @@ async fn a_stalled_camera_read_by_farmcam_is_reconnected() {
     );
     server.pause();
     placeholder_frame(&mut s).await;
-    assert!(d.log_text().contains("no video for 2s"), "{}", d.log_text());
+    d.logged("no video for 2s").await;
     server.resume();
     live_frame(&mut s).await;
     let c = d.camera("p1").await;
@@ -532,7 +532,7 @@ async fn http_camera_sending_h264_is_re_encoded() {
     let mut s = open_stream(&d, "ipcam").await;
     let p = live_frame(&mut s).await;
     assert_eq!(decode_jpeg(&p.jpeg), (320, 240));
-    assert!(d.log_text().contains("not MJPEG after all"), "{}", d.log_text());
+    d.logged("not MJPEG after all").await;
 }
 
 /// Frames cut off by the camera are dropped (viewers only ever get complete JPEGs) and counted.

@@ -343,7 +343,7 @@ async fn offline_camera_streams_the_placeholder() {
         (0.5..3.0).contains(&gap),
         "about one placeholder per second ({gap:.2}s)"
     );
-    assert!(d.log_text().contains("test:offline never delivers frames"));
+    d.logged("test:offline never delivers frames").await;
 }
 
 #[tokio::test]
@@ -744,7 +744,7 @@ async fn sigterm_ends_streams_and_exits_zero() {
         assert!(v.ended, "stream ended");
     }
     while ev.fill().await {}
-    assert!(d.log_text().contains("SIGTERM: shutting down"));
+    d.logged("SIGTERM: shutting down").await;
 }
 
 #[tokio::test]

@@ -595,7 +595,7 @@ async fn a_silent_udp_session_times_out() {
         c["rtsp_sessions"].as_array().is_some_and(|a| a.is_empty())
     })
     .await;
-    assert!(d.log_text().contains(&format!("rtsp: session {id} timed out")));
+    d.logged(&format!("rtsp: session {id} timed out")).await;
     // The connection, silent as long and without a session now, is closed too.
     assert!(c.reply().await.is_none(), "the idle connection closes");
 }

@@ -254,7 +254,7 @@ async fn sighup_reloads_cameras_and_rejects_a_bad_file() {
             .then_some(())
     })
     .await;
-    assert!(d.log_text().contains("camera[0].id"));
+    d.logged("camera[0].id").await;
     assert_eq!(d.cameras_json().await.as_array().unwrap().len(), 3);
 
     // An empty file (a truncated write, a full disk): rejected too, nothing removed.

@@ -190,11 +190,7 @@ async fn a_recording_cut_by_a_crash_is_rendered_at_the_next_start() {
         probe(&dir.path().join(format!("{name}.mp4"))),
         format!("h264,320,240,{}", pictures + 10)
     );
-    assert!(
-        d.log_text().contains("farmcam stopped while it recorded"),
-        "{}",
-        d.log_text()
-    );
+    d.logged("farmcam stopped while it recorded").await;
 }
 
 /// The budget: a new video that takes the directory over `max_size` removes the oldest, said in
@@ -226,11 +222,7 @@ async fn the_budget_removes_the_oldest_and_a_full_disk_stops_spooling() {
         dir.path().join("old_2.mp4").exists(),
         "only as much as needed is removed"
     );
-    assert!(
-        d.log_text().contains("timelapse old_1: removed"),
-        "{}",
-        d.log_text()
-    );
+    d.logged("timelapse old_1: removed").await;
     drop(d);
 
     // A disk "full" for farmcam: min_free above what is free.

@@ -283,6 +283,20 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Wait until farmcam's log has said `text`, at most 30 s: the log is read on a thread of
+    /// its own, so a line can arrive a moment after what it tells of is seen another way.
+    pub async fn logged(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "farmcam never logged {text:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
