@@ -221,12 +221,7 @@ async fn the_timelapse_trigger_holds_the_real_moonrakers_websocket() {
     })
     .await;
     assert_eq!(clients["result"]["klippy_state"], "disconnected", "{clients}");
-    assert!(
-        d.log_text()
-            .contains("timelapses of printer \"voron\"'s prints by p1"),
-        "{}",
-        d.log_text()
-    );
+    d.logged("timelapses of printer \"voron\"'s prints by p1").await;
     assert!(
         !d.log_text().contains("websocket:"),
         "no websocket error: {}",
