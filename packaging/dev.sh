@@ -2,8 +2,8 @@
 # farmcam developer entry point. Installs what it needs (idempotently), then acts:
 #
 #   packaging/dev.sh demo   build and run the daemon on config/farmcam.toml (http://127.0.0.1:8080/)
-#   packaging/dev.sh test   run the whole test suite (cargo nextest, then the V4L2 tests in a
-#                           qemu guest: tests/v4l2/run.sh)
+#   packaging/dev.sh test   run the whole test suite (cargo nextest, and next to it the V4L2
+#                           tests in a qemu guest: tests/v4l2/run.sh)
 #   packaging/dev.sh deps   only install build and test dependencies
 #
 # Works on a fresh Debian 12 (as root, or with sudo). Rust comes from rustup when cargo is missing.
@@ -80,9 +80,23 @@ case "${1:-}" in
         install_rust
         install_test_tools
         install_peers
+        # One build for both. The V4L2 guest (tests/v4l2/run.sh: an emulated machine, about a
+        # core) runs next to the rest of the suite, which leaves about a core idle waiting on its
+        # peers; its console goes to a file, shown when it ends. In a session of its own, so an
+        # interrupted run takes the guest with it.
+        cargo nextest run --workspace --no-run
+        guest_log="$(mktemp)"
+        setsid tests/v4l2/run.sh >"$guest_log" 2>&1 &
+        guest=$!
+        trap 'kill -TERM -- "-$guest" 2>/dev/null; rm -f "$guest_log"' EXIT
+        trap 'exit 130' INT TERM
         status=0
         cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
-        tests/v4l2/run.sh || status=$?
+        echo "dev.sh: the V4L2 tests (qemu guest, tests/v4l2/run.sh):" >&2
+        guest_status=0
+        wait "$guest" || guest_status=$?
+        cat "$guest_log"
+        [ "$guest_status" -eq 0 ] || status=$guest_status
         exit "$status"
         ;;
     deps)
