@@ -101,7 +101,8 @@ fi
 # What runs inside: load the drivers, then COMMAND in the caller's directory, with its environment
 # passed through variables the caller marks (RUST_LOG, FARMCAM_*, and the test harness's own).
 run="$work/run-$$.sh"
-trap 'rm -f "$run"' EXIT INT TERM
+trap 'rm -f "$run"' EXIT
+trap 'exit 130' INT TERM
 {
     echo "#!/bin/sh"
     echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/dev/shm TMPDIR=/dev/shm"
@@ -132,7 +133,9 @@ done
 
 log="$work/console-$$.log"
 status=0
-timeout "${FARMCAM_GUEST_TIMEOUT:-1800}" qemu-system-x86_64 \
+# --foreground: qemu stays in the caller's process group, so stopping the caller's group (an
+# interrupted packaging/dev.sh test) stops the guest.
+timeout --foreground "${FARMCAM_GUEST_TIMEOUT:-1800}" qemu-system-x86_64 \
     -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "/boot/vmlinuz-$kver" -initrd "$initrd" \
