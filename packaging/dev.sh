@@ -88,7 +88,7 @@ case "${1:-}" in
         guest_log="$(mktemp)"
         setsid tests/v4l2/run.sh >"$guest_log" 2>&1 &
         guest=$!
-        trap 'kill -TERM "-$guest" 2>/dev/null; rm -f "$guest_log"' EXIT
+        trap 'kill -TERM "-$guest" 2>/dev/null || true; rm -f "$guest_log"' EXIT
         trap 'exit 130' INT TERM
         status=0
         cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
