@@ -810,11 +810,8 @@ async fn a_script_directory_taken_by_another_user_stops_no_camera() {
     let d = Daemon::start_with_env(&config("", &cam), &[("TMPDIR", tmp.path().to_str().unwrap())]);
     let mut s = open_stream(&d, "cam").await;
     live_frame(&mut s).await;
-    let log = d.log_text();
-    assert!(
-        log.contains("is not a private directory of this user") && log.contains("instead"),
-        "{log}"
-    );
+    d.logged("is not a private directory of this user").await;
+    d.logged("instead").await;
     assert!(
         std::fs::read_dir(&taken).unwrap().next().is_none(),
         "nothing written there"
@@ -851,6 +848,7 @@ async fn a_stream_the_helper_cannot_convert_is_decoded_by_ffmpeg() {
         .wait_for("cam", common::LIVE_WAIT, |c| c["decoded_by"] == "ffmpeg")
         .await;
     assert_eq!(c["ingest"], "farmcam", "{c}");
+    d.logged("decoding this camera with ffmpeg instead").await;
     let log = d.log_text();
     assert_eq!(
         log.matches("decoding this camera with ffmpeg instead").count(),

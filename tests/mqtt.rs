@@ -241,6 +241,10 @@ async fn broker_restart_resumes_and_reannounces() {
         .wait_for(WAIT, "snapshots again", is("farmcam/testnode/p1/snapshot"))
         .await;
     assert_eq!(decode_jpeg(&snap.payload), (160, 120));
+    eventually(WAIT, "the second connection logged", || {
+        (d.log_text().matches("mqtt: connected").count() >= 2).then_some(())
+    })
+    .await;
     let log = d.log_text();
     assert_eq!(log.matches("mqtt: connected").count(), 2, "{log}");
 }
@@ -430,6 +434,7 @@ async fn oversized_snapshot_is_skipped_without_dropping_the_connection() {
         .seen
         .iter()
         .any(|m| m.topic == "farmcam/testnode/big/snapshot"));
+    d.logged("larger than mqtt.max_packet_size").await;
     let log = d.log_text();
     assert_eq!(
         log.matches("larger than mqtt.max_packet_size").count(),
