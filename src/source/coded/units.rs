@@ -448,7 +448,8 @@ impl UnitFeed {
         *self.size.lock().unwrap()
     }
 
-    /// Units per second as they arrive now (`None` while not connected, or before a few came).
+    /// Units per second as they come now, on the camera's clock where its connection says
+    /// (`None` while not connected, or before a few came).
     pub fn arrival_rate(&self) -> Option<f64> {
         let clock = self.clock.lock().unwrap();
         (clock.arrivals.len() >= 8)
