@@ -91,7 +91,8 @@ struct Group {
 /// Where the camera's connection tells the camera's own time of each unit (farmcam's RTSP client:
 /// RTP timestamps), a unit the camera timed one step after the previous is its next picture
 /// however late this box read it (a busy core is not a gap), and the rate is measured on the
-/// camera's clock.
+/// camera's clock, as long as that clock moves on with the units (some printers send frozen RTP
+/// timestamps: then the arrivals, as for ffmpeg's pipe).
 #[derive(Debug)]
 struct Clock {
     origin: Instant,
@@ -102,10 +103,14 @@ struct Clock {
     configured: Option<f64>,
     /// The step consumers were given: kept while any follows the feed.
     locked: Option<f64>,
-    /// The latest units' times (ticks), at most [`Clock::WINDOW`]: the camera's own where its
-    /// connection says (one connection says for all its units or none), else their arrivals.
-    /// Their mean interval is the rate.
+    /// The latest arrivals (ticks), at most [`Clock::WINDOW`]: their mean interval is the rate
+    /// (unless the camera's clock says it, see [`Clock::window`]).
     arrivals: std::collections::VecDeque<f64>,
+    /// The same units' times by the camera's clock, where its connection says.
+    camera_times: std::collections::VecDeque<f64>,
+    /// The camera's clock moves on with its units on this connection (some printers send frozen
+    /// RTP timestamps; B-frames go back): until it does not, it is the one the rate is read on.
+    camera_ok: bool,
     /// Units on this connection.
     units: u64,
     /// The latest presentation time, unrounded (given rounded); `None` before the first unit.
@@ -139,6 +144,8 @@ impl Clock {
             configured: None,
             locked: None,
             arrivals: std::collections::VecDeque::with_capacity(Self::WINDOW),
+            camera_times: std::collections::VecDeque::new(),
+            camera_ok: true,
             units: 0,
             exact: None,
             by_arrival: false,
@@ -147,10 +154,21 @@ impl Clock {
         }
     }
 
-    /// The mean interval of the arrivals in the window (ticks).
+    /// The times the rate is measured over: the camera's own while they move on steadily (a
+    /// stalled read does not make the camera look slower than its SPS), else the arrivals.
+    fn window(&self) -> &std::collections::VecDeque<f64> {
+        if self.camera_ok && self.camera_times.len() >= 2 {
+            &self.camera_times
+        } else {
+            &self.arrivals
+        }
+    }
+
+    /// The mean interval of the units in the window (ticks).
     fn measured(&self) -> Option<f64> {
-        let (first, last) = (self.arrivals.front()?, self.arrivals.back()?);
-        let n = self.arrivals.len();
+        let w = self.window();
+        let (first, last) = (w.front()?, w.back()?);
+        let n = w.len();
         (n >= 2 && last > first).then(|| (last - first) / (n - 1) as f64)
     }
 
@@ -163,18 +181,30 @@ impl Clock {
         let step = self.step();
         // The camera's own clock says this is its next picture, one step after the last: a late
         // arrival is then this box's delay (a busy core, a stalled read), not a gap in the video.
+        let mut camera = camera.filter(|_| self.camera_ok);
+        if let (Some(now), Some(last)) = (camera, self.camera) {
+            // Frozen, going back, or leaping more than 4 s: not a clock to go by on this connection.
+            if !(now > last && now - last <= 4.0 * Self::HZ) {
+                self.camera_ok = false;
+                self.camera_times.clear();
+                camera = None;
+            }
+        }
         let last_camera = std::mem::replace(&mut self.camera, camera);
         let next_picture = match (camera, last_camera, step) {
             (Some(now), Some(last), Some(step)) => (now - last - step).abs() <= step / 2.0,
             _ => false,
         };
-        // The rate is measured on the camera's clock where it says (a stalled read does not make
-        // the camera look slower than its SPS), else on the arrivals.
-        let seen = camera.unwrap_or(arrived);
         if self.arrivals.len() == Self::WINDOW {
             self.arrivals.pop_front();
         }
-        self.arrivals.push_back(seen);
+        self.arrivals.push_back(arrived);
+        if let Some(c) = camera {
+            if self.camera_times.len() == Self::WINDOW {
+                self.camera_times.pop_front();
+            }
+            self.camera_times.push_back(c);
+        }
         let Some(last) = self.exact else {
             self.exact = Some(arrived.round());
             return arrived.round() as u64;
@@ -208,7 +238,9 @@ impl Clock {
                     // shows as gaps).
                     if !self.uses_hint() {
                         self.arrivals.clear();
-                        self.arrivals.push_back(seen);
+                        self.arrivals.push_back(arrived);
+                        self.camera_times.clear();
+                        self.camera_times.extend(camera);
                     }
                     last + step * ((arrived - last) / step).round()
                 } else if error < -Self::HZ {
@@ -240,7 +272,7 @@ impl Clock {
     fn uses_hint(&self) -> bool {
         let Some(fps) = self.hint else { return false };
         match self.measured() {
-            Some(m) if self.arrivals.len() >= 32 => Self::HZ / m >= fps * 0.9,
+            Some(m) if self.window().len() >= 32 => Self::HZ / m >= fps * 0.9,
             _ => true,
         }
     }
@@ -275,6 +307,8 @@ impl Clock {
     fn reconnect(&mut self, keep: bool) {
         self.hint = None;
         self.arrivals.clear();
+        self.camera_times.clear();
+        self.camera_ok = true;
         self.units = 0;
         self.anchor = None;
         self.camera = None;
@@ -452,7 +486,7 @@ impl UnitFeed {
     /// (`None` while not connected, or before a few came).
     pub fn arrival_rate(&self) -> Option<f64> {
         let clock = self.clock.lock().unwrap();
-        (clock.arrivals.len() >= 8)
+        (clock.window().len() >= 8)
             .then(|| clock.measured())
             .flatten()
             .map(|m| Clock::HZ / m)
@@ -659,6 +693,13 @@ mod tests {
         let before = clock.stamp(t0, Some(0.0));
         let after = clock.stamp(t0 + Duration::from_micros(6 * 66_667), Some(6.0 * 6000.0));
         assert_eq!(after - before, 6 * 6000);
+        // A printer's frozen RTP clock: the rate is read on the arrivals, as without one.
+        let mut clock = Clock::new();
+        let t0 = clock.origin;
+        for i in 0..40u64 {
+            clock.stamp(t0 + Duration::from_millis(i * 100), Some(1234.0));
+        }
+        assert_eq!(clock.rate(), Some(10.0));
     }
 
     #[test]
