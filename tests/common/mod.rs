@@ -94,6 +94,8 @@ pub struct Daemon {
     /// The RTSP listener, when `[rtsp]` is on.
     pub rtsp: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Told each time a line is added to `log`.
+    log_grew: Arc<tokio::sync::Notify>,
     _notify: Option<Notify>,
     _dir: tempfile::TempDir,
 }
@@ -218,10 +220,13 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
+        let log_grew = Arc::new(tokio::sync::Notify::new());
+        let grew = log_grew.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line.clone());
+                grew.notify_waiters();
                 let _ = tx.send(line);
             }
         });
@@ -269,6 +274,7 @@ impl Daemon {
             cameras,
             rtsp,
             log,
+            log_grew,
             _notify: notify,
             _dir: dir,
         }
@@ -286,14 +292,20 @@ impl Daemon {
     /// Wait until farmcam's log has said `text`, at most 30 s: the log is read on a thread of
     /// its own, so a line can arrive a moment after what it tells of is seen another way.
     pub async fn logged(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log_text().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "farmcam never logged {text:?}:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(POLL).await;
+        let seen = async {
+            loop {
+                // Armed before looking, so a line added in between is not missed.
+                let grew = self.log_grew.notified();
+                tokio::pin!(grew);
+                grew.as_mut().enable();
+                if self.log_text().contains(text) {
+                    return;
+                }
+                grew.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), seen).await.is_err() {
+            panic!("farmcam never logged {text:?}:\n{}", self.log_text());
         }
     }
 
