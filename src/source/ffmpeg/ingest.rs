@@ -647,6 +647,8 @@ impl Upstream for Ingest {
             };
             match event {
                 Event::Units(Ok(camera_time)) => {
+                    // The camera's time is of one picture: units cut from one frame share none.
+                    let camera_time = camera_time.filter(|_| units.len() == 1);
                     for u in units {
                         self.unit(u, camera_time);
                     }
