@@ -81,15 +81,17 @@ case "${1:-}" in
         install_test_tools
         install_peers
         # One build for both. The V4L2 guest (tests/v4l2/run.sh: an emulated machine, about a
-        # core) runs next to the rest of the suite, which leaves about a core idle waiting on its
-        # peers; its console goes to a file, shown when it ends. In a session of its own, so an
-        # interrupted run takes the guest with it.
-        cargo nextest run --workspace --no-run
+        # core, and the long pole) runs next to the rest of the suite, which leaves about a core
+        # idle waiting on its peers; it starts once its own test binary and farmcam are built,
+        # while the suite's other test binaries build. Its console goes to a file, shown when it
+        # ends. In a session of its own, so an interrupted run takes the guest with it.
+        cargo test --test v4l2 --no-run
         guest_log="$(mktemp)"
         setsid tests/v4l2/run.sh >"$guest_log" 2>&1 &
         guest=$!
         trap 'kill -TERM "-$guest" 2>/dev/null || true; rm -f "$guest_log"' EXIT
         trap 'exit 130' INT TERM
+        cargo nextest run --workspace --no-run
         status=0
         cargo nextest run --workspace --no-fail-fast -E 'not binary_id(farmcam::v4l2)' || status=$?
         echo "dev.sh: the V4L2 tests (qemu guest, tests/v4l2/run.sh):" >&2
