@@ -8,7 +8,8 @@ SRTP and H.264 decoder) plays a farmcam camera over WHEP or camera-streamer's si
 It prints one JSON object per line on stdout: {"session": …} once signalled,
 {"first_frame_ms": T} (from the signalling POST to the first decoded frame), then
 {"frames": N, "width": W, "height": H, "pts": P} after every decoded frame (at most 10 lines a
-second; P is the frame's RTP timestamp, 90 kHz, as the sender stamped it), and {"error": …} if signalling fails. It runs until killed (or --frames N decoded).
+second; P is the frame's RTP timestamp, 90 kHz, as the sender stamped it), and {"error": …} if
+signalling fails. It runs until killed (or --frames N decoded).
 --no-decode receives (ICE, DTLS, SRTP, RTCP) without decoding: a cheap load generator for
 benches/webrtc.sh; it prints nothing after the session line.
 """
