@@ -7,12 +7,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, PacerReason, Reason, Rtc};
 use tokio::sync::broadcast;
 use tracing::debug;
 
@@ -56,6 +56,17 @@ pub struct Session {
     timeout: Instant,
     /// Packets waiting to be sent together.
     batch: Batch,
+}
+
+/// How long a session's `Rtc` may go untouched after its pacer emptied its queues: a camera of at
+/// least 5 pictures a second touches it sooner; a slower one wakes it then (RTCP reports wait that
+/// long at most).
+const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// Whether a datagram is RTP (not RTCP, STUN or DTLS; RFC 7983 and RFC 5761): version 2, and a
+/// payload type outside RTCP's packet types 192-223.
+fn is_rtp(packet: &[u8]) -> bool {
+    matches!(packet, [128..=191, b, ..] if !(192..=223).contains(b))
 }
 
 fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
@@ -226,22 +237,31 @@ impl Session {
     /// [`Session::drain`]: returns when the `Rtc` wants input next.
     fn poll(&mut self, socket: &UdpSocket) -> Instant {
         let mut ticks = 4;
+        let mut sent_rtp = false;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    // Due already (str0m packetizes a written unit, and its pacer looks at its
-                    // queues again after the packets it released, on its clock): tick it here,
-                    // a few times at most, rather than through a timer that fires at once and
-                    // wakes the runtime's driver for it (twice a frame, a third of a viewer's
-                    // system calls).
                     let now = Instant::now();
                     if t > now || ticks == 0 {
                         return t;
                     }
+                    // str0m's pacer (without bandwidth estimation, it sends whatever is queued)
+                    // asks to look at its queues again after the packets it released. This poll
+                    // released them until the queues were empty, and only a written unit (which
+                    // ticks at once) or a tick fills them again: the look is half of a frame's
+                    // work in str0m. Whatever else comes due is served by the camera's next unit,
+                    // or this deadline at the latest.
+                    if sent_rtp && self.rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Handle) {
+                        return now + LOOK_AGAIN_AFTER;
+                    }
+                    // Due already (str0m packetizes a written unit on its clock, or a timer
+                    // fired): tick it here, a few times at most, rather than through a timer that
+                    // fires at once and wakes the runtime's driver for it.
                     ticks -= 1;
                     self.input(Input::Timeout(now));
                 }
                 Ok(Output::Transmit(t)) => {
+                    sent_rtp |= is_rtp(&t.contents);
                     // A picture's packets go out together (flushed when the poll ends).
                     let n = self.batch.send(socket, &t.contents, t.destination);
                     self.sent(n);
@@ -250,7 +270,7 @@ impl Session {
                 Err(e) => {
                     debug!(camera = %self.cam.id(), "webrtc: session {}: {e}", self.number);
                     self.rtc.disconnect();
-                    return Instant::now() + std::time::Duration::from_secs(1);
+                    return Instant::now() + Duration::from_secs(1);
                 }
             }
         }
@@ -354,5 +374,22 @@ impl Session {
         if !self.dead {
             self.rtc.disconnect();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rtp;
+
+    /// RTP of any payload type, marked or not, but not RTCP, STUN or DTLS (RFC 7983's ranges).
+    #[test]
+    fn rtp_is_told_from_what_shares_its_port() {
+        assert!(is_rtp(&[0x80, 96, 0, 1]));
+        assert!(is_rtp(&[0x80, 0x80 | 102, 0, 1]), "marker bit set");
+        assert!(!is_rtp(&[0x80, 200, 0, 6]), "RTCP sender report");
+        assert!(!is_rtp(&[0x81, 205, 0, 3]), "RTCP NACK");
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0]), "STUN binding request");
+        assert!(!is_rtp(&[22, 0xfe, 0xfd]), "DTLS handshake");
+        assert!(!is_rtp(&[0x80]));
     }
 }
