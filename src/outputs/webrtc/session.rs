@@ -58,10 +58,12 @@ pub struct Session {
     batch: Batch,
 }
 
-/// How long a session's `Rtc` may go untouched after its pacer emptied its queues: a camera of at
-/// least 5 pictures a second touches it sooner; a slower one wakes it then (RTCP reports wait that
-/// long at most).
-const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(200);
+/// How long a session's `Rtc` may go untouched after its pacer emptied its queues: a camera of a
+/// picture a second or more touches it sooner (each unit it writes ticks it); a slower one wakes it
+/// then, and its RTCP reports wait that long at most. Shorter would wake the runtime for a timer
+/// that a camera's next unit keeps pushing back (a timer pushed back still fires once, at its first
+/// deadline).
+const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether a datagram is RTP (not RTCP, STUN or DTLS; RFC 7983 and RFC 5761): version 2, and a
 /// payload type outside RTCP's packet types 192-223.
