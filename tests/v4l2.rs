@@ -480,9 +480,12 @@ async fn a_camera_that_sends_h264_is_passed_through_and_decoded_for_snapshots() 
     add_loopback();
     let _feeder = Feeder::h264(15);
     wait_loopback_ready().await;
+    // The snapshot below may restart the camera (its RTSP client left a second before, the idle
+    // grace). In the emulated guest a restarted camera took 10.5 s to its first picture in one CI
+    // run: the snapshot's default 10 s is not enough here.
     let d = with_rtsp(
         "[[camera]]\nid = \"uvc\"\nsource = \"v4l2:/dev/video10\"\nformat = \"h264\"\n\
-         warmup_frames = 0\nidle_grace = \"1s\"\n",
+         warmup_frames = 0\nidle_grace = \"1s\"\nsnapshot_timeout = \"90s\"\n",
     );
     // The camera's own H.264 over RTSP, not encoded again.
     let url = d.rtsp_url("uvc");
