@@ -249,10 +249,10 @@ impl Session {
                     }
                     // str0m's pacer (without bandwidth estimation, it sends whatever is queued)
                     // asks to look at its queues again after the packets it released. This poll
-                    // released them until the queues were empty, and only a written unit (which
-                    // ticks at once) or a tick fills them again: the look is half of a frame's
-                    // work in str0m. Whatever else comes due is served by the camera's next unit,
-                    // or this deadline at the latest.
+                    // released them until the queues were empty; they fill again when a unit is
+                    // written (which ticks at once) or a NACK asks for resends (a poll that sent
+                    // no RTP ticks). The look was one of a frame's two ticks. Whatever else comes
+                    // due is served by the camera's next unit, or this deadline at the latest.
                     if sent_rtp && self.rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Handle) {
                         return now + LOOK_AGAIN_AFTER;
                     }
