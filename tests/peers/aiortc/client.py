@@ -72,11 +72,11 @@ async def main():
                 now = time.monotonic()
                 if n == 1:
                     say(first_frame_ms=round((now - posted[0]) * 1000))
-                if now - said >= 0.1:
+                last = a.frames and n >= a.frames
+                if last or now - said >= 0.1:
                     said = now
                     say(frames=n, width=frame.width, height=frame.height, pts=frame.pts)
-                if a.frames and n >= a.frames:
-                    say(frames=n, width=frame.width, height=frame.height, pts=frame.pts)
+                if last:
                     done.set()
                     return
         asyncio.ensure_future(frames())
